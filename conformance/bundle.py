@@ -1,0 +1,77 @@
+"""An OCI bundle on disk: config.json (base spec + scenario patch) and a rootfs.
+
+Placeholders ``{{name}}`` in a scenario (its command, patch and expected
+texts) are filled from the bundle's variables: where the rootfs lives, the
+container id, and what the host setup made (a marker file, a shm key).
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .base_spec import base_spec
+from .patch import apply_patch
+from .rootfs import busybox_rootfs, copy_rootfs
+from .scenario import Scenario
+
+_PLACEHOLDER = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
+
+
+class TemplateError(KeyError):
+    pass
+
+
+def fill(value: Any, variables: dict[str, str]) -> Any:
+    """Replace ``{{name}}`` in every string inside ``value`` (dicts and lists too)."""
+    if isinstance(value, str):
+        def sub(m: re.Match[str]) -> str:
+            if m.group(1) not in variables:
+                raise TemplateError(f"unknown placeholder {{{{{m.group(1)}}}}} (known: {', '.join(sorted(variables))})")
+            return variables[m.group(1)]
+        return _PLACEHOLDER.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: fill(v, variables) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(fill(v, variables) for v in value)
+    return value
+
+
+@dataclass
+class Bundle:
+    """A bundle directory and what went into it."""
+
+    path: Path
+    config: dict[str, Any]
+    variables: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def rootfs(self) -> Path:
+        return self.path / self.config["root"]["path"]
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def make_config(scenario: Scenario, cid: str, oci_version: str, variables: dict[str, str]) -> dict[str, Any]:
+    """The scenario's config.json: base, then patch, then the per-container fields."""
+    config = apply_patch(base_spec(), fill(scenario.patch, variables))
+    config["ociVersion"] = oci_version
+    config["process"]["args"] = list(fill(scenario.args, variables))
+    config.setdefault("linux", {}).setdefault("cgroupsPath", f"/{cid}")
+    return config
+
+
+def build(scenario: Scenario, cid: str, workdir: Path, oci_version: str,
+          variables: dict[str, str]) -> Bundle:
+    """Write a bundle for one container under ``workdir/cid``."""
+    path = workdir / cid
+    path.mkdir(parents=True)
+    variables = {**variables, "bundle": str(path), "rootfs": str(path / "rootfs"), "id": cid}
+    bundle = Bundle(path, make_config(scenario, cid, oci_version, variables), variables)
+    copy_rootfs(busybox_rootfs(), bundle.rootfs)
+    (path / "config.json").write_text(json.dumps(bundle.config, indent=1))
+    return bundle

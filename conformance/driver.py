@@ -1,0 +1,188 @@
+"""Drive a runc-compatible CLI: run, create/start/state/kill/delete — and always clean up.
+
+Every runtime gets a private ``--root`` made for this test session, so the
+harness can list and remove everything it started (and nothing else) when a
+check fails, a timeout fires, or the user presses Ctrl-C.
+
+To learn the exit status of a container started with create/start, the test
+process makes itself a *child subreaper*: when ``RUNTIME create`` exits, the
+container's init is re-parented to us and ``waitpid`` tells how it ended,
+exactly as a container engine's shim does.
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from .errors import DriverError
+from .runtimes import RuntimeProfile
+
+PR_SET_CHILD_SUBREAPER = 36
+RUNTIME_CALL_TIMEOUT_S = 30.0
+
+
+def become_subreaper() -> bool:
+    """Adopt orphaned descendants (the containers' inits); False if the kernel refuses."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+
+
+@dataclass
+class RunOutcome:
+    """What a foreground run produced."""
+
+    exit: int | None
+    timed_out: bool
+    duration_s: float
+
+
+class RuntimeDriver:
+    """One runtime, one private state root, and the list of containers it still owns."""
+
+    def __init__(self, profile: RuntimeProfile, root: Path) -> None:
+        self.profile = profile
+        self.root = root
+        self.live: set[str] = set()
+
+    # -- plumbing ---------------------------------------------------------
+    def _call(self, *verb: str, timeout: float = RUNTIME_CALL_TIMEOUT_S, check: bool = True,
+              ) -> subprocess.CompletedProcess[str]:
+        argv = self.profile.argv(self.root, *verb)
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                                  stdin=subprocess.DEVNULL, start_new_session=True)
+        except subprocess.TimeoutExpired:
+            raise DriverError(f"{self.profile.name} {' '.join(verb)}: no answer in {timeout:.0f}s") from None
+        if check and done.returncode != 0:
+            raise DriverError(f"{self.profile.name} {' '.join(verb)} failed (exit {done.returncode}): "
+                              f"{(done.stderr or done.stdout).strip()[-500:]}")
+        return done
+
+    @staticmethod
+    def _wait(proc: subprocess.Popen, timeout: float) -> bool:
+        """Wait for a runtime process; on timeout kill its whole process group. True if it timed out."""
+        try:
+            proc.wait(timeout=timeout)
+            return False
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+            return True
+
+    # -- verbs ------------------------------------------------------------
+    def run(self, bundle: Path, cid: str, stdout: IO[bytes], stderr: IO[bytes],
+            timeout: float) -> RunOutcome:
+        """``RUNTIME run``: foreground, the runtime's exit status is the container's."""
+        started = time.monotonic()
+        self.live.add(cid)
+        try:
+            proc = subprocess.Popen(self.profile.argv(self.root, "run", "--bundle", str(bundle), cid),
+                                    stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+                                    start_new_session=True)
+            timed_out = self._wait(proc, timeout)
+            return RunOutcome(None if timed_out else _status(proc.returncode), timed_out,
+                              time.monotonic() - started)
+        finally:
+            self.delete(cid)
+
+    def create(self, bundle: Path, cid: str, stdin: int, stdout: IO[bytes], stderr: IO[bytes],
+               timeout: float) -> int:
+        """``RUNTIME create``; returns the init's host pid. The container stays until delete."""
+        self.live.add(cid)
+        proc = subprocess.Popen(self.profile.argv(self.root, "create", "--bundle", str(bundle), cid),
+                                stdin=stdin, stdout=stdout, stderr=stderr, start_new_session=True)
+        if self._wait(proc, timeout):
+            raise DriverError(f"{self.profile.name} create did not return within {timeout:.0f}s")
+        if proc.returncode != 0:
+            stderr.flush()
+            raise DriverError(f"{self.profile.name} create failed (exit {proc.returncode}): "
+                              f"{_tail(stderr)}")
+        return int(self.state(cid)["pid"])
+
+    def start(self, cid: str) -> None:
+        self._call("start", cid)
+
+    def state(self, cid: str) -> dict:
+        out = self._call("state", cid).stdout
+        try:
+            return json.loads(out)
+        except ValueError:
+            raise DriverError(f"{self.profile.name} state {cid}: not JSON: {out[:200]!r}") from None
+
+    def kill(self, cid: str, sig: str = "KILL") -> None:
+        self._call("kill", cid, sig, check=False)
+
+    def delete(self, cid: str) -> None:
+        """Force-delete; quiet when already gone. Leftovers are caught by ``cleanup``."""
+        try:
+            self._call("delete", "--force", cid, check=False)
+        except DriverError:
+            pass
+        self.live.discard(cid)
+
+    def list_ids(self) -> list[str]:
+        if not self.root.exists():
+            return []
+        done = self._call("list", "-q", check=False)
+        return [line.strip() for line in done.stdout.splitlines() if line.strip()]
+
+    def cleanup(self) -> list[str]:
+        """Delete every container under our root, then the root itself. Returns what was left."""
+        leftovers = sorted(self.live | set(self.list_ids()))
+        for cid in leftovers:
+            self.kill(cid)
+            self.delete(cid)
+        shutil.rmtree(self.root, ignore_errors=True)
+        return leftovers
+
+
+def _status(returncode: int) -> int:
+    """A runtime killed by a signal reports -N through subprocess; the shell convention is 128+N."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def _tail(stream: IO[bytes]) -> str:
+    try:
+        return Path(stream.name).read_text(errors="replace").strip()[-500:]
+    except (OSError, AttributeError, TypeError):
+        return ""
+
+
+def wait_exit(pid: int, timeout: float) -> tuple[int | None, bool]:
+    """Wait for a container init we adopted; (exit status as 128+N for signals, timed_out).
+
+    If the init is not our child (the runtime kept it elsewhere), poll until it
+    is gone and report the status as unknown (None).
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while True:
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return _poll_gone(pid, deadline)
+        if done:
+            return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status), False
+        if time.monotonic() > deadline:
+            return None, True
+        time.sleep(delay)
+        delay = min(delay * 2, 0.02)
+
+
+def _poll_gone(pid: int, deadline: float) -> tuple[int | None, bool]:
+    while Path(f"/proc/{pid}").exists():
+        if time.monotonic() > deadline:
+            return None, True
+        time.sleep(0.01)
+    return None, False

@@ -1,0 +1,90 @@
+"""What the host offers: its profile for the matrix, and the requirement checks.
+
+A scenario's ``requires`` names host facts from a closed vocabulary; when one
+is missing the scenario is skipped with a sentence saying which, so a host
+limit is never reported as a runtime failure.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import platform
+from pathlib import Path
+from typing import Callable
+
+from . import cgroupfs
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def profile() -> dict[str, object]:
+    """The host section of the matrix: kernel, cgroup layout, distribution."""
+    mount_map = cgroupfs.mounts()
+    os_release = dict(
+        line.split("=", 1) for line in (_read("/etc/os-release") or "").splitlines() if "=" in line)
+    return {
+        "kernel": platform.release(),
+        "arch": platform.machine(),
+        "os": os_release.get("PRETTY_NAME", "").strip('"'),
+        "cgroup": cgroupfs.layout(mount_map),
+        "cgroup_v1_controllers": sorted(k for k in mount_map if k and not k.startswith("name=")),
+        "cgroup_v2_controllers": sorted(cgroupfs.v2_controllers(mount_map)),
+        "cpus": os.cpu_count(),
+        "userns": _userns_enabled(),
+        "timens": Path("/proc/self/ns/time").exists(),
+    }
+
+
+def _userns_enabled() -> bool:
+    value = _read("/proc/sys/user/max_user_namespaces")
+    return value is not None and value != "0"
+
+
+def _controller(name: str) -> Callable[[], str | None]:
+    def check() -> str | None:
+        mount_map = cgroupfs.mounts()
+        if name in mount_map or name in cgroupfs.v2_controllers(mount_map):
+            return None
+        v1_name = {"io": "blkio"}.get(name)
+        if v1_name and v1_name in mount_map:
+            return None
+        return f"the host has no {name} cgroup controller mounted"
+    return check
+
+
+def _swap_accounting() -> str | None:
+    mount_map = cgroupfs.mounts()
+    if "memory" in mount_map:
+        if (mount_map["memory"] / "memory.memsw.limit_in_bytes").exists():
+            return None
+        return "the v1 memory controller has no memsw files (swap accounting is off: swapaccount=1)"
+    if "memory" in cgroupfs.v2_controllers(mount_map):
+        return None
+    return "the host has no memory cgroup controller"
+
+
+#: requirement name -> check returning None when met, else the reason to skip
+REQUIREMENTS: dict[str, Callable[[], str | None]] = {
+    "cgroup-v1": lambda: None if cgroupfs.layout() in ("v1", "hybrid") else "the host has no cgroup v1 hierarchies (pure v2)",
+    "cgroup-v2": lambda: None if cgroupfs.layout() == "v2" else f"the host is cgroup {cgroupfs.layout()}, not pure v2",
+    "userns": lambda: None if _userns_enabled() else "user namespaces are disabled (user.max_user_namespaces = 0)",
+    "timens": lambda: None if Path("/proc/self/ns/time").exists() else "the kernel has no time namespace (needs 5.6+)",
+    "cgroupns": lambda: None if Path("/proc/self/ns/cgroup").exists() else "the kernel has no cgroup namespace",
+    "swap-accounting": _swap_accounting,
+    **{f"controller:{c}": _controller(c) for c in ("memory", "pids", "cpu", "io")},
+}
+
+
+def unmet(requires: tuple[str, ...]) -> str | None:
+    """The first unmet requirement's reason, or None when the host has them all."""
+    for name in requires:
+        reason = REQUIREMENTS[name]()
+        if reason:
+            return f"host lacks {name}: {reason}"
+    return None

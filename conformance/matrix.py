@@ -1,0 +1,129 @@
+"""The compatibility matrix: runtimes × scenarios, as JSON, Markdown, HTML and terminal text.
+
+The JSON shape is a contract (shared/DESIGN.md): ``schema``, ``host``,
+``hosts``, ``runtimes`` and ``results`` (one per scenario × runtime × host,
+with verdict and evidence).  The other formats are views of that document,
+so a matrix can be re-rendered (or compared) from a saved JSON alone.
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+SCHEMA_VERSION = 1
+SYMBOL = {"pass": "pass", "fail": "FAIL", "skip": "skip", "error": "ERROR"}
+MD_SYMBOL = {"pass": "✅ pass", "fail": "❌ fail", "skip": "⏭ skip", "error": "⚠️ error"}
+
+
+def build_document(results: list[dict[str, Any]], host: dict[str, Any],
+                   runtimes: dict[str, Any]) -> dict[str, Any]:
+    """The matrix document; results are sorted so two runs diff cleanly."""
+    ordered = sorted(results, key=lambda r: (r["scenario"], r["runtime"], r["host"]))
+    return {
+        "schema": SCHEMA_VERSION,
+        "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "host": host,
+        "hosts": {"local": host},
+        "runtimes": runtimes,
+        "results": ordered,
+    }
+
+
+def column(result: dict[str, Any]) -> str:
+    return result["runtime"] if result["host"] == "local" else f"{result['runtime']}@{result['host']}"
+
+
+def columns(doc: dict[str, Any]) -> list[str]:
+    seen: list[str] = []
+    for name in doc["runtimes"]:
+        seen.append(name)
+    for r in doc["results"]:
+        if column(r) not in seen:
+            seen.append(column(r))
+    return [c for c in seen if any(column(r) == c for r in doc["results"])]
+
+
+def grid(doc: dict[str, Any]) -> tuple[list[str], dict[str, dict[str, dict[str, Any]]]]:
+    """(columns, {scenario: {column: result}})."""
+    rows: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in doc["results"]:
+        rows.setdefault(r["scenario"], {})[column(r)] = r
+    return columns(doc), rows
+
+
+def totals(doc: dict[str, Any]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for r in doc["results"]:
+        counts = out.setdefault(column(r), {"pass": 0, "fail": 0, "skip": 0, "error": 0})
+        counts[r["verdict"]] += 1
+    return out
+
+
+def _table(doc: dict[str, Any], symbols: dict[str, str], fmt: str) -> str:
+    cols, rows = grid(doc)
+    body = []
+    for scenario in sorted(rows):
+        cells = rows[scenario]
+        tags = next(iter(cells.values())).get("tags", [])
+        verdicts = {c: cells[c]["verdict"] for c in cols if c in cells}
+        differs = len(set(v for v in verdicts.values() if v != "skip")) > 1
+        name = f"{scenario} ≠" if differs else scenario
+        body.append([name, ",".join(tags)] + [symbols[cells[c]["verdict"]] if c in cells else "—" for c in cols])
+    tot = totals(doc)
+    body.append(["total", ""] + [f"{tot[c]['pass']}/{sum(tot[c].values())} pass" for c in cols])
+    return tabulate(body, headers=["scenario", "tags", *cols], tablefmt=fmt)
+
+
+def render_terminal(doc: dict[str, Any]) -> str:
+    host = doc["host"]
+    head = f"host: kernel {host.get('kernel')}, cgroup {host.get('cgroup')}; " + "; ".join(
+        f"{n} {rt.get('version')}" for n, rt in doc["runtimes"].items())
+    return head + "\n" + _table(doc, SYMBOL, "simple")
+
+
+def _failures(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for r in doc["results"] if r["verdict"] in ("fail", "error")]
+
+
+def render_markdown(doc: dict[str, Any]) -> str:
+    host = doc["host"]
+    lines = ["# Container runtime conformance matrix", "",
+             f"Generated {doc.get('generated', '')} on {host.get('os', '')}, kernel `{host.get('kernel')}`, "
+             f"cgroup **{host.get('cgroup')}**.", "", "| runtime | version | path | config ociVersion | adaptations |",
+             "|---|---|---|---|---|"]
+    for name, rt in doc["runtimes"].items():
+        lines.append(f"| {name} | {rt.get('version')} | `{rt.get('path')}` | {rt.get('spec_version', '')} | "
+                     f"{'; '.join(rt.get('adaptations') or []) or rt.get('error') or '—'} |")
+    lines += ["", "A row marked ≠ differs between runtimes.", "", _table(doc, MD_SYMBOL, "github"), ""]
+    failures = _failures(doc)
+    skips = [r for r in doc["results"] if r["verdict"] == "skip"]
+    if failures:
+        lines += ["## Failures and errors", ""]
+        lines += [f"- **{r['scenario']}** on {column(r)} ({r['verdict']}): {_md_escape(r['evidence'])}"
+                  for r in failures]
+        lines.append("")
+    if skips:
+        lines += ["## Skipped (host reasons)", ""]
+        lines += [f"- **{r['scenario']}** on {column(r)}: {_md_escape(r['evidence'])}" for r in skips]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def write_all(doc: dict[str, Any], out_dir: Path) -> list[Path]:
+    """Write matrix.json, matrix.md and matrix.html; returns their paths."""
+    from .matrix_html import render_html  # lazy: only needed here
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / "matrix.json", out_dir / "matrix.md", out_dir / "matrix.html"]
+    paths[0].write_text(json.dumps(doc, indent=2) + "\n")
+    paths[1].write_text(render_markdown(doc))
+    paths[2].write_text(render_html(doc))
+    return paths

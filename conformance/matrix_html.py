@@ -1,0 +1,85 @@
+"""matrix.html: one self-contained page a person can read.
+
+Host profile on top, then one row per scenario and one column per runtime,
+each cell coloured by verdict; the evidence sits in the cell's tooltip and
+opens in place on click (<details>), so a failure is one hover away.  Rows
+whose verdicts differ between runtimes are highlighted.  No external assets.
+"""
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+
+from .matrix import grid, totals
+
+CSS = """
+body{font:14px/1.4 system-ui,sans-serif;margin:1.5rem;color:#222}
+h1{font-size:1.4rem} table{border-collapse:collapse} th,td{border:1px solid #ccc;padding:.25rem .5rem;vertical-align:top}
+th{background:#f4f4f4;text-align:left} td.v{min-width:6rem}
+.pass{background:#d9f2d9} .fail{background:#f8d0d0} .skip{background:#eee;color:#666} .error{background:#fde7b0}
+tr.differs>td:first-child{border-left:4px solid #c0392b}
+details>summary{cursor:pointer;list-style:none;font-weight:600} details>div{font:12px/1.3 monospace;white-space:pre-wrap;max-width:40rem;margin-top:.3rem}
+.tags{color:#666;font-size:12px} .host td{border:none;padding:.1rem .6rem .1rem 0}
+.filters{margin:.8rem 0} .filters label{margin-right:.8rem}
+"""
+
+JS = """
+function applyFilters(){
+  const tag=document.getElementById('tag').value, verdict=document.getElementById('verdict').value;
+  document.querySelectorAll('tbody tr.row').forEach(tr=>{
+    const tagOk=!tag||tr.dataset.tags.split(' ').includes(tag);
+    const vOk=!verdict||tr.dataset.verdicts.split(' ').includes(verdict)||(verdict==='differs'&&tr.classList.contains('differs'));
+    tr.style.display=(tagOk&&vOk)?'':'none';});
+}
+"""
+
+
+def _cell(result: dict[str, Any] | None) -> str:
+    if result is None:
+        return '<td class="v">—</td>'
+    v = result["verdict"]
+    evidence = escape(result.get("evidence") or "")
+    return (f'<td class="v {v}" title="{evidence}"><details><summary>{v}</summary>'
+            f'<div>{evidence}\n({result.get("duration_s", 0):.3f}s)</div></details></td>')
+
+
+def render_html(doc: dict[str, Any]) -> str:
+    cols, rows = grid(doc)
+    host = doc["host"]
+    all_tags = sorted({t for r in doc["results"] for t in r.get("tags", [])})
+    out = ["<!doctype html><html><head><meta charset='utf-8'><title>Runtime conformance matrix</title>",
+           f"<style>{CSS}</style><script>{JS}</script></head><body>",
+           "<h1>Container runtime conformance matrix</h1>", "<table class='host'>"]
+    for key in ("os", "kernel", "arch", "cgroup", "cpus", "userns", "timens"):
+        out.append(f"<tr><td>{escape(key)}</td><td><b>{escape(str(host.get(key, '')))}</b></td></tr>")
+    out.append(f"<tr><td>generated</td><td>{escape(doc.get('generated', ''))}</td></tr></table>")
+    out.append("<h2>Runtimes</h2><table><tr><th>runtime</th><th>version</th><th>path</th>"
+               "<th>config ociVersion</th><th>adaptations</th></tr>")
+    for name, rt in doc["runtimes"].items():
+        notes = "; ".join(rt.get("adaptations") or []) or rt.get("error") or "—"
+        out.append(f"<tr><td>{escape(name)}</td><td>{escape(str(rt.get('version')))}</td>"
+                   f"<td><code>{escape(str(rt.get('path')))}</code></td><td>{escape(str(rt.get('spec_version', '')))}</td>"
+                   f"<td>{escape(notes)}</td></tr>")
+    out.append("</table>")
+    tag_options = "".join(f"<option>{escape(t)}</option>" for t in all_tags)
+    out.append("<div class='filters'><label>tag <select id='tag' onchange='applyFilters()'><option value=''>all</option>"
+               f"{tag_options}</select></label><label>verdict <select id='verdict' onchange='applyFilters()'>"
+               "<option value=''>all</option><option>pass</option><option>fail</option><option>skip</option>"
+               "<option>error</option><option value='differs'>differs between runtimes</option></select></label></div>")
+    out.append("<table><thead><tr><th>scenario</th>" + "".join(f"<th>{escape(c)}</th>" for c in cols)
+               + "</tr></thead><tbody>")
+    for scenario in sorted(rows):
+        cells = rows[scenario]
+        first = next(iter(cells.values()))
+        verdicts = {cells[c]["verdict"] for c in cols if c in cells}
+        differs = len(verdicts - {"skip"}) > 1
+        out.append(f"<tr class='row{' differs' if differs else ''}' data-tags='{escape(' '.join(first.get('tags', [])))}' "
+                   f"data-verdicts='{escape(' '.join(sorted(verdicts)))}'><td><b>{escape(scenario)}</b><br>"
+                   f"<span class='tags'>{escape(first.get('title', ''))}<br>{escape(', '.join(first.get('tags', [])))}"
+                   f"{' · control: ' + escape(', '.join(first.get('control') or [])) if first.get('control') else ''}</span></td>"
+                   + "".join(_cell(cells.get(c)) for c in cols) + "</tr>")
+    tot = totals(doc)
+    out.append("</tbody><tfoot><tr><th>total</th>" + "".join(
+        f"<th>{tot[c]['pass']} pass · {tot[c]['fail']} fail · {tot[c]['skip']} skip · {tot[c]['error']} error</th>"
+        for c in cols) + "</tr></tfoot></table></body></html>")
+    return "\n".join(out)

@@ -1,0 +1,280 @@
+"""The pytest plugin: options, scenario collection, one item per scenario × runtime × host.
+
+``pytest conformance --runtime=runc`` collects every YAML file under
+``scenarios/`` (or ``--scenarios DIR``); each scenario becomes one item per
+runtime, named ``<scenario-id>[<runtime>@<host>]`` and marked with its tags
+(so ``-m pid`` selects).  Each item records its result as a user property,
+which also travels from xdist workers to the controller; the controller
+assembles the matrix once, at the end.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from . import host_setup, hostinfo, matrix
+from .bundle import build, TemplateError
+from .errors import ConformanceError, RuntimeNotFound, ScenarioError
+from .loader import scenario_schema
+from .observe import observe
+from .scenario import Scenario, check_unique_ids, load_scenarios
+from .session import RunSession
+from .verdict import ERROR, FAIL, PASS, SKIP, Verdict, judge
+
+RESULT_KEY = "conformance_result"
+PACKAGE_DIR = Path(__file__).parent
+session_key = pytest.StashKey[RunSession]()
+
+
+# -- options and set-up ------------------------------------------------------
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("conformance", "container runtime conformance")
+    group.addoption("--runtime", action="append", default=[], metavar="NAME",
+                    help="runtime to test: ref (default), runc, crun, runsc, or a path to a runc-compatible "
+                         "binary; repeat or comma-separate to compare several")
+    group.addoption("--runtime-flags", action="append", default=[], metavar="NAME=FLAGS",
+                    help="extra global flags for one runtime, e.g. runsc='--debug'")
+    group.addoption("--matrix-dir", default="reports", metavar="DIR",
+                    help="where matrix.json, matrix.md and matrix.html are written (default: reports/)")
+    group.addoption("--scenarios", default=None, metavar="DIR",
+                    help="scenario directory (default: scenarios/ beside the conformance package)")
+
+
+def _runtime_names(config: pytest.Config) -> list[str]:
+    names: list[str] = []
+    for value in config.getoption("runtime") or ["ref"]:
+        names += [n.strip() for n in value.split(",") if n.strip() and n.strip() not in names]
+    return names
+
+
+def _runtime_flags(config: pytest.Config) -> dict[str, list[str]]:
+    flags: dict[str, list[str]] = {}
+    for value in config.getoption("runtime_flags"):
+        name, sep, rest = value.partition("=")
+        if not sep:
+            raise pytest.UsageError(f"--runtime-flags {value!r}: expected NAME=FLAGS")
+        flags.setdefault(name, []).extend(rest.split())
+    return flags
+
+
+def scenarios_dir(config: pytest.Config) -> Path:
+    given = config.getoption("scenarios")
+    return Path(given).resolve() if given else PACKAGE_DIR.parent / "scenarios"
+
+
+def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    tags = scenario_schema()["properties"]["tags"]["items"]["enum"]
+    for tag in tags:
+        config.addinivalue_line("markers", f"{tag}: scenarios exercising {tag}")
+    config.stash[session_key] = RunSession(_runtime_names(config), _runtime_flags(config))
+    if not hasattr(config, "workerinput"):  # xdist workers only run items; the controller reports
+        config.pluginmanager.register(MatrixReporter(config), "conformance-matrix")
+    if hasattr(signal, "SIGTERM") and signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # so cleanup runs on `kill`/CI timeouts
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    run = config.stash.get(session_key, None)
+    if run is not None:
+        run.close()
+
+
+# -- collection ---------------------------------------------------------------
+@pytest.hookimpl(tryfirst=True)
+def pytest_collect_directory(path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    """``pytest conformance`` means: the scenario catalog, not the harness's modules."""
+    if path.resolve() == PACKAGE_DIR.resolve():
+        return Catalog.from_parent(parent, path=path)
+    return None
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    """A scenario file named on the command line (``pytest scenarios/pid.yaml``)."""
+    if file_path.suffix in (".yaml", ".yml") and scenarios_dir(parent.config) in file_path.resolve().parents:
+        return ScenarioFile.from_parent(parent, path=file_path)
+    return None
+
+
+class Catalog(pytest.Directory):
+    """Every scenario file of the scenario directory."""
+
+    def collect(self) -> Iterator[pytest.Collector]:
+        root = scenarios_dir(self.config)
+        if not root.is_dir():
+            raise pytest.UsageError(f"scenario directory {root} does not exist (see --scenarios)")
+        for path in sorted(root.rglob("*.y*ml")):
+            yield ScenarioFile.from_parent(self, path=path)
+
+
+class ScenarioFile(pytest.File):
+    """One YAML file: its scenarios × runtimes, or one error item per runtime if it is invalid."""
+
+    def collect(self) -> Iterator[pytest.Item]:
+        run = self.config.stash[session_key]
+        try:
+            scenarios = load_scenarios(self.path)
+            check_unique_ids(scenarios)
+        except ScenarioError as exc:
+            for runtime in run.runtime_names:
+                yield InvalidScenarioItem.from_parent(self, name=f"{self.path.name}[{runtime}@local]",
+                                                      error=exc, runtime=runtime)
+            return
+        for scenario in scenarios:
+            for runtime in run.runtime_names:
+                item = ScenarioItem.from_parent(self, name=f"{scenario.id}[{runtime}@local]",
+                                                scenario=scenario, runtime=runtime, host="local")
+                for tag in scenario.tags:
+                    item.add_marker(getattr(pytest.mark, tag))
+                yield item
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
+                                  items: list[pytest.Item]) -> None:
+    """Scenario ids must be unique across files too: a matrix row is one scenario."""
+    first: dict[str, Scenario] = {}
+    for item in items:
+        if isinstance(item, ScenarioItem):
+            other = first.setdefault(item.scenario.id, item.scenario)
+            if other is not item.scenario and other.path != item.scenario.path:
+                raise pytest.UsageError(f"{item.scenario.location}: duplicate scenario id "
+                                        f"{item.scenario.id!r} (first at {other.location})")
+
+
+# -- items --------------------------------------------------------------------
+class ScenarioFailure(Exception):
+    """Raised by an item whose verdict is fail or error; carries the verdict."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__(verdict.evidence)
+        self.verdict = verdict
+
+
+def _record(item: pytest.Item, result: dict[str, Any]) -> None:
+    item.user_properties.append((RESULT_KEY, json.dumps(result)))
+
+
+class InvalidScenarioItem(pytest.Item):
+    def __init__(self, *, error: ScenarioError, runtime: str, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.error, self.runtime = error, runtime
+
+    def runtest(self) -> None:
+        _record(self, {"scenario": str(self.error.path), "runtime": self.runtime, "host": "local",
+                       "verdict": ERROR, "tags": [], "duration_s": 0.0, "title": "invalid scenario file",
+                       "evidence": str(self.error)})
+        raise self.error
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        return str(excinfo.value)
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, (self.error.line or 1) - 1, f"invalid scenario: {self.path.name}"
+
+
+class ScenarioItem(pytest.Item):
+    def __init__(self, *, scenario: Scenario, runtime: str, host: str, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.scenario, self.runtime, self.host = scenario, runtime, host
+
+    def _result(self, verdict: str, evidence: str, duration: float = 0.0, **extra: Any) -> dict[str, Any]:
+        sc = self.scenario
+        return {"scenario": sc.id, "runtime": self.runtime, "host": self.host, "verdict": verdict,
+                "tags": list(sc.tags), "duration_s": round(duration, 4), "evidence": evidence,
+                "title": sc.title, "control": list(sc.control), "clause": sc.clause,
+                "file": f"{sc.path.name}:{sc.line}", **extra}
+
+    def runtest(self) -> None:
+        reason = hostinfo.unmet(self.scenario.requires)
+        if reason:
+            _record(self, self._result(SKIP, reason))
+            pytest.skip(reason)
+        run = self.config.stash[session_key]
+        try:
+            driver = run.driver(self.runtime)
+        except RuntimeNotFound as exc:
+            verdict = Verdict(ERROR, str(exc))
+            _record(self, self._result(ERROR, str(exc)))
+            raise ScenarioFailure(verdict) from None
+        verdict, duration = self._run(run, driver)
+        _record(self, self._result(verdict.verdict, verdict.evidence, duration,
+                                   oci_version=driver.profile.spec_version))
+        if verdict.verdict != PASS:
+            raise ScenarioFailure(verdict)
+
+    def _run(self, run: RunSession, driver: Any) -> tuple[Verdict, float]:
+        cid = f"cf-{secrets.token_hex(6)}"
+        try:
+            with host_setup.prepared(self.scenario.host_setup, run.workdir) as variables:
+                variables["host_hostname"] = socket.gethostname()
+                bundle = build(self.scenario, cid, run.workdir, driver.profile.spec_version, variables)
+                try:
+                    obs = observe(self.scenario, driver, bundle, cid)
+                finally:
+                    bundle.remove()
+                return judge(self.scenario, obs, bundle.variables), obs.duration_s
+        except (ConformanceError, TemplateError, OSError) as exc:
+            return Verdict(ERROR, f"harness could not run the scenario: {exc}"), 0.0
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        if isinstance(excinfo.value, ScenarioFailure):
+            v = excinfo.value.verdict
+            lines = [f"{self.scenario.id} on {self.runtime}: {v.verdict.upper()} — {self.scenario.title}",
+                     f"  scenario: {self.scenario.location}"]
+            lines += [f"  ✗ {c.detail}" for c in v.checks if not c.ok] or [f"  {v.evidence}"]
+            return "\n".join(lines)
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.scenario.path, self.scenario.line - 1, f"{self.scenario.id} [{self.runtime}@{self.host}]"
+
+
+# -- results and the matrix ----------------------------------------------------
+class MatrixReporter:
+    """Gathers results where the matrix is written (the xdist controller, or the only process).
+
+    Results arrive as report user properties, which xdist ships from workers to
+    the controller, so one code path serves serial and parallel runs.
+    """
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.results: list[dict[str, Any]] = []
+        self.written: list[Path] = []
+        self.doc: dict[str, Any] | None = None
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        for key, value in report.user_properties:
+            if key == RESULT_KEY and report.when == "call":
+                self.results.append(json.loads(value))
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if not self.results:
+            return
+        run = self.config.stash[session_key]
+        runtimes: dict[str, Any] = {}
+        for name in run.runtime_names:
+            try:
+                profile = run.profile(name)
+                runtimes[profile.name] = profile.as_json()
+            except RuntimeNotFound as exc:
+                runtimes[name] = {"path": None, "version": None, "error": str(exc)}
+        self.doc = matrix.build_document(self.results, hostinfo.profile(), runtimes)
+        self.written = matrix.write_all(self.doc, Path(self.config.getoption("matrix_dir")))
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.doc is None:
+            return
+        terminalreporter.section("conformance matrix")
+        terminalreporter.write_line(matrix.render_terminal(self.doc))
+        terminalreporter.write_line("written: " + ", ".join(str(p) for p in self.written))

@@ -1,0 +1,121 @@
+"""Which runtime binary to run, with which global flags, and what it says of itself.
+
+Per-runtime quirks live here and only here, and each one is written down as
+an *adaptation* that the matrix prints in its host section, so a reader knows
+exactly how each runtime was driven.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import cgroupfs
+from .errors import RuntimeNotFound
+
+KNOWN = ("ref", "runc", "crun", "runsc")
+DEFAULT_SPEC_VERSION = "1.0.2"
+
+
+@dataclass
+class RuntimeProfile:
+    """How to invoke one runtime, and its identity for the matrix."""
+
+    name: str                    # label in the matrix (basename for a path)
+    path: str                    # the binary (or launcher) that runs
+    command: list[str]           # argv prefix up to, not including, the global flags
+    global_flags: list[str] = field(default_factory=list)
+    version: str = "unknown"
+    spec_version: str = DEFAULT_SPEC_VERSION   # ociVersion written into config.json
+    adaptations: list[str] = field(default_factory=list)
+
+    def argv(self, root: Path, *verb: str) -> list[str]:
+        return [*self.command, "--root", str(root), *self.global_flags, *verb]
+
+    def as_json(self) -> dict[str, object]:
+        return {"path": self.path, "version": self.version, "spec_version": self.spec_version,
+                "global_flags": self.global_flags, "adaptations": self.adaptations}
+
+
+def _ref_command() -> tuple[str, list[str]]:
+    launcher = shutil.which("runtime-ref")
+    if launcher:
+        return launcher, [launcher]
+    return f"{sys.executable} -m runtime_ref", [sys.executable, "-m", "runtime_ref"]
+
+
+def _find(name: str) -> str:
+    if os.sep in name:
+        path = Path(name)
+        if path.is_file() and os.access(path, os.X_OK):
+            return str(path.resolve())
+        raise RuntimeNotFound(f"--runtime={name}: no executable file at that path")
+    found = shutil.which(name)
+    if not found:
+        hint = " (install it: ci/setup.sh, or apt-get install " + name + ")" if name in KNOWN else ""
+        raise RuntimeNotFound(
+            f"--runtime={name}: not found on PATH{hint}; give ref, runc, crun, runsc or a path to a runc-compatible binary")
+    return found
+
+
+def _version(command: list[str]) -> tuple[str, str]:
+    """(version, spec version) as printed by ``RUNTIME --version``."""
+    try:
+        out = subprocess.run([*command, "--version"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown", DEFAULT_SPEC_VERSION
+    version = re.search(r"version\s+(\S+)", out)
+    spec = re.search(r"^spec:\s*(\S+)", out, re.M)
+    return (version.group(1) if version else out.strip().splitlines()[0] if out.strip() else "unknown",
+            spec.group(1) if spec else DEFAULT_SPEC_VERSION)
+
+
+def _crun_on_hybrid(profile: RuntimeProfile) -> None:
+    """crun 1.x refuses hybrid hosts whose cgroup2 mount exists beside v1.
+
+    It works when started in a private mount namespace from which the cgroup2
+    mount is gone; the container inherits that namespace view, nothing on the
+    host changes (unshare's default propagation is private).
+    """
+    mount_map = cgroupfs.mounts()
+    if cgroupfs.layout(mount_map) != "hybrid":
+        return
+    unified = str(mount_map[""])
+    profile.command = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+                       f'umount -l {unified} && exec "$0" "$@"', *profile.command]
+    profile.adaptations.append(
+        f"hybrid cgroup host: crun runs in a private mount namespace without {unified} "
+        "(crun refuses hybrid layouts)")
+
+
+def _runsc_flags(profile: RuntimeProfile) -> None:
+    """gVisor needs a platform that works without KVM, and no host network here."""
+    if not any(f.startswith("--platform") for f in profile.global_flags):
+        platform = "kvm" if os.path.exists("/dev/kvm") else "ptrace"
+        profile.global_flags.append(f"--platform={platform}")
+    if not any(f.startswith("--network") for f in profile.global_flags):
+        profile.global_flags.append("--network=none")
+    profile.adaptations.append("runsc: " + " ".join(profile.global_flags))
+
+
+def resolve(name: str, extra_flags: list[str] | None = None) -> RuntimeProfile:
+    """Turn a ``--runtime`` value into a profile; raises RuntimeNotFound with advice."""
+    if name == "ref":
+        path, command = _ref_command()
+    else:
+        path = _find(name)
+        command = [path]
+    label = name if name in KNOWN else Path(name).name
+    version, spec = _version(command)
+    profile = RuntimeProfile(name=label, path=path, command=command, global_flags=list(extra_flags or []),
+                             version=version, spec_version=spec)
+    base = Path(path).name
+    if base == "crun":
+        _crun_on_hybrid(profile)
+    elif base == "runsc":
+        _runsc_flags(profile)
+    return profile

@@ -1,0 +1,140 @@
+"""The validated scenario: a typed view of one YAML document.
+
+Everything downstream (bundle builder, driver, judge) works on these objects,
+never on raw dicts, so a misspelt key can only ever fail in the loader.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ScenarioError
+from .loader import load_file
+
+DEFAULT_TIMEOUT_S = 20.0
+
+#: Host facts whose natural moment to be read is after the entrypoint ended.
+_EXITED_BY_DEFAULT = ("cgroup",)
+
+
+@dataclass(frozen=True)
+class TextExpectation:
+    """Matchers over one text (stdout, stderr, a /proc value, a cgroup file)."""
+
+    equals: str | None = None
+    contains: tuple[str, ...] = ()
+    not_contains: tuple[str, ...] = ()
+    matches: str | None = None
+    not_matches: str | None = None
+    at_least: float | None = None
+    at_most: float | None = None
+
+    @classmethod
+    def from_yaml(cls, raw: Any) -> "TextExpectation":
+        if isinstance(raw, str):
+            return cls(equals=raw)
+        as_tuple = lambda v: (v,) if isinstance(v, str) else tuple(v or ())  # noqa: E731
+        return cls(equals=raw.get("equals"), contains=as_tuple(raw.get("contains")),
+                   not_contains=as_tuple(raw.get("not_contains")), matches=raw.get("matches"),
+                   not_matches=raw.get("not_matches"), at_least=raw.get("at_least"),
+                   at_most=raw.get("at_most"))
+
+
+@dataclass(frozen=True)
+class HostFact:
+    """One observation made from the host: what to read, when, and how to judge it."""
+
+    kind: str                 # namespace_differs | proc | cgroup | host_file | host_hostname_unchanged
+    target: str               # the namespace, /proc file, cgroup value or host path
+    when: str                 # created | running | exited
+    field: str | None = None  # for proc: the "Field:" line to read
+    expect: TextExpectation = TextExpectation()
+
+    @classmethod
+    def from_yaml(cls, raw: dict[str, Any]) -> "HostFact":
+        kind = next(k for k in ("namespace_differs", "proc", "cgroup", "host_file",
+                                "host_hostname_unchanged") if k in raw)
+        matchers = {k: v for k, v in raw.items() if k not in (kind, "when", "field")}
+        when = raw.get("when") or ("exited" if kind in _EXITED_BY_DEFAULT else "running")
+        return cls(kind=kind, target=str(raw[kind]), when=when, field=raw.get("field"),
+                   expect=TextExpectation.from_yaml(matchers) if matchers else TextExpectation())
+
+    def describe(self) -> str:
+        extra = f" field {self.field}" if self.field else ""
+        return f"{self.kind} {self.target}{extra} ({self.when})"
+
+
+@dataclass(frozen=True)
+class Expectations:
+    exit: tuple[int, ...] | None = None
+    stdout: TextExpectation | None = None
+    stderr: TextExpectation | None = None
+    host: tuple[HostFact, ...] = ()
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One isolation property, the spec change it needs, and how to judge it."""
+
+    id: str
+    title: str
+    tags: tuple[str, ...]
+    control: tuple[str, ...]
+    args: tuple[str, ...]
+    expect: Expectations
+    path: Path
+    line: int
+    patch: dict[str, Any] = field(default_factory=dict)
+    requires: tuple[str, ...] = ()
+    host_setup: tuple[str, ...] = ()
+    timeout: float = DEFAULT_TIMEOUT_S
+    clause: str | None = None
+    description: str | None = None
+
+    @property
+    def needs_lifecycle(self) -> bool:
+        """True when a host fact must be read while the container exists (create/start path)."""
+        return bool(self.expect.host)
+
+    @property
+    def location(self) -> str:
+        return f"{self.path}:{self.line}"
+
+
+def _expectations(raw: dict[str, Any]) -> Expectations:
+    exit_ = raw.get("exit")
+    return Expectations(
+        exit=None if exit_ is None else ((exit_,) if isinstance(exit_, int) else tuple(exit_)),
+        stdout=TextExpectation.from_yaml(raw["stdout"]) if "stdout" in raw else None,
+        stderr=TextExpectation.from_yaml(raw["stderr"]) if "stderr" in raw else None,
+        host=tuple(HostFact.from_yaml(h) for h in raw.get("host", ())),
+    )
+
+
+def _from_doc(doc: dict[str, Any], lines: dict[tuple, int], path: Path) -> Scenario:
+    run = doc["run"]
+    return Scenario(
+        id=doc["id"], title=doc["title"], tags=tuple(doc["tags"]), control=tuple(doc["control"]),
+        args=("sh", "-c", run) if isinstance(run, str) else tuple(run),
+        expect=_expectations(doc["expect"]), path=path, line=lines.get((), 1),
+        patch=doc.get("patch", {}), requires=tuple(doc.get("requires", ())),
+        host_setup=tuple(doc.get("host_setup", ())),
+        timeout=float(doc.get("timeout", DEFAULT_TIMEOUT_S)),
+        clause=doc.get("clause"), description=doc.get("description"),
+    )
+
+
+def load_scenarios(path: Path) -> list[Scenario]:
+    """All scenarios of one file; raises ScenarioError naming file and line."""
+    return [_from_doc(doc, lines, path) for doc, lines in load_file(path)]
+
+
+def check_unique_ids(scenarios: list[Scenario]) -> None:
+    """Two scenarios with one id would share a matrix row: refuse, naming both places."""
+    seen: dict[str, Scenario] = {}
+    for sc in scenarios:
+        if sc.id in seen:
+            raise ScenarioError(str(sc.path), sc.line,
+                                f"duplicate scenario id {sc.id!r} (first at {seen[sc.id].location})")
+        seen[sc.id] = sc

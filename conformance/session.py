@@ -1,0 +1,72 @@
+"""Per-process state of a conformance run: work dirs, runtime drivers, results.
+
+One instance lives in ``config.stash`` of each pytest process (the controller
+and every xdist worker).  It owns everything the run makes on the host — the
+bundle work dir and each runtime's private state root — and ``close()``
+removes all of it, after a failure, a timeout or Ctrl-C as after success.
+"""
+from __future__ import annotations
+
+import secrets
+import shutil
+import tempfile
+from pathlib import Path
+
+from .driver import RuntimeDriver, become_subreaper
+from .errors import RuntimeNotFound
+from .runtimes import RuntimeProfile, resolve
+
+STATE_BASE = Path("/run")
+
+
+class RunSession:
+    def __init__(self, runtime_names: list[str], runtime_flags: dict[str, list[str]]) -> None:
+        self.runtime_names = runtime_names
+        self.runtime_flags = runtime_flags
+        self._tag = secrets.token_hex(4)
+        self._workdir: Path | None = None
+        self._profiles: dict[str, RuntimeProfile | RuntimeNotFound] = {}
+        self._drivers: dict[str, RuntimeDriver] = {}
+        self.subreaper = False
+
+    @property
+    def workdir(self) -> Path:
+        """Where bundles are written (one sub-directory per container, removed after it)."""
+        if self._workdir is None:
+            self._workdir = Path(tempfile.mkdtemp(prefix=f"oci-conformance-{self._tag}-"))
+            # mkdtemp makes it 0700; a user-namespaced container's root (a mapped,
+            # unprivileged host uid) must be able to traverse it to reach its rootfs.
+            self._workdir.chmod(0o711)
+        return self._workdir
+
+    def profile(self, name: str) -> RuntimeProfile:
+        """The resolved runtime; raises RuntimeNotFound (remembered) when it is missing."""
+        if name not in self._profiles:
+            try:
+                self._profiles[name] = resolve(name, self.runtime_flags.get(name))
+            except RuntimeNotFound as exc:
+                self._profiles[name] = exc
+        found = self._profiles[name]
+        if isinstance(found, RuntimeNotFound):
+            raise found
+        return found
+
+    def driver(self, name: str) -> RuntimeDriver:
+        if name not in self._drivers:
+            if not self.subreaper:
+                self.subreaper = become_subreaper()
+            profile = self.profile(name)
+            root = STATE_BASE / f"oci-conformance-{self._tag}" / profile.name
+            root.mkdir(parents=True, exist_ok=True)
+            self._drivers[name] = RuntimeDriver(profile, root)
+        return self._drivers[name]
+
+    def close(self) -> list[str]:
+        """Remove every container, state root and bundle this process made. Returns leftovers found."""
+        leftovers = []
+        for name, driver in self._drivers.items():
+            leftovers += [f"{name}:{cid}" for cid in driver.cleanup()]
+        shutil.rmtree(STATE_BASE / f"oci-conformance-{self._tag}", ignore_errors=True)
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+        return leftovers

@@ -1,0 +1,118 @@
+"""Judge an observation against a scenario's expectations.
+
+Every expectation becomes a Check with the expected and the observed value
+side by side, so a failing matrix cell carries its own evidence.  The
+verdict is ``pass`` when all checks hold, ``fail`` when one does not, and
+``error`` when the runtime could not even set the container up (a create
+that failed), which is a different kind of news than a broken property.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .bundle import fill
+from .observe import FactReading, Observation
+from .scenario import Scenario, TextExpectation
+
+PASS, FAIL, SKIP, ERROR = "pass", "fail", "skip", "error"
+
+
+@dataclass
+class Check:
+    what: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class Verdict:
+    verdict: str
+    evidence: str
+    checks: list[Check] = field(default_factory=list)
+
+
+def _short(text: str, limit: int = 300) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else text[: limit - 20] + f"… ({len(text)} chars)"
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text.strip())
+    except ValueError:
+        return None
+
+
+def text_failures(exp: TextExpectation, text: str, variables: dict[str, str]) -> list[str]:
+    """The ways ``text`` misses ``exp``; empty when it matches."""
+    exp = fill(exp.__dict__, variables)
+    misses = []
+    if exp["equals"] is not None and text.strip() != exp["equals"].strip():
+        misses.append(f"expected {exp['equals'].strip()!r}")
+    misses += [f"expected to contain {s!r}" for s in exp["contains"] if s not in text]
+    misses += [f"expected not to contain {s!r}" for s in exp["not_contains"] if s in text]
+    if exp["matches"] is not None and not re.search(exp["matches"], text, re.M):
+        misses.append(f"expected to match /{exp['matches']}/")
+    if exp["not_matches"] is not None and re.search(exp["not_matches"], text, re.M):
+        misses.append(f"expected not to match /{exp['not_matches']}/")
+    if exp["at_least"] is not None or exp["at_most"] is not None:
+        value = _number(text)
+        if value is None:
+            misses.append("expected a number")
+        else:
+            if exp["at_least"] is not None and value < exp["at_least"]:
+                misses.append(f"expected >= {exp['at_least']:g}")
+            if exp["at_most"] is not None and value > exp["at_most"]:
+                misses.append(f"expected <= {exp['at_most']:g}")
+    return misses
+
+
+def _text_check(name: str, exp: TextExpectation, text: str, variables: dict[str, str]) -> Check:
+    misses = text_failures(exp, text, variables)
+    observed = f"observed {_short(text)!r}"
+    return Check(name, not misses, f"{name}: {'; '.join(misses)}; {observed}" if misses else f"{name}: {observed}")
+
+
+def _fact_check(reading: FactReading, variables: dict[str, str]) -> Check:
+    fact = reading.fact
+    name = f"host {fact.describe()}"
+    if reading.error is not None:
+        return Check(name, False, f"{name}: could not be read: {reading.error}")
+    value = reading.value or ""
+    if fact.kind == "namespace_differs":
+        inside, host = re.findall(r"\[(\d+)\]", value)
+        return Check(name, inside != host, f"{name}: {value}" + ("" if inside != host else " (same namespace)"))
+    if fact.kind == "host_hostname_unchanged":
+        before = variables["host_hostname"]
+        return Check(name, value == before, f"{name}: before {before!r}, after {value!r}")
+    return _text_check(name, fact.expect, value, variables)
+
+
+def judge(scenario: Scenario, obs: Observation, variables: dict[str, str]) -> Verdict:
+    """Turn one observation into a verdict with evidence."""
+    if obs.runtime_error:
+        return Verdict(ERROR, _short(obs.runtime_error, 600))
+    checks: list[Check] = []
+    exp = scenario.expect
+    if obs.timed_out:
+        checks.append(Check("timeout", False, f"the container did not finish within {scenario.timeout:g}s"))
+    if exp.exit is not None:
+        ok = obs.exit in exp.exit
+        want = " or ".join(map(str, exp.exit))
+        checks.append(Check("exit", ok, f"exit: expected {want}, observed {obs.exit}"))
+    if exp.stdout is not None:
+        checks.append(_text_check("stdout", exp.stdout, obs.stdout, variables))
+    if exp.stderr is not None:
+        checks.append(_text_check("stderr", exp.stderr, obs.stderr, variables))
+    checks += [_fact_check(r, variables) for r in obs.facts]
+    if obs.leaks:
+        checks.append(Check("cleanup", False, "cgroups left after delete (removed by the harness): "
+                            + ", ".join(obs.leaks)))
+    failed = [c for c in checks if not c.ok]
+    if failed:
+        evidence = "; ".join(c.detail for c in failed)
+        if obs.stderr.strip() and not any(c.what == "stderr" for c in failed):
+            evidence += f" | stderr: {_short(obs.stderr, 200)!r}"
+        return Verdict(FAIL, evidence, checks)
+    return Verdict(PASS, "; ".join(c.detail for c in checks), checks)
