@@ -1,0 +1,279 @@
+"""Phase: cgroups — limits on what the container may use.
+
+The host's layout is detected from /proc/self/mountinfo, never assumed:
+``v2`` when cgroup2 is mounted at /sys/fs/cgroup, otherwise ``v1`` (which
+covers "hybrid" hosts, where cgroup2 sits at /sys/fs/cgroup/unified with no
+controllers worth using).  On v1 every controller is its own tree, so the
+container gets one directory per hierarchy at ``linux.cgroupsPath``; on v2 it
+gets one directory, and the controllers must first be enabled in the
+parents' ``cgroup.subtree_control``.
+
+Only directories at ``linux.cgroupsPath`` are ever created or written (plus
+v2's subtree_control of its ancestors); ``remove`` deletes exactly the
+directories ``create`` made.
+"""
+import os
+import time
+
+from .errors import Error
+
+#: controller -> the switch that turns its limits off
+CONTROLLER_SWITCH = {"memory": "memory", "pids": "pids", "cpu": "cpu", "cpuset": "cpu",
+                     "blkio": "io", "io": "io", "devices": "devices"}
+
+#: what runc always allows on top of the spec's rules (specconv.AllowedDevices)
+DEFAULT_DEVICE_RULES = [
+    "c *:* m", "b *:* m", "c 1:3 rwm", "c 1:8 rwm", "c 1:7 rwm", "c 5:0 rwm",
+    "c 1:5 rwm", "c 1:9 rwm", "c 5:1 rwm", "c 136:* rwm", "c 5:2 rwm", "c 10:200 rwm",
+]
+
+
+def detect():
+    """Return ("v2", {"": mountpoint}) or ("v1", {controller-or-name: mountpoint})."""
+    v1 = {}
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            pre, _, post = line.partition(" - ")
+            fstype, _, opts = post.split()[:3]
+            mnt = pre.split()[4]
+            if fstype == "cgroup2" and mnt == "/sys/fs/cgroup":
+                return "v2", {"": mnt}
+            if fstype == "cgroup":
+                for opt in opts.split(","):
+                    if opt in ("rw", "ro") or opt.startswith(("relatime", "noatime", "nosuid", "nodev", "noexec")):
+                        continue
+                    if opt.startswith("name=") or "=" not in opt:
+                        v1.setdefault(opt, mnt)
+    return "v1", v1
+
+
+def _write(path, value):
+    try:
+        with open(path, "w") as f:
+            f.write(value)
+    except OSError as e:
+        raise Error("cannot write %r to %s: %s" % (value, path, e.strerror)) from None
+
+
+def _read(path):
+    with open(path) as f:
+        return f.read().strip()
+
+
+def _mkdirs(base, rel, created):
+    """mkdir -p base/rel, remembering each directory made."""
+    path = base
+    for part in rel.strip("/").split("/"):
+        path = os.path.join(path, part)
+        try:
+            os.mkdir(path)
+            created.append(path)
+        except FileExistsError:
+            pass
+    return path
+
+
+def _device_rule(r):
+    def num(v):
+        return "*" if v is None or v == -1 else str(v)
+    return "%s %s:%s %s" % (r.get("type") or "a", num(r.get("major")), num(r.get("minor")),
+                            r.get("access") or "rwm")
+
+
+def _v1_limits(ctrl, d, res, spec_devices):
+    """Write one v1 controller's limits into directory d."""
+    w = lambda name, v: _write(os.path.join(d, name), str(v))
+    if ctrl == "memory":
+        m = res.get("memory") or {}
+        if m.get("limit"):
+            w("memory.limit_in_bytes", m["limit"])
+        if m.get("swap"):
+            if not os.path.exists(os.path.join(d, "memory.memsw.limit_in_bytes")):
+                raise Error("linux.resources.memory.swap: this host has no swap accounting "
+                            "(memory.memsw.limit_in_bytes is missing)")
+            w("memory.memsw.limit_in_bytes", m["swap"])
+        if m.get("reservation"):
+            w("memory.soft_limit_in_bytes", m["reservation"])
+        if m.get("swappiness") is not None:
+            w("memory.swappiness", m["swappiness"])
+        if m.get("disableOOMKiller"):
+            w("memory.oom_control", 1)
+    elif ctrl == "pids":
+        p = res.get("pids") or {}
+        if "limit" in p:
+            w("pids.max", p["limit"] if p["limit"] > 0 else "max")
+    elif ctrl == "cpu":
+        c = res.get("cpu") or {}
+        if c.get("shares"):
+            w("cpu.shares", c["shares"])
+        if c.get("period"):
+            w("cpu.cfs_period_us", c["period"])
+        if c.get("quota"):
+            w("cpu.cfs_quota_us", c["quota"])
+    elif ctrl == "cpuset":
+        c = res.get("cpu") or {}
+        if c.get("cpus"):
+            w("cpuset.cpus", c["cpus"])
+        if c.get("mems"):
+            w("cpuset.mems", c["mems"])
+    elif ctrl == "blkio":
+        b = res.get("blockIO") or {}
+        if b.get("weight"):
+            name = "blkio.weight" if os.path.exists(os.path.join(d, "blkio.weight")) else "blkio.bfq.weight"
+            w(name, b["weight"])
+        for key, name in (("throttleReadBpsDevice", "read_bps_device"),
+                          ("throttleWriteBpsDevice", "write_bps_device"),
+                          ("throttleReadIOPSDevice", "read_iops_device"),
+                          ("throttleWriteIOPSDevice", "write_iops_device")):
+            for t in b.get(key) or []:
+                w("blkio.throttle." + name, "%d:%d %d" % (t["major"], t["minor"], t["rate"]))
+    elif ctrl == "devices":
+        rules = res.get("devices")
+        if rules is None:
+            return
+        for r in rules:
+            w("devices.allow" if r.get("allow") else "devices.deny", _device_rule(r))
+        for rule in DEFAULT_DEVICE_RULES:
+            w("devices.allow", rule)
+        for dev in spec_devices:
+            w("devices.allow", "%s %d:%d rwm" % ("b" if dev["type"] == "b" else "c",
+                                                 dev["major"], dev["minor"]))
+
+
+def _v2_limits(d, res, disabled):
+    w = lambda name, v: _write(os.path.join(d, name), str(v))
+    m = res.get("memory") or {}
+    if "memory" not in disabled:
+        if m.get("limit"):
+            w("memory.max", m["limit"] if m["limit"] > 0 else "max")
+        if m.get("swap"):
+            if m["swap"] < 0:
+                w("memory.swap.max", "max")
+            else:
+                w("memory.swap.max", max(m["swap"] - (m.get("limit") or 0), 0))
+        if m.get("reservation"):
+            w("memory.low", m["reservation"])
+        if m.get("disableOOMKiller") or m.get("swappiness") is not None:
+            raise Error("linux.resources.memory.swappiness/disableOOMKiller do not exist on cgroup v2")
+    if "pids" not in disabled:
+        p = res.get("pids") or {}
+        if "limit" in p:
+            w("pids.max", p["limit"] if p["limit"] > 0 else "max")
+    if "cpu" not in disabled:
+        c = res.get("cpu") or {}
+        if c.get("shares"):
+            w("cpu.weight", 1 + ((c["shares"] - 2) * 9999) // 262142)
+        if c.get("quota") or c.get("period"):
+            quota = c.get("quota") or 0
+            w("cpu.max", "%s %d" % (quota if quota > 0 else "max", c.get("period") or 100000))
+        if c.get("cpus"):
+            w("cpuset.cpus", c["cpus"])
+        if c.get("mems"):
+            w("cpuset.mems", c["mems"])
+    if "io" not in disabled:
+        b = res.get("blockIO") or {}
+        if b.get("weight"):
+            name = "io.bfq.weight" if os.path.exists(os.path.join(d, "io.bfq.weight")) else "io.weight"
+            w(name, b["weight"] if name == "io.bfq.weight" else 1 + (b["weight"] - 10) * 9999 // 990)
+        for key, name in (("throttleReadBpsDevice", "rbps"), ("throttleWriteBpsDevice", "wbps"),
+                          ("throttleReadIOPSDevice", "riops"), ("throttleWriteIOPSDevice", "wiops")):
+            for t in b.get(key) or []:
+                w("io.max", "%d:%d %s=%d" % (t["major"], t["minor"], name, t["rate"]))
+    for name, value in (res.get("unified") or {}).items():
+        if "/" in name:
+            raise Error("linux.resources.unified: invalid file name %r" % name)
+        w(name, value)
+
+
+def create(cgpath, res, disabled, spec_devices=()):
+    """Make the container's cgroup(s) and write its limits.
+
+    Returns {"leaves": [dirs to place the process in], "created": [dirs made]}.
+    """
+    if not cgpath.startswith("/"):
+        raise Error("linux.cgroupsPath must be absolute (got %r)" % cgpath)
+    version, mounts = detect()
+    created, leaves = [], []
+    try:
+        if version == "v2":
+            base = mounts[""]
+            _v2_enable(base, cgpath, res)
+            d = _mkdirs(base, cgpath, created)
+            leaves.append(d)
+            # Device rules on v2 need an eBPF program (BPF_CGROUP_DEVICE), which
+            # runtime-ref does not build: there the only device policy is the
+            # short list of nodes in /dev (see rootfs.py).
+            _v2_limits(d, res, disabled)
+        else:
+            if res.get("unified"):
+                raise Error("linux.resources.unified needs cgroup v2; this host is v1")
+            for ctrl, mnt in mounts.items():
+                d = _mkdirs(mnt, cgpath, created)
+                if ctrl == "cpuset":
+                    _cpuset_init(mnt, cgpath)
+                leaves.append(d)
+                if CONTROLLER_SWITCH.get(ctrl) in disabled or ctrl not in CONTROLLER_SWITCH:
+                    continue
+                _v1_limits(ctrl, d, res, spec_devices)
+    except BaseException:
+        remove(created)
+        raise
+    return {"version": version, "leaves": leaves, "created": created}
+
+
+def _cpuset_init(mnt, cgpath):
+    """A new v1 cpuset starts empty and refuses tasks: copy the parent's."""
+    path = mnt
+    for part in cgpath.strip("/").split("/"):
+        parent, path = path, os.path.join(path, part)
+        for name in ("cpuset.cpus", "cpuset.mems"):
+            if not _read(os.path.join(path, name)):
+                _write(os.path.join(path, name), _read(os.path.join(parent, name)))
+
+
+def _v2_enable(base, cgpath, res):
+    want = {"memory", "pids", "cpu", "io", "cpuset"}
+    path = base
+    for part in cgpath.strip("/").split("/"):
+        avail = set(_read(os.path.join(path, "cgroup.controllers")).split())
+        on = set(_read(os.path.join(path, "cgroup.subtree_control")).split())
+        missing = (want & avail) - on
+        if missing:
+            _write(os.path.join(path, "cgroup.subtree_control"), " ".join("+" + c for c in sorted(missing)))
+        path = os.path.join(path, part)
+        if not os.path.isdir(path):
+            break
+
+
+def add(leaves, pid):
+    for d in leaves:
+        _write(os.path.join(d, "cgroup.procs"), str(pid))
+
+
+def pids(leaves):
+    """Every pid in the container's cgroup (read from the first hierarchy)."""
+    for d in leaves:
+        try:
+            return [int(p) for p in _read(os.path.join(d, "cgroup.procs")).split()]
+        except FileNotFoundError:
+            continue
+    return []
+
+
+def remove(created, timeout=2.0):
+    """rmdir what we made, deepest first; retry while exiting tasks linger."""
+    deadline = time.monotonic() + timeout
+    for d in reversed(created):
+        while True:
+            try:
+                os.rmdir(d)
+                break
+            except FileNotFoundError:
+                break
+            except OSError as e:
+                if e.errno == 16 and any(x.is_dir() for x in os.scandir(d)):
+                    break  # a shared parent that still holds other containers' cgroups
+                if e.errno == 16 and time.monotonic() < deadline:  # EBUSY: tasks still exiting
+                    time.sleep(0.005)
+                    continue
+                raise Error("cannot remove cgroup %s: %s" % (d, e.strerror)) from None

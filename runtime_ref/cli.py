@@ -1,0 +1,260 @@
+"""Command line: runc's verbs and flags, parsed by hand.
+
+argparse alone costs several milliseconds of start-up, and every container
+start pays for it; the grammar here is small enough to read at once.
+"""
+import os
+import sys
+
+from .errors import Error
+
+VERSION = "0.1.0"
+SPEC_VERSION = "1.0.2"
+DEFAULT_ROOT = "/run/runtime-ref"
+
+USAGE = """usage: runtime-ref [--root DIR] [--log FILE] [--log-format text|json] [--disable SWITCH,...] VERB ...
+
+verbs:
+  spec [--bundle B]                      write a starter config.json
+  create [--bundle B] [--pid-file F] ID  build the container; its init waits for start
+  start ID                               let the init exec the process
+  state ID                               print the runtime-spec state JSON
+  kill [--all] ID [SIGNAL]               signal the init (default TERM)
+  delete [--force] ID                    remove a stopped container (--force: kill first)
+  run [--bundle B] [--pid-file F] [--detach] ID
+                                         create + start + wait + delete; exit with its status
+  exec [--env K=V] [--cwd D] [--user U[:G]] [--detach] [--pid-file F] [--process P] ID CMD...
+  list [-q] [--format table|json]        containers under --root
+  features                               what this runtime supports (JSON)
+
+switches (--disable, or $RUNTIME_REF_DISABLE): negative controls, one primitive off each;
+  see `runtime-ref features` ("switches").
+"""
+
+# flags that take a value, per verb ("" = global); everything else is boolean
+_VALUED = {
+    "": {"--root", "--log", "--log-format", "--disable", "--criu"},
+    "spec": {"--bundle", "-b"},
+    "create": {"--bundle", "-b", "--pid-file", "--console-socket", "--preserve-fds"},
+    "run": {"--bundle", "-b", "--pid-file", "--console-socket", "--preserve-fds"},
+    "exec": {"--env", "-e", "--cwd", "--user", "-u", "--pid-file", "--process", "-p",
+             "--console-socket", "--cap", "-c", "--preserve-fds", "--apparmor",
+             "--process-label", "--additional-gids", "-g", "--cgroup"},
+    "kill": set(), "delete": set(), "start": set(), "state": set(),
+    "list": {"--format", "-f"}, "features": set(),
+}
+_ALIASES = {"-b": "--bundle", "-e": "--env", "-u": "--user", "-p": "--process", "-c": "--cap",
+            "-d": "--detach", "-f": "--force", "-a": "--all", "-q": "--quiet", "-t": "--tty",
+            "-g": "--additional-gids"}
+
+
+def parse(argv, verb):
+    """Split argv into ({flag: [values]}, positionals); flags stop at the first positional
+    for exec (the command's own flags are not ours)."""
+    valued = _VALUED.get(verb, set())
+    opts, pos = {}, []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            pos.extend(argv[i + 1:])
+            break
+        if a.startswith("-") and a != "-" and not (verb == "exec" and pos):
+            name, eq, val = a.partition("=")
+            if verb == "list" and name == "-f":
+                name = "--format"
+            key = _ALIASES.get(name, name)
+            if name in valued or key in valued:
+                if not eq:
+                    i += 1
+                    if i >= len(argv):
+                        raise Error("flag %s needs a value" % name)
+                    val = argv[i]
+                opts.setdefault(key, []).append(val)
+            else:
+                if eq:
+                    raise Error("flag %s takes no value" % name)
+                opts.setdefault(key, []).append(True)
+            i += 1
+            continue
+        pos.append(a)
+        if verb == "exec" and len(pos) >= 1:
+            pos.extend(argv[i + 1:])
+            break
+        i += 1
+    return opts, pos
+
+
+def _one(opts, name, default=None):
+    v = opts.get(name)
+    return v[-1] if v else default
+
+
+def _need_id(pos, verb, extra=0):
+    if len(pos) < 1:
+        raise Error('"%s" requires a container id' % verb)
+    if len(pos) > 1 + extra:
+        raise Error('"%s": unexpected arguments %s' % (verb, " ".join(pos[1 + extra:])))
+    return pos[0]
+
+
+def _parse_signal(s):
+    import signal
+    if s.isdigit():
+        return int(s)
+    name = s.upper()
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    sig = getattr(signal, name, None)
+    if not isinstance(sig, int):
+        raise Error("unknown signal %r" % s)
+    return int(sig)
+
+
+def _refuse(opts, *names):
+    for n in names:
+        if n in opts:
+            raise Error("flag %s is not supported by runtime-ref" % n)
+
+
+def dispatch(g, verb, argv):
+    """Run one verb; returns the exit code."""
+    from . import spec
+    root = _one(g, "--root", DEFAULT_ROOT)
+    disabled = spec.parse_switches(g.get("--disable", []))
+    opts, pos = parse(argv, verb)
+    if "--help" in opts or "-h" in opts:
+        sys.stdout.write(USAGE)
+        return 0
+    if verb in ("create", "run"):
+        _refuse(opts, "--console-socket", "--tty")
+        if "--no-pivot" in opts:
+            disabled.add("pivot_root")
+        cid = _need_id(pos, verb)
+        from . import container
+        if verb == "create":
+            container.create(root, cid, _one(opts, "--bundle", "."), disabled, _one(opts, "--pid-file"))
+            return 0
+        return container.run(root, cid, _one(opts, "--bundle", "."), disabled,
+                             _one(opts, "--pid-file"), detach="--detach" in opts)
+    if verb == "start":
+        from . import container
+        container.start(root, _need_id(pos, verb))
+        return 0
+    if verb == "state":
+        from .state import Container
+        from .jsonfast import dumps
+        sys.stdout.write(dumps(Container.load(root, _need_id(pos, verb)).oci_state(), 2) + "\n")
+        return 0
+    if verb == "kill":
+        cid = _need_id(pos, verb, extra=1)
+        from . import container
+        container.kill(root, cid, _parse_signal(pos[1] if len(pos) > 1 else "TERM"), "--all" in opts)
+        return 0
+    if verb == "delete":
+        from . import container
+        container.delete(root, _need_id(pos, verb), force="--force" in opts)
+        return 0
+    if verb == "exec":
+        _refuse(opts, "--console-socket", "--tty", "--cap", "--apparmor", "--process-label",
+                "--additional-gids", "--preserve-fds", "--cgroup")
+        if not pos:
+            raise Error('"exec" requires a container id')
+        from . import container
+        extra = {"nnp"} if False else set()
+        return container.exec_(root, pos[0], pos[1:], extra, {
+            "env": opts.get("--env"), "cwd": _one(opts, "--cwd"), "user": _one(opts, "--user"),
+            "detach": "--detach" in opts, "pid_file": _one(opts, "--pid-file"),
+            "process": _one(opts, "--process")})
+    if verb == "list":
+        return _list(root, opts)
+    if verb == "spec":
+        from .jsonfast import dumps
+        path = os.path.join(_one(opts, "--bundle", "."), "config.json")
+        if os.path.exists(path):
+            raise Error("File %s exists. Remove it first" % path)
+        with open(path, "w") as f:
+            f.write(dumps(spec.default_spec(), 2) + "\n")
+        return 0
+    if verb == "features":
+        from .features import features
+        from .jsonfast import dumps
+        sys.stdout.write(dumps(features(), 4) + "\n")
+        return 0
+    raise Error("unknown verb %r (see runtime-ref --help)" % verb)
+
+
+def _list(root, opts):
+    from .state import Container, list_ids
+    ids = list_ids(root)
+    if "--quiet" in opts:
+        sys.stdout.write("".join(i + "\n" for i in ids))
+        return 0
+    rows = []
+    for cid in ids:
+        try:
+            rows.append(Container.load(root, cid).oci_state())
+        except Error:
+            continue
+    if _one(opts, "--format", "table") == "json":
+        from .jsonfast import dumps
+        sys.stdout.write(dumps(rows) + "\n")
+        return 0
+    out = ["%-20s %-8s %-10s %s" % ("ID", "PID", "STATUS", "BUNDLE")]
+    out += ["%-20s %-8d %-10s %s" % (r["id"], r["pid"], r["status"], r["bundle"]) for r in rows]
+    sys.stdout.write("\n".join(out) + "\n")
+    return 0
+
+
+def _log(g, msg):
+    path = _one(g, "--log")
+    if not path:
+        return
+    try:
+        import time
+        with open(path, "a") as f:
+            if _one(g, "--log-format", "text") == "json":
+                from .jsonfast import dumps
+                f.write(dumps({"level": "error", "msg": msg,
+                               "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}) + "\n")
+            else:
+                f.write("level=error msg=%s\n" % msg)
+    except OSError:
+        pass
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        g, rest = {}, list(argv)
+        while rest and rest[0].startswith("-"):
+            a = rest.pop(0)
+            name, eq, val = a.partition("=")
+            if name in ("--version", "-v"):
+                sys.stdout.write("runtime-ref version %s\nspec: %s\n" % (VERSION, SPEC_VERSION))
+                return 0
+            if name in ("--help", "-h"):
+                sys.stdout.write(USAGE)
+                return 0
+            if name in _VALUED[""]:
+                if not eq:
+                    if not rest:
+                        raise Error("flag %s needs a value" % name)
+                    val = rest.pop(0)
+                g.setdefault(name, []).append(val)
+            elif name in ("--debug", "--systemd-cgroup", "--rootless"):
+                if name == "--systemd-cgroup":
+                    raise Error("--systemd-cgroup is not supported by runtime-ref")
+            else:
+                raise Error("unknown global flag %s" % name)
+        if not rest:
+            sys.stderr.write(USAGE)
+            return 2
+        return dispatch(g, rest[0], rest[1:])
+    except Error as e:
+        msg = str(e)
+    except KeyboardInterrupt:
+        return 130
+    sys.stderr.write("runtime-ref: %s\n" % msg)
+    _log(g, msg)
+    return 1

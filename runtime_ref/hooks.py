@@ -1,0 +1,42 @@
+"""Hooks: programs the runtime runs at fixed points of the lifecycle.
+
+Each gets the container's state JSON on stdin.  Where they run and who
+runs them (runtime-spec config.md#posix-platform-hooks):
+
+* prestart, createRuntime — the runtime, in its own namespaces, after the
+  container's namespaces and mounts exist but before pivot_root;
+* createContainer — the init, in the container's namespaces, before pivot_root;
+* startContainer — the init, after ``start``, just before exec;
+* poststart — the runtime, after the process has started;
+* poststop — the runtime, on delete.
+
+A failing hook before the process starts aborts the container; a failing
+poststart or poststop hook is only reported (the spec says so).
+"""
+import os
+
+from .errors import Error
+
+
+def run(config, kind, state, fatal=True):
+    from . import jsonfast
+    import subprocess
+    data = jsonfast.dumps(state).encode()
+    for i, h in enumerate((config.get("hooks") or {}).get(kind) or []):
+        args = h.get("args") or [h["path"]]
+        env = dict(e.partition("=")[::2] for e in h.get("env") or [])
+        try:
+            p = subprocess.run(args, executable=h["path"], input=data, env=env,
+                               timeout=h.get("timeout"), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+            err = None if p.returncode == 0 else "exit status %d: %s" % (
+                p.returncode, p.stderr.decode(errors="replace").strip())
+        except subprocess.TimeoutExpired:
+            err = "timed out after %ss" % h.get("timeout")
+        except OSError as e:
+            err = e.strerror
+        if err:
+            msg = "%s hook #%d (%s) failed: %s" % (kind, i, h["path"], err)
+            if fatal:
+                raise Error(msg)
+            os.write(2, ("runtime-ref: warning: %s\n" % msg).encode())

@@ -1,0 +1,147 @@
+"""The container's init: what runs between clone and exec, top to bottom.
+
+This is runtime-ref's ``standard_init_linux.go``.  The runtime (parent) has
+already made the cgroups and cloned us into new namespaces; it then writes
+our uid/gid maps and cgroup membership and says "go".  From there on, the
+body of ``main`` is the order of the remaining steps, and each comment says
+why the step sits where it does.
+
+Protocol on the two pipes (one byte tags): parent -> init ``G`` (go on);
+init -> parent ``H`` (mounts done: run prestart/createRuntime hooks, answer
+``G``), ``R`` (ready: everything but exec is done), ``E<message>`` (failed).
+"""
+import os
+
+from . import linux as L
+from . import rootfs, security
+from .errors import Error
+
+
+def _send(ctx, msg):
+    os.write(ctx["to_parent"], msg)
+
+
+def _wait_go(ctx):
+    if os.read(ctx["from_parent"], 1) != b"G":
+        os._exit(1)  # the runtime died or gave up on us
+
+
+def main(ctx):
+    """Never returns: execs the container process or exits non-zero."""
+    try:
+        _init(ctx)
+    except BaseException as e:  # report to the runtime, which prints it
+        msg = str(e) if isinstance(e, (Error, OSError)) else "%s: %s" % (type(e).__name__, e)
+        try:
+            if ctx.get("to_parent") is None:
+                raise OSError("the runtime has already returned")
+            _send(ctx, b"E" + msg.encode(errors="replace"))
+        except OSError:
+            os.write(2, ("runtime-ref: %s\n" % msg).encode(errors="replace"))
+        os._exit(127 if isinstance(e, OSError) else 1)
+    os._exit(1)
+
+
+def _init(ctx):
+    config, disabled, nss = ctx["config"], ctx["disabled"], ctx["nss"]
+    proc = config["process"]
+    linux = config.get("linux") or {}
+    # Die with the runtime while it still supervises us (a crash must not
+    # leave a half-built container behind); cleared again before we block.
+    L.prctl(L.PR_SET_PDEATHSIG, 9)
+
+    # 1. Wait until the runtime has written our uid/gid maps (nothing in a
+    #    new user namespace works before) and put us in our cgroups (so
+    #    everything we do from here on is accounted and limited).
+    _wait_go(ctx)
+    namespaces_join(ctx)
+    if "user" in nss:
+        # become the namespace's root (uid 0 inside): mounts and mknods
+        # below are then owned by the container's root, not by "nobody"
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+    if nss.get("cgroup", 1) is None:
+        # after joining our cgroup, so that it becomes the root of our view
+        L.unshare(L.CLONE_NEWCGROUP)
+
+    # 2. Identity: only in a UTS namespace of our own (else we would rename the host).
+    if "uts" in nss:
+        if config.get("hostname"):
+            L.sethostname(config["hostname"])
+        if config.get("domainname"):
+            L.setdomainname(config["domainname"])
+
+    # 3. The filesystem: mounts inside the rootfs, /dev, then the hooks that
+    #    want to see the mounts but not yet the pivot.
+    root = rootfs.prepare(config, ctx["bundle"], disabled, ctx)
+    if ctx["hooks_before_pivot"]:
+        _send(ctx, b"H")
+        _wait_go(ctx)
+        from . import hooks
+        hooks.run(config, "createContainer", ctx["hook_state"])
+    rootfs.enter(root, use_pivot=ctx["mntns"] and "pivot_root" not in disabled)
+
+    # 4. After the pivot, paths are container paths.  sysctls first: /proc/sys
+    #    becomes read-only just below.
+    rootfs.write_sysctl(linux.get("sysctl"))
+    if "readonly-paths" not in disabled:
+        rootfs.readonly(linux.get("readonlyPaths") or [])
+    if "masked-paths" not in disabled:
+        rootfs.mask(linux.get("maskedPaths") or [])
+    if config["root"].get("readonly") and "readonly-rootfs" not in disabled:
+        rootfs.readonly_root()
+
+    # 5. Limits that need privileges we are about to drop.
+    if proc.get("oomScoreAdj") is not None:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(proc["oomScoreAdj"]))
+    if "rlimits" not in disabled:
+        security.set_rlimits(proc.get("rlimits"))
+    env = security.environment(proc)
+    args = ctx.get("args") or proc["args"]
+    path = security.lookup(args[0], env)
+    cwd = proc.get("cwd") or "/"
+    os.makedirs(cwd, exist_ok=True)
+
+    # 6. no_new_privs, then seccomp: without no_new_privs loading a filter
+    #    needs CAP_SYS_ADMIN, so it must happen before capabilities go; with
+    #    it, the filter waits until the very end so that it never has to
+    #    allow what the runtime itself does.
+    nnp = proc.get("noNewPrivileges") and "nnp" not in disabled
+    if nnp:
+        security.no_new_privs()
+    prog = ctx.get("seccomp")
+    if prog and not nnp:
+        L.seccomp_load(*prog)
+
+    # 7. Drop to the configured user and capabilities (see security.py for
+    #    the order); cwd and umask are the user's, so they come after.
+    security.finalize(proc, disabled)
+    umask = (proc.get("user") or {}).get("umask")
+    os.umask(0o022 if umask is None else umask)
+    os.chdir(cwd)
+
+    # 8. Ready.  `create` returns now; we block on exec.fifo until `start`
+    #    opens its other end (`run` has no fifo and goes straight on).
+    L.prctl(L.PR_SET_PDEATHSIG, 0)
+    _send(ctx, b"R")
+    os.close(ctx["to_parent"])
+    ctx["to_parent"] = None
+    if ctx.get("fifo_dir") is not None:
+        fd = os.open("exec.fifo", os.O_WRONLY | os.O_CLOEXEC, dir_fd=ctx["fifo_dir"])
+        os.write(fd, b"0")
+        os.close(fd)
+    if (config.get("hooks") or {}).get("startContainer"):
+        from . import hooks
+        state = dict(ctx["hook_state"], status="running")
+        hooks.run(config, "startContainer", state)
+
+    # 9. The filter, last thing before exec when no_new_privs allows it.
+    if prog and nnp:
+        L.seccomp_load(*prog)
+    os.execve(path, args, env)
+
+
+def namespaces_join(ctx):
+    from . import namespaces
+    namespaces.join(ctx.get("join_fds") or {})

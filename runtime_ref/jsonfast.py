@@ -1,0 +1,83 @@
+"""JSON without ``import json``.
+
+``json`` pulls in ``re`` and ``enum`` and costs ~8 ms at start-up, a third of
+a whole ``runc run``.  Its C accelerator ``_json`` does the real work and
+needs none of that, so we drive it directly.
+"""
+import _json
+
+
+class _Ctx:
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = None
+    memo = None
+
+    def __init__(self):
+        self.memo = {}
+        self.parse_constant = self._constant
+
+    @staticmethod
+    def _constant(name):
+        raise ValueError("invalid JSON constant " + name)
+
+
+_scan = _json.make_scanner(_Ctx())
+_WS = " \t\n\r"
+
+
+def loads(text):
+    """Parse a JSON document; raises ValueError with a position on bad input."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8")
+    i = 0
+    n = len(text)
+    while i < n and text[i] in _WS:
+        i += 1
+    try:
+        obj, end = _scan(text, i)
+    except StopIteration as e:
+        raise ValueError("invalid JSON at offset %d" % e.value) from None
+    while end < n and text[end] in _WS:
+        end += 1
+    if end != n:
+        raise ValueError("extra data after JSON value at offset %d" % end)
+    return obj
+
+
+_esc = _json.encode_basestring_ascii
+
+
+def dumps(obj, indent=None, _level=0):
+    """Serialise dicts, lists, strings, numbers, booleans and None."""
+    if obj is None:
+        return "null"
+    if obj is True:
+        return "true"
+    if obj is False:
+        return "false"
+    if isinstance(obj, str):
+        return _esc(obj)
+    if isinstance(obj, (int, float)):
+        return repr(obj)
+    if indent is None:
+        nl = sep = ""
+        colon, comma = ": ", ", "
+    else:
+        nl = "\n" + " " * (indent * (_level + 1))
+        sep = "\n" + " " * (indent * _level)
+        colon, comma = ": ", ","
+    if isinstance(obj, dict):
+        if not obj:
+            return "{}"
+        items = [nl + _esc(str(k)) + colon + dumps(v, indent, _level + 1) for k, v in obj.items()]
+        return "{" + comma.join(items) + sep + "}"
+    if isinstance(obj, (list, tuple)):
+        if not obj:
+            return "[]"
+        items = [nl + dumps(v, indent, _level + 1) for v in obj]
+        return "[" + comma.join(items) + sep + "]"
+    raise TypeError("cannot encode %r as JSON" % type(obj).__name__)

@@ -1,0 +1,189 @@
+"""Thin wrappers over the Linux system calls Python 3.11's ``os`` lacks.
+
+Everything here is a direct call into libc (``mount``, ``umount2``,
+``unshare``, ``setns``, ``prctl``, ``syscall``).  We load ``_ctypes`` (the C
+half of ctypes) instead of ``ctypes`` itself: the Python half costs ~3 ms of
+start-up and every container start pays it.
+"""
+import _ctypes
+import os
+
+from _ctypes import CFuncPtr, FUNCFLAG_CDECL, FUNCFLAG_USE_ERRNO, _SimpleCData
+
+# --- the three C types we need -------------------------------------------------
+class c_long(_SimpleCData):
+    _type_ = "l"
+
+
+class c_int(_SimpleCData):
+    _type_ = "i"
+
+
+class c_char(_SimpleCData):
+    _type_ = "c"
+
+
+class _Func(CFuncPtr):
+    _flags_ = FUNCFLAG_CDECL | FUNCFLAG_USE_ERRNO
+    _restype_ = c_long
+
+
+class _Lib:
+    _handle = _ctypes.dlopen(None, os.RTLD_NOW | os.RTLD_GLOBAL)
+
+
+def _fn(name):
+    return _Func((name, _Lib))
+
+
+_syscall = _fn("syscall")
+_mount = _fn("mount")
+_umount2 = _fn("umount2")
+_unshare = _fn("unshare")
+_setns = _fn("setns")
+_prctl = _fn("prctl")
+_sethostname = _fn("sethostname")
+_setdomainname = _fn("setdomainname")
+
+
+def _check(ret, what):
+    if ret == -1:
+        err = _ctypes.get_errno()
+        raise OSError(err, "%s: %s" % (what, os.strerror(err)))
+    return ret
+
+
+def buffer(data):
+    """A writable C buffer holding ``data``; returns (buf, address)."""
+    cls = type("buf", (_ctypes.Array,), {"_type_": c_char, "_length_": max(len(data), 1)})
+    buf = cls.from_buffer_copy(data.ljust(max(len(data), 1), b"\0"))
+    return buf, _ctypes.addressof(buf)
+
+
+def _b(s):
+    return None if s is None else os.fsencode(s)
+
+
+# --- namespaces ----------------------------------------------------------------
+CLONE_NEWTIME = 0x00000080
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+SYS_clone = 56
+SYS_pivot_root = 155
+SYS_capget = 125
+SYS_capset = 126
+SYS_seccomp = 317
+
+
+def clone(flags):
+    """fork(2) with namespace flags: the child returns 0, the parent the pid.
+
+    Called with a NULL stack the raw clone syscall behaves like fork: the
+    child continues on a copy-on-write copy of our stack.  Python is
+    single-threaded here, so skipping os.fork's bookkeeping is safe.
+    """
+    import signal
+    return _check(_syscall(c_long(SYS_clone), c_long(flags | signal.SIGCHLD),
+                           c_long(0), c_long(0), c_long(0), c_long(0)), "clone")
+
+
+def unshare(flags):
+    _check(_unshare(c_int(flags)), "unshare")
+
+
+def setns(fd, nstype=0):
+    _check(_setns(c_int(fd), c_int(nstype)), "setns")
+
+
+# --- mounts --------------------------------------------------------------------
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_SYNCHRONOUS = 16
+MS_REMOUNT = 32
+MS_MANDLOCK = 64
+MS_DIRSYNC = 128
+MS_NOSYMFOLLOW = 256
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
+MS_BIND = 4096
+MS_MOVE = 8192
+MS_REC = 16384
+MS_SILENT = 32768
+MS_UNBINDABLE = 1 << 17
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
+MS_RELATIME = 1 << 21
+MS_STRICTATIME = 1 << 24
+MS_LAZYTIME = 1 << 25
+MNT_DETACH = 2
+
+
+def mount(source, target, fstype, flags=0, data=None):
+    _check(_mount(_b(source), _b(target), _b(fstype), c_long(flags), _b(data)),
+           "mount %s on %s (%s)" % (source, target, fstype))
+
+
+def umount2(target, flags=0):
+    _check(_umount2(_b(target), c_int(flags)), "umount %s" % target)
+
+
+def pivot_root(new_root, put_old):
+    _check(_syscall(c_long(SYS_pivot_root), _b(new_root), _b(put_old)), "pivot_root")
+
+
+def sethostname(name):
+    b = name.encode()
+    _check(_sethostname(b, c_long(len(b))), "sethostname")
+
+
+def setdomainname(name):
+    b = name.encode()
+    _check(_setdomainname(b, c_long(len(b))), "setdomainname")
+
+
+# --- prctl, capabilities, seccomp ---------------------------------------------
+PR_SET_PDEATHSIG = 1
+PR_SET_KEEPCAPS = 8
+PR_SET_SECCOMP = 22
+PR_CAPBSET_READ = 23
+PR_CAPBSET_DROP = 24
+PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_RAISE = 2
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+
+def prctl(option, a2=0, a3=0, a4=0, a5=0):
+    return _check(_prctl(c_int(option), c_long(a2), c_long(a3), c_long(a4), c_long(a5)),
+                  "prctl(%d)" % option)
+
+
+def capset(effective, permitted, inheritable):
+    """capset(2) with _LINUX_CAPABILITY_VERSION_3 (two 32-bit words per set)."""
+    hdr = (0x20080522).to_bytes(4, "little") + (0).to_bytes(4, "little")
+    data = b""
+    for word in (0, 1):
+        for bits in (effective, permitted, inheritable):
+            data += ((bits >> (32 * word)) & 0xFFFFFFFF).to_bytes(4, "little")
+    h, ha = buffer(hdr)
+    d, da = buffer(data)
+    _check(_syscall(c_long(SYS_capset), c_long(ha), c_long(da)), "capset")
+
+
+def seccomp_load(filter_bytes, flags=0):
+    """Install a classic BPF program (``struct sock_filter[]`` bytes)."""
+    prog, pa = buffer(filter_bytes)
+    fprog = (len(filter_bytes) // 8).to_bytes(8, "little") + pa.to_bytes(8, "little")
+    f, fa = buffer(fprog)
+    # seccomp(SECCOMP_SET_MODE_FILTER=1, flags, &fprog)
+    _check(_syscall(c_long(SYS_seccomp), c_long(1), c_long(flags), c_long(fa)), "seccomp")

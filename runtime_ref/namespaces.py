@@ -1,0 +1,110 @@
+"""Phase: namespaces — what the container can see.
+
+A namespace the spec lists without a ``path`` is created: all of them in the
+single ``clone`` that starts the init, so that they are born together (and
+owned by the new user namespace when there is one), except two that only
+take effect for the *children* of whoever unshares them or must be set up
+before their first member exists:
+
+* ``time``: we unshare it in the runtime just before clone and write
+  ``/proc/self/timens_offsets`` (allowed only while the namespace is still
+  empty), so the init is born in it with the offsets in place;
+* ``cgroup``: the init unshares it itself *after* being placed in its cgroup,
+  so that its own cgroup becomes the root of its view (``/proc/self/cgroup``
+  reads ``/``).
+
+A namespace with a ``path`` is joined with setns: the user namespace first
+(it grants the capabilities needed to join the others), the mount namespace
+last.  pid and time namespaces are joined by the runtime before clone, since
+setns on them only affects later children.
+"""
+import os
+
+from . import linux as L
+from .errors import Error
+
+CLONE_FLAG = {
+    "pid": L.CLONE_NEWPID, "network": L.CLONE_NEWNET, "mount": L.CLONE_NEWNS,
+    "uts": L.CLONE_NEWUTS, "ipc": L.CLONE_NEWIPC, "user": L.CLONE_NEWUSER,
+    "cgroup": L.CLONE_NEWCGROUP, "time": L.CLONE_NEWTIME,
+}
+PROC_NAME = {"pid": "pid", "network": "net", "mount": "mnt", "uts": "uts", "ipc": "ipc",
+             "user": "user", "cgroup": "cgroup", "time": "time"}
+JOIN_ORDER = ["user", "ipc", "uts", "network", "cgroup", "mount"]
+
+
+def clone_flags(nss):
+    """Flags for the init's clone: every namespace to create except time and cgroup."""
+    flags = 0
+    for t, path in nss.items():
+        if path is None and t not in ("time", "cgroup"):
+            flags |= CLONE_FLAG[t]
+    return flags
+
+
+def open_joins(nss):
+    """Open every namespace path to join: {type: fd}.  Errors name the path."""
+    fds = {}
+    for t, path in nss.items():
+        if path is not None:
+            try:
+                fds[t] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as e:
+                raise Error("linux.namespaces: cannot open %s namespace %s: %s" % (t, path, e.strerror))
+    return fds
+
+
+def before_clone(nss, fds, config):
+    """Runtime-side steps that shape the init's birth: pid/time joins, a new time ns.
+
+    Returns a list of fds to restore our own namespaces with ``after_clone``.
+    """
+    restore = []
+    for t in ("pid", "time"):
+        if t in fds:
+            restore.append((os.open("/proc/self/ns/%s" % PROC_NAME[t], os.O_RDONLY | os.O_CLOEXEC),
+                            CLONE_FLAG[t]))
+            L.setns(fds[t], CLONE_FLAG[t])
+    if "time" in nss and nss["time"] is None:
+        restore.append((os.open("/proc/self/ns/time", os.O_RDONLY | os.O_CLOEXEC), L.CLONE_NEWTIME))
+        L.unshare(L.CLONE_NEWTIME)
+        offsets = (config.get("linux") or {}).get("timeOffsets") or {}
+        lines = []
+        for clock in ("monotonic", "boottime"):
+            o = offsets.get(clock)
+            if o:
+                lines.append("%s %d %d" % (clock, o.get("secs", 0), o.get("nanosecs", 0)))
+        for line in lines:
+            with open("/proc/self/timens_offsets", "w") as f:
+                f.write(line)
+    elif (config.get("linux") or {}).get("timeOffsets") and "time" not in nss:
+        pass  # switch "time" (or no time namespace): offsets are not applied
+    return restore
+
+
+def after_clone(restore):
+    for fd, flag in restore:
+        L.setns(fd, flag)
+        os.close(fd)
+
+
+def join(fds):
+    """In the init: setns into every namespace given by path (user first, mount last)."""
+    for t in JOIN_ORDER:
+        if t in fds:
+            L.setns(fds[t], CLONE_FLAG[t])
+
+
+def write_id_maps(pid, config):
+    """Write the user namespace's uid/gid maps from the parent (host root)."""
+    linux = config.get("linux") or {}
+    for kind in ("uid", "gid"):
+        maps = linux.get(kind + "Mappings") or []
+        if not maps:
+            raise Error("linux.%sMappings is required with a new user namespace" % kind)
+        text = "".join("%d %d %d\n" % (m["containerID"], m["hostID"], m["size"]) for m in maps)
+        try:
+            with open("/proc/%d/%s_map" % (pid, kind), "w") as f:
+                f.write(text)
+        except OSError as e:
+            raise Error("cannot write %s_map %r: %s" % (kind, text, e.strerror)) from None

@@ -1,0 +1,203 @@
+"""Phase: seccomp — compile ``linux.seccomp`` into a classic BPF program.
+
+The kernel runs the program on every system call with ``struct
+seccomp_data`` (nr at offset 0, arch at 4, args at 16 + 8*i) and obeys the
+32-bit action it returns.  We check the architecture first (a 32-bit
+``int 0x80`` call uses other numbers, and an x32 call sets bit 30 of nr), then
+compare nr against each rule in the order the spec gives them, first match
+wins, else the default action.  Argument conditions compare the two 32-bit
+halves of a 64-bit argument.  No libseccomp: this file is the whole story.
+"""
+from .errors import Error
+
+AUDIT_ARCH = {"SCMP_ARCH_X86_64": 0xC000003E, "SCMP_ARCH_X86": 0x40000003,
+              "SCMP_ARCH_X32": 0xC000003E}
+X32_BIT = 0x40000000
+
+RET_KILL_THREAD, RET_KILL_PROCESS = 0x00000000, 0x80000000
+RET_TRAP, RET_ERRNO, RET_TRACE = 0x00030000, 0x00050000, 0x7FF00000
+RET_LOG, RET_ALLOW = 0x7FFC0000, 0x7FFF0000
+
+FLAGS = {"SECCOMP_FILTER_FLAG_TSYNC": 1, "SECCOMP_FILTER_FLAG_LOG": 2,
+         "SECCOMP_FILTER_FLAG_SPEC_ALLOW": 4}
+
+# BPF opcodes
+LD_ABS, JEQ, JGT, JGE, JSET, JA, RET, AND = 0x20, 0x15, 0x25, 0x35, 0x45, 0x05, 0x06, 0x54
+
+_tables = {}
+
+
+def table(arch):
+    if arch not in _tables:
+        from . import syscalls_x86
+        text = "".join(getattr(syscalls_x86, arch))
+        _tables[arch] = {n: int(v) for n, _, v in (e.partition(":") for e in text.split())}
+    return _tables[arch]
+
+
+def action(name, errno_ret, where):
+    if name in ("SCMP_ACT_KILL", "SCMP_ACT_KILL_THREAD"):
+        return RET_KILL_THREAD
+    if name == "SCMP_ACT_KILL_PROCESS":
+        return RET_KILL_PROCESS
+    if name == "SCMP_ACT_TRAP":
+        return RET_TRAP
+    if name == "SCMP_ACT_ERRNO":
+        return RET_ERRNO | ((1 if errno_ret is None else errno_ret) & 0xFFFF)
+    if name == "SCMP_ACT_TRACE":
+        return RET_TRACE | ((1 if errno_ret is None else errno_ret) & 0xFFFF)
+    if name == "SCMP_ACT_LOG":
+        return RET_LOG
+    if name == "SCMP_ACT_ALLOW":
+        return RET_ALLOW
+    raise Error("unsupported config field %s: seccomp action %r" % (where, name))
+
+
+class _Asm:
+    """A list of BPF instructions whose jumps may name labels."""
+
+    def __init__(self):
+        self.code = []
+        self.labels = {}
+        self.n = 0
+
+    def label(self, name):
+        self.labels[name] = len(self.code)
+
+    def op(self, code, k=0, jt=0, jf=0):
+        self.code.append((code, jt, jf, k))
+
+    def fresh(self):
+        self.n += 1
+        return "L%d" % self.n
+
+    def assemble(self):
+        out = bytearray()
+        for pos, (code, jt, jf, k) in enumerate(self.code):
+            def rel(t):
+                if isinstance(t, str):
+                    t = self.labels[t] - pos - 1
+                if not 0 <= t <= (0xFFFFFFFF if code == JA else 255):
+                    raise Error("seccomp filter too large to assemble (jump of %d)" % t)
+                return t
+            if code == JA:
+                k = rel(k)
+            else:
+                jt, jf = rel(jt), rel(jf)
+            out += code.to_bytes(2, "little") + bytes((jt, jf)) + k.to_bytes(4, "little")
+        if len(self.code) > 4096:
+            raise Error("seccomp filter has %d instructions (kernel limit 4096)" % len(self.code))
+        return bytes(out)
+
+
+def _arg(asm, cond, fail, where):
+    """Emit a check of one argument condition; jump to ``fail`` if it does not hold."""
+    idx = cond["index"]
+    if not 0 <= idx < 6:
+        raise Error("%s: argument index %d out of range" % (where, idx))
+    v = cond.get("value", 0) & 0xFFFFFFFFFFFFFFFF
+    v2 = cond.get("valueTwo", 0) & 0xFFFFFFFFFFFFFFFF
+    op = cond["op"]
+    lo_off, hi_off = 16 + 8 * idx, 20 + 8 * idx
+    hi, lo = v >> 32, v & 0xFFFFFFFF
+    ok = asm.fresh()
+    if op == "SCMP_CMP_EQ":
+        asm.op(LD_ABS, hi_off); asm.op(JEQ, hi, 0, fail)
+        asm.op(LD_ABS, lo_off); asm.op(JEQ, lo, 0, fail)
+    elif op == "SCMP_CMP_NE":
+        asm.op(LD_ABS, hi_off); asm.op(JEQ, hi, 0, ok)
+        asm.op(LD_ABS, lo_off); asm.op(JEQ, lo, fail, 0)
+    elif op == "SCMP_CMP_MASKED_EQ":
+        asm.op(LD_ABS, hi_off); asm.op(AND, v >> 32); asm.op(JEQ, v2 >> 32, 0, fail)
+        asm.op(LD_ABS, lo_off); asm.op(AND, v & 0xFFFFFFFF); asm.op(JEQ, v2 & 0xFFFFFFFF, 0, fail)
+    elif op in ("SCMP_CMP_GT", "SCMP_CMP_GE", "SCMP_CMP_LT", "SCMP_CMP_LE"):
+        # unsigned 64-bit compare: decide on the high word unless equal
+        greater = op in ("SCMP_CMP_GT", "SCMP_CMP_GE")
+        asm.op(LD_ABS, hi_off)
+        asm.op(JGT, hi, ok if greater else fail, 0)
+        asm.op(JEQ, hi, 0, fail if greater else ok)
+        asm.op(LD_ABS, lo_off)
+        if op == "SCMP_CMP_GT":
+            asm.op(JGT, lo, 0, fail)
+        elif op == "SCMP_CMP_GE":
+            asm.op(JGE, lo, 0, fail)
+        elif op == "SCMP_CMP_LT":
+            asm.op(JGE, lo, fail, 0)
+        else:
+            asm.op(JGT, lo, fail, 0)
+    else:
+        raise Error("unsupported config field %s: seccomp operator %r" % (where, op))
+    asm.label(ok)
+
+
+def _rules(asm, rules, arch, default):
+    """nr is in A on entry; emits the rule chain and the default return."""
+    nrs = table(arch)
+    for names, act, args, where in rules:
+        for name in names:
+            nr = nrs.get(name)
+            if nr is None:
+                continue  # exists on another architecture only
+            if not args:
+                asm.op(JEQ, nr, 0, 1)
+                asm.op(RET, act)
+                continue
+            fail, match = asm.fresh(), asm.fresh()
+            asm.op(JEQ, nr, match, 0)
+            asm.op(JA, fail)
+            asm.label(match)
+            for cond in args:
+                _arg(asm, cond, fail, where)
+            asm.op(RET, act)
+            asm.label(fail)
+            asm.op(LD_ABS, 0)
+    asm.op(RET, default)
+
+
+def compile(sc):
+    """linux.seccomp -> (BPF program bytes, seccomp() flags)."""
+    default = action(sc.get("defaultAction"), sc.get("defaultErrnoRet"), "linux.seccomp.defaultAction")
+    arches = set(sc.get("architectures") or ["SCMP_ARCH_X86_64"])
+    for a in arches:
+        if a not in AUDIT_ARCH:
+            raise Error("unsupported config field linux.seccomp.architectures: %s (runtime-ref "
+                        "filters x86 only)" % a)
+    arches.add("SCMP_ARCH_X86_64")
+    known = set(table("X86_64")) | set(table("X86")) | set(table("X32"))
+    rules = []
+    for i, r in enumerate(sc.get("syscalls") or []):
+        where = "linux.seccomp.syscalls[%d]" % i
+        for n in r.get("names") or []:
+            if n not in known:
+                raise Error("%s: unknown system call %r" % (where, n))
+        rules.append((r.get("names") or [], action(r.get("action"), r.get("errnoRet"), where),
+                      r.get("args") or [], where))
+    flags = 0
+    for f in sc.get("flags") or []:
+        if f not in FLAGS:
+            raise Error("unsupported config field linux.seccomp.flags: %s" % f)
+        flags |= FLAGS[f]
+
+    asm = _Asm()
+    bad = RET_KILL_PROCESS
+    asm.op(LD_ABS, 4)
+    asm.op(JEQ, AUDIT_ARCH["SCMP_ARCH_X86_64"], 1, 0)
+    asm.op(JA, "not64")  # long jumps go through JA: jt/jf reach only 255 ahead
+    asm.op(LD_ABS, 0)
+    asm.op(JGE, X32_BIT, 1, 0)
+    asm.op(JA, "x86_64")
+    if "SCMP_ARCH_X32" in arches:
+        _rules(asm, rules, "X32", default)
+    else:
+        asm.op(RET, bad)
+    asm.label("x86_64")
+    _rules(asm, rules, "X86_64", default)
+    asm.label("not64")
+    if "SCMP_ARCH_X86" in arches:
+        asm.op(JEQ, AUDIT_ARCH["SCMP_ARCH_X86"], 1, 0)
+        asm.op(RET, bad)
+        asm.op(LD_ABS, 0)
+        _rules(asm, rules, "X86", default)
+    else:
+        asm.op(RET, bad)
+    return asm.assemble(), flags

@@ -1,0 +1,143 @@
+"""Phase: what the process may do — rlimits, capabilities, ids, no_new_privs.
+
+The order is the one runc's ``finalizeNamespace`` uses, for these reasons:
+rlimits first (raising a hard limit needs CAP_SYS_RESOURCE, which we are
+about to lose); the bounding set is dropped while we still hold CAP_SETPCAP;
+``PR_SET_KEEPCAPS`` around setuid, because changing from uid 0 to another
+uid clears the permitted set; only then are effective/permitted/inheritable
+set with capset, and ambient capabilities raised last (they must already be
+permitted and inheritable).
+"""
+import os
+
+from . import linux as L
+from .errors import Error
+
+CAPS = ["CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID",
+        "SETUID", "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST",
+        "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO",
+        "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE",
+        "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE",
+        "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM",
+        "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE"]
+CAP_NUMBER = {"CAP_" + n: i for i, n in enumerate(CAPS)}
+
+
+def last_cap():
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            return int(f.read())
+    except OSError:
+        return len(CAPS) - 1
+
+
+def cap_mask(names, where):
+    mask = 0
+    for n in names or []:
+        if n not in CAP_NUMBER:
+            raise Error("%s: unknown capability %r" % (where, n))
+        mask |= 1 << CAP_NUMBER[n]
+    return mask
+
+
+def check(proc):
+    """Validate capability names and rlimit types at create time, not in the init."""
+    for kind, names in (proc.get("capabilities") or {}).items():
+        cap_mask(names, "process.capabilities." + kind)
+    import resource
+    for r in proc.get("rlimits") or []:
+        if not hasattr(resource, r.get("type", "")):
+            raise Error("process.rlimits: unknown type %r" % r.get("type"))
+
+
+def set_rlimits(rlimits):
+    import resource
+    for r in rlimits or []:
+        resource.setrlimit(getattr(resource, r["type"]), (r["soft"], r["hard"]))
+
+
+def drop_bounding(caps):
+    keep = cap_mask(caps.get("bounding"), "process.capabilities.bounding")
+    for cap in range(last_cap() + 1):
+        if not keep & (1 << cap):
+            L.prctl(L.PR_CAPBSET_DROP, cap)
+
+
+def set_user(user):
+    """setgroups/setresgid/setresuid to process.user, keeping caps across it."""
+    uid, gid = user.get("uid", 0), user.get("gid", 0)
+    groups = user.get("additionalGids") or []
+    try:
+        os.setgroups(groups)
+    except PermissionError:
+        if groups:
+            raise
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+
+
+def apply_caps(caps):
+    eff = cap_mask(caps.get("effective"), "process.capabilities.effective")
+    perm = cap_mask(caps.get("permitted"), "process.capabilities.permitted")
+    inh = cap_mask(caps.get("inheritable"), "process.capabilities.inheritable")
+    L.capset(eff, perm, inh)
+    ambient = caps.get("ambient") or []
+    if ambient:
+        L.prctl(L.PR_CAP_AMBIENT, L.PR_CAP_AMBIENT_CLEAR_ALL)
+        for n in ambient:
+            L.prctl(L.PR_CAP_AMBIENT, L.PR_CAP_AMBIENT_RAISE, CAP_NUMBER[n])
+
+
+def finalize(proc, disabled):
+    """Bounding set, ids, then the other capability sets (see module doc)."""
+    caps = proc.get("capabilities") or {}
+    drop = "caps" not in disabled
+    if drop:
+        drop_bounding(caps)
+    L.prctl(L.PR_SET_KEEPCAPS, 1)
+    set_user(proc.get("user") or {})
+    L.prctl(L.PR_SET_KEEPCAPS, 0)
+    if drop:
+        apply_caps(caps)
+    elif (proc.get("user") or {}).get("uid", 0) != 0:
+        # switch "caps": a non-root user keeps every capability it had as root
+        full = (1 << (last_cap() + 1)) - 1
+        L.capset(full, full, full)
+
+
+def no_new_privs():
+    L.prctl(L.PR_SET_NO_NEW_PRIVS, 1)
+
+
+def environment(proc):
+    """process.env as a dict, with HOME filled in from /etc/passwd like runc."""
+    env = {}
+    for e in proc.get("env") or []:
+        k, _, v = e.partition("=")
+        env[k] = v
+    if "HOME" not in env:
+        uid = (proc.get("user") or {}).get("uid", 0)
+        env["HOME"] = "/"
+        try:
+            with open("/etc/passwd") as f:
+                for line in f:
+                    p = line.split(":")
+                    if len(p) > 5 and p[2] == str(uid):
+                        env["HOME"] = p[5]
+                        break
+        except OSError:
+            pass
+    return env
+
+
+def lookup(arg0, env):
+    """Find the executable like execvp would, with the container's PATH."""
+    if "/" in arg0:
+        if not os.path.exists(arg0):
+            raise Error('exec: "%s": stat %s: no such file or directory' % (arg0, arg0))
+        return arg0
+    for d in env.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin").split(":"):
+        p = os.path.join(d or ".", arg0)
+        if os.path.isfile(p) and os.access(p, os.X_OK):
+            return p
+    raise Error('exec: "%s": executable file not found in $PATH' % arg0)

@@ -1,0 +1,230 @@
+"""Phase 1: load config.json, refuse what we do not implement, read switches.
+
+A runtime that silently ignores a field it does not understand lets a test
+pass for the wrong reason, so every key of the runtime-spec is listed here:
+either we implement it (``True``) or we say why not (a string), and a config
+that sets an unimplemented field to a non-empty value is refused with that
+field's dotted name.
+"""
+import os
+
+from .errors import Error
+
+#: Every switch (negative control) and what turning it off does.
+SWITCHES = {
+    "pid": "no new PID namespace: the container sees host processes",
+    "net": "no new network namespace: the container shares host interfaces",
+    "mnt": "no new mount namespace: mounts go to the host (undone on delete), chroot instead of pivot_root",
+    "uts": "no new UTS namespace: hostname is the host's (and is not set)",
+    "ipc": "no new IPC namespace",
+    "user": "no user namespace: uid/gid maps ignored, the process is real host root",
+    "cgroupns": "no new cgroup namespace",
+    "time": "no new time namespace: linux.timeOffsets ignored",
+    "memory": "memory limits not applied",
+    "pids": "pids limit not applied",
+    "cpu": "cpu quota/period/shares/cpuset not applied",
+    "io": "blkio/io limits not applied",
+    "pivot_root": "chroot into the rootfs instead of pivot_root (the host root stays reachable)",
+    "caps": "capabilities not dropped: the process keeps every capability",
+    "nnp": "no_new_privs never set",
+    "seccomp": "no seccomp filter loaded",
+    "masked-paths": "linux.maskedPaths not masked",
+    "readonly-paths": "linux.readonlyPaths left writable",
+    "readonly-rootfs": "root.readonly ignored",
+    "rlimits": "process.rlimits not applied",
+    "devices": "no device cgroup allow-list, and /dev gets every host device node instead of the default six",
+}
+
+NAMESPACE_SWITCH = {
+    "pid": "pid", "network": "net", "mount": "mnt", "uts": "uts", "ipc": "ipc",
+    "user": "user", "cgroup": "cgroupns", "time": "time",
+}
+
+_U = "not implemented by runtime-ref"
+_HOOKS = [{"path": True, "args": True, "env": True, "timeout": True}]
+_IDMAP = [{"containerID": True, "hostID": True, "size": True}]
+_DEVRULE = [{"allow": True, "type": True, "major": True, "minor": True, "access": True}]
+_THROTTLE = [{"major": True, "minor": True, "rate": True}]
+
+#: The shape of config.json: True = implemented, str = why it is refused.
+SCHEMA = {
+    "ociVersion": True,
+    "process": {
+        "terminal": True, "consoleSize": True,
+        "user": {"uid": True, "gid": True, "umask": True, "additionalGids": True,
+                 "username": "process.user.username is for Windows"},
+        "args": True, "commandLine": "process.commandLine is for Windows",
+        "env": True, "cwd": True,
+        "capabilities": {k: True for k in ("bounding", "effective", "inheritable", "permitted", "ambient")},
+        "rlimits": [{"type": True, "hard": True, "soft": True}],
+        "noNewPrivileges": True, "oomScoreAdj": True,
+        "apparmorProfile": "AppArmor " + _U, "selinuxLabel": "SELinux " + _U,
+        "ioPriority": _U, "scheduler": _U, "execCPUAffinity": _U,
+    },
+    "root": {"path": True, "readonly": True},
+    "hostname": True, "domainname": True,
+    "mounts": [{"destination": True, "type": True, "source": True, "options": True,
+                "uidMappings": "id-mapped mounts " + _U, "gidMappings": "id-mapped mounts " + _U}],
+    "hooks": {k: _HOOKS for k in ("prestart", "createRuntime", "createContainer",
+                                  "startContainer", "poststart", "poststop")},
+    "annotations": True,
+    "linux": {
+        "namespaces": [{"type": True, "path": True}],
+        "uidMappings": _IDMAP, "gidMappings": _IDMAP,
+        "timeOffsets": True,
+        "devices": [{"path": True, "type": True, "major": True, "minor": True,
+                     "fileMode": True, "uid": True, "gid": True}],
+        "cgroupsPath": True,
+        "resources": {
+            "devices": _DEVRULE,
+            "memory": {"limit": True, "reservation": True, "swap": True, "swappiness": True,
+                       "disableOOMKiller": True, "useHierarchy": True, "checkBeforeUpdate": True,
+                       "kernel": "kernel memory limits are gone from Linux 6.x",
+                       "kernelTCP": "kernel TCP memory limits " + _U},
+            "cpu": {"shares": True, "quota": True, "period": True, "cpus": True, "mems": True,
+                    "realtimeRuntime": "realtime cpu " + _U, "realtimePeriod": "realtime cpu " + _U,
+                    "idle": _U, "burst": _U},
+            "pids": {"limit": True},
+            "blockIO": {"weight": True, "leafWeight": _U, "weightDevice": _U,
+                        "throttleReadBpsDevice": _THROTTLE, "throttleWriteBpsDevice": _THROTTLE,
+                        "throttleReadIOPSDevice": _THROTTLE, "throttleWriteIOPSDevice": _THROTTLE},
+            "hugepageLimits": "hugetlb limits " + _U, "network": "net_cls/net_prio " + _U,
+            "rdma": "rdma limits " + _U, "unified": True,
+        },
+        "sysctl": True,
+        "seccomp": {"defaultAction": True, "defaultErrnoRet": True, "architectures": True,
+                    "flags": True, "listenerPath": "seccomp notify " + _U,
+                    "listenerMetadata": "seccomp notify " + _U,
+                    "syscalls": [{"names": True, "action": True, "errnoRet": True,
+                                  "args": [{"index": True, "value": True, "valueTwo": True, "op": True}]}]},
+        "rootfsPropagation": True, "maskedPaths": True, "readonlyPaths": True,
+        "mountLabel": "SELinux " + _U, "personality": _U, "intelRdt": "Intel RDT " + _U,
+        "memoryPolicy": _U, "netDevices": _U,
+    },
+}
+
+
+def _check(node, schema, where):
+    if schema is True:
+        return
+    if isinstance(schema, str):
+        if node not in (None, "", [], {}, 0, False):
+            raise Error("unsupported config field %s: %s" % (where, schema))
+        return
+    if isinstance(schema, list):
+        if not isinstance(node, list):
+            raise Error("config field %s must be a list" % where)
+        for i, item in enumerate(node):
+            _check(item, schema[0], "%s[%d]" % (where, i))
+        return
+    if not isinstance(node, dict):
+        raise Error("config field %s must be an object" % where)
+    for key, value in node.items():
+        if key not in schema:
+            raise Error("unsupported config field %s%s: unknown to runtime-ref"
+                        % (where + "." if where else "", key))
+        _check(value, schema[key], (where + "." if where else "") + key)
+
+
+def validate(config):
+    """Refuse anything we would otherwise ignore; return the config."""
+    _check(config, SCHEMA, "")
+    version = str(config.get("ociVersion") or "")
+    if not version.startswith("1."):
+        raise Error("unsupported config field ociVersion: %r (runtime-ref reads 1.x configs)" % version)
+    proc = config.get("process")
+    if not proc or not proc.get("args"):
+        raise Error("config field process.args is required (runtime-ref only runs processes)")
+    if proc.get("terminal"):
+        raise Error("unsupported config field process.terminal: runtime-ref does not allocate a "
+                    "console; set it to false (stdio is inherited)")
+    if not (config.get("root") or {}).get("path"):
+        raise Error("config field root.path is required")
+    for ns in (config.get("linux") or {}).get("namespaces") or []:
+        if ns.get("type") not in NAMESPACE_SWITCH:
+            raise Error("unsupported config field linux.namespaces: unknown type %r" % ns.get("type"))
+    return config
+
+
+def load(bundle):
+    """Read and validate ``<bundle>/config.json``; returns (config, raw bytes)."""
+    path = os.path.join(bundle, "config.json")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise Error("cannot open %s: no such file (is --bundle right?)" % path) from None
+    from .jsonfast import loads
+    try:
+        config = loads(raw)
+    except ValueError as e:
+        raise Error("%s is not valid JSON: %s" % (path, e)) from None
+    if not isinstance(config, dict):
+        raise Error("%s must hold a JSON object" % path)
+    return validate(config), raw
+
+
+def parse_switches(values):
+    """Turn ``--disable a,b`` values and $RUNTIME_REF_DISABLE into a set."""
+    out = set()
+    for v in list(values) + [os.environ.get("RUNTIME_REF_DISABLE", "")]:
+        for name in v.split(","):
+            name = name.strip()
+            if not name:
+                continue
+            if name not in SWITCHES:
+                raise Error("unknown switch %r (known: %s)" % (name, " ".join(SWITCHES)))
+            out.add(name)
+    return out
+
+
+def namespaces(config, disabled):
+    """The namespaces to create or join: {type: path-or-None}, minus switched-off ones."""
+    out = {}
+    for ns in (config.get("linux") or {}).get("namespaces") or []:
+        t = ns["type"]
+        if NAMESPACE_SWITCH[t] in disabled:
+            continue
+        if t in out:
+            raise Error("config field linux.namespaces: %s given twice" % t)
+        out[t] = ns.get("path") or None
+    return out
+
+
+def default_spec():
+    """What ``runtime-ref spec`` writes: a minimal config like ``runc spec``'s."""
+    caps = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+    return {
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": False, "user": {"uid": 0, "gid": 0}, "args": ["sh"],
+            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"],
+            "cwd": "/",
+            "capabilities": {k: list(caps) for k in ("bounding", "effective", "permitted")},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": True,
+        },
+        "root": {"path": "rootfs", "readonly": True},
+        "hostname": "runtime-ref",
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+             "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+             "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+             "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+             "options": ["nosuid", "noexec", "nodev", "ro"]},
+        ],
+        "linux": {
+            "resources": {"devices": [{"allow": False, "access": "rwm"}]},
+            "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")],
+            "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
+                            "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
+                            "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
+            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
+        },
+    }
