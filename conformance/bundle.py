@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .base_spec import base_spec
+from .errors import ConformanceError
 from .patch import apply_patch
 from .rootfs import busybox_rootfs, copy_rootfs
 from .scenario import Scenario
@@ -21,7 +22,7 @@ from .scenario import Scenario
 _PLACEHOLDER = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
 
 
-class TemplateError(KeyError):
+class TemplateError(ConformanceError, KeyError):
     pass
 
 

@@ -15,10 +15,12 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from .errors import ConformanceError
+
 LIST_OPS = ("$append", "$remove")
 
 
-class PatchError(ValueError):
+class PatchError(ConformanceError, ValueError):
     """A patch cannot apply (e.g. $append onto something that is not a list)."""
 
 

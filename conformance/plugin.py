@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import pytest
 
 from . import host_setup, hostinfo, matrix
-from .bundle import build, TemplateError
+from .bundle import build
 from .errors import ConformanceError, RuntimeNotFound, ScenarioError
 from .loader import scenario_schema
 from .observe import observe
@@ -223,8 +223,8 @@ class ScenarioItem(pytest.Item):
                 finally:
                     bundle.remove()
                 return judge(self.scenario, obs, bundle.variables), obs.duration_s
-        except (ConformanceError, TemplateError, OSError) as exc:
-            return Verdict(ERROR, f"harness could not run the scenario: {exc}"), 0.0
+        except (ConformanceError, OSError) as exc:
+            return Verdict(ERROR, f"{self.scenario.location}: the harness could not run this scenario: {exc}"), 0.0
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         if isinstance(excinfo.value, ScenarioFailure):

@@ -42,7 +42,9 @@ class RuntimeProfile:
 
 
 def _ref_command() -> tuple[str, list[str]]:
-    launcher = shutil.which("runtime-ref")
+    """The installed ``runtime-ref`` launcher: beside this Python first (a venv), then on PATH."""
+    beside = Path(sys.executable).with_name("runtime-ref")
+    launcher = str(beside) if beside.is_file() else shutil.which("runtime-ref")
     if launcher:
         return launcher, [launcher]
     return f"{sys.executable} -m runtime_ref", [sys.executable, "-m", "runtime_ref"]

@@ -1,0 +1,87 @@
+"""Shared helpers for the harness's own tests: run the suite, look for leftovers."""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+HEADER = "# yaml-language-server: $schema=../conformance/schema/scenario.schema.json\n"
+
+
+@dataclass
+class SuiteRun:
+    returncode: int
+    output: str
+    matrix: dict[str, Any] | None
+
+    def verdicts(self) -> dict[tuple[str, str], str]:
+        assert self.matrix is not None, self.output
+        return {(r["scenario"], r["runtime"]): r["verdict"] for r in self.matrix["results"]}
+
+    def result(self, scenario: str, runtime: str = "runc") -> dict[str, Any]:
+        assert self.matrix is not None, self.output
+        return next(r for r in self.matrix["results"] if r["scenario"] == scenario and r["runtime"] == runtime)
+
+
+def suite_command(scenarios: Path | None, out: Path, *args: str) -> list[str]:
+    cmd = [sys.executable, "-m", "pytest", "conformance", f"--matrix-dir={out}", "-p", "no:cacheprovider"]
+    if scenarios is not None:
+        cmd.append(f"--scenarios={scenarios}")
+    return cmd + list(args)
+
+
+def run_suite(scenarios: Path | None, out: Path, *args: str, timeout: float = 600) -> SuiteRun:
+    """Run ``pytest conformance`` in a child process, as a user would."""
+    done = subprocess.run(suite_command(scenarios, out, *args), cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+    matrix_file = out / "matrix.json"
+    matrix = json.loads(matrix_file.read_text()) if matrix_file.exists() else None
+    return SuiteRun(done.returncode, done.stdout + done.stderr, matrix)
+
+
+def write_scenarios(directory: Path, files: dict[str, str]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, body in files.items():
+        (directory / name).write_text(HEADER + textwrap.dedent(body).lstrip())
+    return directory
+
+
+def host_leftovers() -> set[str]:
+    """Everything a run could leave behind on this host, as strings to diff."""
+    found: set[str] = set()
+    from conformance import cgroupfs
+
+    for mountpoint in set(cgroupfs.mounts().values()):
+        found |= {f"cgroup {p}" for p in glob.glob(f"{mountpoint}/cf-*")}
+    found |= {f"state {p}" for p in glob.glob("/run/oci-conformance-*")}
+    found |= {f"workdir {p}" for p in glob.glob(os.path.join(tempfile.gettempdir(), "oci-conformance-*"))}
+    with open("/proc/self/mountinfo") as f:
+        found |= {f"mount {line.split()[4]}" for line in f if "oci-conformance" in line}
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if "sleep 91" in cmdline:  # the tests' long-running containers sleep 91…
+                found.add(f"process {pid} {cmdline.strip()}")
+    return found
+
+
+@pytest.fixture
+def no_leftovers():
+    """Fail the test if the run left a container, cgroup, mount, state root or bundle."""
+    before = host_leftovers()
+    yield
+    after = host_leftovers()
+    assert after - before == set(), f"left behind: {sorted(after - before)}"

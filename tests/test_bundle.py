@@ -1,0 +1,69 @@
+"""The bundle builder: base spec + patch, placeholders, rootfs, and OCI validity."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from conformance import base_spec, bundle, rootfs
+from conformance.scenario import load_scenarios
+from conformance.spec_schema import config_errors
+from tests.conftest import REPO, write_scenarios
+
+
+def _all_scenarios():
+    return [s for p in sorted((REPO / "scenarios").glob("*.yaml")) for s in load_scenarios(p)]
+
+
+def test_base_spec_is_a_mainstream_engines_default():
+    spec = base_spec.base_spec()
+    assert {n["type"] for n in spec["linux"]["namespaces"]} == {"pid", "network", "ipc", "uts", "mount"}
+    assert len(spec["process"]["capabilities"]["bounding"]) == 14
+    assert "CAP_SYS_ADMIN" not in spec["process"]["capabilities"]["bounding"]
+    assert "/proc/kcore" in spec["linux"]["maskedPaths"] and "/proc/sys" in spec["linux"]["readonlyPaths"]
+    assert spec["process"]["noNewPrivileges"] is True
+    assert base_spec.base_spec() is not base_spec.base_spec()
+
+
+@pytest.mark.parametrize("scenario", _all_scenarios(), ids=lambda s: s.id)
+def test_every_scenario_config_is_valid_per_the_runtime_spec(scenario):
+    variables = {"host_marker": "/m", "host_marker_token": "t", "host_shm_key": "1", "host_shm_id": "1",
+                 "host_hostname": "h", "rootfs": "/b/rootfs", "bundle": "/b", "id": "cf-x"}
+    config = bundle.make_config(scenario, "cf-x", "1.0.2-dev", variables)
+    assert config_errors(config) == []
+    assert config["linux"]["cgroupsPath"] == "/cf-x"
+
+
+def test_patch_and_placeholders_land_in_config(tmp_path):
+    write_scenarios(tmp_path / "sc", {"s.yaml": """
+        id: s
+        title: t
+        tags: [uts]
+        control: [uts]
+        patch: {hostname: "{{id}}-name"}
+        run: [cat, "{{host_marker}}"]
+        expect: {exit: 0}
+    """})
+    (sc,) = load_scenarios(tmp_path / "sc" / "s.yaml")
+    b = bundle.build(sc, "cf-abc", tmp_path, "1.0.0", {"host_marker": "/x/marker"})
+    config = json.loads((b.path / "config.json").read_text())
+    assert config["hostname"] == "cf-abc-name"
+    assert config["process"]["args"] == ["cat", "/x/marker"]
+    assert config["ociVersion"] == "1.0.0"
+    assert (b.rootfs / "bin" / "busybox").is_file() and os.readlink(b.rootfs / "bin" / "sh") == "busybox"
+    b.remove()
+    assert not b.path.exists()
+
+
+def test_unknown_placeholder_is_a_clear_error():
+    with pytest.raises(bundle.TemplateError, match=r"unknown placeholder \{\{nope\}\}"):
+        bundle.fill("cat {{nope}}", {"id": "x"})
+
+
+def test_rootfs_is_built_once_and_reused():
+    first = rootfs.busybox_rootfs()
+    assert rootfs.busybox_rootfs() == first
+    assert (first / "bin" / "busybox").stat().st_mode & 0o111
+    assert oct(first.stat().st_mode & 0o777) == "0o755"
+    assert {"proc", "sys", "dev", "tmp", "etc"} <= {p.name for p in first.iterdir()}

@@ -1,0 +1,93 @@
+"""Scenario files: validation against the schema, with errors naming file and line."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conformance.errors import ScenarioError
+from conformance.scenario import check_unique_ids, load_scenarios
+from tests.conftest import REPO, write_scenarios
+
+GOOD = """
+id: good-one
+title: A good scenario
+tags: [pid]
+control: [pid]
+run: echo $$
+expect:
+  exit: 0
+  stdout: "1"
+"""
+
+
+def _error(tmp_path: Path, body: str) -> ScenarioError:
+    write_scenarios(tmp_path, {"s.yaml": body})
+    with pytest.raises(ScenarioError) as info:
+        load_scenarios(tmp_path / "s.yaml")
+    return info.value
+
+
+def test_every_shipped_scenario_is_valid_and_ids_are_unique():
+    scenarios = [s for p in sorted((REPO / "scenarios").glob("*.yaml")) for s in load_scenarios(p)]
+    assert len(scenarios) >= 14
+    check_unique_ids(scenarios)
+    assert all(s.control for s in scenarios), "every scenario names its negative control"
+
+
+def test_a_good_scenario_becomes_a_typed_object(tmp_path):
+    write_scenarios(tmp_path, {"s.yaml": GOOD})
+    (sc,) = load_scenarios(tmp_path / "s.yaml")
+    assert sc.args == ("sh", "-c", "echo $$")
+    assert sc.expect.exit == (0,) and sc.expect.stdout.equals == "1"
+    assert sc.line == 2  # after the schema header comment
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path):
+    err = _error(tmp_path, GOOD + "expect: [unclosed\n")
+    assert err.path.endswith("s.yaml") and err.line == 11
+    assert "not valid YAML" in str(err)
+
+
+def test_unknown_key_is_reported_at_its_own_line(tmp_path):
+    err = _error(tmp_path, GOOD.replace("run: echo $$", "run: echo $$\nrunn: typo"))
+    assert err.line == 7
+    assert "unknown key 'runn'" in str(err) and "allowed:" in str(err)
+
+
+def test_unknown_key_in_a_host_fact(tmp_path):
+    body = GOOD + "  host:\n    - namespace_differs: pid\n    - cgroup: pids.max\n      equal: '10'\n"
+    err = _error(tmp_path, body)
+    assert err.line == 13, str(err)
+    assert "equal" in str(err)
+
+
+def test_wrong_type_names_the_field(tmp_path):
+    err = _error(tmp_path, GOOD.replace("exit: 0", "exit: zero"))
+    assert err.line == 8 and "expect.exit" in str(err)
+
+
+def test_missing_field(tmp_path):
+    err = _error(tmp_path, GOOD.replace("control: [pid]\n", ""))
+    assert "'control' is a required property" in str(err)
+
+
+def test_unknown_tag(tmp_path):
+    err = _error(tmp_path, GOOD.replace("tags: [pid]", "tags: [pid, teleport]"))
+    assert err.line == 4 and "teleport" in str(err)
+
+
+def test_duplicate_key(tmp_path):
+    err = _error(tmp_path, GOOD + "title: again\n")
+    assert err.line == 10 and "duplicate key 'title'" in str(err)
+
+
+def test_duplicate_ids_across_documents(tmp_path):
+    write_scenarios(tmp_path, {"s.yaml": GOOD + "---\n" + GOOD})
+    with pytest.raises(ScenarioError, match="duplicate scenario id 'good-one'"):
+        check_unique_ids(load_scenarios(tmp_path / "s.yaml"))
+
+
+def test_error_message_is_one_line(tmp_path):
+    err = _error(tmp_path, GOOD.replace("exit: 0", "exit: zero").replace("tags: [pid]", "tags: [x]"))
+    assert "\n" not in str(err) and "(and 1 more)" in str(err)

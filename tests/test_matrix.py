@@ -1,0 +1,61 @@
+"""Matrix renderers: the JSON contract, Markdown, HTML and the terminal table."""
+from __future__ import annotations
+
+import json
+
+from conformance import matrix
+from conformance.matrix_html import render_html
+
+HOST = {"kernel": "6.1.0", "cgroup": "hybrid", "os": "Debian"}
+RUNTIMES = {"runc": {"path": "/usr/sbin/runc", "version": "1.1.5", "spec_version": "1.0.2-dev", "adaptations": []},
+            "crun": {"path": "/usr/bin/crun", "version": "1.8.1", "spec_version": "1.0.0",
+                     "adaptations": ["private mount namespace"]}}
+
+
+def _result(scenario, runtime, verdict, evidence="ok"):
+    return {"scenario": scenario, "runtime": runtime, "host": "local", "verdict": verdict,
+            "tags": ["pid"], "duration_s": 0.01, "evidence": evidence, "title": "T", "control": ["pid"]}
+
+
+def _doc():
+    results = [_result("pid-a", "runc", "pass"), _result("pid-a", "crun", "fail", "stdout: expected '1'; observed '7'"),
+               _result("net-b", "runc", "pass"), _result("net-b", "crun", "skip", "host lacks userns")]
+    return matrix.build_document(results, HOST, RUNTIMES)
+
+
+def test_json_document_follows_the_contract():
+    doc = json.loads(json.dumps(_doc()))
+    assert doc["schema"] == 1 and doc["host"] == HOST and doc["hosts"] == {"local": HOST}
+    assert doc["runtimes"]["runc"]["version"] == "1.1.5"
+    for r in doc["results"]:
+        assert {"scenario", "runtime", "host", "verdict", "tags", "duration_s", "evidence"} <= set(r)
+        assert r["verdict"] in ("pass", "fail", "skip", "error")
+    assert [r["scenario"] for r in doc["results"]] == sorted(r["scenario"] for r in doc["results"])
+
+
+def test_markdown_has_table_totals_differences_and_evidence():
+    md = matrix.render_markdown(_doc())
+    assert "| scenario" in md and "| runc" in md.replace("  ", " ")
+    assert "pid-a ≠" in md, "a row whose verdicts differ is marked"
+    assert "net-b ≠" not in md, "a skip is a host reason, not a difference"
+    assert "observed '7'" in md and "host lacks userns" in md
+    assert "2/2 pass" in md and "0/2 pass" in md and "private mount namespace" in md
+
+
+def test_html_is_self_contained_with_colours_and_evidence():
+    html = render_html(_doc())
+    assert html.startswith("<!doctype html>") and "<link" not in html and "src=" not in html
+    assert "class=\"v fail\"" in html and "class=\"v pass\"" in html
+    assert "title=\"stdout: expected &#x27;1&#x27;; observed &#x27;7&#x27;\"" in html
+    assert "row differs" in html and "6.1.0" in html
+
+
+def test_terminal_table_lists_every_runtime():
+    text = matrix.render_terminal(_doc())
+    assert "runc" in text and "crun" in text and "FAIL" in text and "total" in text
+
+
+def test_write_all_writes_three_files(tmp_path):
+    paths = matrix.write_all(_doc(), tmp_path / "out")
+    assert [p.name for p in paths] == ["matrix.json", "matrix.md", "matrix.html"]
+    assert json.loads(paths[0].read_text())["schema"] == 1
