@@ -57,6 +57,7 @@ def create(root, cid, bundle, disabled, pid_file=None, fifo=True, args=None):
             f.write(raw)
         if fifo:
             os.mkfifo(c.fifo, 0o622)
+            os.chmod(c.fifo, 0o622)  # writable by the container's root even when it is not ours
         linux = config.get("linux") or {}
         cgpath = linux.get("cgroupsPath") or "/runtime-ref/" + cid
         cg = cgroups.create(cgpath, linux.get("resources") or {}, disabled, linux.get("devices") or [])
