@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import signal
 import socket
 from pathlib import Path
@@ -213,7 +212,7 @@ class ScenarioItem(pytest.Item):
             raise ScenarioFailure(verdict)
 
     def _run(self, run: RunSession, driver: Any) -> tuple[Verdict, float]:
-        cid = f"cf-{secrets.token_hex(6)}"
+        cid = run.new_container_id()
         try:
             with host_setup.prepared(self.scenario.host_setup, run.workdir) as variables:
                 variables["host_hostname"] = socket.gethostname()

@@ -7,6 +7,7 @@ removes all of it, after a failure, a timeout or Ctrl-C as after success.
 """
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import tempfile
@@ -23,7 +24,10 @@ class RunSession:
     def __init__(self, runtime_names: list[str], runtime_flags: dict[str, list[str]]) -> None:
         self.runtime_names = runtime_names
         self.runtime_flags = runtime_flags
-        self._tag = secrets.token_hex(4)
+        # One tag names everything this process makes on the host (state root, work
+        # dir, container ids), so leftovers can be told from other runs' objects.
+        self._tag = os.environ.get("OCI_CONFORMANCE_TAG") or secrets.token_hex(4)
+        self._state_root = STATE_BASE / f"oci-conformance-{self._tag}-{os.getpid()}"
         self._workdir: Path | None = None
         self._profiles: dict[str, RuntimeProfile | RuntimeNotFound] = {}
         self._drivers: dict[str, RuntimeDriver] = {}
@@ -38,6 +42,9 @@ class RunSession:
             # unprivileged host uid) must be able to traverse it to reach its rootfs.
             self._workdir.chmod(0o711)
         return self._workdir
+
+    def new_container_id(self) -> str:
+        return f"cf-{self._tag}-{secrets.token_hex(4)}"
 
     def profile(self, name: str) -> RuntimeProfile:
         """The resolved runtime; raises RuntimeNotFound (remembered) when it is missing."""
@@ -56,7 +63,7 @@ class RunSession:
             if not self.subreaper:
                 self.subreaper = become_subreaper()
             profile = self.profile(name)
-            root = STATE_BASE / f"oci-conformance-{self._tag}" / profile.name
+            root = self._state_root / profile.name
             root.mkdir(parents=True, exist_ok=True)
             self._drivers[name] = RuntimeDriver(profile, root)
         return self._drivers[name]
@@ -66,7 +73,7 @@ class RunSession:
         leftovers = []
         for name, driver in self._drivers.items():
             leftovers += [f"{name}:{cid}" for cid in driver.cleanup()]
-        shutil.rmtree(STATE_BASE / f"oci-conformance-{self._tag}", ignore_errors=True)
+        shutil.rmtree(self._state_root, ignore_errors=True)
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
         return leftovers

@@ -4,6 +4,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -40,10 +41,16 @@ def suite_command(scenarios: Path | None, out: Path, *args: str) -> list[str]:
     return cmd + list(args)
 
 
+#: Names everything the suites started by these tests make on the host, so the
+#: leftover check sees only our own objects even if other runs share the machine.
+RUN_TAG = "t" + secrets.token_hex(3)
+SUITE_ENV = {**os.environ, "OCI_CONFORMANCE_TAG": RUN_TAG}
+
+
 def run_suite(scenarios: Path | None, out: Path, *args: str, timeout: float = 600) -> SuiteRun:
     """Run ``pytest conformance`` in a child process, as a user would."""
     done = subprocess.run(suite_command(scenarios, out, *args), cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, env=SUITE_ENV)
     matrix_file = out / "matrix.json"
     matrix = json.loads(matrix_file.read_text()) if matrix_file.exists() else None
     return SuiteRun(done.returncode, done.stdout + done.stderr, matrix)
@@ -62,11 +69,11 @@ def host_leftovers() -> set[str]:
     from conformance import cgroupfs
 
     for mountpoint in set(cgroupfs.mounts().values()):
-        found |= {f"cgroup {p}" for p in glob.glob(f"{mountpoint}/cf-*")}
-    found |= {f"state {p}" for p in glob.glob("/run/oci-conformance-*")}
-    found |= {f"workdir {p}" for p in glob.glob(os.path.join(tempfile.gettempdir(), "oci-conformance-*"))}
+        found |= {f"cgroup {p}" for p in glob.glob(f"{mountpoint}/cf-{RUN_TAG}-*")}
+    found |= {f"state {p}" for p in glob.glob(f"/run/oci-conformance-{RUN_TAG}-*")}
+    found |= {f"workdir {p}" for p in glob.glob(os.path.join(tempfile.gettempdir(), f"oci-conformance-{RUN_TAG}-*"))}
     with open("/proc/self/mountinfo") as f:
-        found |= {f"mount {line.split()[4]}" for line in f if "oci-conformance" in line}
+        found |= {f"mount {line.split()[4]}" for line in f if f"oci-conformance-{RUN_TAG}" in line}
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             try:

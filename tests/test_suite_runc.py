@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.conftest import REPO, host_leftovers, run_suite, suite_command, write_scenarios
+from tests.conftest import REPO, SUITE_ENV, host_leftovers, run_suite, suite_command, write_scenarios
 
 PID1 = """
 id: pid1
@@ -88,7 +88,7 @@ control: [pid]
 run: sleep 91
 expect: {exit: 0}
 """})
-    proc = subprocess.Popen(suite_command(sc, tmp_path / "out", "--runtime=runc"), cwd=REPO,
+    proc = subprocess.Popen(suite_command(sc, tmp_path / "out", "--runtime=runc"), cwd=REPO, env=SUITE_ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
     while not any(x.startswith("process") for x in host_leftovers()):
