@@ -98,17 +98,24 @@ def _need_id(pos, verb, extra=0):
     return pos[0]
 
 
+SIGNALS = {name: i + 1 for i, name in enumerate(
+    "HUP INT QUIT ILL TRAP ABRT BUS FPE KILL USR1 SEGV USR2 PIPE ALRM TERM STKFLT CHLD CONT "
+    "STOP TSTP TTIN TTOU URG XCPU XFSZ VTALRM PROF WINCH IO PWR SYS".split())}
+SIGNALS.update(IOT=6, POLL=29, CLD=17)
+
+
 def _parse_signal(s):
-    import signal
+    """KILL, SIGKILL, kill or 9 -> 9 (Linux x86 numbering, as runc accepts)."""
     if s.isdigit():
         return int(s)
     name = s.upper()
-    if not name.startswith("SIG"):
-        name = "SIG" + name
-    sig = getattr(signal, name, None)
-    if not isinstance(sig, int):
+    name = name[3:] if name.startswith("SIG") else name
+    if name.startswith("RTMIN") or name.startswith("RTMAX"):
+        off = int(name[6:] or 0) if len(name) > 5 else 0
+        return 34 + off if name.startswith("RTMIN") else 64 - off
+    if name not in SIGNALS:
         raise Error("unknown signal %r" % s)
-    return int(sig)
+    return SIGNALS[name]
 
 
 def _refuse(opts, *names):

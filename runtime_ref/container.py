@@ -9,7 +9,7 @@ no runtime process stays behind.  ``start`` opens the fifo's read end, which
 lets the init exec the container's process.
 """
 import os
-import signal
+import _signal as signal  # the C module: `signal` imports enum (~3 ms)
 import time
 
 from . import cgroups, linux as L, namespaces, rootfs, security, spec
@@ -126,8 +126,9 @@ def _spawn(c, config, bundle, disabled, nss, prog, cg, fifo, args):
     try:
         if nss.get("user", 1) is None:
             namespaces.write_id_maps(pid, config)
-        cgroups.add(cg["leaves"], pid)
-        os.write(to_init, b"G")
+            os.write(to_init, b"M")
+        cgroups.add(cg["leaves"], pid)  # slow (an RCU grace period): the init works meanwhile
+        os.write(to_init, b"C")
         while True:
             msg = os.read(from_init, 65536)
             if msg == b"H":

@@ -6,9 +6,15 @@ our uid/gid maps and cgroup membership and says "go".  From there on, the
 body of ``main`` is the order of the remaining steps, and each comment says
 why the step sits where it does.
 
-Protocol on the two pipes (one byte tags): parent -> init ``G`` (go on);
+Protocol on the two pipes (one-byte tags, always in this order):
+parent -> init ``M`` (uid/gid maps written; only with a new user namespace),
+``C`` (placed in the cgroups), ``G`` (hooks done: go on);
 init -> parent ``H`` (mounts done: run prestart/createRuntime hooks, answer
 ``G``), ``R`` (ready: everything but exec is done), ``E<message>`` (failed).
+
+Joining a cgroup costs an RCU grace period in the kernel (~12 ms here), so
+the init does not wait for ``C`` until it needs it: its mounts are built while
+the runtime is still blocked in that write.
 """
 import os
 
@@ -21,9 +27,15 @@ def _send(ctx, msg):
     os.write(ctx["to_parent"], msg)
 
 
-def _wait_go(ctx):
-    if os.read(ctx["from_parent"], 1) != b"G":
+def _expect(ctx, tag):
+    if os.read(ctx["from_parent"], 1) != tag:
         os._exit(1)  # the runtime died or gave up on us
+
+
+def _in_cgroups(ctx):
+    if not ctx.get("in_cgroups"):
+        _expect(ctx, b"C")
+        ctx["in_cgroups"] = True
 
 
 def main(ctx):
@@ -50,10 +62,10 @@ def _init(ctx):
     # leave a half-built container behind); cleared again before we block.
     L.prctl(L.PR_SET_PDEATHSIG, 9)
 
-    # 1. Wait until the runtime has written our uid/gid maps (nothing in a
-    #    new user namespace works before) and put us in our cgroups (so
-    #    everything we do from here on is accounted and limited).
-    _wait_go(ctx)
+    # 1. Wait until the runtime has written our uid/gid maps: nothing in a
+    #    new user namespace works before.
+    if nss.get("user", 1) is None:
+        _expect(ctx, b"M")
     namespaces_join(ctx)
     if "user" in nss:
         # become the namespace's root (uid 0 inside): mounts and mknods
@@ -62,6 +74,7 @@ def _init(ctx):
         os.setresuid(0, 0, 0)
     if nss.get("cgroup", 1) is None:
         # after joining our cgroup, so that it becomes the root of our view
+        _in_cgroups(ctx)
         L.unshare(L.CLONE_NEWCGROUP)
 
     # 2. Identity: only in a UTS namespace of our own (else we would rename the host).
@@ -75,8 +88,9 @@ def _init(ctx):
     #    want to see the mounts but not yet the pivot.
     root = rootfs.prepare(config, ctx["bundle"], disabled, ctx)
     if ctx["hooks_before_pivot"]:
+        _in_cgroups(ctx)
         _send(ctx, b"H")
-        _wait_go(ctx)
+        _expect(ctx, b"G")
         from . import hooks
         hooks.run(config, "createContainer", ctx["hook_state"])
     rootfs.enter(root, use_pivot=ctx["mntns"] and "pivot_root" not in disabled)
@@ -123,6 +137,8 @@ def _init(ctx):
 
     # 8. Ready.  `create` returns now; we block on exec.fifo until `start`
     #    opens its other end (`run` has no fifo and goes straight on).
+    # The process must not start before it is limited by its cgroups.
+    _in_cgroups(ctx)
     L.prctl(L.PR_SET_PDEATHSIG, 0)
     _send(ctx, b"R")
     os.close(ctx["to_parent"])

@@ -88,8 +88,7 @@ def clone(flags):
     child continues on a copy-on-write copy of our stack.  Python is
     single-threaded here, so skipping os.fork's bookkeeping is safe.
     """
-    import signal
-    return _check(_syscall(c_long(SYS_clone), c_long(flags | signal.SIGCHLD),
+    return _check(_syscall(c_long(SYS_clone), c_long(flags | 17),  # 17 = SIGCHLD
                            c_long(0), c_long(0), c_long(0), c_long(0)), "clone")
 
 
