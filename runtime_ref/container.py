@@ -124,11 +124,14 @@ def _spawn(c, config, bundle, disabled, nss, prog, cg, fifo, args):
         os.close(fifo_dir)
     hook_state["pid"] = pid
     try:
-        if nss.get("user", 1) is None:
-            namespaces.write_id_maps(pid, config)
-            os.write(to_init, b"M")
-        cgroups.add(cg["leaves"], pid)  # slow (an RCU grace period): the init works meanwhile
-        os.write(to_init, b"C")
+        try:
+            if nss.get("user", 1) is None:
+                namespaces.write_id_maps(pid, config)
+                os.write(to_init, b"M")
+            cgroups.add(cg["leaves"], pid)  # slow (an RCU grace period): the init works meanwhile
+            os.write(to_init, b"C")
+        except BrokenPipeError:
+            pass  # the init failed early: its message is waiting below
         while True:
             msg = os.read(from_init, 65536)
             if msg == b"H":
