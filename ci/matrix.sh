@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
-exec pytest conformance --runtime="${RUNTIMES:-ref,runc}" --matrix-dir="${MATRIX_DIR:-reports}" -p no:cacheprovider "$@"
+exec pytest conformance --runtime="${RUNTIMES:-ref,runc}" --controls --matrix-dir="${MATRIX_DIR:-reports}" -p no:cacheprovider "$@"

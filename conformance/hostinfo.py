@@ -77,6 +77,7 @@ REQUIREMENTS: dict[str, Callable[[], str | None]] = {
     "timens": lambda: None if Path("/proc/self/ns/time").exists() else "the kernel has no time namespace (needs 5.6+)",
     "cgroupns": lambda: None if Path("/proc/self/ns/cgroup").exists() else "the kernel has no cgroup namespace",
     "swap-accounting": _swap_accounting,
+    "proc-kcore": lambda: None if Path("/proc/kcore").exists() else "the kernel has no /proc/kcore (CONFIG_PROC_KCORE is off)",
     **{f"controller:{c}": _controller(c) for c in ("memory", "pids", "cpu", "io")},
 }
 

@@ -21,16 +21,31 @@ MD_SYMBOL = {"pass": "✅ pass", "fail": "❌ fail", "skip": "⏭ skip", "error"
 
 def build_document(results: list[dict[str, Any]], host: dict[str, Any],
                    runtimes: dict[str, Any]) -> dict[str, Any]:
-    """The matrix document; results are sorted so two runs diff cleanly."""
-    ordered = sorted(results, key=lambda r: (r["scenario"], r["runtime"], r["host"]))
+    """The matrix document; results are sorted so two runs diff cleanly.
+
+    Negative-control runs (ref with switches off, marked by ``disabled``) go
+    to their own list: they answer "what breaks when X is off", not "does
+    this runtime isolate".
+    """
+    key = lambda r: (r["scenario"], r["runtime"], r["host"])  # noqa: E731
     return {
         "schema": SCHEMA_VERSION,
         "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "host": host,
         "hosts": {"local": host},
         "runtimes": runtimes,
-        "results": ordered,
+        "results": sorted((r for r in results if not r.get("disabled")), key=key),
+        "controls": sorted((r for r in results if r.get("disabled")), key=key),
     }
+
+
+def control_rows(doc: dict[str, Any]) -> list[list[str]]:
+    """[switches off, scenario, proven?, verdict, evidence] per negative control."""
+    rows = []
+    for r in sorted(doc.get("controls", []), key=lambda r: ("+".join(r["disabled"]), r["scenario"])):
+        proven = {"fail": "yes", "skip": "skipped"}.get(r["verdict"], "NO")
+        rows.append(["+".join(r["disabled"]), r["scenario"], proven, r["verdict"], r["evidence"]])
+    return rows
 
 
 def column(result: dict[str, Any]) -> str:
@@ -82,7 +97,14 @@ def render_terminal(doc: dict[str, Any]) -> str:
     host = doc["host"]
     head = f"host: kernel {host.get('kernel')}, cgroup {host.get('cgroup')}; " + "; ".join(
         f"{n} {rt.get('version')}" for n, rt in doc["runtimes"].items())
-    return head + "\n" + _table(doc, SYMBOL, "simple")
+    text = head + "\n" + _table(doc, SYMBOL, "simple") if doc["results"] else head
+    controls = control_rows(doc)
+    if controls:
+        proven = sum(1 for r in controls if r[2] == "yes")
+        text += (f"\n\nnegative controls (ref with the switch off must FAIL): {proven}/{len(controls)} proven\n"
+                 + tabulate([r[:4] for r in controls], headers=["switch off", "scenario", "proven", "verdict"],
+                            tablefmt="simple"))
+    return text
 
 
 def _failures(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -106,6 +128,13 @@ def render_markdown(doc: dict[str, Any]) -> str:
         lines += [f"- **{r['scenario']}** on {column(r)} ({r['verdict']}): {_md_escape(r['evidence'])}"
                   for r in failures]
         lines.append("")
+    controls = control_rows(doc)
+    if controls:
+        lines += ["## Negative controls: what breaks when a primitive is off", "",
+                  "Each scenario run on the reference runtime with its control switch off must fail; "
+                  "the evidence shows what the scenario saw.", "",
+                  tabulate([[c[0], c[1], c[2], _md_escape(c[4])] for c in controls],
+                           headers=["switch off", "scenario", "fails as it must", "evidence"], tablefmt="github"), ""]
     if skips:
         lines += ["## Skipped (host reasons)", ""]
         lines += [f"- **{r['scenario']}** on {column(r)}: {_md_escape(r['evidence'])}" for r in skips]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from .matrix import grid, totals
+from .matrix import control_rows, grid, totals
 
 CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5rem;color:#222}
@@ -81,5 +81,25 @@ def render_html(doc: dict[str, Any]) -> str:
     tot = totals(doc)
     out.append("</tbody><tfoot><tr><th>total</th>" + "".join(
         f"<th>{tot[c]['pass']} pass · {tot[c]['fail']} fail · {tot[c]['skip']} skip · {tot[c]['error']} error</th>"
-        for c in cols) + "</tr></tfoot></table></body></html>")
+        for c in cols) + "</tr></tfoot></table>")
+    out += _controls(doc)
+    out.append("</body></html>")
     return "\n".join(out)
+
+
+def _controls(doc: dict[str, Any]) -> list[str]:
+    """The negative-control view: with X switched off in ref, these scenarios fail."""
+    rows = control_rows(doc)
+    if not rows:
+        return []
+    out = ["<h2>Negative controls: what breaks when a primitive is off</h2>",
+           "<p>Each scenario is run on the reference runtime with its control switch off; it must fail. "
+           "A control that still passes means the scenario cannot see its property go missing.</p>",
+           "<table><thead><tr><th>switch off</th><th>scenario</th><th>fails as it must</th></tr></thead><tbody>"]
+    for switch, scenario, proven, verdict, evidence in rows:
+        css = {"yes": "pass", "skipped": "skip"}.get(proven, "fail")
+        out.append(f"<tr><td><code>{escape(switch)}</code></td><td>{escape(scenario)}</td>"
+                   f"<td class='v {css}' title='{escape(evidence)}'><details><summary>{escape(proven)} ({escape(verdict)})"
+                   f"</summary><div>{escape(evidence)}</div></details></td></tr>")
+    out.append("</tbody></table>")
+    return out

@@ -42,6 +42,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="extra global flags for one runtime, e.g. runsc='--debug'")
     group.addoption("--matrix-dir", default="reports", metavar="DIR",
                     help="where matrix.json, matrix.md and matrix.html are written (default: reports/)")
+    group.addoption("--controls", action="store_true",
+                    help="also run every scenario's negative control: the reference runtime with the scenario's "
+                         "switches off, which must make it fail (select only these with -m control)")
     group.addoption("--scenarios", default=None, metavar="DIR",
                     help="scenario directory (default: scenarios/ beside the conformance package)")
 
@@ -76,6 +79,7 @@ def pytest_configure(config: pytest.Config) -> None:
     tags = scenario_schema()["properties"]["tags"]["items"]["enum"]
     for tag in tags:
         config.addinivalue_line("markers", f"{tag}: scenarios exercising {tag}")
+    config.addinivalue_line("markers", "control: negative controls (ref with the scenario's switches off)")
     config.stash[session_key] = RunSession(_runtime_names(config), _runtime_flags(config))
     if not hasattr(config, "workerinput"):  # xdist workers only run items; the controller reports
         config.pluginmanager.register(MatrixReporter(config), "conformance-matrix")
@@ -129,10 +133,17 @@ class ScenarioFile(pytest.File):
                 yield InvalidScenarioItem.from_parent(self, name=f"{self.path.name}[{runtime}@local]",
                                                       error=exc, runtime=runtime)
             return
+        controls = self.config.getoption("controls")
         for scenario in scenarios:
-            for runtime in run.runtime_names:
-                item = ScenarioItem.from_parent(self, name=f"{scenario.id}[{runtime}@local]",
-                                                scenario=scenario, runtime=runtime, host="local")
+            items = [ScenarioItem.from_parent(self, name=f"{scenario.id}[{runtime}@local]",
+                                              scenario=scenario, runtime=runtime, host="local")
+                     for runtime in run.runtime_names]
+            if controls:
+                label = "+".join(scenario.control)
+                items.append(ControlItem.from_parent(self, name=f"{scenario.id}[ref-without-{label}@local]",
+                                                     scenario=scenario, runtime="ref", host="local"))
+                items[-1].add_marker(pytest.mark.control)
+            for item in items:
                 for tag in scenario.tags:
                     item.add_marker(getattr(pytest.mark, tag))
                 yield item
@@ -182,6 +193,10 @@ class InvalidScenarioItem(pytest.Item):
 
 
 class ScenarioItem(pytest.Item):
+    """One scenario on one runtime and host: passes when the property holds."""
+
+    disabled: tuple[str, ...] = ()
+
     def __init__(self, *, scenario: Scenario, runtime: str, host: str, **kw: Any) -> None:
         super().__init__(**kw)
         self.scenario, self.runtime, self.host = scenario, runtime, host
@@ -191,7 +206,8 @@ class ScenarioItem(pytest.Item):
         return {"scenario": sc.id, "runtime": self.runtime, "host": self.host, "verdict": verdict,
                 "tags": list(sc.tags), "duration_s": round(duration, 4), "evidence": evidence,
                 "title": sc.title, "control": list(sc.control), "clause": sc.clause,
-                "file": f"{sc.path.name}:{sc.line}", **extra}
+                "file": f"{sc.path.name}:{sc.line}",
+                **({"disabled": list(self.disabled)} if self.disabled else {}), **extra}
 
     def runtest(self) -> None:
         reason = hostinfo.unmet(self.scenario.requires)
@@ -200,14 +216,16 @@ class ScenarioItem(pytest.Item):
             pytest.skip(reason)
         run = self.config.stash[session_key]
         try:
-            driver = run.driver(self.runtime)
+            driver = run.driver(self.runtime, self.disabled)
         except RuntimeNotFound as exc:
-            verdict = Verdict(ERROR, str(exc))
-            _record(self, self._result(ERROR, str(exc)))
-            raise ScenarioFailure(verdict) from None
-        verdict, duration = self._run(run, driver)
-        _record(self, self._result(verdict.verdict, verdict.evidence, duration,
-                                   oci_version=driver.profile.spec_version))
+            verdict, duration, oci_version = Verdict(ERROR, str(exc)), 0.0, None
+        else:
+            verdict, duration = self._run(run, driver)
+            oci_version = driver.profile.spec_version
+        _record(self, self._result(verdict.verdict, verdict.evidence, duration, oci_version=oci_version))
+        self._conclude(verdict)
+
+    def _conclude(self, verdict: Verdict) -> None:
         if verdict.verdict != PASS:
             raise ScenarioFailure(verdict)
 
@@ -236,6 +254,35 @@ class ScenarioItem(pytest.Item):
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         return self.scenario.path, self.scenario.line - 1, f"{self.scenario.id} [{self.runtime}@{self.host}]"
+
+
+class ControlFailure(Exception):
+    """A negative control that did not fail: the scenario cannot see its property go missing."""
+
+
+class ControlItem(ScenarioItem):
+    """The scenario on the reference runtime with its control switches off: must FAIL.
+
+    This is what makes a scenario trustworthy: turning off the primitive it is
+    about must turn its verdict to fail.  A control that still passes (or that
+    errors, which proves nothing) fails this item.
+    """
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.disabled = self.scenario.control
+
+    def _conclude(self, verdict: Verdict) -> None:
+        if verdict.verdict != FAIL:
+            raise ControlFailure(
+                f"{self.scenario.location}: with {', '.join(self.disabled)} switched off in ref the scenario "
+                f"{'still passes' if verdict.verdict == PASS else 'errors'}, so it does not prove its property "
+                f"can fail. Evidence: {verdict.evidence}")
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        if isinstance(excinfo.value, ControlFailure):
+            return f"negative control not proven: {excinfo.value}"
+        return super().repr_failure(excinfo)
 
 
 # -- results and the matrix ----------------------------------------------------

@@ -7,6 +7,7 @@ removes all of it, after a failure, a timeout or Ctrl-C as after success.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import shutil
@@ -30,7 +31,7 @@ class RunSession:
         self._state_root = STATE_BASE / f"oci-conformance-{self._tag}-{os.getpid()}"
         self._workdir: Path | None = None
         self._profiles: dict[str, RuntimeProfile | RuntimeNotFound] = {}
-        self._drivers: dict[str, RuntimeDriver] = {}
+        self._drivers: dict[tuple[str, tuple[str, ...]], RuntimeDriver] = {}
         self.subreaper = False
 
     @property
@@ -58,20 +59,25 @@ class RunSession:
             raise found
         return found
 
-    def driver(self, name: str) -> RuntimeDriver:
-        if name not in self._drivers:
+    def driver(self, name: str, disabled: tuple[str, ...] = ()) -> RuntimeDriver:
+        """The driver for a runtime; ``disabled`` switches (ref only) make a negative-control variant."""
+        key = (name, disabled)
+        if key not in self._drivers:
             if not self.subreaper:
                 self.subreaper = become_subreaper()
             profile = self.profile(name)
-            root = self._state_root / profile.name
+            if disabled:
+                profile = dataclasses.replace(profile, global_flags=[*profile.global_flags,
+                                                                     "--disable", ",".join(disabled)])
+            root = self._state_root / (profile.name + "".join(f"-no-{d}" for d in disabled))
             root.mkdir(parents=True, exist_ok=True)
-            self._drivers[name] = RuntimeDriver(profile, root)
-        return self._drivers[name]
+            self._drivers[key] = RuntimeDriver(profile, root)
+        return self._drivers[key]
 
     def close(self) -> list[str]:
         """Remove every container, state root and bundle this process made. Returns leftovers found."""
         leftovers = []
-        for name, driver in self._drivers.items():
+        for (name, _), driver in self._drivers.items():
             leftovers += [f"{name}:{cid}" for cid in driver.cleanup()]
         shutil.rmtree(self._state_root, ignore_errors=True)
         if self._workdir is not None:

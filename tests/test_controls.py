@@ -1,0 +1,41 @@
+"""Negative controls: every scenario must fail on ref with its control switch off.
+
+And the reference runtime must agree with runc wherever runc passes here:
+a difference is a bug in one of them.
+"""
+from __future__ import annotations
+
+from tests.conftest import run_suite, write_scenarios
+
+
+def test_every_control_fails_and_ref_agrees_with_runc(tmp_path, no_leftovers):
+    run = run_suite(None, tmp_path / "out", "--runtime=ref,runc", "--controls")
+    assert run.returncode == 0, run.output[-4000:]
+    verdicts = run.verdicts()
+    scenarios = {s for s, _ in verdicts}
+    for scenario in scenarios:
+        assert verdicts[(scenario, "ref")] == verdicts[(scenario, "runc")], scenario
+    controls = {c["scenario"]: c for c in run.matrix["controls"]}
+    assert set(controls) == scenarios, "every scenario ran its negative control"
+    for name, control in controls.items():
+        assert control["verdict"] in ("fail", "skip"), f"{name}: control {control['disabled']} -> {control}"
+        assert control["disabled"] == control["control"]
+    assert "negative controls (ref with the switch off must FAIL)" in run.output
+    md = (tmp_path / "out" / "matrix.md").read_text()
+    assert "## Negative controls" in md and "| pid" in md
+
+
+def test_a_scenario_that_cannot_fail_is_caught(tmp_path, no_leftovers):
+    sc = write_scenarios(tmp_path / "sc", {"weak.yaml": """
+id: weak
+title: claims to test the PID namespace but checks nothing of it
+tags: [pid]
+control: [pid]
+run: "true"
+expect: {exit: 0}
+"""})
+    run = run_suite(sc, tmp_path / "out", "--runtime=ref", "--controls")
+    assert run.returncode == 1
+    assert "negative control not proven" in run.output
+    assert "with pid switched off in ref the scenario still passes" in run.output
+    assert run.matrix["controls"][0]["verdict"] == "pass"
