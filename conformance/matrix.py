@@ -19,8 +19,9 @@ SYMBOL = {"pass": "pass", "fail": "FAIL", "skip": "skip", "error": "ERROR"}
 MD_SYMBOL = {"pass": "✅ pass", "fail": "❌ fail", "skip": "⏭ skip", "error": "⚠️ error"}
 
 
-def build_document(results: list[dict[str, Any]], host: dict[str, Any],
-                   runtimes: dict[str, Any]) -> dict[str, Any]:
+def build_document(results: list[dict[str, Any]], host: dict[str, Any], runtimes: dict[str, Any],
+                   hosts: dict[str, Any] | None = None,
+                   host_runtimes: dict[str, Any] | None = None) -> dict[str, Any]:
     """The matrix document; results are sorted so two runs diff cleanly.
 
     Negative-control runs (ref with switches off, marked by ``disabled``) go
@@ -32,8 +33,9 @@ def build_document(results: list[dict[str, Any]], host: dict[str, Any],
         "schema": SCHEMA_VERSION,
         "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "host": host,
-        "hosts": {"local": host},
+        "hosts": hosts if hosts is not None else {"local": host},
         "runtimes": runtimes,
+        "host_runtimes": host_runtimes if host_runtimes is not None else {"local": runtimes},
         "results": sorted((r for r in results if not r.get("disabled")), key=key),
         "controls": sorted((r for r in results if r.get("disabled")), key=key),
     }

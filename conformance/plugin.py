@@ -11,25 +11,25 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
-import socket
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
-from . import host_setup, hostinfo, matrix
-from .bundle import build
-from .errors import ConformanceError, RuntimeNotFound, ScenarioError
+from . import matrix
+from .errors import ScenarioError
+from .hosts import HostError, Targets, expand
 from .loader import scenario_schema
-from .observe import observe
 from .scenario import Scenario, check_unique_ids, load_scenarios
-from .session import RunSession
 from .verdict import ERROR, FAIL, PASS, SKIP, Verdict, judge
 
 RESULT_KEY = "conformance_result"
 PACKAGE_DIR = Path(__file__).parent
-session_key = pytest.StashKey[RunSession]()
+targets_key = pytest.StashKey[Targets]()
+runtimes_key = pytest.StashKey[list]()
+hosts_key = pytest.StashKey[list]()
 
 
 # -- options and set-up ------------------------------------------------------
@@ -66,6 +66,21 @@ def _runtime_flags(config: pytest.Config) -> dict[str, list[str]]:
     return flags
 
 
+def _host_specs(config: pytest.Config) -> list[str]:
+    """``--hosts`` (pytest-testinfra's option) as a list; ``local`` when not given."""
+    raw = config.getoption("hosts", None) or "local"
+    specs = [s.strip() for s in (raw if isinstance(raw, list) else raw.split(",")) if s.strip()]
+    try:
+        return expand(specs, config.getoption("ansible_inventory", None))
+    except HostError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def _testinfra_options(config: pytest.Config) -> dict[str, Any]:
+    names = ("ssh_config", "ssh_identity_file", "ansible_inventory", "force_ansible", "sudo", "sudo_user")
+    return {name: config.getoption(name, None) for name in names}
+
+
 def scenarios_dir(config: pytest.Config) -> Path:
     given = config.getoption("scenarios")
     return Path(given).resolve() if given else PACKAGE_DIR.parent / "scenarios"
@@ -80,7 +95,11 @@ def pytest_configure(config: pytest.Config) -> None:
     for tag in tags:
         config.addinivalue_line("markers", f"{tag}: scenarios exercising {tag}")
     config.addinivalue_line("markers", "control: negative controls (ref with the scenario's switches off)")
-    config.stash[session_key] = RunSession(_runtime_names(config), _runtime_flags(config))
+    config.stash[runtimes_key] = _runtime_names(config)
+    config.stash[hosts_key] = _host_specs(config)
+    tag = os.environ.get("OCI_CONFORMANCE_TAG") or secrets.token_hex(4)
+    os.environ["OCI_CONFORMANCE_TAG"] = tag  # one tag for this process's objects on every host
+    config.stash[targets_key] = Targets(_runtime_flags(config), _testinfra_options(config), tag)
     if not hasattr(config, "workerinput"):  # xdist workers only run items; the controller reports
         config.pluginmanager.register(MatrixReporter(config), "conformance-matrix")
     if hasattr(signal, "SIGTERM") and signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
@@ -88,9 +107,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    run = config.stash.get(session_key, None)
-    if run is not None:
-        run.close()
+    targets = config.stash.get(targets_key, None)
+    if targets is not None:
+        targets.close()
 
 
 # -- collection ---------------------------------------------------------------
@@ -124,21 +143,21 @@ class ScenarioFile(pytest.File):
     """One YAML file: its scenarios × runtimes, or one error item per runtime if it is invalid."""
 
     def collect(self) -> Iterator[pytest.Item]:
-        run = self.config.stash[session_key]
+        runtimes, hosts = self.config.stash[runtimes_key], self.config.stash[hosts_key]
         try:
             scenarios = load_scenarios(self.path)
             check_unique_ids(scenarios)
         except ScenarioError as exc:
-            for runtime in run.runtime_names:
+            for runtime in runtimes:
                 yield InvalidScenarioItem.from_parent(self, name=f"{self.path.name}[{runtime}@local]",
                                                       error=exc, runtime=runtime)
             return
         controls = self.config.getoption("controls")
         for scenario in scenarios:
-            items = [ScenarioItem.from_parent(self, name=f"{scenario.id}[{runtime}@local]",
-                                              scenario=scenario, runtime=runtime, host="local")
-                     for runtime in run.runtime_names]
-            if controls:
+            items = [ScenarioItem.from_parent(self, name=f"{scenario.id}[{runtime}@{host}]",
+                                              scenario=scenario, runtime=runtime, host=host)
+                     for host in hosts for runtime in runtimes]
+            if controls:  # negative controls need the reference runtime, which runs here
                 label = "+".join(scenario.control)
                 items.append(ControlItem.from_parent(self, name=f"{scenario.id}[ref-without-{label}@local]",
                                                      scenario=scenario, runtime="ref", host="local"))
@@ -210,38 +229,22 @@ class ScenarioItem(pytest.Item):
                 **({"disabled": list(self.disabled)} if self.disabled else {}), **extra}
 
     def runtest(self) -> None:
-        reason = hostinfo.unmet(self.scenario.requires)
-        if reason:
-            _record(self, self._result(SKIP, reason))
-            pytest.skip(reason)
-        run = self.config.stash[session_key]
-        try:
-            driver = run.driver(self.runtime, self.disabled)
-        except RuntimeNotFound as exc:
-            verdict, duration, oci_version = Verdict(ERROR, str(exc)), 0.0, None
+        target = self.config.stash[targets_key].get(self.host)
+        done = target.execute(self.scenario, self.runtime, self.disabled)
+        if done.skip:
+            _record(self, self._result(SKIP, done.skip))
+            pytest.skip(done.skip)
+        if done.error or done.observation is None:
+            verdict, duration = Verdict(ERROR, done.error or "no observation"), 0.0
         else:
-            verdict, duration = self._run(run, driver)
-            oci_version = driver.profile.spec_version
-        _record(self, self._result(verdict.verdict, verdict.evidence, duration, oci_version=oci_version))
+            verdict = judge(self.scenario, done.observation, done.variables)
+            duration = done.observation.duration_s
+        _record(self, self._result(verdict.verdict, verdict.evidence, duration, oci_version=done.oci_version))
         self._conclude(verdict)
 
     def _conclude(self, verdict: Verdict) -> None:
         if verdict.verdict != PASS:
             raise ScenarioFailure(verdict)
-
-    def _run(self, run: RunSession, driver: Any) -> tuple[Verdict, float]:
-        cid = run.new_container_id()
-        try:
-            with host_setup.prepared(self.scenario.host_setup, run.workdir) as variables:
-                variables["host_hostname"] = socket.gethostname()
-                bundle = build(self.scenario, cid, run.workdir, driver.profile.spec_version, variables)
-                try:
-                    obs = observe(self.scenario, driver, bundle, cid)
-                finally:
-                    bundle.remove()
-                return judge(self.scenario, obs, bundle.variables), obs.duration_s
-        except (ConformanceError, OSError) as exc:
-            return Verdict(ERROR, f"{self.scenario.location}: the harness could not run this scenario: {exc}"), 0.0
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         if isinstance(excinfo.value, ScenarioFailure):
@@ -286,6 +289,14 @@ class ControlItem(ScenarioItem):
 
 
 # -- results and the matrix ----------------------------------------------------
+def _describe(target: Any, runtimes: list[str]) -> dict[str, Any]:
+    """A host's profile and runtime versions, as seen on that host (an error stays readable)."""
+    try:
+        return target.describe(runtimes)
+    except HostError as exc:
+        return {"profile": {"error": str(exc)}, "runtimes": {}}
+
+
 class MatrixReporter:
     """Gathers results where the matrix is written (the xdist controller, or the only process).
 
@@ -307,15 +318,13 @@ class MatrixReporter:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if not self.results:
             return
-        run = self.config.stash[session_key]
-        runtimes: dict[str, Any] = {}
-        for name in run.runtime_names:
-            try:
-                profile = run.profile(name)
-                runtimes[profile.name] = profile.as_json()
-            except RuntimeNotFound as exc:
-                runtimes[name] = {"path": None, "version": None, "error": str(exc)}
-        self.doc = matrix.build_document(self.results, hostinfo.profile(), runtimes)
+        targets = self.config.stash[targets_key]
+        names = self.config.stash[runtimes_key]
+        described = {spec: _describe(targets.get(spec), names) for spec in self.config.stash[hosts_key]}
+        local = described.get("local") or _describe(targets.get("local"), names)
+        self.doc = matrix.build_document(self.results, local["profile"], local["runtimes"],
+                                         hosts={spec: d["profile"] for spec, d in described.items()},
+                                         host_runtimes={spec: d["runtimes"] for spec, d in described.items()})
         self.written = matrix.write_all(self.doc, Path(self.config.getoption("matrix_dir")))
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ScenarioError
-from .loader import load_file
 
 DEFAULT_TIMEOUT_S = 20.0
 
@@ -91,6 +90,8 @@ class Scenario:
     timeout: float = DEFAULT_TIMEOUT_S
     clause: str | None = None
     description: str | None = None
+    #: the validated YAML document, so the scenario can travel to a remote host as JSON
+    source: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def needs_lifecycle(self) -> bool:
@@ -100,6 +101,14 @@ class Scenario:
     @property
     def location(self) -> str:
         return f"{self.path}:{self.line}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"doc": self.source, "path": str(self.path), "line": self.line}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Scenario":
+        """Rebuild a scenario that was validated elsewhere (the harness side)."""
+        return _from_doc(data["doc"], {(): data["line"]}, Path(data["path"]))
 
 
 def _expectations(raw: dict[str, Any]) -> Expectations:
@@ -121,12 +130,13 @@ def _from_doc(doc: dict[str, Any], lines: dict[tuple, int], path: Path) -> Scena
         patch=doc.get("patch", {}), requires=tuple(doc.get("requires", ())),
         host_setup=tuple(doc.get("host_setup", ())),
         timeout=float(doc.get("timeout", DEFAULT_TIMEOUT_S)),
-        clause=doc.get("clause"), description=doc.get("description"),
+        clause=doc.get("clause"), description=doc.get("description"), source=doc,
     )
 
 
 def load_scenarios(path: Path) -> list[Scenario]:
     """All scenarios of one file; raises ScenarioError naming file and line."""
+    from .loader import load_file  # lazy: YAML and jsonschema are needed only where files are read
     return [_from_doc(doc, lines, path) for doc, lines in load_file(path)]
 
 

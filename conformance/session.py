@@ -22,9 +22,8 @@ STATE_BASE = Path("/run")
 
 
 class RunSession:
-    def __init__(self, runtime_names: list[str], runtime_flags: dict[str, list[str]]) -> None:
-        self.runtime_names = runtime_names
-        self.runtime_flags = runtime_flags
+    def __init__(self, runtime_flags: dict[str, list[str]] | None = None) -> None:
+        self.runtime_flags = runtime_flags or {}
         # One tag names everything this process makes on the host (state root, work
         # dir, container ids), so leftovers can be told from other runs' objects.
         self._tag = os.environ.get("OCI_CONFORMANCE_TAG") or secrets.token_hex(4)

@@ -1,0 +1,1 @@
+"""Conformance suite for OCI container runtimes: which isolation properties each one delivers."""
