@@ -88,7 +88,8 @@ class Ref:
         e.pop("RUNTIME_REF_DISABLE", None)
         e.update(env or {})
         kw.setdefault("stdin", subprocess.DEVNULL)
-        kw.setdefault("capture_output", True)
+        if "stdout" not in kw:
+            kw.setdefault("capture_output", True)
         return subprocess.run(argv + list(args), text=True, timeout=timeout, env=e, **kw)
 
     def run(self, shell: str, config: dict | None = None, disable: str | None = None,
@@ -108,9 +109,17 @@ class Ref:
         cfg["process"]["args"] = args
         cid = self.new_id()
         self.write_config(cfg, cid)
-        done = self.cmd("create", "--bundle", str(self.bundle), cid, disable=disable, **kw)
-        assert done.returncode == 0, done.stderr
+        # the init keeps create's stdout/stderr: files, not pipes nobody would close
+        with open(self.tmp / f"{cid}.out", "w+") as out, open(self.tmp / f"{cid}.err", "w+") as err:
+            done = self.cmd("create", "--bundle", str(self.bundle), cid, disable=disable,
+                            capture_output=False, stdout=out, stderr=err, **kw)
+            err.seek(0)
+            assert done.returncode == 0, err.read()
         return cid
+
+    def output(self, cid: str) -> str:
+        """What the container wrote to stdout so far."""
+        return (self.tmp / f"{cid}.out").read_text()
 
     def state(self, cid: str) -> dict:
         done = self.cmd("state", cid)

@@ -1,0 +1,50 @@
+"""`runtime-ref exec`: a second process inside a running container."""
+from conftest import reap
+
+
+def _running(ref):
+    cid = ref.create(["sleep", "91"])
+    ref.cmd("start", cid)
+    return cid
+
+
+def test_exec_joins_namespaces_and_settings(ref):
+    cid = _running(ref)
+    done = ref.cmd("exec", cid, "sh", "-c",
+                   "hostname; tr '\\0' ' ' < /proc/1/cmdline; echo; grep -E 'CapBnd|NoNewPrivs|Seccomp:' /proc/self/status; ls /sys/class/net")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.split("\n")
+    assert lines[0] == "conformance"
+    assert lines[1] == "sleep 91 "  # pid 1 is the init: same pid namespace
+    assert "00000000a80425fb" in lines[2] and lines[3].endswith("1") and lines[4].endswith("2")
+    assert lines[5] == "lo"
+
+
+def test_exec_exit_status_and_options(ref):
+    cid = _running(ref)
+    assert ref.cmd("exec", cid, "sh", "-c", "exit 5").returncode == 5
+    done = ref.cmd("exec", "--env", "A=b", "--cwd", "/tmp", "--user", "65534:65534", cid,
+                   "sh", "-c", "echo $A; pwd; id -u")
+    assert done.stdout.split() == ["b", "/tmp", "65534"], done.stderr
+
+
+def test_exec_is_in_the_container_cgroup(ref):
+    cid = _running(ref)
+    done = ref.cmd("exec", cid, "cat", "/proc/self/cgroup")
+    assert f"pids:/{cid}" in done.stdout
+
+
+def test_exec_refused_when_not_running(ref):
+    cid = ref.create(["true"])
+    done = ref.cmd("exec", cid, "true")
+    assert done.returncode != 0 and "state created" in done.stderr
+    pid = ref.state(cid)["pid"]
+    ref.cmd("start", cid)
+    reap(pid)
+    assert "state stopped" in ref.cmd("exec", cid, "true").stderr
+
+
+def test_exec_unknown_command(ref):
+    cid = _running(ref)
+    done = ref.cmd("exec", cid, "no-such-cmd")
+    assert done.returncode != 0 and "executable file not found" in done.stderr
