@@ -80,6 +80,62 @@ class RuntimeDriver:
             proc.wait()
             return True
 
+    # -- helpers we adopted (runsc's sandbox and gofer) ---------------------
+    def _call_reaping(self, *verb: str, timeout: float = RUNTIME_CALL_TIMEOUT_S) -> int:
+        """Run a verb while reaping the zombies of helpers we adopted as subreaper.
+
+        ``runsc create`` leaves two processes that are re-parented to us: the
+        sandbox (the state pid, reaped by ``wait_exit``) and the gofer.
+        ``runsc delete`` kills the gofer and polls until it is gone — which a
+        zombie never is until its parent reaps it; after a second it gives up
+        and leaves the container's cgroups behind.  So zombies are reaped while
+        the verb runs; the verb's own process is left to Popen.
+        """
+        proc = subprocess.Popen(self.profile.argv(self.root, *verb), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        delay = 0.001
+        while proc.poll() is None:
+            reap_adopted(exclude=proc.pid)
+            if time.monotonic() > deadline:
+                self._wait(proc, 0)
+                raise DriverError(f"{self.profile.name} {' '.join(verb)}: no answer in {timeout:.0f}s")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.02)
+        reap_adopted()
+        return proc.returncode
+
+    def kill_strays(self) -> list[int]:
+        """SIGKILL processes that still name our private state root, then reap them.
+
+        A runtime whose ``create`` was cut short (a timeout) may leave its own
+        daemons — runsc's sandbox and gofer run in sessions of their own, out
+        of reach of the killed process group — without a state entry that
+        ``delete`` could find.  Our root is unique to this process, so a
+        process naming it is ours.
+        """
+        marks = {str(self.root), f"--root={self.root}"}
+        killed = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == os.getpid():
+                continue
+            try:
+                args = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace").split("\0")
+            except OSError:
+                continue
+            if marks.intersection(args):
+                try:
+                    os.kill(int(entry), signal.SIGKILL)
+                    killed.append(int(entry))
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 2.0
+        while killed and time.monotonic() < deadline and any(Path(f"/proc/{p}/cmdline").exists() and
+                                                               _state(p) not in ("Z", None) for p in killed):
+            time.sleep(0.01)
+        reap_adopted()
+        return killed
+
     # -- verbs ------------------------------------------------------------
     def run(self, bundle: Path, cid: str, stdout: IO[bytes], stderr: IO[bytes],
             timeout: float) -> RunOutcome:
@@ -103,6 +159,7 @@ class RuntimeDriver:
         proc = subprocess.Popen(self.profile.argv(self.root, "create", "--bundle", str(bundle), cid),
                                 stdin=stdin, stdout=stdout, stderr=stderr, start_new_session=True)
         if self._wait(proc, timeout):
+            self.kill_strays()
             raise DriverError(f"{self.profile.name} create did not return within {timeout:.0f}s")
         if proc.returncode != 0:
             stderr.flush()
@@ -126,7 +183,7 @@ class RuntimeDriver:
     def delete(self, cid: str) -> None:
         """Force-delete; quiet when already gone. Leftovers are caught by ``cleanup``."""
         try:
-            self._call("delete", "--force", cid, check=False)
+            self._call_reaping("delete", "--force", cid)
         except DriverError:
             pass
         self.live.discard(cid)
@@ -143,6 +200,7 @@ class RuntimeDriver:
         for cid in leftovers:
             self.kill(cid)
             self.delete(cid)
+        leftovers += [f"process {pid}" for pid in self.kill_strays()]
         shutil.rmtree(self.root, ignore_errors=True)
         return leftovers
 
@@ -186,3 +244,41 @@ def _poll_gone(pid: int, deadline: float) -> tuple[int | None, bool]:
             return None, True
         time.sleep(0.01)
     return None, False
+
+
+def _children() -> list[int]:
+    """Our child pids, zombies included (/proc/<pid>/task/<tid>/children)."""
+    me = os.getpid()
+    pids: list[int] = []
+    for task in os.listdir(f"/proc/{me}/task"):
+        try:
+            pids += [int(p) for p in Path(f"/proc/{me}/task/{task}/children").read_text().split()]
+        except OSError:
+            continue
+    return pids
+
+
+def _state(pid: int) -> str | None:
+    """The one-letter state of a process (Z for a zombie), None if it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def reap_adopted(exclude: int = -1) -> list[int]:
+    """Reap every zombie child but ``exclude``: orphans we adopted as subreaper.
+
+    Only zombies are touched, and only while no Popen of ours is waiting for
+    its own child (the driver calls this between runtime calls), so nobody's
+    exit status is stolen.
+    """
+    reaped = []
+    for pid in _children():
+        if pid != exclude and _state(pid) == "Z":
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    reaped.append(pid)
+            except ChildProcessError:
+                pass
+    return reaped

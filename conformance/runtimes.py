@@ -32,13 +32,17 @@ class RuntimeProfile:
     version: str = "unknown"
     spec_version: str = DEFAULT_SPEC_VERSION   # ociVersion written into config.json
     adaptations: list[str] = field(default_factory=list)
+    #: The state pid is a sandbox (gVisor's user-space kernel), not the entrypoint:
+    #: it never execs the entrypoint, and /proc/<pid> on the host describes the sandbox.
+    sandboxed: bool = False
 
     def argv(self, root: Path, *verb: str) -> list[str]:
         return [*self.command, "--root", str(root), *self.global_flags, *verb]
 
     def as_json(self) -> dict[str, object]:
         return {"path": self.path, "version": self.version, "spec_version": self.spec_version,
-                "global_flags": self.global_flags, "adaptations": self.adaptations}
+                "global_flags": self.global_flags, "adaptations": self.adaptations,
+                "sandboxed": self.sandboxed}
 
 
 def _ref_command() -> tuple[str, list[str]]:
@@ -95,13 +99,26 @@ def _crun_on_hybrid(profile: RuntimeProfile) -> None:
 
 
 def _runsc_flags(profile: RuntimeProfile) -> None:
-    """gVisor needs a platform that works without KVM, and no host network here."""
+    """gVisor: the ptrace platform and no host network, unless the user chose otherwise.
+
+    ``--platform=ptrace`` works on any host.  The KVM platform is not chosen
+    just because ``/dev/kvm`` exists: inside a VM without working nested
+    virtualisation (this project's own CI machine) the sandbox then spins at
+    100% CPU and ``create`` never returns.  Pass ``--runtime-flags
+    runsc=--platform=kvm`` where KVM works.
+    """
     if not any(f.startswith("--platform") for f in profile.global_flags):
-        platform = "kvm" if os.path.exists("/dev/kvm") else "ptrace"
-        profile.global_flags.append(f"--platform={platform}")
+        profile.global_flags.append("--platform=ptrace")
+        profile.adaptations.append("runsc: --platform=ptrace (works without KVM; /dev/kvm is not trusted "
+                                   "to work inside a VM)")
+    profile.sandboxed = True
+    profile.adaptations.append("runsc: host-side facts (/proc/<pid>: namespaces, status) are read from the "
+                               "sandbox process, the container's only host process; the entrypoint is "
+                               "counted as running once `start` returned")
     if not any(f.startswith("--network") for f in profile.global_flags):
         profile.global_flags.append("--network=none")
-    profile.adaptations.append("runsc: " + " ".join(profile.global_flags))
+        profile.adaptations.append("runsc: --network=none (the base spec has a new network namespace "
+                                   "without a path; gVisor's own netstack would need a configured one)")
 
 
 def resolve(name: str, extra_flags: list[str] | None = None) -> RuntimeProfile:
