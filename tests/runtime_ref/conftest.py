@@ -59,6 +59,9 @@ class Ref:
 
     def __init__(self, tmp: Path, template: Path) -> None:
         self.tmp = tmp
+        for d in (tmp, *tmp.parents):  # pytest makes them 0700: let a user-namespaced root in
+            if d.stat().st_mode & 0o005 == 0:
+                d.chmod(0o755)
         self.root = tmp / "state"
         self.bundle = tmp / "bundle"
         self.bundle.mkdir()

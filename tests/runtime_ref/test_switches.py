@@ -1,0 +1,173 @@
+"""Every switch (negative control) visibly turns off the one primitive it names.
+
+Each case runs the same container twice, without and with the switch, and
+reads one fact: the two answers must differ in the expected way.  This is
+what lets a conformance scenario prove that it can fail.
+"""
+import json
+import os
+import subprocess
+
+import pytest
+
+from runtime_ref.spec import SWITCHES
+
+
+def host_capbnd():
+    with open("/proc/self/status") as f:
+        return next(l.split()[1] for l in f if l.startswith("CapBnd"))
+
+
+def host_ns(kind):
+    return os.readlink(f"/proc/self/ns/{kind}")
+
+
+def _ns_case(kind, patch=None):
+    """Container prints its namespace link; normal != host, switched == host."""
+    return (f"readlink /proc/self/ns/{kind}", patch,
+            lambda out: out.strip() != host_ns(kind),
+            lambda out: out.strip() == host_ns(kind))
+
+
+def _userns(cfg):
+    cfg["linux"]["namespaces"].append({"type": "user"})
+    cfg["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    cfg["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+
+
+def _cgroupns(cfg):
+    cfg["linux"]["namespaces"].append({"type": "cgroup"})
+
+
+def _timens(cfg):
+    cfg["linux"]["namespaces"].append({"type": "time"})
+    cfg["linux"]["timeOffsets"] = {"boottime": {"secs": 10 ** 8, "nanosecs": 0}}
+
+
+def _memory(cfg):
+    cfg["linux"]["resources"]["memory"] = {"limit": 16 << 20, "swap": 16 << 20}
+
+
+def _pids(cfg):
+    cfg["linux"]["resources"]["pids"] = {"limit": 4}
+
+
+def _ro_root(cfg):
+    cfg["root"]["readonly"] = True
+
+
+def _nofile(cfg):
+    cfg["process"]["rlimits"] = [{"type": "RLIMIT_NOFILE", "soft": 77, "hard": 77}]
+
+
+# switch -> (shell run inside, config patch, check without switch, check with it)
+RUN_CASES = {
+    "pid": ("echo $$", None, lambda o: o.strip() == "1", lambda o: o.strip() != "1"),
+    "net": _ns_case("net"),
+    "mnt": _ns_case("mnt"),
+    "uts": ("hostname", None, lambda o: o.strip() == "conformance",
+            lambda o: o.strip() == os.uname().nodename),
+    "ipc": _ns_case("ipc"),
+    "user": ("cat /proc/self/uid_map", _userns, lambda o: o.split()[:2] == ["0", "100000"],
+             lambda o: o.split()[:2] == ["0", "0"]),
+    "cgroupns": ("cat /proc/self/cgroup", _cgroupns, lambda o: "cf-" not in o, lambda o: "cf-" in o),
+    "time": ("cut -d. -f1 /proc/uptime", _timens, lambda o: int(o) > 10 ** 8, lambda o: int(o) < 10 ** 8),
+    "memory": ("x=0123456789abcdef; i=0; while [ $i -lt 21 ]; do x=$x$x; i=$((i+1)); done; echo survived",
+               _memory, lambda o: "survived" not in o, lambda o: "survived" in o),
+    "pids": ("n=0; for i in 1 2 3 4 5 6; do sleep 3 & n=$((n+1)); done 2>/dev/null; echo $n forks; kill $(jobs -p) 2>/dev/null",
+             _pids, lambda o: "6 forks" not in o, lambda o: "6 forks" in o),
+    "caps": ("grep CapBnd /proc/self/status", None, lambda o: o.split()[1] == "00000000a80425fb",
+             lambda o: o.split()[1] == host_capbnd()),
+    "nnp": ("grep NoNewPrivs /proc/self/status", None, lambda o: o.split()[1] == "1",
+            lambda o: o.split()[1] == "0"),
+    "seccomp": ("grep Seccomp: /proc/self/status", None, lambda o: o.split()[1] == "2",
+                lambda o: o.split()[1] == "0"),
+    "masked-paths": ("wc -c < /proc/timer_list", None, lambda o: int(o) == 0, lambda o: int(o) > 0),
+    "readonly-paths": ("echo x > /proc/sys/kernel/domainname && echo wrote", None,
+                       lambda o: "wrote" not in o, lambda o: "wrote" in o),
+    "readonly-rootfs": ("touch /x && echo wrote", _ro_root, lambda o: "wrote" not in o, lambda o: "wrote" in o),
+    "rlimits": ("ulimit -n", _nofile, lambda o: o.strip() == "77", lambda o: o.strip() != "77"),
+    "devices": ("test -b /dev/vda && echo host-disk-visible", None,
+                lambda o: "visible" not in o, lambda o: "visible" in o),
+}
+
+
+@pytest.mark.parametrize("switch", sorted(RUN_CASES))
+def test_switch_changes_what_the_container_sees(ref, switch):
+    shell, patch, normal, switched = RUN_CASES[switch]
+    on = ref.run(shell, patch=patch, timeout=60)
+    off = ref.run(shell, patch=patch, disable=switch, timeout=60)
+    assert normal(on.stdout), f"without --disable {switch}: {on.stdout!r} {on.stderr!r}"
+    assert switched(off.stdout), f"with --disable {switch}: {off.stdout!r} {off.stderr!r}"
+
+
+def _host_cgroup_file(ref, switch, patch, path):
+    """Create a container, read one file of its cgroup from the host, delete it."""
+    cfg = json.loads(json.dumps(ref.config))
+    patch(cfg)
+    cid = ref.create(["sleep", "91"], config=cfg, disable=switch)
+    try:
+        with open(path.format(cid=cid)) as f:
+            return f.read()
+    finally:
+        ref.cmd("delete", "--force", cid)
+
+
+def _cpu(cfg):
+    cfg["linux"]["resources"]["cpu"] = {"quota": 50000, "period": 100000, "shares": 512}
+
+
+def _io(cfg):
+    major, minor = open("/sys/block/vda/dev").read().split(":") if os.path.exists("/sys/block/vda") else (1, 0)
+    cfg["linux"]["resources"]["blockIO"] = {
+        "throttleReadBpsDevice": [{"major": int(major), "minor": int(minor), "rate": 1048576}]}
+
+
+HOST_CASES = {
+    "cpu": (_cpu, "/sys/fs/cgroup/cpu/{cid}/cpu.cfs_quota_us", lambda v: v.strip() == "50000",
+            lambda v: v.strip() == "-1"),
+    "io": (_io, "/sys/fs/cgroup/blkio/{cid}/blkio.throttle.read_bps_device",
+           lambda v: "1048576" in v, lambda v: v.strip() == ""),
+    "devices": (lambda cfg: None, "/sys/fs/cgroup/devices/{cid}/devices.list",
+                lambda v: "a *:* rwm" not in v, lambda v: v.strip() == "a *:* rwm"),
+}
+
+
+@pytest.mark.skipif(not os.path.isdir("/sys/fs/cgroup/cpu"), reason="host has no cgroup v1 cpu hierarchy")
+@pytest.mark.parametrize("switch", sorted(HOST_CASES))
+def test_switch_changes_the_cgroup(ref, switch):
+    patch, path, normal, switched = HOST_CASES[switch]
+    assert normal(_host_cgroup_file(ref, None, patch, path))
+    assert switched(_host_cgroup_file(ref, switch, patch, path))
+
+
+@pytest.mark.parametrize("switch", ["pivot_root", "mnt"])
+def test_without_pivot_root_the_host_root_stays_in_the_mount_namespace(ref, switch):
+    """After pivot_root the old root is unmounted: the namespace's root is the rootfs.
+    With chroot the host's tree is still there, one escape away."""
+    def host_tree_reachable(disable):
+        cid = ref.create(["sleep", "91"], disable=disable)
+        pid = ref.state(cid)["pid"]
+        try:
+            done = subprocess.run(["nsenter", f"--mount=/proc/{pid}/ns/mnt", "--", "/bin/busybox",
+                                   "test", "-e", str(ref.bundle / "config.json")])
+            return done.returncode == 0
+        finally:
+            ref.cmd("delete", "--force", cid)
+    assert not host_tree_reachable(None)
+    assert host_tree_reachable(switch)
+
+
+def test_every_switch_is_tested():
+    covered = set(RUN_CASES) | set(HOST_CASES) | {"pivot_root"}
+    assert covered == set(SWITCHES)
+
+
+def test_switches_from_the_environment(ref):
+    done = ref.run("echo $$", env={"RUNTIME_REF_DISABLE": "pid,seccomp"})
+    assert done.stdout.strip() != "1"
+
+
+def test_unknown_switch_is_refused(ref):
+    done = ref.run("true", disable="pid,bogus")
+    assert done.returncode != 0 and "unknown switch 'bogus'" in done.stderr
