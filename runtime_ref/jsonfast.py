@@ -39,13 +39,15 @@ def loads(text):
         i += 1
     try:
         obj, end = _scan(text, i)
-    except StopIteration as e:
-        raise ValueError("invalid JSON at offset %d" % e.value) from None
-    while end < n and text[end] in _WS:
-        end += 1
-    if end != n:
-        raise ValueError("extra data after JSON value at offset %d" % end)
-    return obj
+        while end < n and text[end] in _WS:
+            end += 1
+        if end == n:
+            return obj
+    except (StopIteration, ValueError, SystemError):
+        pass
+    # Malformed input: let the full json module say exactly what and where.
+    import json
+    return json.loads(text)
 
 
 _esc = _json.encode_basestring_ascii
