@@ -44,6 +44,8 @@ VALUES: dict[str, tuple[CgroupFile, CgroupFile]] = {
     "cpu.weight_or_shares": (CgroupFile("cpu", "cpu.shares"), CgroupFile("", "cpu.weight")),
     "cpu.nr_throttled": (CgroupFile("cpu", "cpu.stat", key="nr_throttled"),
                          CgroupFile("", "cpu.stat", key="nr_throttled")),
+    # one "MAJ:MIN value" line per device on v1; "MAJ:MIN rbps=value wbps=… …" on v2
+    "io.read_bps_device": (CgroupFile("blkio", "blkio.throttle.read_bps_device"), CgroupFile("", "io.max")),
 }
 
 

@@ -69,6 +69,15 @@ def _swap_accounting() -> str | None:
     return "the host has no memory cgroup controller"
 
 
+def _kexec_load_unlimited() -> str | None:
+    # kexec_load counts a load against these limits before it looks at its arguments
+    for kind in ("reboot", "panic"):
+        value = _read(f"/proc/sys/kernel/kexec_load_limit_{kind}")
+        if value not in (None, "-1"):
+            return f"kernel.kexec_load_limit_{kind} is {value}: a probe would use up one of the host's kexec loads"
+    return None
+
+
 #: requirement name -> check returning None when met, else the reason to skip
 REQUIREMENTS: dict[str, Callable[[], str | None]] = {
     "cgroup-v1": lambda: None if cgroupfs.layout() in ("v1", "hybrid") else "the host has no cgroup v1 hierarchies (pure v2)",
@@ -78,6 +87,10 @@ REQUIREMENTS: dict[str, Callable[[], str | None]] = {
     "cgroupns": lambda: None if Path("/proc/self/ns/cgroup").exists() else "the kernel has no cgroup namespace",
     "swap-accounting": _swap_accounting,
     "proc-kcore": lambda: None if Path("/proc/kcore").exists() else "the kernel has no /proc/kcore (CONFIG_PROC_KCORE is off)",
+    "proc-sysrq-trigger": lambda: None if Path("/proc/sysrq-trigger").exists() else "the kernel has no /proc/sysrq-trigger (CONFIG_MAGIC_SYSRQ is off)",
+    "loop-device": lambda: None if Path("/sys/dev/block/7:0").exists() else "the host has no block device 7:0 (loop0; modprobe loop)",
+    "x86_64": lambda: None if platform.machine() == "x86_64" else f"the host is {platform.machine()}, the syscall probe is x86-64 code",
+    "kexec-load-unlimited": _kexec_load_unlimited,
     **{f"controller:{c}": _controller(c) for c in ("memory", "pids", "cpu", "io")},
 }
 
