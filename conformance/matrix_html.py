@@ -10,14 +10,15 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from .matrix import control_rows, grid, totals
+from .matrix import control_rows, count, differs, grouped, runtime_notes, totals
 
 CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5rem;color:#222}
 h1{font-size:1.4rem} table{border-collapse:collapse} th,td{border:1px solid #ccc;padding:.25rem .5rem;vertical-align:top}
 th{background:#f4f4f4;text-align:left} td.v{min-width:6rem}
 .pass{background:#d9f2d9} .fail{background:#f8d0d0} .skip{background:#eee;color:#666} .error{background:#fde7b0}
-tr.differs>td:first-child{border-left:4px solid #c0392b}
+tr.differs>td:first-child{border-left:4px solid #c0392b} .ne{color:#c0392b}
+tbody.area>tr.area>th{background:#e8eef7}
 details>summary{cursor:pointer;list-style:none;font-weight:600} details>div{font:12px/1.3 monospace;white-space:pre-wrap;max-width:40rem;margin-top:.3rem}
 .tags{color:#666;font-size:12px} .host td{border:none;padding:.1rem .6rem .1rem 0}
 .filters{margin:.8rem 0} .filters label{margin-right:.8rem}
@@ -30,6 +31,9 @@ function applyFilters(){
     const tagOk=!tag||tr.dataset.tags.split(' ').includes(tag);
     const vOk=!verdict||tr.dataset.verdicts.split(' ').includes(verdict)||(verdict==='differs'&&tr.classList.contains('differs'));
     tr.style.display=(tagOk&&vOk)?'':'none';});
+  document.querySelectorAll('tbody.area').forEach(tb=>{
+    const shown=[...tb.querySelectorAll('tr.row')].some(tr=>tr.style.display!=='none');
+    tb.querySelector('tr.area').style.display=shown?'':'none';});
 }
 """
 
@@ -43,8 +47,20 @@ def _cell(result: dict[str, Any] | None) -> str:
             f'<div>{evidence}\n({result.get("duration_s", 0):.3f}s)</div></details></td>')
 
 
+def _row(scenario: str, cells: dict[str, dict[str, Any]], cols: list[str]) -> str:
+    first = next(iter(cells.values()))
+    verdicts = {cells[c]["verdict"] for c in cols if c in cells}
+    tags = first.get("tags", [])
+    control = f" · control: {escape(', '.join(first['control']))}" if first.get("control") else ""
+    mark = ' <span class="ne" title="verdicts differ between runtimes">≠</span>' if differs(cells) else ""
+    return (f"<tr class='row{' differs' if differs(cells) else ''}' data-tags='{escape(' '.join(tags))}' "
+            f"data-verdicts='{escape(' '.join(sorted(verdicts)))}'><td><b>{escape(scenario)}</b>{mark}<br>"
+            f"<span class='tags'>{escape(first.get('title', ''))}<br>{escape(', '.join(tags))}{control}</span></td>"
+            + "".join(_cell(cells.get(c)) for c in cols) + "</tr>")
+
+
 def render_html(doc: dict[str, Any]) -> str:
-    cols, rows = grid(doc)
+    cols, areas = grouped(doc)
     host = doc["host"]
     all_tags = sorted({t for r in doc["results"] for t in r.get("tags", [])})
     out = ["<!doctype html><html><head><meta charset='utf-8'><title>Runtime conformance matrix</title>",
@@ -56,7 +72,7 @@ def render_html(doc: dict[str, Any]) -> str:
     out.append("<h2>Runtimes</h2><table><tr><th>runtime</th><th>version</th><th>path</th>"
                "<th>config ociVersion</th><th>adaptations</th></tr>")
     for name, rt in doc["runtimes"].items():
-        notes = "; ".join(rt.get("adaptations") or []) or rt.get("error") or "—"
+        notes = runtime_notes(rt)
         out.append(f"<tr><td>{escape(name)}</td><td>{escape(str(rt.get('version')))}</td>"
                    f"<td><code>{escape(str(rt.get('path')))}</code></td><td>{escape(str(rt.get('spec_version', '')))}</td>"
                    f"<td>{escape(notes)}</td></tr>")
@@ -67,19 +83,16 @@ def render_html(doc: dict[str, Any]) -> str:
                "<option value=''>all</option><option>pass</option><option>fail</option><option>skip</option>"
                "<option>error</option><option value='differs'>differs between runtimes</option></select></label></div>")
     out.append("<table><thead><tr><th>scenario</th>" + "".join(f"<th>{escape(c)}</th>" for c in cols)
-               + "</tr></thead><tbody>")
-    for scenario in sorted(rows):
-        cells = rows[scenario]
-        first = next(iter(cells.values()))
-        verdicts = {cells[c]["verdict"] for c in cols if c in cells}
-        differs = len(verdicts - {"skip"}) > 1
-        out.append(f"<tr class='row{' differs' if differs else ''}' data-tags='{escape(' '.join(first.get('tags', [])))}' "
-                   f"data-verdicts='{escape(' '.join(sorted(verdicts)))}'><td><b>{escape(scenario)}</b><br>"
-                   f"<span class='tags'>{escape(first.get('title', ''))}<br>{escape(', '.join(first.get('tags', [])))}"
-                   f"{' · control: ' + escape(', '.join(first.get('control') or [])) if first.get('control') else ''}</span></td>"
-                   + "".join(_cell(cells.get(c)) for c in cols) + "</tr>")
+               + "</tr></thead>")
+    for area, scenarios in areas:
+        counts = [count(cells[c] for _, cells in scenarios if c in cells) for c in cols]
+        out.append(f"<tbody class='area'><tr class='area'><th>{escape(area)}</th>"
+                   + "".join(f"<th>{n['pass']}/{sum(n.values())} pass</th>" for n in counts) + "</tr>")
+        for scenario, cells in scenarios:
+            out.append(_row(scenario, cells, cols))
+        out.append("</tbody>")
     tot = totals(doc)
-    out.append("</tbody><tfoot><tr><th>total</th>" + "".join(
+    out.append("<tfoot><tr><th>total</th>" + "".join(
         f"<th>{tot[c]['pass']} pass · {tot[c]['fail']} fail · {tot[c]['skip']} skip · {tot[c]['error']} error</th>"
         for c in cols) + "</tr></tfoot></table>")
     out += _controls(doc)

@@ -22,6 +22,7 @@ from . import matrix
 from .errors import ScenarioError
 from .hosts import HostError, Targets, expand
 from .loader import scenario_schema
+from .runtimes import label as runtime_label
 from .scenario import Scenario, check_unique_ids, load_scenarios
 from .verdict import ERROR, FAIL, PASS, SKIP, Verdict, judge
 
@@ -47,6 +48,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "switches off, which must make it fail (select only these with -m control)")
     group.addoption("--scenarios", default=None, metavar="DIR",
                     help="scenario directory (default: scenarios/ beside the conformance package)")
+    group.addoption("--baseline", default=None, metavar="OLD.json",
+                    help="compare the matrix with a saved matrix.json: the session fails on any cell that went "
+                         "from pass to fail/error, and only then (failures the baseline had are accepted)")
 
 
 def _runtime_names(config: pytest.Config) -> list[str]:
@@ -102,6 +106,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[targets_key] = Targets(_runtime_flags(config), _testinfra_options(config), tag)
     if not hasattr(config, "workerinput"):  # xdist workers only run items; the controller reports
         config.pluginmanager.register(MatrixReporter(config), "conformance-matrix")
+        if config.getoption("baseline"):
+            from .baseline import BaselineGate
+            config.pluginmanager.register(BaselineGate(config, config.getoption("baseline")), "conformance-baseline")
     if hasattr(signal, "SIGTERM") and signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
         signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # so cleanup runs on `kill`/CI timeouts
 
@@ -149,12 +156,12 @@ class ScenarioFile(pytest.File):
             check_unique_ids(scenarios)
         except ScenarioError as exc:
             for runtime in runtimes:
-                yield InvalidScenarioItem.from_parent(self, name=f"{self.path.name}[{runtime}@local]",
+                yield InvalidScenarioItem.from_parent(self, name=f"{self.path.name}[{runtime_label(runtime)}@local]",
                                                       error=exc, runtime=runtime)
             return
         controls = self.config.getoption("controls")
         for scenario in scenarios:
-            items = [ScenarioItem.from_parent(self, name=f"{scenario.id}[{runtime}@{host}]",
+            items = [ScenarioItem.from_parent(self, name=f"{scenario.id}[{runtime_label(runtime)}@{host}]",
                                               scenario=scenario, runtime=runtime, host=host)
                      for host in hosts for runtime in runtimes]
             if controls:  # negative controls need the reference runtime, which runs here
@@ -199,7 +206,7 @@ class InvalidScenarioItem(pytest.Item):
         self.error, self.runtime = error, runtime
 
     def runtest(self) -> None:
-        _record(self, {"scenario": str(self.error.path), "runtime": self.runtime, "host": "local",
+        _record(self, {"scenario": str(self.error.path), "runtime": runtime_label(self.runtime), "host": "local",
                        "verdict": ERROR, "tags": [], "duration_s": 0.0, "title": "invalid scenario file",
                        "evidence": str(self.error)})
         raise self.error
@@ -222,7 +229,7 @@ class ScenarioItem(pytest.Item):
 
     def _result(self, verdict: str, evidence: str, duration: float = 0.0, **extra: Any) -> dict[str, Any]:
         sc = self.scenario
-        return {"scenario": sc.id, "runtime": self.runtime, "host": self.host, "verdict": verdict,
+        return {"scenario": sc.id, "runtime": runtime_label(self.runtime), "host": self.host, "verdict": verdict,
                 "tags": list(sc.tags), "duration_s": round(duration, 4), "evidence": evidence,
                 "title": sc.title, "control": list(sc.control), "clause": sc.clause,
                 "file": f"{sc.path.name}:{sc.line}",

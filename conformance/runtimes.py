@@ -45,6 +45,11 @@ class RuntimeProfile:
                 "sandboxed": self.sandboxed}
 
 
+def label(name: str) -> str:
+    """A runtime's name in the matrix and in test ids: a known name as is, a path by its basename."""
+    return name if name in KNOWN else Path(name).name
+
+
 def _ref_command() -> tuple[str, list[str]]:
     """The installed ``runtime-ref`` launcher: beside this Python first (a venv), then on PATH."""
     beside = Path(sys.executable).with_name("runtime-ref")
@@ -128,9 +133,8 @@ def resolve(name: str, extra_flags: list[str] | None = None) -> RuntimeProfile:
     else:
         path = _find(name)
         command = [path]
-    label = name if name in KNOWN else Path(name).name
     version, spec = _version(command)
-    profile = RuntimeProfile(name=label, path=path, command=command, global_flags=list(extra_flags or []),
+    profile = RuntimeProfile(name=label(name), path=path, command=command, global_flags=list(extra_flags or []),
                              version=version, spec_version=spec)
     base = Path(path).name
     if base == "crun":

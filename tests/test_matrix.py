@@ -59,3 +59,51 @@ def test_write_all_writes_three_files(tmp_path):
     paths = matrix.write_all(_doc(), tmp_path / "out")
     assert [p.name for p in paths] == ["matrix.json", "matrix.md", "matrix.html"]
     assert json.loads(paths[0].read_text())["schema"] == 1
+
+
+def test_areas_follow_the_first_tag_that_has_one():
+    assert matrix.area(["mnt", "pid", "caps"]) == "namespaces"
+    assert matrix.area(["memory", "exit-code"]) == "cgroups"
+    assert matrix.area(["readonly-rootfs", "rootfs"]) == "rootfs/overlay"
+    assert matrix.area(["nnp"]) == "security" and matrix.area(["cve", "pid"]) == "security"
+    assert matrix.area(["exit-code"]) == "lifecycle" and matrix.area(["made-up"]) == "other"
+    tags = {t for _, members in matrix.AREAS for t in members}
+    from conformance.loader import scenario_schema
+    assert set(scenario_schema()["properties"]["tags"]["items"]["enum"]) <= tags, "every DESIGN tag has an area"
+
+
+def _grouped_doc():
+    tagged = lambda s, rt, v, tags: {**_result(s, rt, v), "tags": tags}  # noqa: E731
+    results = [tagged("pid-a", "runc", "pass", ["pid"]), tagged("pid-a", "crun", "fail", ["pid"]),
+               tagged("mem-b", "runc", "pass", ["memory"]), tagged("mem-b", "crun", "pass", ["memory"]),
+               tagged("nnp-c", "runc", "pass", ["nnp"]), tagged("nnp-c", "crun", "skip", ["nnp"])]
+    return matrix.build_document(results, HOST, RUNTIMES)
+
+
+def test_rows_are_grouped_by_area_with_counts_per_column():
+    doc = _grouped_doc()
+    assert {r["scenario"]: r["area"] for r in doc["results"]} == {
+        "pid-a": "namespaces", "mem-b": "cgroups", "nnp-c": "security"}
+    cols, areas = matrix.grouped(doc)
+    assert cols == ["runc", "crun"] and [a for a, _ in areas] == ["namespaces", "cgroups", "security"]
+    md = matrix.render_markdown(doc)
+    lines = [line for line in md.splitlines() if line.startswith("|")]
+    order = [next(w for w in ("**namespaces**", "pid-a", "**cgroups**", "mem-b", "**security**", "nnp-c",
+                              "**total**") if w in line) for line in lines if any(
+        w in line for w in ("**namespaces**", "pid-a", "**cgroups**", "mem-b", "**security**", "nnp-c", "**total**"))]
+    assert order == ["**namespaces**", "pid-a", "**cgroups**", "mem-b", "**security**", "nnp-c", "**total**"]
+    namespaces = next(line for line in lines if "**namespaces**" in line)
+    assert "**1/1 pass**" in namespaces and "**0/1 pass**" in namespaces
+    total = next(line for line in lines if "**total**" in line)
+    assert "**3/3 pass**" in total and "**1/3 pass**" in total
+    text = matrix.render_terminal(doc)
+    assert "[namespaces]" in text and "[cgroups]" in text and "pid-a ≠" in text and "nnp-c ≠" not in text
+    assert "≠ marks the 1 scenario(s)" in text
+
+
+def test_html_groups_areas_and_keeps_differs_highlight():
+    html = render_html(_grouped_doc())
+    assert html.count("<tbody class='area'>") == 3
+    assert "<th>namespaces</th><th>1/1 pass</th><th>0/1 pass</th>" in html
+    assert html.index(">namespaces<") < html.index(">cgroups<") < html.index(">security<")
+    assert "class='row differs'" in html and html.count("class='row differs'") == 1
