@@ -186,39 +186,56 @@ def _v2_limits(d, res, disabled):
 
 
 def create(cgpath, res, disabled, spec_devices=()):
-    """Make the container's cgroup(s) and write its limits.
+    """Make the container's cgroup directories and its device rules.
 
-    Returns {"leaves": [dirs to place the process in], "created": [dirs made]}.
+    Other limits come later (``set_limits``), but device rules must be in place
+    before the init can join: they are written as "deny all, then allow each",
+    and an init caught in between could not even create /dev/null.
+
+    Returns {"version", "leaves": [dirs to place the process in], "created": [dirs made]}.
     """
     if not cgpath.startswith("/"):
         raise Error("linux.cgroupsPath must be absolute (got %r)" % cgpath)
     version, mounts = detect()
-    created, leaves = [], []
+    created, leaves, ctrls = [], [], []
     try:
         if version == "v2":
             base = mounts[""]
             _v2_enable(base, cgpath, res)
-            d = _mkdirs(base, cgpath, created)
-            leaves.append(d)
-            # Device rules on v2 need an eBPF program (BPF_CGROUP_DEVICE), which
-            # runtime-ref does not build: there the only device policy is the
-            # short list of nodes in /dev (see rootfs.py).
-            _v2_limits(d, res, disabled)
+            leaves.append(_mkdirs(base, cgpath, created))
+            ctrls.append("")
         else:
             if res.get("unified"):
                 raise Error("linux.resources.unified needs cgroup v2; this host is v1")
             for ctrl, mnt in mounts.items():
-                d = _mkdirs(mnt, cgpath, created)
+                leaves.append(_mkdirs(mnt, cgpath, created))
+                ctrls.append(ctrl)
                 if ctrl == "cpuset":
                     _cpuset_init(mnt, cgpath)
-                leaves.append(d)
-                if CONTROLLER_SWITCH.get(ctrl) in disabled or ctrl not in CONTROLLER_SWITCH:
-                    continue
-                _v1_limits(ctrl, d, res, spec_devices)
+                if ctrl == "devices" and "devices" not in disabled:
+                    _v1_limits(ctrl, leaves[-1], res, spec_devices)
     except BaseException:
         remove(created)
         raise
-    return {"version": version, "leaves": leaves, "created": created}
+    return {"version": version, "leaves": leaves, "created": created, "controllers": ctrls}
+
+
+def set_limits(cg, res, disabled, spec_devices=()):
+    """Write ``linux.resources`` into the directories ``create`` made.
+
+    Like runc (Apply, then Set), this may happen after the process joined:
+    it only has to be done before the container's process starts.
+    """
+    if cg["version"] == "v2":
+        # Device rules on v2 need an eBPF program (BPF_CGROUP_DEVICE), which
+        # runtime-ref does not build: there the only device policy is the
+        # short list of nodes in /dev (see rootfs.py).
+        _v2_limits(cg["leaves"][0], res, disabled)
+        return
+    for ctrl, d in zip(cg["controllers"], cg["leaves"]):
+        if CONTROLLER_SWITCH.get(ctrl) in disabled or ctrl not in CONTROLLER_SWITCH or ctrl == "devices":
+            continue  # devices: already done by create()
+        _v1_limits(ctrl, d, res, spec_devices)
 
 
 def _cpuset_init(mnt, cgpath):

@@ -124,14 +124,21 @@ def _spawn(c, config, bundle, disabled, nss, prog, cg, fifo, args):
         os.close(fifo_dir)
     hook_state["pid"] = pid
     try:
+        # Joining a cgroup waits for an RCU grace period (~12 ms): a thread
+        # does it while we write the maps and limits and the init its mounts.
+        joined = _Background(cgroups.add, cg["leaves"], pid)
         try:
             if nss.get("user", 1) is None:
                 namespaces.write_id_maps(pid, config)
                 os.write(to_init, b"M")
-            cgroups.add(cg["leaves"], pid)  # slow (an RCU grace period): the init works meanwhile
+            linux = config.get("linux") or {}
+            cgroups.set_limits(cg, linux.get("resources") or {}, disabled, linux.get("devices") or [])
+            joined.result()
             os.write(to_init, b"C")
         except BrokenPipeError:
             pass  # the init failed early: its message is waiting below
+        finally:
+            joined.result(raise_error=False)
         while True:
             msg = os.read(from_init, 65536)
             if msg == b"H":
@@ -155,6 +162,31 @@ def _spawn(c, config, bundle, disabled, nss, prog, cg, fifo, args):
     finally:
         os.close(to_init)
         os.close(from_init)
+
+
+class _Background:
+    """Run one call in a thread (``_thread``: ``threading`` costs ms to import)."""
+
+    def __init__(self, fn, *args):
+        import _thread
+        self._lock = _thread.allocate_lock()
+        self._lock.acquire()
+        self._error = None
+        _thread.start_new_thread(self._run, (fn, args))
+
+    def _run(self, fn, args):
+        try:
+            fn(*args)
+        except BaseException as e:
+            self._error = e
+        finally:
+            self._lock.release()
+
+    def result(self, raise_error=True):
+        if self._lock.acquire():
+            self._lock.release()
+        if raise_error and self._error is not None:
+            raise self._error
 
 
 def start(root, cid):

@@ -44,6 +44,8 @@ def main(ctx):
         _init(ctx)
     except BaseException as e:  # report to the runtime, which prints it
         msg = str(e) if isinstance(e, (Error, OSError)) else "%s: %s" % (type(e).__name__, e)
+        if not isinstance(e, Error):
+            msg = "container init (%s): %s" % (ctx.get("step", "start"), msg)
         try:
             if ctx.get("to_parent") is None:
                 raise OSError("the runtime has already returned")
@@ -62,6 +64,7 @@ def _init(ctx):
     # leave a half-built container behind); cleared again before we block.
     L.prctl(L.PR_SET_PDEATHSIG, 9)
 
+    ctx["step"] = "user namespace"
     # 1. Wait until the runtime has written our uid/gid maps: nothing in a
     #    new user namespace works before.
     if nss.get("user", 1) is None:
@@ -77,6 +80,7 @@ def _init(ctx):
         _in_cgroups(ctx)
         L.unshare(L.CLONE_NEWCGROUP)
 
+    ctx["step"] = "hostname"
     # 2. Identity: only in a UTS namespace of our own (else we would rename the host).
     if "uts" in nss:
         if config.get("hostname"):
@@ -84,6 +88,7 @@ def _init(ctx):
         if config.get("domainname"):
             L.setdomainname(config["domainname"])
 
+    ctx["step"] = "rootfs"
     # 3. The filesystem: mounts inside the rootfs, /dev, then the hooks that
     #    want to see the mounts but not yet the pivot.
     root = rootfs.prepare(config, ctx["bundle"], disabled, ctx)
@@ -95,6 +100,7 @@ def _init(ctx):
         hooks.run(config, "createContainer", ctx["hook_state"])
     rootfs.enter(root, use_pivot=ctx["mntns"] and "pivot_root" not in disabled)
 
+    ctx["step"] = "masked/readonly paths"
     # 4. After the pivot, paths are container paths.  sysctls first: /proc/sys
     #    becomes read-only just below.
     rootfs.write_sysctl(linux.get("sysctl"))
@@ -105,6 +111,7 @@ def _init(ctx):
     if config["root"].get("readonly") and "readonly-rootfs" not in disabled:
         rootfs.readonly_root()
 
+    ctx["step"] = "rlimits"
     # 5. Limits that need privileges we are about to drop.
     if proc.get("oomScoreAdj") is not None:
         with open("/proc/self/oom_score_adj", "w") as f:
@@ -117,6 +124,7 @@ def _init(ctx):
     cwd = proc.get("cwd") or "/"
     os.makedirs(cwd, exist_ok=True)
 
+    ctx["step"] = "no_new_privs/seccomp"
     # 6. no_new_privs, then seccomp: without no_new_privs loading a filter
     #    needs CAP_SYS_ADMIN, so it must happen before capabilities go; with
     #    it, the filter waits until the very end so that it never has to
@@ -128,6 +136,7 @@ def _init(ctx):
     if prog and not nnp:
         L.seccomp_load(*prog)
 
+    ctx["step"] = "user and capabilities"
     # 7. Drop to the configured user and capabilities (see security.py for
     #    the order); cwd and umask are the user's, so they come after.
     security.finalize(proc, disabled)
@@ -135,6 +144,7 @@ def _init(ctx):
     os.umask(0o022 if umask is None else umask)
     os.chdir(cwd)
 
+    ctx["step"] = "exec.fifo"
     # 8. Ready.  `create` returns now; we block on exec.fifo until `start`
     #    opens its other end (`run` has no fifo and goes straight on).
     # The process must not start before it is limited by its cgroups.
@@ -152,6 +162,7 @@ def _init(ctx):
         state = dict(ctx["hook_state"], status="running")
         hooks.run(config, "startContainer", state)
 
+    ctx["step"] = "seccomp"
     # 9. The filter, last thing before exec when no_new_privs allows it.
     if prog and nnp:
         L.seccomp_load(*prog)

@@ -24,15 +24,10 @@ FLAGS = {"SECCOMP_FILTER_FLAG_TSYNC": 1, "SECCOMP_FILTER_FLAG_LOG": 2,
 # BPF opcodes
 LD_ABS, JEQ, JGT, JGE, JSET, JA, RET, AND = 0x20, 0x15, 0x25, 0x35, 0x45, 0x05, 0x06, 0x54
 
-_tables = {}
-
-
 def table(arch):
-    if arch not in _tables:
-        from . import syscalls_x86
-        text = "".join(getattr(syscalls_x86, arch))
-        _tables[arch] = {n: int(v) for n, _, v in (e.partition(":") for e in text.split())}
-    return _tables[arch]
+    """{name: number} for "X86_64", "X86" or "X32"."""
+    from . import syscalls_x86
+    return getattr(syscalls_x86, arch)
 
 
 def action(name, errno_ret, where):
@@ -163,12 +158,12 @@ def compile(sc):
             raise Error("unsupported config field linux.seccomp.architectures: %s (runtime-ref "
                         "filters x86 only)" % a)
     arches.add("SCMP_ARCH_X86_64")
-    known = set(table("X86_64")) | set(table("X86")) | set(table("X32"))
+    t64, t32, tx32 = table("X86_64"), table("X86"), table("X32")
     rules = []
     for i, r in enumerate(sc.get("syscalls") or []):
         where = "linux.seccomp.syscalls[%d]" % i
         for n in r.get("names") or []:
-            if n not in known:
+            if n not in t64 and n not in t32 and n not in tx32:
                 raise Error("%s: unknown system call %r" % (where, n))
         rules.append((r.get("names") or [], action(r.get("action"), r.get("errnoRet"), where),
                       r.get("args") or [], where))
