@@ -82,6 +82,9 @@ def _init(ctx):
 
     ctx["step"] = "hostname"
     # 2. Identity: only in a UTS namespace of our own (else we would rename the host).
+    if nss.get("network", 1) is None:
+        # a new network namespace has only `lo`, and it starts down
+        L.loopback_up()
     if "uts" in nss:
         if config.get("hostname"):
             L.sethostname(config["hostname"])

@@ -43,6 +43,7 @@ _unshare = _fn("unshare")
 _setns = _fn("setns")
 _prctl = _fn("prctl")
 _sethostname = _fn("sethostname")
+_socket = _fn("socket")
 _setdomainname = _fn("setdomainname")
 
 
@@ -186,3 +187,17 @@ def seccomp_load(filter_bytes, flags=0):
     f, fa = buffer(fprog)
     # seccomp(SECCOMP_SET_MODE_FILTER=1, flags, &fprog)
     _check(_syscall(c_long(SYS_seccomp), c_long(1), c_long(flags), c_long(fa)), "seccomp")
+
+
+def loopback_up():
+    """ifconfig lo up: SIOCGIFFLAGS, set IFF_UP, SIOCSIFFLAGS on a throwaway socket."""
+    import fcntl
+    fd = _check(_socket(c_int(2), c_int(2 | 0o2000000), c_int(0)), "socket")  # AF_INET, SOCK_DGRAM|CLOEXEC
+    try:
+        req = bytearray(b"lo".ljust(16, b"\0") + bytes(24))
+        fcntl.ioctl(fd, 0x8913, req)  # SIOCGIFFLAGS
+        flags = int.from_bytes(req[16:18], "little") | 1  # IFF_UP
+        req[16:18] = flags.to_bytes(2, "little")
+        fcntl.ioctl(fd, 0x8914, bytes(req))  # SIOCSIFFLAGS
+    finally:
+        os.close(fd)
