@@ -1,0 +1,127 @@
+"""gVisor's runsc as a column, and runtimes that leave daemons of their own behind.
+
+runsc's container has no host process of its own: ``state`` names the
+sandbox, and ``create`` leaves a sandbox and a gofer that are re-parented to
+the harness.  Its cells must be verdicts with evidence, never harness errors,
+and nothing may outlive the run.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import RUN_TAG, run_suite, write_scenarios
+
+LIFECYCLE = {
+    "uts.yaml": """
+        id: hostname
+        title: the configured hostname, and the host's is unchanged
+        tags: [uts]
+        control: [uts]
+        patch: {hostname: in-gvisor}
+        run: hostname; read _
+        expect:
+          exit: 0
+          stdout: in-gvisor
+          host: [{namespace_differs: uts}, {host_hostname_unchanged: true}]
+        """,
+    "exit.yaml": """
+        id: exit-status
+        title: the entrypoint's exit status comes back through create/start
+        tags: [exit-code]
+        control: [pid]
+        run: read _; exit 7
+        expect:
+          exit: 7
+          host: [{namespace_differs: mnt, when: created}]
+        """,
+    "run.yaml": """
+        id: killed
+        title: a signal death is 128+N through run
+        tags: [exit-code]
+        control: [pid]
+        run: kill -KILL $$
+        expect: {exit: 137}
+        """,
+}
+
+
+def _zombies_of_the_machine() -> set[int]:
+    out = set()
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                if Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z":
+                    out.add(int(pid))
+            except (OSError, IndexError):
+                pass
+    return out
+
+
+@pytest.mark.skipif(shutil.which("runsc") is None, reason="runsc is not installed (ci/setup.sh installs it)")
+def test_runsc_cells_are_verdicts_and_its_sandboxes_leave_nothing(tmp_path, no_leftovers):
+    sc = write_scenarios(tmp_path / "sc", LIFECYCLE)
+    run = run_suite(sc, tmp_path / "out", "--runtime=runsc")
+    assert run.returncode == 0, run.output[-3000:]
+    assert run.verdicts() == {("hostname", "runsc"): "pass", ("exit-status", "runsc"): "pass",
+                              ("killed", "runsc"): "pass"}
+    runsc = run.matrix["runtimes"]["runsc"]
+    assert "--platform=ptrace" in runsc["global_flags"] and "--network=none" in runsc["global_flags"]
+    assert runsc["sandboxed"] is True
+    assert any("sandbox process" in note for note in runsc["adaptations"])
+    for mountpoint in ("/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids", "/sys/fs/cgroup"):
+        assert not list(Path(mountpoint).glob(f"cf-{RUN_TAG}-*")) if Path(mountpoint).is_dir() else True
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            assert f"oci-conformance-{RUN_TAG}".encode() not in cmdline, f"a sandbox or gofer outlived the run: {pid}"
+
+
+HANGING_RUNTIME = """#!/bin/sh
+# A runtime whose create starts a daemon in a session of its own (as runsc's
+# sandbox is), then never returns.  The daemon names the state root.
+root=$2
+case "$3" in
+  --version|"") echo "hanging version 0.1"; exit 0 ;;
+  create) setsid "{python}" -c 'import time; time.sleep(91)' "--root=$root" </dev/null >/dev/null 2>&1 &
+          exec sleep 91 ;;
+  *) exit 0 ;;
+esac
+"""
+
+
+def test_a_create_that_hangs_leaves_no_daemon_behind(tmp_path, no_leftovers):
+    runtime = tmp_path / "bin" / "hanging"
+    runtime.parent.mkdir()
+    runtime.write_text(HANGING_RUNTIME.replace("{python}", sys.executable))
+    runtime.chmod(0o755)
+    sc = write_scenarios(tmp_path / "sc", {"t.yaml": """
+        id: hangs-in-create
+        title: create never returns
+        tags: [lifecycle]
+        control: [pid]
+        timeout: 1
+        run: "true"
+        expect:
+          exit: 0
+          host: [{namespace_differs: pid, when: created}]
+        """})
+    zombies = _zombies_of_the_machine()
+    run = run_suite(sc, tmp_path / "out", f"--runtime={runtime}")
+    assert run.result("hangs-in-create", "hanging")["verdict"] == "error"
+    assert "create did not return within 1s" in run.result("hangs-in-create", "hanging")["evidence"]
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            assert f"oci-conformance-{RUN_TAG}".encode() not in cmdline, f"the daemon outlived the run: {pid}"
+    assert _zombies_of_the_machine() - zombies == set(), "an adopted process was never reaped"
