@@ -105,13 +105,19 @@ def _spawn(c, config, bundle, disabled, nss, prog, cg, fifo, args):
            "hooks_before_pivot": bool(hooks.get("prestart") or hooks.get("createRuntime")
                                       or hooks.get("createContainer")),
            "hook_state": hook_state, "args": args}
+    # Everything the init will need is imported now: once in a user namespace
+    # it may not be allowed to read Python's own files (e.g. under /root).
+    from . import init
+    import fcntl  # noqa: F401  (init: loopback_up)
+    if any(hooks.values()):
+        import subprocess  # noqa: F401
+        from . import hooks as _hooks, jsonfast  # noqa: F401
     restore = namespaces.before_clone(nss, join_fds, config)
     try:
         pid = L.clone(namespaces.clone_flags(nss))
         if pid == 0:
             os.close(to_init)
             os.close(from_init)
-            from . import init
             init.main(ctx)  # never returns
     finally:
         if pid != 0:
