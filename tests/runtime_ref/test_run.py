@@ -140,3 +140,22 @@ def test_hooks_get_state_on_stdin(ref, tmp_path):
     assert ref.run("true", patch=hooks).returncode == 0
     lines = log.read_text().splitlines()
     assert len(lines) == 4 and all('"org.example/key": "v"' in l or "org.example/key" in l for l in lines)
+
+
+def test_user_namespace_with_python_under_root(ref):
+    """Run as `python -m runtime_ref` with this interpreter (pyenv's lives under
+    /root, which the container's mapped root may not read): the init must not
+    need to import anything after it entered the user namespace."""
+    import json, subprocess, sys
+    cfg = json.loads(json.dumps(ref.config))
+    cfg["process"]["args"] = ["id", "-u"]
+    cfg["linux"]["namespaces"].append({"type": "user"})
+    cfg["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    cfg["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    cid = ref.new_id()
+    ref.write_config(cfg, cid)
+    env = dict(os.environ, PYTHONPATH=str(ref.tmp.parents[0] / "none") + ":" + os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    done = subprocess.run([sys.executable, "-m", "runtime_ref", "--root", str(ref.root), "run",
+                           "--bundle", str(ref.bundle), cid], capture_output=True, text=True,
+                          env=env, stdin=subprocess.DEVNULL, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "0", done.stderr
