@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Install what the suite needs, idempotently: a second call installs nothing.
 #   Debian packages: the runtimes under test, busybox-static (the rootfs), the
-#   OCI runtime-spec JSON Schema (to validate bundles), util-linux (unshare).
+#   OCI runtime-spec JSON Schema (to validate bundles), util-linux (unshare);
+#   for qemu:// hosts: qemu, sshd (its binary runs in the guests; the service is
+#   never started here), kmod (depmod), and a Debian kernel unpacked in the cache.
 #   Python: a venv at .venv with this package and its dependencies.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(runc crun runsc busybox-static golang-github-opencontainers-specs-dev util-linux iproute2)
+APT_PACKAGES=(runc crun runsc busybox-static golang-github-opencontainers-specs-dev util-linux iproute2
+              qemu-system-x86 openssh-server openssh-client kmod)
 VENV=${VENV:-.venv}
 
 missing=()
@@ -16,7 +19,15 @@ done
 if ((${#missing[@]})); then
   echo "setup: installing Debian packages: ${missing[*]}"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  # Installing openssh-server must not start an sshd on this machine: Debian's
+  # policy-rc.d convention says "no services now" (only if none is in place).
+  made_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && made_policy=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+    || { if [ -n "$made_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi; exit 1; }
+  if [ -n "$made_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
 
 # Reinstall the Python package only when pyproject.toml changed (or the venv is new).
@@ -24,7 +35,10 @@ stamp="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -e "$stamp" ]; then
   echo "setup: creating the Python environment in $VENV"
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test,hosts]'
   rm -f "$VENV"/.installed-*
   touch "$stamp"
 fi
+
+# The guest kernel for qemu:// hosts (cached; a second call finds it).
+"$VENV/bin/python" -m conformance.qemu fetch-kernel >/dev/null

@@ -171,7 +171,7 @@ def expand(specs: list[str], ansible_inventory: str | None) -> list[str]:
                 hosts = testinfra.get_hosts([spec], ansible_inventory=ansible_inventory)
             except Exception as exc:
                 raise HostError(f"host {spec}: cannot read the inventory {ansible_inventory}: {exc}") from None
-            out += [f"ansible://{h.backend.host.name}" for h in hosts]
+            out += [f"ansible://{getattr(h.backend.host, 'name', h.backend.host)}" for h in hosts]
         else:
             out.append(spec)
     return out

@@ -289,7 +289,8 @@ class Guest:
         if not Path("/usr/sbin/sshd").exists():
             raise GuestError("/usr/sbin/sshd is missing (ci/setup.sh installs openssh-server)")
         kernel = resolve_kernel(self.kernel_choice)
-        self.dir = Path(tempfile.mkdtemp(prefix="oci-conformance-guest-"))
+        tag = os.environ.get("OCI_CONFORMANCE_TAG", "")
+        self.dir = Path(tempfile.mkdtemp(prefix=f"oci-conformance-guest-{tag + '-' if tag else ''}"))
         share = self.dir / "share"
         share.mkdir()
         build_initramfs(kernel, self.layout, self.dir / "initramfs.cpio")

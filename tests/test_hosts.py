@@ -1,0 +1,142 @@
+"""Other hosts: ssh://, paramiko://, ansible:// (a real sshd on 127.0.0.1) and qemu:// guests."""
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conformance.hosts import expand
+from conformance.qemu import Guest, GuestError, bzimage_version, kernel_from_package
+from tests import sshd as sshd_mod
+from tests.conftest import REPO, RUN_TAG, SUITE_ENV, run_suite, suite_command
+
+#: the host mechanism is tested on a few stable scenarios, not on the growing catalog
+QUICK_FILES = ("pid-ns-init-is-pid1.yaml", "uts-ns-hostname.yaml", "ipc-ns-host-shm-hidden.yaml")
+
+
+@pytest.fixture
+def quick_scenarios(tmp_path):
+    target = tmp_path / "scenarios"
+    target.mkdir()
+    for name in QUICK_FILES:
+        shutil.copy(REPO / "scenarios" / name, target / name)
+    return target
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    server, proc, made = sshd_mod.start(tmp_path_factory.mktemp("sshd"))
+    yield server
+    sshd_mod.stop(proc, made)
+
+
+def _agents_left() -> list[str]:
+    return glob.glob(f"/tmp/oci-conformance-agent-{RUN_TAG}-*")
+
+
+def _guests_left() -> list[str]:
+    procs = subprocess.run(["pgrep", "-f", f"oci-conformance-guest-{RUN_TAG}-"], capture_output=True,
+                           text=True).stdout.split()
+    return procs + glob.glob(f"/tmp/oci-conformance-guest-{RUN_TAG}-*")
+
+
+def test_ssh_and_paramiko_hosts_give_what_local_gives(tmp_path, sshd, quick_scenarios, no_leftovers):
+    remote = f"root@127.0.0.1:{sshd.port}"
+    run = run_suite(quick_scenarios, tmp_path / "out", "--runtime=runc", f"--hosts=local,paramiko://{remote},ssh://{remote}",
+                    f"--ssh-identity-file={sshd.key}", f"--ssh-config={sshd.ssh_config}")
+    assert run.returncode == 0, run.output[-3000:]
+    by_host: dict[str, dict[str, str]] = {}
+    for r in run.matrix["results"]:
+        by_host.setdefault(r["host"], {})[r["scenario"]] = r["verdict"]
+    assert set(by_host) == {"local", f"paramiko://{remote}", f"ssh://{remote}"}
+    assert by_host["local"] == by_host[f"paramiko://{remote}"] == by_host[f"ssh://{remote}"]
+    assert run.matrix["hosts"][f"ssh://{remote}"]["cgroup"] == run.matrix["host"]["cgroup"]
+    assert run.matrix["host_runtimes"][f"paramiko://{remote}"]["runc"]["version"]
+    assert f"runc@paramiko://{remote}" in run.output
+    assert _agents_left() == []
+
+
+def test_ansible_group_expands_to_its_hosts(tmp_path, sshd, quick_scenarios, no_leftovers):
+    inventory = tmp_path / "inventory.ini"
+    inventory.write_text(
+        f"[lab]\nbox ansible_host=127.0.0.1 ansible_port={sshd.port} ansible_user=root "
+        f"ansible_ssh_private_key_file={sshd.key} "
+        "ansible_ssh_common_args='-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null'\n")
+    assert expand(["local", "ansible://lab"], str(inventory)) == ["local", "ansible://box"]
+    run = run_suite(quick_scenarios, tmp_path / "out", "--runtime=runc", "--hosts=ansible://lab",
+                    f"--ansible-inventory={inventory}")
+    assert run.returncode == 0, run.output[-3000:]
+    assert {r["host"] for r in run.matrix["results"]} == {"ansible://box"}
+    assert _agents_left() == []
+
+
+def test_an_unreachable_host_is_one_clear_error_and_others_still_run(tmp_path, sshd, quick_scenarios):
+    bad = f"paramiko://root@127.0.0.1:{sshd_mod._free_port()}"
+    run = run_suite(quick_scenarios, tmp_path / "out", "--runtime=runc", f"--hosts=local,{bad}",
+                    f"--ssh-identity-file={sshd.key}", "-m", "uts")
+    verdicts = {(r["scenario"], r["host"]): r for r in run.matrix["results"]}
+    assert verdicts[("uts-ns-hostname", "local")]["verdict"] == "pass"
+    broken = verdicts[("uts-ns-hostname", bad)]
+    assert broken["verdict"] == "error"
+    assert broken["evidence"].startswith(f"host {bad}: cannot run commands there")
+    assert "\n" not in broken["evidence"]
+
+
+def test_host_specs_pass_through_unchanged_without_an_inventory():
+    assert expand(["local", "ssh://a", "qemu://cgroup-v2"], None) == ["local", "ssh://a", "qemu://cgroup-v2"]
+
+
+def test_a_guest_that_cannot_boot_is_a_clear_error_and_leaves_nothing(tmp_path, quick_scenarios):
+    with pytest.raises(GuestError, match="no such file"):
+        Guest("cgroup-v2", "/nonexistent/vmlinuz").boot()
+    with pytest.raises(GuestError, match="unknown layout"):
+        Guest("cgroup-v3")
+    env = {**SUITE_ENV, "OCI_CONFORMANCE_QEMU_KERNEL": "/nonexistent/vmlinuz"}
+    done = subprocess.run(suite_command(quick_scenarios, tmp_path / "out", "--runtime=runc",
+                                        "--hosts=qemu://cgroup-v2"), cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert "qemu://cgroup-v2" in done.stdout and "--qemu-kernel /nonexistent/vmlinuz: no such file" in done.stdout
+    assert _guests_left() == []
+
+
+def test_the_kernel_comes_from_a_debian_package():
+    kernel = kernel_from_package()
+    assert bzimage_version(kernel.image) == kernel.version
+    assert (kernel.modules / "modules.dep").exists()
+
+
+def test_ctrl_c_during_a_guest_run_leaves_no_qemu(tmp_path):
+    sc = tmp_path / "sc"
+    sc.mkdir()
+    (sc / "long.yaml").write_text("id: long\ntitle: t\ntags: [pid]\ncontrol: [pid]\nrun: sleep 91\nexpect: {exit: 0}\n")
+    proc = subprocess.Popen(suite_command(sc, tmp_path / "out", "--runtime=runc", "--hosts=qemu://cgroup-v2"),
+                            cwd=REPO, env=SUITE_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 300
+    while not any("CONFORMANCE-GUEST-READY" in open(f, errors="replace").read()
+                  for f in glob.glob(f"/tmp/oci-conformance-guest-{RUN_TAG}-*/console.log")):
+        assert time.monotonic() < deadline and proc.poll() is None, "the guest never booted"
+        time.sleep(0.5)
+    time.sleep(3)  # the scenario is now running inside the guest
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    time.sleep(0.5)
+    assert _guests_left() == []
+
+
+@pytest.mark.skipif(os.environ.get("CONFORMANCE_SKIP_GUEST") == "1", reason="CONFORMANCE_SKIP_GUEST=1")
+def test_cgroup_scenarios_pass_on_runc_and_crun_in_a_v2_guest(tmp_path):
+    run = run_suite(None, tmp_path / "out", "--runtime=runc,crun", "--hosts=qemu://cgroup-v2",
+                    "-m", "memory or pids or cpu or cgroupns", timeout=1200)
+    assert run.returncode == 0, run.output[-4000:]
+    results = run.matrix["results"]
+    assert {r["host"] for r in results} == {"qemu://cgroup-v2"}
+    assert all(r["verdict"] == "pass" or "cgroup-v1" in r["evidence"] for r in results), run.output[-3000:]
+    assert any(r["scenario"] == "memory-oom-kill" and r["verdict"] == "pass" for r in results)
+    guest = run.matrix["hosts"]["qemu://cgroup-v2"]
+    assert guest["cgroup"] == "v2" and guest["kernel"].startswith("6.1")
+    assert run.matrix["host_runtimes"]["qemu://cgroup-v2"]["crun"]["adaptations"] == []
+    assert _guests_left() == []
