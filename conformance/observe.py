@@ -46,6 +46,7 @@ class Observation:
     facts: list[FactReading] = field(default_factory=list)
     leaks: list[str] = field(default_factory=list)
     duration_s: float = 0.0
+    steps: list[dict] = field(default_factory=list)  # lifecycle steps: {step, ok, detail}
 
 
 class _HostProbe:
@@ -129,7 +130,9 @@ def observe(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str)
     started = time.monotonic()
     with open(bundle.path / "stdout", "wb") as out, open(bundle.path / "stderr", "wb") as err:
         try:
-            if scenario.needs_lifecycle:
+            if scenario.steps:
+                _steps(scenario, driver, bundle, cid, out, err, obs)
+            elif scenario.needs_lifecycle:
                 _lifecycle(scenario, driver, bundle, cid, out, err, obs)
             else:
                 outcome = driver.run(bundle.path, cid, out, err, scenario.timeout)
@@ -143,10 +146,19 @@ def observe(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str)
     return obs
 
 
+def _steps(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str,
+           out, err, obs: Observation) -> None:
+    from .steps import run_steps
+
+    results, obs.exit, obs.timed_out = run_steps(list(scenario.steps), driver, bundle.path, cid, out, err,
+                                                 scenario.timeout, bundle.path / "stdout")
+    obs.steps = [r.__dict__ for r in results]
+
+
 def _lifecycle(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str,
                out, err, obs: Observation) -> None:
     stages = {stage: [f for f in scenario.expect.host if f.when == stage]
-              for stage in ("created", "running", "exited")}
+              for stage in ("created", "running", "exited", "deleted")}
     stdin_r, stdin_w = os.pipe()
     try:
         try:
@@ -170,7 +182,9 @@ def _lifecycle(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: s
             driver.kill(cid)
             wait_exit(pid, 5.0)
         obs.facts += [probe.read(f) for f in stages["exited"]]
+        driver.delete(cid)  # poststop hooks run here; "deleted" facts see their effects
+        obs.facts += [probe.read(f) for f in stages["deleted"]]
     finally:
         if stdin_w >= 0:
             os.close(stdin_w)
-        driver.delete(cid)
+        driver.delete(cid)  # quiet when already gone: this is the guarantee on every other path

@@ -90,13 +90,15 @@ class Scenario:
     timeout: float = DEFAULT_TIMEOUT_S
     clause: str | None = None
     description: str | None = None
+    #: lifecycle scenarios: the runtime verbs to drive one by one (see conformance/steps.py)
+    steps: tuple[Any, ...] = ()
     #: the validated YAML document, so the scenario can travel to a remote host as JSON
     source: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def needs_lifecycle(self) -> bool:
         """True when a host fact must be read while the container exists (create/start path)."""
-        return bool(self.expect.host)
+        return bool(self.expect.host) or bool(self.steps)
 
     @property
     def location(self) -> str:
@@ -128,7 +130,7 @@ def _from_doc(doc: dict[str, Any], lines: dict[tuple, int], path: Path) -> Scena
         args=("sh", "-c", run) if isinstance(run, str) else tuple(run),
         expect=_expectations(doc["expect"]), path=path, line=lines.get((), 1),
         patch=doc.get("patch", {}), requires=tuple(doc.get("requires", ())),
-        host_setup=tuple(doc.get("host_setup", ())),
+        host_setup=tuple(doc.get("host_setup", ())), steps=tuple(doc.get("steps", ())),
         timeout=float(doc.get("timeout", DEFAULT_TIMEOUT_S)),
         clause=doc.get("clause"), description=doc.get("description"), source=doc,
     )

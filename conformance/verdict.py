@@ -106,6 +106,7 @@ def judge(scenario: Scenario, obs: Observation, variables: dict[str, str]) -> Ve
     if exp.stderr is not None:
         checks.append(_text_check("stderr", exp.stderr, obs.stderr, variables))
     checks += [_fact_check(r, variables) for r in obs.facts]
+    checks += [Check(f"step {s['step']}", s["ok"], s["detail"]) for s in obs.steps]
     if obs.leaks:
         checks.append(Check("cleanup", False, "cgroups left after delete (removed by the harness): "
                             + ", ".join(obs.leaks)))
