@@ -70,6 +70,7 @@ class Expectations:
     stdout: TextExpectation | None = None
     stderr: TextExpectation | None = None
     host: tuple[HostFact, ...] = ()
+    or_refused: bool = False  # a runtime refusing to create the container passes too
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,8 @@ class Scenario:
     @property
     def needs_lifecycle(self) -> bool:
         """True when a host fact must be read while the container exists (create/start path)."""
-        return bool(self.expect.host) or bool(self.steps)
+        # or_refused: only create/start tells a refusal apart from the entrypoint's own exit
+        return bool(self.expect.host) or bool(self.steps) or self.expect.or_refused
 
     @property
     def location(self) -> str:
@@ -120,6 +122,7 @@ def _expectations(raw: dict[str, Any]) -> Expectations:
         stdout=TextExpectation.from_yaml(raw["stdout"]) if "stdout" in raw else None,
         stderr=TextExpectation.from_yaml(raw["stderr"]) if "stderr" in raw else None,
         host=tuple(HostFact.from_yaml(h) for h in raw.get("host", ())),
+        or_refused=bool(raw.get("or_refused")),
     )
 
 

@@ -92,6 +92,8 @@ def _fact_check(reading: FactReading, variables: dict[str, str]) -> Check:
 def judge(scenario: Scenario, obs: Observation, variables: dict[str, str]) -> Verdict:
     """Turn one observation into a verdict with evidence."""
     if obs.runtime_error:
+        if scenario.expect.or_refused and " create failed" in obs.runtime_error:
+            return Verdict(PASS, "refused by the runtime: " + _short(obs.runtime_error, 400))
         return Verdict(ERROR, _short(obs.runtime_error, 600))
     checks: list[Check] = []
     exp = scenario.expect
