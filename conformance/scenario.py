@@ -64,12 +64,38 @@ class HostFact:
         return f"{self.kind} {self.target}{extra} ({self.when})"
 
 
+#: testinfra modules a scenario may ask inside the container (see conformance/inside.py)
+INSIDE_MODULES = ("file", "mount_point", "interface", "sysctl", "user", "group", "process")
+
+
+@dataclass(frozen=True)
+class InsideCheck:
+    """``module(argument)`` asked inside the running container; each attribute must meet its expectation."""
+
+    module: str                           # one of INSIDE_MODULES
+    argument: Any                         # a path or name; filters for process; None: the module itself
+    expect: tuple[tuple[str, Any], ...]   # (attribute, expected value or {matcher: …})
+
+    @classmethod
+    def from_yaml(cls, raw: dict[str, Any]) -> "InsideCheck":
+        module = next(m for m in INSIDE_MODULES if m in raw)
+        return cls(module, raw[module], tuple((k, v) for k, v in raw.items() if k != module))
+
+    def describe(self) -> str:
+        arg = self.argument
+        if isinstance(arg, dict):
+            arg = "(" + ", ".join(f"{k}={v}" for k, v in arg.items()) + ")"
+        return self.module if arg is None else f"{self.module} {arg}"
+
+
 @dataclass(frozen=True)
 class Expectations:
     exit: tuple[int, ...] | None = None
     stdout: TextExpectation | None = None
     stderr: TextExpectation | None = None
     host: tuple[HostFact, ...] = ()
+    #: checks inside the running container with testinfra's modules (conformance/inside.py)
+    testinfra: tuple[InsideCheck, ...] = ()
     or_refused: bool = False  # a runtime refusing to create the container passes too
 
 
@@ -100,7 +126,9 @@ class Scenario:
     def needs_lifecycle(self) -> bool:
         """True when a host fact must be read while the container exists (create/start path)."""
         # or_refused: only create/start tells a refusal apart from the entrypoint's own exit
-        return bool(self.expect.host) or bool(self.steps) or self.expect.or_refused
+        # testinfra: its checks exec into the entrypoint while it runs
+        return (bool(self.expect.host) or bool(self.steps) or self.expect.or_refused
+                or bool(self.expect.testinfra))
 
     @property
     def location(self) -> str:
@@ -122,6 +150,7 @@ def _expectations(raw: dict[str, Any]) -> Expectations:
         stdout=TextExpectation.from_yaml(raw["stdout"]) if "stdout" in raw else None,
         stderr=TextExpectation.from_yaml(raw["stderr"]) if "stderr" in raw else None,
         host=tuple(HostFact.from_yaml(h) for h in raw.get("host", ())),
+        testinfra=tuple(InsideCheck.from_yaml(c) for c in raw.get("testinfra", ())),
         or_refused=bool(raw.get("or_refused")),
     )
 
