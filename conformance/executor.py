@@ -12,7 +12,7 @@ import socket
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from . import host_setup, hostinfo
+from . import host_setup, hostinfo, inside
 from .bundle import build
 from .errors import ConformanceError, RuntimeNotFound
 from .observe import FactReading, Observation, observe
@@ -46,14 +46,15 @@ class Execution:
         observation = None
         if obs is not None:
             facts = [FactReading(scenario.expect.host[f["index"]], f["value"], f["error"]) for f in obs.pop("facts")]
-            observation = Observation(**obs, facts=facts)
+            readings = [inside.InsideReading(**r) for r in obs.pop("inside", [])]
+            observation = Observation(**obs, facts=facts, inside=readings)
         return cls(data.get("skip"), data.get("error"), observation, data.get("variables") or {},
                    data.get("oci_version"))
 
 
 def execute(scenario: Scenario, runtime: str, disabled: tuple[str, ...], session: RunSession) -> Execution:
     """Run one scenario on this host with one runtime (``disabled``: ref switches for a control)."""
-    reason = hostinfo.unmet(scenario.requires)
+    reason = hostinfo.unmet(scenario.requires) or inside.unavailable(scenario)
     if reason:
         return Execution(skip=reason)
     try:

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import cgroupfs
+from . import cgroupfs, inside
 from .bundle import Bundle, fill
 from .driver import RuntimeDriver, wait_exit
 from .errors import DriverError
@@ -47,6 +47,7 @@ class Observation:
     leaks: list[str] = field(default_factory=list)
     duration_s: float = 0.0
     steps: list[dict] = field(default_factory=list)  # lifecycle steps: {step, ok, detail}
+    inside: list[inside.InsideReading] = field(default_factory=list)  # expect.testinfra, read while running
 
 
 class _HostProbe:
@@ -169,12 +170,15 @@ def _lifecycle(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: s
         created_exe = _exe(pid)
         obs.facts += [probe.read(f) for f in stages["created"]]
         driver.start(cid)
-        if stages["running"]:
+        if stages["running"] or scenario.expect.testinfra:
             if driver.profile.sandboxed or _wait_exec(pid, created_exe, min(EXEC_WAIT_S, scenario.timeout)):
                 obs.facts += [probe.read(f) for f in stages["running"]]
+                if scenario.expect.testinfra:  # commands inside, through the runtime's exec
+                    obs.inside = inside.read(scenario, driver.profile.argv(driver.root), cid, bundle.variables)
             else:
-                obs.facts += [FactReading(f, error="the entrypoint was not seen running "
-                                          "(it exited first, or exec never happened)") for f in stages["running"]]
+                why = "the entrypoint was not seen running (it exited first, or exec never happened)"
+                obs.facts += [FactReading(f, error=why) for f in stages["running"]]
+                obs.inside = inside.not_running(scenario, why)
         _release(stdin_w)
         stdin_w = -1
         obs.exit, obs.timed_out = wait_exit(pid, scenario.timeout)

@@ -64,8 +64,9 @@ class HostFact:
         return f"{self.kind} {self.target}{extra} ({self.when})"
 
 
-#: testinfra modules a scenario may ask inside the container (see conformance/inside.py)
-INSIDE_MODULES = ("file", "mount_point", "interface", "sysctl", "user", "group", "process")
+#: testinfra modules a scenario may ask inside the container (see conformance/inside.py), in the
+#: order a check's module is recognised: ``user`` and ``group`` are also attributes of the earlier ones
+INSIDE_MODULES = ("file", "mount_point", "interface", "sysctl", "process", "user", "group")
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from .bundle import fill
+from .inside import InsideReading
 from .observe import FactReading, Observation
 from .scenario import Scenario, TextExpectation
 
@@ -89,6 +91,59 @@ def _fact_check(reading: FactReading, variables: dict[str, str]) -> Check:
     return _text_check(name, fact.expect, value, variables)
 
 
+def _strings(value: Any) -> list[str]:
+    return [str(v) for v in (value if isinstance(value, list) else [value])]
+
+
+def _same(want: Any, value: Any) -> bool:
+    """Equality as a scenario means it: booleans strictly, numbers by value, the rest as text."""
+    if isinstance(want, bool) or isinstance(value, bool):
+        return want is value
+    if isinstance(want, (int, float)) and isinstance(value, (int, float)):
+        return want == value
+    return str(value).strip() == str(want).strip()
+
+
+def testinfra_failures(expected: Any, value: Any, attribute: str = "") -> list[str]:
+    """The ways one testinfra attribute misses its expectation (a value, or matchers)."""
+    matchers = expected if isinstance(expected, dict) else {"equals": expected}
+    if attribute == "mode":  # octal text either side: '644' is '0644'
+        matchers = {k: (f"{int(str(v), 8):04o}" if k == "equals" and re.fullmatch(r"[0-7]{1,4}", str(v)) else v)
+                    for k, v in matchers.items()}
+    if not isinstance(value, list):
+        misses = []
+        if "equals" in matchers and not _same(matchers["equals"], value):
+            misses.append(f"expected {matchers['equals']!r}")
+        rest = {k: (_strings(v) if k in ("contains", "not_contains") else v)
+                for k, v in matchers.items() if k != "equals"}
+        return misses + (text_failures(TextExpectation.from_yaml(rest), str(value), {}) if rest else [])
+    items, misses = _strings(value), []
+    if "equals" in matchers and sorted(items) != sorted(_strings(matchers["equals"])):
+        misses.append(f"expected {sorted(_strings(matchers['equals']))!r} (in any order)")
+    misses += [f"expected to include {w!r}" for w in _strings(matchers.get("contains", [])) if w not in items]
+    misses += [f"expected not to include {w!r}" for w in _strings(matchers.get("not_contains", [])) if w in items]
+    if "matches" in matchers and not any(re.search(matchers["matches"], i, re.M) for i in items):
+        misses.append(f"expected an item matching /{matchers['matches']}/")
+    if "not_matches" in matchers and any(re.search(matchers["not_matches"], i, re.M) for i in items):
+        misses.append(f"expected no item matching /{matchers['not_matches']}/")
+    if "at_least" in matchers and len(items) < matchers["at_least"]:
+        misses.append(f"expected >= {matchers['at_least']:g} items")
+    if "at_most" in matchers and len(items) > matchers["at_most"]:
+        misses.append(f"expected <= {matchers['at_most']:g} items")
+    return misses
+
+
+def _testinfra_check(scenario: Scenario, reading: InsideReading, variables: dict[str, str]) -> Check:
+    check = scenario.expect.testinfra[reading.index]
+    name = f"testinfra {fill(check.describe(), variables)}: {reading.attribute}"
+    if reading.error is not None:
+        return Check(name, False, f"{name}: could not be read: {reading.error}")
+    expected = fill(dict(check.expect)[reading.attribute], variables)
+    misses = testinfra_failures(expected, reading.value, reading.attribute)
+    observed = f"observed {_short(repr(reading.value))}"
+    return Check(name, not misses, f"{name}: {'; '.join(misses)}; {observed}" if misses else f"{name}: {observed}")
+
+
 def judge(scenario: Scenario, obs: Observation, variables: dict[str, str]) -> Verdict:
     """Turn one observation into a verdict with evidence."""
     if obs.runtime_error:
@@ -108,6 +163,7 @@ def judge(scenario: Scenario, obs: Observation, variables: dict[str, str]) -> Ve
     if exp.stderr is not None:
         checks.append(_text_check("stderr", exp.stderr, obs.stderr, variables))
     checks += [_fact_check(r, variables) for r in obs.facts]
+    checks += [_testinfra_check(scenario, r, variables) for r in obs.inside]
     checks += [Check(f"step {s['step']}", s["ok"], s["detail"]) for s in obs.steps]
     if obs.leaks:
         checks.append(Check("cleanup", False, "cgroups left after delete (removed by the harness): "
