@@ -8,7 +8,9 @@ segment with a random key, which the container's IPC namespace must not show.
 bind into the container: a mount made under it inside must not appear here.
 ``syscall_probe``: a 600-byte static program (source below) that makes one
 system call with integer arguments and exits with its errno, so a scenario
-can try a call busybox has no applet for.
+can try a call busybox has no applet for.  ``bridge_net``: network
+namespaces of the suite's own holding a bridge, a veth pair into the
+namespace the container joins by path, and a peer (``conformance/bridge_net.py``).
 All are the harness's own canaries: nothing else on the host is touched.
 """
 from __future__ import annotations
@@ -21,6 +23,8 @@ import platform
 import secrets
 from pathlib import Path
 from typing import Iterator
+
+from .bridge_net import bridge_net
 
 IPC_CREAT, IPC_RMID = 0o1000, 0
 
@@ -141,7 +145,7 @@ def syscall_probe(workdir: Path) -> Iterator[dict[str, str]]:
 
 
 SETUPS = {"marker": marker, "sysv_shm": sysv_shm, "posix_mqueue": posix_mqueue,
-          "shared_mount": shared_mount, "syscall_probe": syscall_probe}
+          "shared_mount": shared_mount, "syscall_probe": syscall_probe, "bridge_net": bridge_net}
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ import platform
 from pathlib import Path
 from typing import Callable
 
-from . import cgroupfs
+from . import bridge_net, cgroupfs
 
 
 def _read(path: str) -> str | None:
@@ -91,6 +91,7 @@ REQUIREMENTS: dict[str, Callable[[], str | None]] = {
     "loop-device": lambda: None if Path("/sys/dev/block/7:0").exists() else "the host has no block device 7:0 (loop0; modprobe loop)",
     "x86_64": lambda: None if platform.machine() == "x86_64" else f"the host is {platform.machine()}, the syscall probe is x86-64 code",
     "kexec-load-unlimited": _kexec_load_unlimited,
+    "veth-bridge": bridge_net.unsupported,
     **{f"controller:{c}": _controller(c) for c in ("memory", "pids", "cpu", "io")},
 }
 
