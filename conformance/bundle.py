@@ -16,7 +16,7 @@ from typing import Any
 from .base_spec import base_spec
 from .errors import ConformanceError
 from .patch import apply_patch
-from .rootfs import busybox_rootfs, copy_rootfs
+from .rootfs import busybox_rootfs, release_rootfs, take_rootfs
 from .scenario import Scenario
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
@@ -54,6 +54,7 @@ class Bundle:
         return self.path / self.config["root"]["path"]
 
     def remove(self) -> None:
+        release_rootfs(self.rootfs, self.path.parent)  # a copy that came back untouched is reused
         shutil.rmtree(self.path, ignore_errors=True)
 
 
@@ -73,6 +74,6 @@ def build(scenario: Scenario, cid: str, workdir: Path, oci_version: str,
     path.mkdir(parents=True)
     variables = {**variables, "bundle": str(path), "rootfs": str(path / "rootfs"), "id": cid}
     bundle = Bundle(path, make_config(scenario, cid, oci_version, variables), variables)
-    copy_rootfs(busybox_rootfs(), bundle.rootfs)
+    take_rootfs(busybox_rootfs(), bundle.rootfs, workdir)
     (path / "config.json").write_text(json.dumps(bundle.config, indent=1))
     return bundle

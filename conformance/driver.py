@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -69,16 +70,18 @@ class RuntimeDriver:
     @staticmethod
     def _wait(proc: subprocess.Popen, timeout: float) -> bool:
         """Wait for a runtime process; on timeout kill its whole process group. True if it timed out."""
-        try:
-            proc.wait(timeout=timeout)
-            return False
-        except subprocess.TimeoutExpired:
+        if block_until_exit(proc.pid, timeout) is not False:  # exited (or no pidfd: wait polls)
             try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
+                proc.wait(timeout=timeout)
+                return False
+            except subprocess.TimeoutExpired:
                 pass
-            proc.wait()
-            return True
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+        return True
 
     # -- helpers we adopted (runsc's sandbox and gofer) ---------------------
     def _call_reaping(self, *verb: str, timeout: float = RUNTIME_CALL_TIMEOUT_S) -> int:
@@ -94,14 +97,13 @@ class RuntimeDriver:
         proc = subprocess.Popen(self.profile.argv(self.root, *verb), stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout
-        delay = 0.001
         while proc.poll() is None:
             reap_adopted(exclude=proc.pid)
             if time.monotonic() > deadline:
                 self._wait(proc, 0)
                 raise DriverError(f"{self.profile.name} {' '.join(verb)}: no answer in {timeout:.0f}s")
-            time.sleep(delay)
-            delay = min(delay * 2, 0.02)
+            if block_until_exit(proc.pid, 0.005) is None:
+                time.sleep(0.005)
         reap_adopted()
         return proc.returncode
 
@@ -225,6 +227,7 @@ def wait_exit(pid: int, timeout: float) -> tuple[int | None, bool]:
     """
     deadline = time.monotonic() + timeout
     delay = 0.001
+    block_until_exit(pid, timeout)
     while True:
         try:
             done, status = os.waitpid(pid, os.WNOHANG)
@@ -244,6 +247,26 @@ def _poll_gone(pid: int, deadline: float) -> tuple[int | None, bool]:
             return None, True
         time.sleep(0.01)
     return None, False
+
+
+def block_until_exit(pid: int, timeout: float) -> bool | None:
+    """Sleep until ``pid`` has exited (True) or ``timeout`` passed (False), on a pidfd.
+
+    Popen.wait(timeout) and a waitpid loop both poll, with sleeps growing to
+    20-50 ms: on a 100 ms container that was a quarter of the harness's own
+    time.  A pidfd becomes readable the moment the process exits.  None when
+    the kernel or Python has no pidfd_open (callers then poll as before).
+    """
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    except (AttributeError, OSError):
+        return None
+    try:
+        return bool(select.select([fd], [], [], max(timeout, 0))[0])
+    finally:
+        os.close(fd)
 
 
 def _children() -> list[int]:

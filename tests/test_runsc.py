@@ -50,18 +50,6 @@ LIFECYCLE = {
 }
 
 
-def _zombies_of_the_machine() -> set[int]:
-    out = set()
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                if Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z":
-                    out.add(int(pid))
-            except (OSError, IndexError):
-                pass
-    return out
-
-
 @pytest.mark.skipif(shutil.which("runsc") is None, reason="runsc is not installed (ci/setup.sh installs it)")
 def test_runsc_cells_are_verdicts_and_its_sandboxes_leave_nothing(tmp_path, no_leftovers):
     sc = write_scenarios(tmp_path / "sc", LIFECYCLE)
@@ -113,7 +101,6 @@ def test_a_create_that_hangs_leaves_no_daemon_behind(tmp_path, no_leftovers):
           exit: 0
           host: [{namespace_differs: pid, when: created}]
         """})
-    zombies = _zombies_of_the_machine()
     run = run_suite(sc, tmp_path / "out", f"--runtime={runtime}")
     assert run.result("hangs-in-create", "hanging")["verdict"] == "error"
     assert "create did not return within 1s" in run.result("hangs-in-create", "hanging")["evidence"]
@@ -124,4 +111,3 @@ def test_a_create_that_hangs_leaves_no_daemon_behind(tmp_path, no_leftovers):
             except OSError:
                 continue
             assert f"oci-conformance-{RUN_TAG}".encode() not in cmdline, f"the daemon outlived the run: {pid}"
-    assert _zombies_of_the_machine() - zombies == set(), "an adopted process was never reaped"

@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""Benchmark: what the harness adds on top of the runtimes themselves.
+
+For each runtime, prints
+  - the suite's wall time: ``pytest conformance --runtime=R`` on the whole
+    catalog, serial, as a user runs it (start-up and collection included);
+  - the bare time: the sum, over the same scenarios, of one
+    ``R run --bundle B`` each, B being the very bundle the harness builds
+    (same config.json, same rootfs, same global flags and adaptations), timed
+    around the runtime process alone; stdin is /dev/null so ``read _`` ends;
+  - their ratio (goal ≤ 1.2).
+Then the wall time of the full matrix of ref, runc and crun with ``-n 2``
+(goal ≤ 60 s on this 2-core machine), runsc on its own line, and the
+harness's peak memory (the pytest processes only — controller and xdist
+workers, summed — never the runtimes or containers).
+
+Not a test: it asserts nothing.  Everything it makes is removed.
+
+    python3 bench/bench_suite.py                        # ref runc crun, then runsc
+    python3 bench/bench_suite.py --runtimes runc --no-matrix
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from conformance import cgroupfs, host_setup, hostinfo  # noqa: E402
+from conformance.bundle import build  # noqa: E402
+from conformance.runtimes import resolve  # noqa: E402
+from conformance.scenario import load_scenarios  # noqa: E402
+
+TAG = "bench" + secrets.token_hex(3)
+
+
+# -- the harness's peak memory ------------------------------------------------------
+class PeakMemory(threading.Thread):
+    """Samples the summed RSS of the harness's Python processes (not runtimes, not containers)."""
+
+    def __init__(self, root_pid: int, interval: float = 0.02) -> None:
+        super().__init__(daemon=True)
+        self.root_pid, self.interval = root_pid, interval
+        self.peak = 0
+        self.done = threading.Event()
+
+    @staticmethod
+    def _is_harness(proc: psutil.Process) -> bool:
+        try:
+            cmd = " ".join(proc.cmdline())
+            return "python" in os.path.basename(proc.exe()) and "runtime_ref" not in cmd and "runtime-ref" not in cmd
+        except (psutil.Error, OSError):
+            return False
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            try:
+                root = psutil.Process(self.root_pid)
+                procs = [root, *root.children(recursive=True)]
+                total = sum(p.memory_info().rss for p in procs if self._is_harness(p))
+                self.peak = max(self.peak, total)
+            except psutil.Error:
+                pass
+            time.sleep(self.interval)
+
+
+def catalog() -> list:
+    """The scenarios both sides run: all but those whose entrypoint ends only when the harness acts
+    (``steps`` with a kill: a bare ``run`` of them would only measure their timeout)."""
+    return [sc for path in sorted((REPO / "scenarios").glob("*.yaml")) for sc in load_scenarios(path)
+            if not getattr(sc, "steps", None)]
+
+
+def _deselect() -> list[str]:
+    left_out = [sc.id for path in sorted((REPO / "scenarios").glob("*.yaml")) for sc in load_scenarios(path)
+                if getattr(sc, "steps", None)]
+    return ["-k", " and ".join(f"not {sid}" for sid in left_out)] if left_out else []
+
+
+def run_suite(runtimes: str, *extra: str) -> tuple[float, int, str]:
+    """(wall seconds, peak harness RSS in bytes, last line) of one ``pytest conformance`` run."""
+    out = Path(tempfile.mkdtemp(prefix=f"{TAG}-reports-"))
+    cmd = [sys.executable, "-m", "pytest", "conformance", f"--runtime={runtimes}", f"--matrix-dir={out}",
+           "-p", "no:cacheprovider", "-q", *_deselect(), *extra]
+    try:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env={**os.environ, "OCI_CONFORMANCE_TAG": TAG})
+        meter = PeakMemory(proc.pid)
+        meter.start()
+        output, _ = proc.communicate()
+        wall = time.perf_counter() - started
+        meter.done.set()
+        meter.join()
+        summary = next((line for line in reversed(output.splitlines()) if " in " in line and "=" in line),
+                       output.strip().splitlines()[-1] if output.strip() else "")
+        return wall, meter.peak, summary.strip("= ")
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+# -- bare runtime runs of the same bundles ---------------------------------------------
+def timed_run(argv: list[str], out, err, timeout: float) -> float:
+    """Wall time of one runtime process, woken by its exit (a pidfd), not by a polling wait."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True)
+    fd = os.pidfd_open(proc.pid)
+    try:
+        exited = select.select([fd], [], [], timeout)[0]
+    finally:
+        os.close(fd)
+    elapsed = time.perf_counter() - started
+    if not exited:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return elapsed
+
+
+def bare_runs(name: str) -> tuple[float, int]:
+    """(sum of ``RUNTIME run`` wall times, number of bundles) over the catalog's runnable scenarios."""
+    profile = resolve(name)
+    workdir = Path(tempfile.mkdtemp(prefix=f"oci-conformance-{TAG}-"))
+    workdir.chmod(0o711)
+    state = workdir / "state"
+    total, count = 0.0, 0
+    try:
+        for scenario in catalog():
+            if hostinfo.unmet(scenario.requires):
+                continue  # the suite skips it too: nothing runs
+            cid = f"cf-{TAG}-{secrets.token_hex(4)}"
+            with host_setup.prepared(scenario.host_setup, workdir) as variables:
+                variables["host_hostname"] = socket.gethostname()
+                bundle = build(scenario, cid, workdir, profile.spec_version, variables)
+                argv = profile.argv(state, "run", "--bundle", str(bundle.path), cid)
+                with open(bundle.path / "stdout", "wb") as out, open(bundle.path / "stderr", "wb") as err:
+                    total += timed_run(argv, out, err, scenario.timeout)
+                count += 1
+                subprocess.run(profile.argv(state, "delete", "--force", cid), capture_output=True)
+                cgroupfs.remove_leftovers(bundle.config["linux"]["cgroupsPath"])
+                bundle.remove()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return total, count
+
+
+def line(name: str, wall: float, bare: float, count: int, peak: int, summary: str) -> str:
+    return (f"{name:<6} suite {wall:6.1f} s   bare run × {count}: {bare:6.1f} s   ratio {wall / bare:4.2f}"
+            f"   peak harness RSS {peak / 2**20:5.0f} MiB   ({summary})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runtimes", default="ref,runc,crun", help="compared one by one (default: ref,runc,crun)")
+    ap.add_argument("--no-runsc", action="store_true", help="leave out runsc's own line")
+    ap.add_argument("--no-matrix", action="store_true", help="leave out the full -n 2 matrix")
+    args = ap.parse_args()
+    names = [n for n in args.runtimes.split(",") if n]
+    print(f"host: {hostinfo.profile()['os']}, kernel {hostinfo.profile()['kernel']}, "
+          f"{os.cpu_count()} cpus, cgroup {hostinfo.profile()['cgroup']}; {time.strftime('%Y-%m-%d')}")
+    peaks = []
+    for name in names + ([] if args.no_runsc or not shutil.which("runsc") else ["runsc"]):
+        wall, peak, summary = run_suite(name)
+        bare, count = bare_runs(name)
+        peaks.append(peak)
+        print(line(name, wall, bare, count, peak, summary), flush=True)
+    if not args.no_matrix:
+        wall, peak, summary = run_suite(",".join(names), "-n", "2")
+        peaks.append(peak)
+        print(f"matrix {','.join(names)} -n 2: {wall:.1f} s (goal ≤ 60 s)   peak harness RSS "
+              f"{peak / 2**20:.0f} MiB   ({summary})", flush=True)
+    print(f"harness peak memory: {max(peaks) / 2**20:.0f} MiB (pytest controller + workers, RSS summed)")
+
+
+if __name__ == "__main__":
+    main()
