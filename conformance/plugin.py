@@ -95,6 +95,8 @@ def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # fixtures for tests written in Python: container_host, a testinfra Host inside a running container
+    config.pluginmanager.import_plugin("conformance.containers")
     tags = scenario_schema()["properties"]["tags"]["items"]["enum"]
     for tag in tags:
         config.addinivalue_line("markers", f"{tag}: scenarios exercising {tag}")
