@@ -81,6 +81,8 @@ def host_leftovers() -> set[str]:
     found |= {f"workdir {p}" for p in glob.glob(os.path.join(tempfile.gettempdir(), f"oci-conformance-{RUN_TAG}-*"))}
     with open("/proc/self/mountinfo") as f:
         found |= {f"mount {line.split()[4]}" for line in f if f"oci-conformance-{RUN_TAG}" in line}
+    found |= {f"netns {p}" for p in glob.glob(f"/run/netns/cf-{RUN_TAG}-*")}  # host_setup bridge_net
+    found |= {f"link {name}" for name in os.listdir("/sys/class/net")}  # the host's own: none may come or go
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             try:
