@@ -104,7 +104,7 @@ def _same(want: Any, value: Any) -> bool:
     return str(value).strip() == str(want).strip()
 
 
-def testinfra_failures(expected: Any, value: Any, attribute: str = "") -> list[str]:
+def inside_failures(expected: Any, value: Any, attribute: str = "") -> list[str]:
     """The ways one testinfra attribute misses its expectation (a value, or matchers)."""
     matchers = expected if isinstance(expected, dict) else {"equals": expected}
     if attribute == "mode":  # octal text either side: '644' is '0644'
@@ -139,7 +139,7 @@ def _testinfra_check(scenario: Scenario, reading: InsideReading, variables: dict
     if reading.error is not None:
         return Check(name, False, f"{name}: could not be read: {reading.error}")
     expected = fill(dict(check.expect)[reading.attribute], variables)
-    misses = testinfra_failures(expected, reading.value, reading.attribute)
+    misses = inside_failures(expected, reading.value, reading.attribute)
     observed = f"observed {_short(repr(reading.value))}"
     return Check(name, not misses, f"{name}: {'; '.join(misses)}; {observed}" if misses else f"{name}: {observed}")
 
