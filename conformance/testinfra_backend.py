@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import subprocess
 from typing import Any, Callable, Sequence
 
@@ -60,6 +61,17 @@ def _busybox_ps(command: str) -> str:
     return command
 
 
+#: testinfra's Interface.exists runs ``ip link show NAME`` and accepts exit 0 or 1 (iproute2's
+#: "does not exist"); busybox's ip says "can't find device" with exit 2.
+_BUSYBOX_IP_MISSING = re.compile(r"^\S*ip (-f \S+ )?link show ")
+
+
+def _busybox_ip_status(cmd: str, rc: int, err: bytes) -> int:
+    if rc == 2 and b"can't find device" in err and _BUSYBOX_IP_MISSING.match(cmd):
+        return 1
+    return rc
+
+
 class RuntimeExecBackend(base.BaseBackend):
     """Run testinfra's commands inside container ``cid`` through ``RUNTIME exec``."""
 
@@ -79,7 +91,7 @@ class RuntimeExecBackend(base.BaseBackend):
             rc, out, err = done.returncode, done.stdout, done.stderr
         except subprocess.TimeoutExpired as exc:
             rc, out, err = 124, exc.stdout or b"", (exc.stderr or b"") + b"\nexec: no answer in time"
-        return self.result(rc, self.encode(cmd), out, err)
+        return self.result(_busybox_ip_status(cmd, rc, err), self.encode(cmd), out, err)
 
     def get_pytest_id(self) -> str:
         return f"{os.path.basename(self.runtime_argv[0])}-exec://{self.hostname}"
