@@ -38,6 +38,11 @@ from pathlib import Path
 import psutil
 
 REPO = Path(__file__).resolve().parent.parent
+VENV_PYTHON = REPO / ".venv" / "bin" / "python"
+if VENV_PYTHON.exists() and Path(sys.prefix).resolve() != VENV_PYTHON.parent.parent.resolve():
+    # As a user runs it: in the project's environment (ci/setup.sh), not with whatever
+    # pytest plugins the system Python happens to carry (they cost seconds of start-up).
+    os.execv(str(VENV_PYTHON), [str(VENV_PYTHON), *sys.argv])
 sys.path.insert(0, str(REPO))
 
 from conformance import cgroupfs, host_setup, hostinfo  # noqa: E402
@@ -158,8 +163,9 @@ def bare_runs(name: str) -> tuple[float, int]:
 
 
 def line(name: str, wall: float, bare: float, count: int, peak: int, summary: str) -> str:
+    added = (wall - bare) / count * 1000 if count else 0.0
     return (f"{name:<6} suite {wall:6.1f} s   bare run × {count}: {bare:6.1f} s   ratio {wall / bare:4.2f}"
-            f"   peak harness RSS {peak / 2**20:5.0f} MiB   ({summary})")
+            f"   (+{added:.0f} ms per scenario)   peak harness RSS {peak / 2**20:4.0f} MiB   ({summary})")
 
 
 def main() -> None:
@@ -170,7 +176,9 @@ def main() -> None:
     args = ap.parse_args()
     names = [n for n in args.runtimes.split(",") if n]
     print(f"host: {hostinfo.profile()['os']}, kernel {hostinfo.profile()['kernel']}, "
-          f"{os.cpu_count()} cpus, cgroup {hostinfo.profile()['cgroup']}; {time.strftime('%Y-%m-%d')}")
+          f"{os.cpu_count()} cpus, cgroup {hostinfo.profile()['cgroup']}; {time.strftime('%Y-%m-%d %H:%M')}; "
+          f"python {sys.executable}; load average {os.getloadavg()[0]:.2f} (other work on the machine "
+          "inflates every figure)")
     peaks = []
     for name in names + ([] if args.no_runsc or not shutil.which("runsc") else ["runsc"]):
         wall, peak, summary = run_suite(name)
@@ -182,7 +190,8 @@ def main() -> None:
         peaks.append(peak)
         print(f"matrix {','.join(names)} -n 2: {wall:.1f} s (goal ≤ 60 s)   peak harness RSS "
               f"{peak / 2**20:.0f} MiB   ({summary})", flush=True)
-    print(f"harness peak memory: {max(peaks) / 2**20:.0f} MiB (pytest controller + workers, RSS summed)")
+    print(f"harness peak memory: {max(peaks) / 2**20:.0f} MiB (pytest controller + workers, RSS summed); "
+          f"load average now {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

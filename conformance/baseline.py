@@ -206,6 +206,8 @@ class BaselineGate:
         if doc is None:
             return
         self.comparison = compare(self.old, doc)
+        out = Path(self.config.getoption("matrix_dir")) / "baseline-diff.txt"  # for CI job summaries
+        out.write_text(self.comparison.render(str(self.path), "this run") + "\n")
         if not self.comparison.ok:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
             return

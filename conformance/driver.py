@@ -144,15 +144,28 @@ class RuntimeDriver:
         """``RUNTIME run``: foreground, the runtime's exit status is the container's."""
         started = time.monotonic()
         self.live.add(cid)
+        ended = False
         try:
             proc = subprocess.Popen(self.profile.argv(self.root, "run", "--bundle", str(bundle), cid),
                                     stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
                                     start_new_session=True)
             timed_out = self._wait(proc, timeout)
+            ended = not timed_out
             return RunOutcome(None if timed_out else _status(proc.returncode), timed_out,
                               time.monotonic() - started)
         finally:
-            self.delete(cid)
+            if ended and not self.has_state(cid):
+                self.live.discard(cid)  # run deleted it itself: a delete would only cost a process
+            else:
+                self.delete(cid)
+
+    def has_state(self, cid: str) -> bool:
+        """Whether anything under our private root still names the container (runc, crun, ref: a
+        directory ``<id>``; runsc: ``<sandbox>_sandbox:<id>.state``)."""
+        try:
+            return any(cid in entry for entry in os.listdir(self.root))
+        except FileNotFoundError:
+            return False
 
     def create(self, bundle: Path, cid: str, stdin: int, stdout: IO[bytes], stderr: IO[bytes],
                timeout: float) -> int:
