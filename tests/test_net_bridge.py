@@ -1,0 +1,142 @@
+"""host_setup bridge_net: a bridged private subnet in the suite's own network namespaces.
+
+It must give reachability on its subnet, leave the host's interfaces and
+routes exactly as they were, and remove every namespace (and with them every
+link) it made on every way out: success, an error, an interrupt mid-setup,
+Ctrl-C during a run.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conformance import bridge_net
+from tests.conftest import REPO, SUITE_ENV, host_leftovers, run_suite, suite_command, write_scenarios
+
+pytestmark = pytest.mark.skipif(bridge_net.unsupported() is not None, reason=f"{bridge_net.unsupported()}")
+
+
+def _host_network() -> tuple[list[str], str, str]:
+    """The host namespace's links, addresses and routes, to compare before and after."""
+    ip = lambda *a: subprocess.run(["ip", *a], capture_output=True, text=True, check=True).stdout  # noqa: E731
+    return sorted(os.listdir("/sys/class/net")), ip("-o", "addr"), ip("route") + ip("-6", "route")
+
+
+@pytest.fixture
+def tag(monkeypatch, request):
+    """A tag of this test's own, so the namespaces it made can be counted exactly."""
+    value = "t" + os.urandom(3).hex()
+    monkeypatch.setenv("OCI_CONFORMANCE_TAG", value)
+    return value
+
+
+def _namespaces(tag: str) -> list[str]:
+    return sorted(glob.glob(f"/run/netns/cf-{tag}-*"))
+
+
+def test_a_private_subnet_with_a_reachable_peer_and_the_host_untouched(tmp_path, tag):
+    before = _host_network()
+    with bridge_net.bridge_net(tmp_path) as v:
+        assert _namespaces(tag) == sorted([v["net_netns"], v["net_peer_netns"], v["net_netns"][:-4] + "-br"])
+        inside = subprocess.run(["nsenter", f"--net={v['net_netns']}", "sh", "-c",
+                                 "awk 'NR > 2 { sub(\":\", \"\", $1); print $1 }' /proc/net/dev | sort; "
+                                 "ip -o -4 addr show dev eth0; "
+                                 f"busybox ping -c 1 -W 2 -I {v['net_addr']} {v['net_peer_addr']}"],
+                                capture_output=True, text=True)
+        assert inside.returncode == 0, inside.stderr
+        assert inside.stdout.split()[:2] == ["eth0", "lo"]
+        assert f"inet {v['net_addr']}/24" in inside.stdout and "1 packets received" in inside.stdout
+        assert v["net_subnet"] == v["net_addr"].rsplit(".", 1)[0] + ".0/24"
+        assert _host_network() == before  # every link lives in the suite's namespaces
+    assert _namespaces(tag) == []
+    assert _host_network() == before
+
+
+def test_an_error_in_the_body_still_removes_everything(tmp_path, tag):
+    with pytest.raises(RuntimeError):
+        with bridge_net.bridge_net(tmp_path):
+            assert len(_namespaces(tag)) == 3
+            raise RuntimeError("the scenario failed")
+    assert _namespaces(tag) == []
+
+
+@pytest.mark.parametrize("interrupted_call", [1, 2, 4, 9])
+def test_an_interrupt_in_the_middle_of_setup_removes_what_was_made(tmp_path, tag, monkeypatch, interrupted_call):
+    real, calls = bridge_net._ip, []
+
+    def flaky(*args):
+        calls.append(args)
+        if len(calls) == interrupted_call:
+            real(*args)  # the call took effect, then Ctrl-C arrived before it returned
+            raise KeyboardInterrupt
+        real(*args)
+
+    monkeypatch.setattr(bridge_net, "_ip", flaky)
+    before = _host_network()
+    with pytest.raises(KeyboardInterrupt):
+        with bridge_net.bridge_net(tmp_path):
+            pass
+    assert _namespaces(tag) == [] and _host_network() == before
+
+
+def test_the_scenarios_pass_on_each_runtime_and_fail_without_the_namespace(tmp_path, no_leftovers):
+    before = _host_network()
+    run = run_suite(None, tmp_path / "out", "--runtime=ref,runc,crun", "--controls", "-k", "net-bridge")
+    for scenario in ("net-bridge-peer-reachable", "testinfra-net-bridge-interfaces"):
+        for runtime in ("ref", "runc", "crun"):
+            assert run.result(scenario, runtime)["verdict"] == "pass", run.result(scenario, runtime)
+    controls = {c["scenario"]: c for c in run.matrix["controls"]}
+    ping = controls["net-bridge-peer-reachable"]
+    assert ping["verdict"] == "fail" and ping["disabled"] == ["net"]
+    # without its namespace the container sees the host's interfaces and sends no packet
+    seen = ping["evidence"].split("stdout: expected ")[1].split("; observed ")[1]
+    assert seen.startswith("'interfaces: ") and not seen.startswith("'interfaces: eth0 lo\\n")
+    assert "peer: reachable" not in seen
+    assert controls["testinfra-net-bridge-interfaces"]["verdict"] == "fail"
+    assert _host_network() == before
+
+
+def test_ctrl_c_while_a_container_sits_in_the_bridge_leaves_no_namespace(tmp_path, no_leftovers):
+    sc = write_scenarios(tmp_path / "sc", {"b.yaml": """
+id: bridged-long
+title: sits in the bridged namespace
+tags: [net]
+control: [net]
+host_setup: [bridge_net]
+patch:
+  linux: {namespaces: {$remove: [{type: network}], $append: [{type: network, path: "{{net_netns}}"}]}}
+run: sleep 91
+expect: {exit: 0}
+"""})
+    before = _host_network()
+    proc = subprocess.Popen(suite_command(sc, tmp_path / "out", "--runtime=runc"), cwd=REPO, env=SUITE_ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while not _container_in_bridge():
+            assert time.monotonic() < deadline and proc.poll() is None, "the container never joined the bridge"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    assert b"KeyboardInterrupt" in out
+    assert _host_network() == before
+
+
+def _container_in_bridge() -> bool:
+    """True once a `sleep 91` runs in the network namespace that this run's bridge_net made."""
+    joined = [p for p in host_leftovers() if p.startswith("netns ") and p.endswith("-ctr")]
+    inodes = {os.stat(p.split(" ", 1)[1]).st_ino for p in joined}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if (open(f"/proc/{pid}/cmdline", "rb").read() == b"sleep\x0091\x00"
+                    and os.stat(f"/proc/{pid}/ns/net").st_ino in inodes):
+                return True
+        except OSError:
+            continue
+    return False
