@@ -78,6 +78,14 @@ def _kexec_load_unlimited() -> str | None:
     return None
 
 
+def _overlayfs() -> str | None:
+    if any(line.split()[-1:] == ["overlay"] for line in (_read("/proc/filesystems") or "").splitlines()):
+        return None
+    if Path(f"/lib/modules/{platform.release()}/kernel/fs/overlayfs").is_dir():  # loaded by the first mount
+        return None
+    return "the kernel has no overlay file system (CONFIG_OVERLAY_FS; modprobe overlay)"
+
+
 #: requirement name -> check returning None when met, else the reason to skip
 REQUIREMENTS: dict[str, Callable[[], str | None]] = {
     "cgroup-v1": lambda: None if cgroupfs.layout() in ("v1", "hybrid") else "the host has no cgroup v1 hierarchies (pure v2)",
@@ -91,6 +99,7 @@ REQUIREMENTS: dict[str, Callable[[], str | None]] = {
     "loop-device": lambda: None if Path("/sys/dev/block/7:0").exists() else "the host has no block device 7:0 (loop0; modprobe loop)",
     "x86_64": lambda: None if platform.machine() == "x86_64" else f"the host is {platform.machine()}, the syscall probe is x86-64 code",
     "kexec-load-unlimited": _kexec_load_unlimited,
+    "overlayfs": _overlayfs,
     "veth-bridge": bridge_net.unsupported,
     **{f"controller:{c}": _controller(c) for c in ("memory", "pids", "cpu", "io")},
 }

@@ -24,6 +24,7 @@ from . import cgroupfs, inside
 from .bundle import Bundle, fill
 from .driver import RuntimeDriver, wait_exit
 from .errors import DriverError
+from .image import read_layer_file
 from .scenario import HostFact, Scenario
 
 EXEC_WAIT_S = 5.0
@@ -80,6 +81,8 @@ class _HostProbe:
             return Path(fill(fact.target, self.variables)).read_text()
         if fact.kind == "host_hostname_unchanged":
             return socket.gethostname()
+        if fact.kind == "layer_file":
+            return read_layer_file(fact.target, fact.layer or "", self.variables)
         raise ValueError(f"unknown host fact {fact.kind}")
 
 

@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ScenarioError
+from .image import ImageError, ImageSpec
 
 DEFAULT_TIMEOUT_S = 20.0
 
 #: Host facts whose natural moment to be read is after the entrypoint ended.
-_EXITED_BY_DEFAULT = ("cgroup",)
+_EXITED_BY_DEFAULT = ("cgroup", "layer_file")
 
 
 @dataclass(frozen=True)
@@ -44,23 +45,26 @@ class TextExpectation:
 class HostFact:
     """One observation made from the host: what to read, when, and how to judge it."""
 
-    kind: str                 # namespace_differs | proc | cgroup | host_file | host_hostname_unchanged
-    target: str               # the namespace, /proc file, cgroup value or host path
+    kind: str                 # namespace_differs | proc | cgroup | host_file | host_hostname_unchanged | layer_file
+    target: str               # the namespace, /proc file, cgroup value, host path or image path
     when: str                 # created | running | exited
     field: str | None = None  # for proc: the "Field:" line to read
     expect: TextExpectation = TextExpectation()
+    layer: str | None = None  # for layer_file: a layer number (1 = the lowest), upper or image
 
     @classmethod
     def from_yaml(cls, raw: dict[str, Any]) -> "HostFact":
         kind = next(k for k in ("namespace_differs", "proc", "cgroup", "host_file",
-                                "host_hostname_unchanged") if k in raw)
-        matchers = {k: v for k, v in raw.items() if k not in (kind, "when", "field")}
+                                "host_hostname_unchanged", "layer_file") if k in raw)
+        matchers = {k: v for k, v in raw.items() if k not in (kind, "when", "field", "layer")}
         when = raw.get("when") or ("exited" if kind in _EXITED_BY_DEFAULT else "running")
         return cls(kind=kind, target=str(raw[kind]), when=when, field=raw.get("field"),
-                   expect=TextExpectation.from_yaml(matchers) if matchers else TextExpectation())
+                   expect=TextExpectation.from_yaml(matchers) if matchers else TextExpectation(),
+                   layer=str(raw["layer"]) if "layer" in raw else None)
 
     def describe(self) -> str:
         extra = f" field {self.field}" if self.field else ""
+        extra += f" in layer {self.layer}" if self.layer else ""
         return f"{self.kind} {self.target}{extra} ({self.when})"
 
 
@@ -118,6 +122,8 @@ class Scenario:
     timeout: float = DEFAULT_TIMEOUT_S
     clause: str | None = None
     description: str | None = None
+    #: a layered image mounted as overlay for the rootfs (conformance/image.py); None: plain busybox
+    image: ImageSpec | None = None
     #: lifecycle scenarios: the runtime verbs to drive one by one (see conformance/steps.py)
     steps: tuple[Any, ...] = ()
     #: the validated YAML document, so the scenario can travel to a remote host as JSON
@@ -166,7 +172,19 @@ def _from_doc(doc: dict[str, Any], lines: dict[tuple, int], path: Path) -> Scena
         host_setup=tuple(doc.get("host_setup", ())), steps=tuple(doc.get("steps", ())),
         timeout=float(doc.get("timeout", DEFAULT_TIMEOUT_S)),
         clause=doc.get("clause"), description=doc.get("description"), source=doc,
+        image=_image(doc, lines, path),
     )
+
+
+def _image(doc: dict[str, Any], lines: dict[tuple, int], path: Path) -> ImageSpec | None:
+    """The scenario's image, if any; a layer the schema cannot judge (a path twice) names its line."""
+    if "image" not in doc:
+        return None
+    try:
+        return ImageSpec.from_yaml(doc["image"])
+    except ImageError as exc:
+        line = lines.get(("image", "layers", exc.layer), lines.get(("image",)))
+        raise ScenarioError(str(path), line, f"image.layers.{exc.layer}: {exc}") from None
 
 
 def load_scenarios(path: Path) -> list[Scenario]:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .driver import RuntimeDriver, become_subreaper
 from .errors import RuntimeNotFound
+from .image import unmount_tree
 from .runtimes import RuntimeProfile, resolve
 
 STATE_BASE = Path("/run")
@@ -80,5 +81,7 @@ class RunSession:
             leftovers += [f"{name}:{cid}" for cid in driver.cleanup()]
         shutil.rmtree(self._state_root, ignore_errors=True)
         if self._workdir is not None:
+            # an image's overlay still mounted (a bundle not removed) must not be walked into by rmtree
+            leftovers += [f"mount {p}" for p in unmount_tree(self._workdir)]
             shutil.rmtree(self._workdir, ignore_errors=True)
         return leftovers
