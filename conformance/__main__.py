@@ -3,6 +3,7 @@
     python -m conformance diff OLD.json NEW.json     # exit 1 on regressions (pass -> fail/error)
     python -m conformance merge A.json B.json … -o DIR   # one matrix from several runs (e.g. CI jobs)
     python -m conformance render matrix.json -o DIR  # rewrite matrix.md and matrix.html from the JSON
+    python -m conformance catalog [--check]          # write docs/catalog.md from scenarios/ (exit 1: stale)
 
 Exit status: 0 fine, 1 regressions (diff), 2 a file could not be used.
 """
@@ -77,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     ren.add_argument("matrix", metavar="MATRIX.json")
     ren.add_argument("-o", "--output", required=True, metavar="DIR")
     ren.set_defaults(run=_render)
+    from .catalog import add_command  # lazy: the page needs YAML and the schema, the other verbs do not
+    add_command(verbs)
     args = parser.parse_args(argv)
     try:
         return args.run(args)
