@@ -29,7 +29,11 @@ def test_base_spec_is_a_mainstream_engines_default():
 @pytest.mark.parametrize("scenario", _all_scenarios(), ids=lambda s: s.id)
 def test_every_scenario_config_is_valid_per_the_runtime_spec(scenario):
     variables = {"host_marker": "/m", "host_marker_token": "t", "host_shm_key": "1", "host_shm_id": "1",
-                 "host_hostname": "h", "rootfs": "/b/rootfs", "bundle": "/b", "id": "cf-x"}
+                 "host_hostname": "h", "rootfs": "/b/rootfs", "bundle": "/b", "id": "cf-x",
+                 "host_mqueue": "q", "host_shared_mount": "/s", "syscall_probe": "/p",
+                 "net_netns": "/run/netns/cf-x-ctr", "net_peer_netns": "/run/netns/cf-x-peer",
+                 "net_addr": "198.18.0.2", "net_peer_addr": "198.18.0.3", "net_subnet": "198.18.0.0/24",
+                 "net_bridge": "cfbx"}
     config = bundle.make_config(scenario, "cf-x", "1.0.2-dev", variables)
     assert config_errors(config) == []
     assert config["linux"]["cgroupsPath"] == "/cf-x"
