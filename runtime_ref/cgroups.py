@@ -262,6 +262,26 @@ def _v2_enable(base, cgpath, res):
             break
 
 
+def start_grace_period(cg):
+    """Get the kernel's slow part of joining a cgroup going, in a thread.
+
+    Every write to cgroup.procs takes a global lock whose first taker waits
+    for an RCU grace period; takers shortly after do not.  Asking to move a
+    pid that cannot exist into our *own* cgroup takes that lock, waits, fails
+    with ESRCH and changes nothing, so that the real join, moments later,
+    finds the grace period already over.
+    """
+    import _thread
+
+    def attempt(path):
+        try:
+            with open(path, "w") as f:
+                f.write("2147483647")
+        except OSError:
+            pass
+    _thread.start_new_thread(attempt, (os.path.join(cg["leaves"][0], "cgroup.procs"),))
+
+
 def add(leaves, pid):
     for d in leaves:
         _write(os.path.join(d, "cgroup.procs"), str(pid))

@@ -1,7 +1,7 @@
 """The lifecycle verbs, runtime side: create, start, run, kill, delete, exec.
 
 ``create`` is the heart: it validates everything it can *before* a process
-exists (so most errors cost nothing to clean up), makes the state directory
+exists (so most errors cost little to clean up), makes the state directory
 and exec.fifo, builds the cgroups, clones the init into its namespaces,
 writes its uid/gid maps and cgroup membership, and waits until the init says
 it is ready, i.e. blocked on exec.fifo.  Then it records the state and exits;
@@ -12,13 +12,14 @@ import os
 import _signal as signal  # the C module: `signal` imports enum (~3 ms)
 import time
 
-from . import cgroups, linux as L, namespaces, rootfs, security, spec
+from . import cgroups, spec
 from .errors import Error
 from .state import Container, OCI_VERSION, starttime
 
 
 def _prepare(config, disabled, nss):
     """Every check that does not need a process; returns the seccomp program."""
+    from . import rootfs, security
     proc = config["process"]
     security.check(proc)
     rootfs.check_sysctl((config.get("linux") or {}).get("sysctl"), nss)
@@ -40,8 +41,9 @@ def create(root, cid, bundle, disabled, pid_file=None, fifo=True, args=None):
     """
     bundle = os.path.abspath(bundle or ".")
     config, raw = spec.load(bundle)
+    if "hooks" in disabled:
+        config.pop("hooks", None)
     nss = spec.namespaces(config, disabled)
-    prog = _prepare(config, disabled, nss)
     c = Container(root, cid)
     os.makedirs(root, 0o700, exist_ok=True)
     try:
@@ -61,11 +63,16 @@ def create(root, cid, bundle, disabled, pid_file=None, fifo=True, args=None):
         linux = config.get("linux") or {}
         cgpath = linux.get("cgroupsPath") or "/runtime-ref/" + cid
         cg = cgroups.create(cgpath, linux.get("resources") or {}, disabled, linux.get("devices") or [])
+        # Joining a cgroup waits for an RCU grace period (5-12 ms here): start
+        # that wait now, and do our own Python work while the kernel waits.
+        if "time" not in nss:  # (joining a time namespace needs a single-threaded runtime)
+            cgroups.start_grace_period(cg)
         c.data = {"ociVersion": OCI_VERSION, "id": cid, "pid": 0, "bundle": bundle,
                   "rootfs": rootfs_path, "annotations": config.get("annotations") or {},
                   "cgroups": cg, "disabled": sorted(disabled), "host_mounts": not mntns,
                   "namespaces": sorted(nss), "created": time.time()}
         c.save()  # so that a failed create can still be deleted
+        prog = _prepare(config, disabled, nss)
         pid = _spawn(c, config, bundle, disabled, nss, prog, cg, fifo, args)
         c.data["pid"] = pid
         c.data["starttime"] = starttime(pid)
@@ -90,6 +97,7 @@ def create(root, cid, bundle, disabled, pid_file=None, fifo=True, args=None):
 
 def _spawn(c, config, bundle, disabled, nss, prog, cg, fifo, args):
     """Clone the init and walk it through the handshake described in init.py."""
+    from . import linux as L, namespaces
     hooks = config.get("hooks") or {}
     hook_state = {"ociVersion": OCI_VERSION, "id": c.id, "status": "creating", "pid": 0,
                   "bundle": bundle, "annotations": config.get("annotations") or {}}
@@ -214,7 +222,7 @@ def start(root, cid):
     finally:
         os.close(fd)
     os.unlink(c.fifo)
-    config = c.config()
+    config = _config(c)
     if (config.get("hooks") or {}).get("poststart"):
         from . import hooks
         hooks.run(config, "poststart", c.oci_state(), fatal=False)
@@ -249,10 +257,18 @@ def delete(root, cid, force=False):
     if status != "stopped":
         _kill_and_wait(c)
     try:
-        config = c.config()
+        config = _config(c)
     except (OSError, ValueError):
         config = {}
     _destroy(c, config, run_hooks=True)
+
+
+def _config(c):
+    """The container's config as create saw it (without hooks under switch ``hooks``)."""
+    config = c.config()
+    if "hooks" in (c.data.get("disabled") or []):
+        config.pop("hooks", None)
+    return config
 
 
 def _kill_and_wait(c, timeout=5.0):
@@ -267,6 +283,7 @@ def _kill_and_wait(c, timeout=5.0):
 
 def _destroy(c, config, run_hooks):
     """Undo everything create did: processes, mounts, cgroups, state."""
+    from . import rootfs
     cg = c.data.get("cgroups")
     if cg:
         # without a pid namespace, killing the init does not kill the rest
@@ -341,6 +358,7 @@ def run(root, cid, bundle, disabled, pid_file=None, detach=False):
 def exec_(root, cid, args, disabled_extra, opts):
     """Run another process in a running container: join its namespaces,
     its cgroups, and apply the same process settings as the init."""
+    from . import linux as L, namespaces, security
     c = Container.load(root, cid)
     if c.status() != "running":
         raise Error("cannot exec in a container in state %s" % c.status())
@@ -416,14 +434,15 @@ def exec_(root, cid, args, disabled_extra, opts):
 
 
 def _exec_child(c, proc, disabled, prog, fds, rootfd):
+    from . import linux as L, namespaces, security
     # cgroups first: /sys/fs/cgroup is only visible from the host mount namespace
     cgroups.add(c.data["cgroups"]["leaves"], 0)
     for t in namespaces.JOIN_ORDER:
         if t in fds:
             L.setns(fds[t], namespaces.CLONE_FLAG[t])
     if "user" in fds:
-        os.setresgid(0, 0, 0)
-        os.setresuid(0, 0, 0)
+        L.setresgid(0)
+        L.setresuid(0)
     # the container's root (pivot_root'ed or chroot'ed): enter it explicitly
     os.fchdir(rootfd)
     os.chroot(".")
@@ -440,6 +459,8 @@ def _exec_child(c, proc, disabled, prog, fds, rootfd):
     umask = (proc.get("user") or {}).get("umask")
     os.umask(0o022 if umask is None else umask)
     os.chdir(proc.get("cwd") or "/")
+    if "cwd-check" not in disabled:
+        security.check_cwd(proc.get("cwd") or "/")
     if prog and nnp:
         L.seccomp_load(*prog)
     os.execve(path, proc["args"], env)

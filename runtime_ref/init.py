@@ -73,8 +73,8 @@ def _init(ctx):
     if "user" in nss:
         # become the namespace's root (uid 0 inside): mounts and mknods
         # below are then owned by the container's root, not by "nobody"
-        os.setresgid(0, 0, 0)
-        os.setresuid(0, 0, 0)
+        L.setresgid(0)
+        L.setresuid(0)
     if nss.get("cgroup", 1) is None:
         # after joining our cgroup, so that it becomes the root of our view
         _in_cgroups(ctx)
@@ -146,6 +146,8 @@ def _init(ctx):
     umask = (proc.get("user") or {}).get("umask")
     os.umask(0o022 if umask is None else umask)
     os.chdir(cwd)
+    if "cwd-check" not in disabled:
+        security.check_cwd(cwd)
 
     ctx["step"] = "exec.fifo"
     # 8. Ready.  `create` returns now; we block on exec.fifo until `start`

@@ -8,7 +8,7 @@ start-up and every container start pays it.
 import _ctypes
 import os
 
-from _ctypes import CFuncPtr, FUNCFLAG_CDECL, FUNCFLAG_USE_ERRNO, _SimpleCData
+from _ctypes import CFuncPtr, FUNCFLAG_CDECL, FUNCFLAG_PYTHONAPI, FUNCFLAG_USE_ERRNO, _SimpleCData
 
 # --- the three C types we need -------------------------------------------------
 class c_long(_SimpleCData):
@@ -28,6 +28,12 @@ class _Func(CFuncPtr):
     _restype_ = c_long
 
 
+class _FuncHoldingGIL(CFuncPtr):
+    """Called without releasing the GIL (ctypes' PyDLL convention)."""
+    _flags_ = FUNCFLAG_CDECL | FUNCFLAG_USE_ERRNO | FUNCFLAG_PYTHONAPI
+    _restype_ = c_long
+
+
 class _Lib:
     _handle = _ctypes.dlopen(None, os.RTLD_NOW | os.RTLD_GLOBAL)
 
@@ -37,6 +43,12 @@ def _fn(name):
 
 
 _syscall = _fn("syscall")
+_syscall_gil = _FuncHoldingGIL(("syscall", _Lib))
+# what os.fork does around fork(): the import lock, at-fork hooks, and in the
+# child a fresh GIL and thread list (other threads do not exist there)
+_before_fork = _FuncHoldingGIL(("PyOS_BeforeFork", _Lib))
+_after_fork_parent = _FuncHoldingGIL(("PyOS_AfterFork_Parent", _Lib))
+_after_fork_child = _FuncHoldingGIL(("PyOS_AfterFork_Child", _Lib))
 _mount = _fn("mount")
 _umount2 = _fn("umount2")
 _unshare = _fn("unshare")
@@ -80,17 +92,27 @@ SYS_pivot_root = 155
 SYS_capget = 125
 SYS_capset = 126
 SYS_seccomp = 317
+SYS_setgroups = 116
+SYS_setresuid = 117
+SYS_setresgid = 119
 
 
 def clone(flags):
     """fork(2) with namespace flags: the child returns 0, the parent the pid.
 
     Called with a NULL stack the raw clone syscall behaves like fork: the
-    child continues on a copy-on-write copy of our stack.  Python is
-    single-threaded here, so skipping os.fork's bookkeeping is safe.
+    child continues on a copy-on-write copy of our stack.  Around it we do
+    what os.fork does (PyOS_BeforeFork / AfterFork_*), so that the child has
+    a consistent interpreter even though the runtime has another thread.
     """
-    return _check(_syscall(c_long(SYS_clone), c_long(flags | 17),  # 17 = SIGCHLD
-                           c_long(0), c_long(0), c_long(0), c_long(0)), "clone")
+    _before_fork()
+    ret = _syscall_gil(c_long(SYS_clone), c_long(flags | 17),  # 17 = SIGCHLD
+                       c_long(0), c_long(0), c_long(0), c_long(0))
+    if ret == 0:
+        _after_fork_child()
+    else:
+        _after_fork_parent()
+    return _check(ret, "clone")
 
 
 def unshare(flags):
@@ -201,3 +223,23 @@ def loopback_up():
         fcntl.ioctl(fd, 0x8914, bytes(req))  # SIOCSIFFLAGS
     finally:
         os.close(fd)
+
+
+# --- user and group ids ---------------------------------------------------------
+# Raw system calls, not glibc's: glibc applies set*id to every thread it knows
+# of and waits for each to acknowledge.  The init is a raw clone of a runtime
+# that has a helper thread; glibc still lists that thread, which does not
+# exist in the init, and would wait for it forever.
+
+def setresuid(uid):
+    _check(_syscall(c_long(SYS_setresuid), c_long(uid), c_long(uid), c_long(uid)), "setresuid(%d)" % uid)
+
+
+def setresgid(gid):
+    _check(_syscall(c_long(SYS_setresgid), c_long(gid), c_long(gid), c_long(gid)), "setresgid(%d)" % gid)
+
+
+def setgroups(gids):
+    data = b"".join(g.to_bytes(4, "little") for g in gids)
+    buf, addr = buffer(data)
+    _check(_syscall(c_long(SYS_setgroups), c_long(len(gids)), c_long(addr)), "setgroups(%s)" % gids)

@@ -68,12 +68,12 @@ def set_user(user):
     uid, gid = user.get("uid", 0), user.get("gid", 0)
     groups = user.get("additionalGids") or []
     try:
-        os.setgroups(groups)
+        L.setgroups(groups)
     except PermissionError:
         if groups:
             raise
-    os.setresgid(gid, gid, gid)
-    os.setresuid(uid, uid, uid)
+    L.setresgid(gid)
+    L.setresuid(uid)
 
 
 def apply_caps(caps):
@@ -141,3 +141,18 @@ def lookup(arg0, env):
         if os.path.isfile(p) and os.access(p, os.X_OK):
             return p
     raise Error('exec: "%s": executable file not found in $PATH' % arg0)
+
+
+def check_cwd(cwd):
+    """Refuse a cwd outside the container's root (CVE-2024-21626).
+
+    A cwd such as /proc/self/fd/N resolves through a descriptor the runtime
+    still holds, possibly a host directory.  The kernel's getcwd then says
+    the directory is unreachable from our root (glibc: ENOENT).
+    """
+    try:
+        where = os.getcwd()
+    except FileNotFoundError:
+        where = None
+    if not where or not where.startswith("/"):
+        raise Error("process.cwd %r is outside the container's root filesystem" % cwd)

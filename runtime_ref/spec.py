@@ -33,6 +33,8 @@ SWITCHES = {
     "readonly-rootfs": "root.readonly ignored",
     "rlimits": "process.rlimits not applied",
     "devices": "no device cgroup allow-list, and /dev gets every host device node instead of the default six",
+    "hooks": "no hooks are run",
+    "cwd-check": "process.cwd is not checked to lie inside the container (CVE-2024-21626)",
 }
 
 NAMESPACE_SWITCH = {

@@ -127,6 +127,7 @@ def test_time_namespace_offsets(ref):
         cfg["linux"]["namespaces"].append({"type": "time"})
         cfg["linux"]["timeOffsets"] = {"boottime": {"secs": 86400 * 365, "nanosecs": 0}}
     done = ref.run("cut -d. -f1 /proc/uptime", patch=timens)
+    assert done.returncode == 0, done.stderr
     assert int(done.stdout) > 86400 * 365, done.stderr
 
 

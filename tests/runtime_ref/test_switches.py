@@ -158,8 +158,36 @@ def test_without_pivot_root_the_host_root_stays_in_the_mount_namespace(ref, swit
     assert host_tree_reachable(switch)
 
 
+def test_hooks_switch(ref, tmp_path):
+    mark = tmp_path / "hook-ran"
+
+    def hook(cfg):
+        cfg["hooks"] = {"prestart": [{"path": "/bin/sh", "args": ["sh", "-c", f"touch {mark}"]}]}
+    assert ref.run("true", patch=hook, disable="hooks").returncode == 0
+    assert not mark.exists()
+    assert ref.run("true", patch=hook).returncode == 0
+    assert mark.exists()
+
+
+def test_cwd_check_switch(ref):
+    """CVE-2024-21626: a cwd through a descriptor the runtime holds (here fd 7,
+    which create leaves open on the state directory until exec) is refused;
+    with the check off the process starts outside its root."""
+    cfg = json.loads(json.dumps(ref.config))
+    cfg["process"]["cwd"] = "/proc/self/fd/7"
+    with pytest.raises(AssertionError, match="outside the container's root"):
+        ref.create(["sh", "-c", "pwd"], config=cfg)
+    cid = ref.create(["sh", "-c", "pwd; ls"], config=cfg, disable="cwd-check")
+    pid = ref.state(cid)["pid"]
+    ref.cmd("start", cid)
+    from conftest import reap
+    reap(pid)
+    out = ref.output(cid)
+    assert "state.json" in out or "(unreachable)" in out, out
+
+
 def test_every_switch_is_tested():
-    covered = set(RUN_CASES) | set(HOST_CASES) | {"pivot_root"}
+    covered = set(RUN_CASES) | set(HOST_CASES) | {"pivot_root", "hooks", "cwd-check"}
     assert covered == set(SWITCHES)
 
 
