@@ -33,8 +33,9 @@ from .errors import ConformanceError
 from .rootfs import cache_root, find_static_busybox
 
 LAYOUTS = ("cgroup-v2", "cgroup-v1")
-#: what the initramfs needs to mount the 9p root and bring up the NIC (dependencies follow modules.dep)
-INITRAMFS_MODULES = ("virtio_pci", "9pnet_virtio", "9p", "virtio_net")
+#: what the initramfs needs to mount the 9p root and bring up the NIC (dependencies follow modules.dep),
+#: and overlayfs for scenarios on a layered image (their requirement overlayfs)
+INITRAMFS_MODULES = ("virtio_pci", "9pnet_virtio", "9p", "virtio_net", "overlay")
 V1_CONTROLLERS = ("cpu,cpuacct", "memory", "pids", "blkio", "devices", "freezer", "cpuset", "net_cls,net_prio",
                   "perf_event", "hugetlb", "rdma", "misc")
 BOOT_TIMEOUT_KVM_S, BOOT_TIMEOUT_TCG_S = 60.0, 240.0
