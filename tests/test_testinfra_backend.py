@@ -210,3 +210,23 @@ expect: {stdout: "1"}
     assert _agent(["-S"], sc / "plain.yaml", "runc", tmp_path)["observation"]["stdout"].strip() == "1"
     full = _agent([], sc / "ti.yaml", "runc", tmp_path)  # a host with testinfra reads the checks there
     assert full["observation"]["inside"] == [{"index": 0, "attribute": "pid", "value": 1, "error": None}]
+
+
+def test_system_info_in_one_exec_also_reads_an_os_release():
+    import testinfra.host
+
+    from conformance import testinfra_backend
+
+    class Recorded(testinfra_backend.RuntimeExecBackend):
+        commands: list[str] = []
+
+        def run(self, command, *args, **kwargs):
+            self.commands.append(command)
+            out = b"Linux x86_64\nID=debian\nVERSION_ID=\"12\"\nVERSION_CODENAME=bookworm\n"
+            return self.result(0, command.encode(), out, b"")
+
+    host = testinfra.host.Host(Recorded("cf-x", ["runc", "--root", "/r"]))
+    testinfra_backend._known_linux(host)
+    assert (host.system_info.type, host.system_info.arch, host.system_info.distribution,
+            host.system_info.release, host.system_info.codename) == ("linux", "x86_64", "debian", "12", "bookworm")
+    assert len(Recorded.commands) == 1
