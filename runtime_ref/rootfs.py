@@ -274,6 +274,10 @@ def prepare(config, bundle, disabled, ctx):
                 parent = os.path.dirname(parent)
             L.mount(None, parent, None, L.MS_PRIVATE)
         L.mount(rootfs, rootfs, None, L.MS_BIND | L.MS_REC)
+        if "overlay" in disabled:
+            rootfs = _private_layer(rootfs)
+    elif "overlay" in disabled:
+        raise Error("switch overlay needs a mount namespace (switch mnt is off too)")
     dev_mounted = False
     for m in config.get("mounts") or []:
         mount_one(m, rootfs, bundle, ctx)
@@ -285,6 +289,23 @@ def prepare(config, bundle, disabled, ctx):
     if not ctx.get("dev_is_bind"):
         setup_dev(rootfs, config, ctx, all_host_devices="devices" in disabled)
     return rootfs
+
+
+def _private_layer(rootfs):
+    """Switch ``overlay``: the container's writes must not reach the bundle's rootfs
+    (nor, when that is an image overlay, its upper dir).  We lay a throwaway
+    overlay over it whose upper dir is a tmpfs, in our mount namespace only.
+    The old rootfs stays reachable as a lowerdir through a descriptor."""
+    old = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        L.mount("tmpfs", rootfs, "tmpfs", 0, "mode=755")
+        for d in ("upper", "work", "merged"):
+            os.mkdir(os.path.join(rootfs, d))
+        L.mount("overlay", os.path.join(rootfs, "merged"), "overlay", 0,
+                "lowerdir=/proc/self/fd/%d,upperdir=%s/upper,workdir=%s/work" % (old, rootfs, rootfs))
+    finally:
+        os.close(old)
+    return os.path.join(rootfs, "merged")
 
 
 def enter(rootfs, use_pivot):

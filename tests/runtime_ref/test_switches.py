@@ -186,8 +186,17 @@ def test_cwd_check_switch(ref):
     assert "state.json" in out or "(unreachable)" in out, out
 
 
+def test_overlay_switch(ref):
+    """Writes reach the bundle's rootfs (an image overlay's upper dir, in an engine);
+    with the switch they go to a private layer and vanish."""
+    assert ref.run("echo one > /etc/written", disable="overlay").returncode == 0
+    assert not (ref.bundle / "rootfs" / "etc" / "written").exists()
+    assert ref.run("echo two > /etc/written").returncode == 0
+    assert (ref.bundle / "rootfs" / "etc" / "written").read_text() == "two\n"
+
+
 def test_every_switch_is_tested():
-    covered = set(RUN_CASES) | set(HOST_CASES) | {"pivot_root", "hooks", "cwd-check"}
+    covered = set(RUN_CASES) | set(HOST_CASES) | {"pivot_root", "hooks", "cwd-check", "overlay"}
     assert covered == set(SWITCHES)
 
 
