@@ -20,7 +20,7 @@ from .patch import apply_patch
 from .rootfs import busybox_rootfs, release_rootfs, take_rootfs
 from .scenario import Scenario
 
-_PLACEHOLDER = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
+_PLACEHOLDER = re.compile(r"\{\{\s*([a-z_][a-z0-9_]*)\s*\}\}")  # {{layer_1}} too
 
 
 class TemplateError(ConformanceError, KeyError):

@@ -33,7 +33,8 @@ def test_every_scenario_config_is_valid_per_the_runtime_spec(scenario):
                  "host_mqueue": "q", "host_shared_mount": "/s", "syscall_probe": "/p",
                  "net_netns": "/run/netns/cf-x-ctr", "net_peer_netns": "/run/netns/cf-x-peer",
                  "net_addr": "198.18.0.2", "net_peer_addr": "198.18.0.3", "net_subnet": "198.18.0.0/24",
-                 "net_bridge": "cfbx"}
+                 "net_bridge": "cfbx", "upperdir": "/b/upper", "layer_1": "/l1", "lowerdirs": "/l1:/base",
+                 "image_base": "/base"}
     config = bundle.make_config(scenario, "cf-x", "1.0.2-dev", variables)
     assert config_errors(config) == []
     assert config["linux"]["cgroupsPath"] == "/cf-x"

@@ -178,9 +178,10 @@ def _scenario(tmp_path, body=IMAGE_SCENARIO):
 
 
 def test_a_bundle_on_an_image_has_the_overlay_as_its_rootfs_and_removes_it(tmp_path):
-    sc = _scenario(tmp_path)
+    sc = _scenario(tmp_path, IMAGE_SCENARIO.replace("run: cat /etc/a", "run: [cat, '{{layer_1}}/etc/a', '{{upperdir}}']"))
     b = bundle.build(sc, "cf-img", tmp_path, "1.0.2-dev", {})
     try:
+        assert b.config["process"]["args"] == ["cat", b.variables["layer_1"] + "/etc/a", str(b.path / "upper")]
         assert _mounted(b.path) == [str(b.path / "rootfs")]
         assert (b.rootfs / "etc" / "a").read_text() == "upper\n"
         assert json.loads((b.path / "config.json").read_text())["root"]["path"] == "rootfs"
