@@ -140,7 +140,8 @@ def dispatch(g, verb, argv):
         cid = _need_id(pos, verb)
         from . import container
         if verb == "create":
-            container.create(root, cid, _one(opts, "--bundle", "."), disabled, _one(opts, "--pid-file"))
+            container.create(root, cid, _one(opts, "--bundle", "."), disabled, _one(opts, "--pid-file"),
+                             fifo="exec-fifo" not in disabled)
             return 0
         return container.run(root, cid, _one(opts, "--bundle", "."), disabled,
                              _one(opts, "--pid-file"), detach="--detach" in opts)
@@ -156,7 +157,8 @@ def dispatch(g, verb, argv):
     if verb == "kill":
         cid = _need_id(pos, verb, extra=1)
         from . import container
-        container.kill(root, cid, _parse_signal(pos[1] if len(pos) > 1 else "TERM"), "--all" in opts)
+        container.kill(root, cid, _parse_signal(pos[1] if len(pos) > 1 else "TERM"), "--all" in opts,
+                       disabled)
         return 0
     if verb == "delete":
         from . import container

@@ -229,10 +229,12 @@ def start(root, cid):
     return c
 
 
-def kill(root, cid, sig, all_processes=False):
+def kill(root, cid, sig, all_processes=False, disabled=()):
     c = Container.load(root, cid)
     if not c.alive():
         raise Error('container "%s" is not running' % cid)
+    if "kill" in disabled or "kill" in (c.data.get("disabled") or []):
+        return  # switch "kill": a runtime that loses signals
     pids = [c.pid]
     if all_processes:
         pids = cgroups.pids(c.data["cgroups"]["leaves"]) or pids
@@ -329,8 +331,9 @@ _FORWARD = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIG
 def run(root, cid, bundle, disabled, pid_file=None, detach=False):
     """create + start in one go, then wait, clean up, and return the exit code."""
     if detach:
-        create(root, cid, bundle, disabled, pid_file)
-        start(root, cid)
+        create(root, cid, bundle, disabled, pid_file, fifo="exec-fifo" not in disabled)
+        if "exec-fifo" not in disabled:
+            start(root, cid)
         return 0
     c = create(root, cid, bundle, disabled, pid_file, fifo=False)
     pid = c.pid

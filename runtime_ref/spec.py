@@ -34,6 +34,8 @@ SWITCHES = {
     "rlimits": "process.rlimits not applied",
     "devices": "no device cgroup allow-list, and /dev gets every host device node instead of the default six",
     "hooks": "no hooks are run",
+    "kill": "the kill verb delivers no signal (and says nothing of it)",
+    "exec-fifo": "create does not hold the init until start: the process runs at once",
     "overlay": "the container writes to a private tmpfs laid over its rootfs: nothing reaches the "
                "bundle's rootfs (or the upper dir of an image overlay mounted there)",
     "cwd-check": "process.cwd is not checked to lie inside the container (CVE-2024-21626)",

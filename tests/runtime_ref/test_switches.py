@@ -195,8 +195,31 @@ def test_overlay_switch(ref):
     assert (ref.bundle / "rootfs" / "etc" / "written").read_text() == "two\n"
 
 
+def test_kill_switch(ref):
+    from conftest import reap
+    cid = ref.create(["sleep", "91"])
+    pid = ref.state(cid)["pid"]
+    ref.cmd("start", cid)
+    assert ref.cmd("kill", cid, "KILL", disable="kill").returncode == 0
+    assert ref.state(cid)["status"] == "running"
+    assert ref.cmd("kill", cid, "KILL").returncode == 0
+    assert reap(pid) == 137
+
+
+def test_exec_fifo_switch(ref):
+    import time
+    cid = ref.create(["sh", "-c", "echo early"], disable="exec-fifo")
+    deadline = time.monotonic() + 10
+    while ref.output(cid) == "" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ref.output(cid) == "early\n"  # ran without start
+    cid = ref.create(["sh", "-c", "echo late"])
+    assert ref.output(cid) == "" and ref.state(cid)["status"] == "created"
+
+
 def test_every_switch_is_tested():
-    covered = set(RUN_CASES) | set(HOST_CASES) | {"pivot_root", "hooks", "cwd-check", "overlay"}
+    covered = set(RUN_CASES) | set(HOST_CASES) | {"pivot_root", "hooks", "cwd-check", "overlay",
+                                                  "kill", "exec-fifo"}
     assert covered == set(SWITCHES)
 
 
