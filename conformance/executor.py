@@ -14,7 +14,7 @@ from typing import Any
 
 from . import host_setup, hostinfo, inside
 from .bundle import build
-from .errors import ConformanceError, RuntimeNotFound
+from .errors import ConformanceError
 from .observe import FactReading, Observation, observe
 from .scenario import Scenario
 from .session import RunSession
@@ -59,7 +59,7 @@ def execute(scenario: Scenario, runtime: str, disabled: tuple[str, ...], session
         return Execution(skip=reason)
     try:
         driver = session.driver(runtime, disabled)
-    except RuntimeNotFound as exc:
+    except ConformanceError as exc:  # a missing runtime, or a control switch it does not have
         return Execution(error=str(exc))
     cid = session.new_container_id()
     try:

@@ -8,14 +8,16 @@ removes all of it, after a failure, a timeout or Ctrl-C as after success.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import secrets
+import subprocess
 import shutil
 import tempfile
 from pathlib import Path
 
 from .driver import RuntimeDriver, become_subreaper
-from .errors import RuntimeNotFound
+from .errors import ConformanceError, RuntimeNotFound
 from .image import unmount_tree
 from .runtimes import RuntimeProfile, resolve
 
@@ -67,12 +69,30 @@ class RunSession:
                 self.subreaper = become_subreaper()
             profile = self.profile(name)
             if disabled:
+                self._check_switches(profile, disabled)
                 profile = dataclasses.replace(profile, global_flags=[*profile.global_flags,
                                                                      "--disable", ",".join(disabled)])
             root = self._state_root / (profile.name + "".join(f"-no-{d}" for d in disabled))
             root.mkdir(parents=True, exist_ok=True)
             self._drivers[key] = RuntimeDriver(profile, root)
         return self._drivers[key]
+
+    def _check_switches(self, profile: RuntimeProfile, disabled: tuple[str, ...]) -> None:
+        """A control needs switches the runtime has: an unknown one must be an error, not a 'fail'.
+
+        (A runtime that rejects an unknown switch exits non-zero, which would
+        otherwise look exactly like the scenario failing as it should.)
+        """
+        if not hasattr(self, "_switches"):
+            done = subprocess.run([*profile.command, "features"], capture_output=True, text=True, timeout=30)
+            try:
+                self._switches = set(json.loads(done.stdout).get("switches", []))
+            except ValueError:
+                self._switches = set()
+        unknown = [d for d in disabled if d not in self._switches]
+        if unknown:
+            raise ConformanceError(f"{profile.name} has no switch {', '.join(unknown)} for this negative control "
+                                   f"(its switches: {', '.join(sorted(self._switches)) or 'none'})")
 
     def close(self) -> list[str]:
         """Remove every container, state root and bundle this process made. Returns leftovers found."""
