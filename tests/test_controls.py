@@ -45,3 +45,18 @@ expect: {exit: 0}
     assert "negative control not proven" in run.output
     assert "with pid switched off in ref the scenario still passes" in run.output
     assert run.matrix["controls"][0]["verdict"] == "pass"
+
+
+def test_a_switch_the_reference_runtime_lacks_is_an_error_not_a_proof():
+    import pytest
+
+    from conformance.errors import ConformanceError
+    from conformance.runtimes import RuntimeProfile
+    from conformance.session import RunSession
+
+    session = RunSession()
+    fake = RuntimeProfile(name="ref", path="/bin/sh",
+                          command=["sh", "-c", 'echo \'{"switches": ["pid"]}\'', "features"])
+    session._check_switches(fake, ("pid",))
+    with pytest.raises(ConformanceError, match="ref has no switch teleport for this negative control"):
+        session._check_switches(fake, ("teleport",))
