@@ -292,20 +292,41 @@ def prepare(config, bundle, disabled, ctx):
 
 
 def _private_layer(rootfs):
-    """Switch ``overlay``: the container's writes must not reach the bundle's rootfs
-    (nor, when that is an image overlay, its upper dir).  We lay a throwaway
-    overlay over it whose upper dir is a tmpfs, in our mount namespace only.
-    The old rootfs stays reachable as a lowerdir through a descriptor."""
+    """Switch ``overlay``: the image is not layered as built, and writes go nowhere.
+
+    If the rootfs is an overlay (an image mounted by the engine's snapshotter),
+    we mount its lower layers again in *reverse* order, so lower layers shadow
+    upper ones and whiteouts and opaque directories no longer hide what is
+    below them; any other rootfs becomes the single lower layer.  Either way
+    the upper dir is a private tmpfs: no write reaches the bundle.
+    """
+    lowers = _overlay_lowers(rootfs)
     old = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
+        if not lowers:
+            lowers = ["/proc/self/fd/%d" % old]
         L.mount("tmpfs", rootfs, "tmpfs", 0, "mode=755")
         for d in ("upper", "work", "merged"):
             os.mkdir(os.path.join(rootfs, d))
         L.mount("overlay", os.path.join(rootfs, "merged"), "overlay", 0,
-                "lowerdir=/proc/self/fd/%d,upperdir=%s/upper,workdir=%s/work" % (old, rootfs, rootfs))
+                "lowerdir=%s,upperdir=%s/upper,workdir=%s/work"
+                % (":".join(reversed(lowers)), rootfs, rootfs))
     finally:
         os.close(old)
     return os.path.join(rootfs, "merged")
+
+
+def _overlay_lowers(path):
+    """The lowerdirs (topmost first) of the overlay mounted at ``path``, or []."""
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            pre, _, post = line.partition(" - ")
+            if pre.split()[4] == path and post.split()[0] == "overlay":
+                for opt in post.split()[2].split(","):
+                    if opt.startswith("lowerdir="):
+                        found = opt[len("lowerdir="):].split(":")
+    return found
 
 
 def enter(rootfs, use_pivot):

@@ -36,8 +36,8 @@ SWITCHES = {
     "hooks": "no hooks are run",
     "kill": "the kill verb delivers no signal (and says nothing of it)",
     "exec-fifo": "create does not hold the init until start: the process runs at once",
-    "overlay": "the container writes to a private tmpfs laid over its rootfs: nothing reaches the "
-               "bundle's rootfs (or the upper dir of an image overlay mounted there)",
+    "overlay": "an image overlay's layers are stacked in reverse order, and writes go to a private "
+               "tmpfs: nothing reaches the bundle's rootfs or its upper dir",
     "cwd-check": "process.cwd is not checked to lie inside the container (CVE-2024-21626)",
 }
 
