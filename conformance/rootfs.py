@@ -10,9 +10,11 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Dict, Tuple
 
 from .errors import ConformanceError
 
@@ -95,31 +97,37 @@ def copy_rootfs(source: Path, dest: Path) -> None:
     shutil.copytree(source, dest, symlinks=True)
 
 
-# -- reuse: a copy that comes back untouched serves the next container ---------------
+# -- reuse: a copy that comes back unchanged serves the next container ---------------
 # A copy is ~420 directory entries; on a journaling file system each costs a
 # metadata write, so one copy per container (15 ms on an idle disk, 200 ms on a
 # busy one) was most of the harness's own time.  Each copy's manifest — every
-# entry's inode, mode, size, mtime and ctime — is taken when it is made; when
-# its bundle is removed and the manifest is unchanged, the copy is moved (one
-# rename) to a spare directory beside the bundles and handed to the next
-# bundle.  ctime cannot be set from user space, so any write, chmod, chown,
-# rename or new entry (a runtime's mount point included) shows, and such a
-# copy is deleted instead.  Spares live in the work dir, so they go with it.
+# entry's inode, mode, owner, size, mtime and ctime — is taken when it is made.
+# When its bundle is removed, the copy is kept as a spare for the next bundle
+# (one rename) if every entry it was made with is still there, unchanged;
+# entries added since (a runtime's mount points, files a scenario wrote) are
+# removed first.  ctime cannot be set from user space, so any write, chmod,
+# chown, link or rename of an original entry shows, and such a copy is
+# deleted instead.  A directory may differ only in mtime/ctime/size, which
+# adding and removing entries sets.  Nothing is removed across a mount point.
 SPARE_DIR = ".rootfs-spare"
+Stat = Tuple[int, int, int, int, int, int, int, int]   # dev, ino, mode, uid, gid, size, mtime, ctime
 #: (st_dev, st_ino) of a copy's top directory -> (its source, its manifest when made)
-_made: dict[tuple[int, int], tuple[Path, tuple]] = {}
+_made: dict[tuple[int, int], tuple[Path, Dict[str, Stat]]] = {}
 
 
-def _manifest(root: Path) -> tuple:
-    entries = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in sorted(dirnames + filenames):
+def _stat(path: str) -> Stat:
+    st = os.lstat(path)
+    return (st.st_dev, st.st_ino, st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _manifest(root: Path) -> Dict[str, Stat]:
+    top = str(root)
+    entries = {"": _stat(top)}
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in dirnames + filenames:
             path = os.path.join(dirpath, name)
-            st = os.lstat(path)
-            entries.append((path[len(str(root)):], st.st_ino, st.st_mode, st.st_uid, st.st_gid, st.st_size,
-                            st.st_mtime_ns, st.st_ctime_ns))
-    st = os.lstat(root)  # not its ctime: moving the copy between bundles (a rename) sets that
-    return (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, tuple(entries))
+            entries[path[len(top):]] = _stat(path)
+    return entries
 
 
 def _identity(path: Path) -> tuple[int, int]:
@@ -129,6 +137,31 @@ def _identity(path: Path) -> tuple[int, int]:
 
 def _spares(source: Path, workdir: Path) -> Path:
     return workdir / SPARE_DIR / source.name
+
+
+def _restore(root: Path, made: Dict[str, Stat]) -> bool:
+    """Bring a used copy back to ``made`` by removing added entries; False if that cannot be done."""
+    now = _manifest(root)
+    for rel, was in made.items():
+        cur = now.get(rel)
+        if cur is None:
+            return False
+        if stat.S_ISDIR(was[2]) and cur[:5] == was[:5]:
+            continue  # a directory's mtime, ctime and size follow its entries, checked one by one
+        if cur != was:
+            return False
+    added = sorted(rel for rel in now if rel not in made)
+    if any(now[rel][0] != made[""][0] for rel in added):
+        return False  # something is mounted there: never delete through a mount point
+    for rel in added:
+        if os.path.dirname(rel) in added and os.path.dirname(rel) != rel:
+            continue  # goes with its added parent
+        path = str(root) + rel
+        if stat.S_ISDIR(now[rel][2]):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+    return True
 
 
 def take_rootfs(source: Path, dest: Path, workdir: Path) -> None:
@@ -145,10 +178,11 @@ def take_rootfs(source: Path, dest: Path, workdir: Path) -> None:
 
 
 def release_rootfs(rootfs: Path, workdir: Path) -> bool:
-    """Keep ``rootfs`` as a spare if it is exactly as made (True); else leave it to its bundle's removal."""
+    """Keep ``rootfs`` as a spare if it can be brought back to how it was made (True); else leave it to
+    its bundle's removal (False)."""
     try:
         source, made = _made.pop(_identity(rootfs), (None, None))
-        if source is None or _manifest(rootfs) != made:
+        if source is None or not _restore(rootfs, made):
             return False
         spares = _spares(source, workdir)
         spares.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,8 @@
-"""A container's rootfs copy is reused only when it came back exactly as made."""
+"""A container's rootfs copy is reused only when it can be brought back exactly as made."""
 from __future__ import annotations
 
 import os
+import subprocess
 
 from conformance.rootfs import busybox_rootfs, release_rootfs, take_rootfs
 
@@ -28,7 +29,6 @@ def test_any_change_makes_a_fresh_copy(tmp_path):
         "write": lambda r: (r / "etc" / "hostname").write_text("changed\n"),
         "same-size write": lambda r: (r / "etc" / "hostname").write_text("CONFORMANCE\n"),
         "chmod": lambda r: os.chmod(r / "etc" / "passwd", 0o600),
-        "new mount point": lambda r: (r / "scratch").mkdir(),
         "removed link": lambda r: (r / "bin" / "ls").unlink(),
         "mtime put back (ctime shows it)": lambda r: os.utime(r / "bin" / "busybox", ns=(0, os.lstat(r / "bin" / "busybox").st_mtime_ns)),
     }
@@ -41,3 +41,31 @@ def test_any_change_makes_a_fresh_copy(tmp_path):
         assert os.lstat(again).st_ino != inode, what
         assert (again / "etc" / "hostname").read_text() == "conformance\n" and (again / "bin" / "ls").is_symlink()
         release_rootfs(again, tmp_path)
+
+
+def test_added_entries_are_removed_and_the_copy_reused(tmp_path):
+    rootfs = _take(tmp_path, "a")
+    inode = os.lstat(rootfs).st_ino
+    (rootfs / "scratch").mkdir()                       # a runtime's mount point
+    (rootfs / "mnt" / "x" / "bin").mkdir(parents=True)  # a scenario's files, nested
+    (rootfs / "mnt" / "x" / "bin" / "sh").write_text("#!/bin/sh\n")
+    (rootfs / "probe").symlink_to("/bin/busybox")
+    assert release_rootfs(rootfs, tmp_path) is True
+    again = _take(tmp_path, "b")
+    assert os.lstat(again).st_ino == inode
+    assert not (again / "scratch").exists() and not (again / "mnt" / "x").exists()
+    assert not os.path.lexists(again / "probe") and (again / "mnt").is_dir()
+    assert release_rootfs(again, tmp_path) is True
+
+
+def test_nothing_is_removed_through_a_mount_point(tmp_path):
+    rootfs = _take(tmp_path, "a")
+    target = rootfs / "hostdir"
+    target.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(target)], check=True)
+    try:
+        (target / "precious").write_text("must survive\n")
+        assert release_rootfs(rootfs, tmp_path) is False
+        assert (target / "precious").read_text() == "must survive\n"
+    finally:
+        subprocess.run(["umount", "-l", str(target)], check=True)
