@@ -80,6 +80,15 @@ def _device_rule(r):
                             r.get("access") or "rwm")
 
 
+def device_rules(res, spec_devices):
+    """[(allow, "c 1:3 rwm"), ...]: the spec's rules, runc's defaults, the spec's devices."""
+    rules = [(bool(r.get("allow")), _device_rule(r)) for r in res.get("devices") or []]
+    rules += [(True, r) for r in DEFAULT_DEVICE_RULES]
+    rules += [(True, "%s %d:%d rwm" % ("b" if d["type"] == "b" else "c", d["major"], d["minor"]))
+              for d in spec_devices]
+    return rules
+
+
 def _v1_limits(ctrl, d, res, spec_devices):
     """Write one v1 controller's limits into directory d."""
     w = lambda name, v: _write(os.path.join(d, name), str(v))
@@ -128,16 +137,10 @@ def _v1_limits(ctrl, d, res, spec_devices):
             for t in b.get(key) or []:
                 w("blkio.throttle." + name, "%d:%d %d" % (t["major"], t["minor"], t["rate"]))
     elif ctrl == "devices":
-        rules = res.get("devices")
-        if rules is None:
+        if res.get("devices") is None:
             return
-        for r in rules:
-            w("devices.allow" if r.get("allow") else "devices.deny", _device_rule(r))
-        for rule in DEFAULT_DEVICE_RULES:
-            w("devices.allow", rule)
-        for dev in spec_devices:
-            w("devices.allow", "%s %d:%d rwm" % ("b" if dev["type"] == "b" else "c",
-                                                 dev["major"], dev["minor"]))
+        for allow, rule in device_rules(res, spec_devices):
+            w("devices.allow" if allow else "devices.deny", rule)
 
 
 def _v2_limits(d, res, disabled):
@@ -204,6 +207,9 @@ def create(cgpath, res, disabled, spec_devices=()):
             _v2_enable(base, cgpath, res)
             leaves.append(_mkdirs(base, cgpath, created))
             ctrls.append("")
+            if res.get("devices") is not None and "devices" not in disabled:
+                from . import devicefilter
+                devicefilter.attach(leaves[-1], device_rules(res, spec_devices))
         else:
             if res.get("unified"):
                 raise Error("linux.resources.unified needs cgroup v2; this host is v1")
@@ -227,10 +233,7 @@ def set_limits(cg, res, disabled, spec_devices=()):
     it only has to be done before the container's process starts.
     """
     if cg["version"] == "v2":
-        # Device rules on v2 need an eBPF program (BPF_CGROUP_DEVICE), which
-        # runtime-ref does not build: there the only device policy is the
-        # short list of nodes in /dev (see rootfs.py).
-        _v2_limits(cg["leaves"][0], res, disabled)
+        _v2_limits(cg["leaves"][0], res, disabled)  # device rules: see create()
         return
     for ctrl, d in zip(cg["controllers"], cg["leaves"]):
         if CONTROLLER_SWITCH.get(ctrl) in disabled or ctrl not in CONTROLLER_SWITCH or ctrl == "devices":

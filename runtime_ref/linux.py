@@ -243,3 +243,13 @@ def setgroups(gids):
     data = b"".join(g.to_bytes(4, "little") for g in gids)
     buf, addr = buffer(data)
     _check(_syscall(c_long(SYS_setgroups), c_long(len(gids)), c_long(addr)), "setgroups(%s)" % gids)
+
+
+def bpf(cmd, attr_addr, size, log=None):
+    """bpf(2); on failure the verifier's log (if any) is part of the message."""
+    ret = _syscall(c_long(321), c_long(cmd), c_long(attr_addr), c_long(size))
+    if ret == -1:
+        err = _ctypes.get_errno()
+        detail = log() if log else ""
+        raise OSError(err, "bpf(%d): %s%s" % (cmd, os.strerror(err), (": " + detail) if detail else ""))
+    return ret
