@@ -171,7 +171,9 @@ class RuntimeDriver:
                timeout: float) -> int:
         """``RUNTIME create``; returns the init's host pid. The container stays until delete."""
         self.live.add(cid)
-        proc = subprocess.Popen(self.profile.argv(self.root, "create", "--bundle", str(bundle), cid),
+        pid_file = bundle / "init.pid"  # saves a `state` process; runc's CLI has it, so do its kin
+        proc = subprocess.Popen(self.profile.argv(self.root, "create", "--bundle", str(bundle),
+                                                  "--pid-file", str(pid_file), cid),
                                 stdin=stdin, stdout=stdout, stderr=stderr, start_new_session=True)
         if self._wait(proc, timeout):
             self.kill_strays()
@@ -180,7 +182,10 @@ class RuntimeDriver:
             stderr.flush()
             raise DriverError(f"{self.profile.name} create failed (exit {proc.returncode}): "
                               f"{_tail(stderr)}")
-        return int(self.state(cid)["pid"])
+        try:
+            return int(pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return int(self.state(cid)["pid"])
 
     def start(self, cid: str) -> None:
         self._call("start", cid)
