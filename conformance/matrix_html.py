@@ -72,10 +72,11 @@ def render_html(doc: dict[str, Any]) -> str:
     out.append("<h2>Runtimes</h2><table><tr><th>runtime</th><th>version</th><th>path</th>"
                "<th>config ociVersion</th><th>adaptations</th></tr>")
     for name, rt in doc["runtimes"].items():
-        notes = runtime_notes(rt)
+        adaptations = rt.get("adaptations") or []
+        notes = "<br>".join(escape(a) for a in adaptations) if adaptations else escape(runtime_notes(rt))
         out.append(f"<tr><td>{escape(name)}</td><td>{escape(str(rt.get('version')))}</td>"
                    f"<td><code>{escape(str(rt.get('path')))}</code></td><td>{escape(str(rt.get('spec_version', '')))}</td>"
-                   f"<td>{escape(notes)}</td></tr>")
+                   f"<td>{notes}</td></tr>")
     out.append("</table>")
     tag_options = "".join(f"<option>{escape(t)}</option>" for t in all_tags)
     out.append("<div class='filters'><label>tag <select id='tag' onchange='applyFilters()'><option value=''>all</option>"
