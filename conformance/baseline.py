@@ -209,7 +209,8 @@ class BaselineGate:
         out = Path(self.config.getoption("matrix_dir")) / "baseline-diff.txt"  # for CI job summaries
         out.write_text(self.comparison.render(str(self.path), "this run") + "\n")
         if not self.comparison.ok:
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+            if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED  # (an interruption keeps its own status)
             return
         explained = self.comparison.accepted()
         unexplained = [k for k in self.failed_cells if k not in explained]
@@ -231,3 +232,6 @@ class BaselineGate:
             else:
                 terminalreporter.write_line(f"the {len(self.failed_cells)} failing cell(s) failed in the baseline "
                                             "too: accepted")
+        if self.other_failures:
+            terminalreporter.write_line(f"{self.other_failures} failure(s) outside the matrix (negative controls, "
+                                        "invalid scenario files) fail the session whatever the baseline says")
