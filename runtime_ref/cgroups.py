@@ -265,6 +265,14 @@ def _v2_enable(base, cgpath, res):
             break
 
 
+def find(cgpath):
+    """The leaf directories at ``cgpath`` that exist (for cleaning up after a killed create)."""
+    version, mounts = detect()
+    leaves = [os.path.join(m, cgpath.strip("/")) for m in mounts.values()]
+    leaves = [d for d in leaves if os.path.isdir(d)]
+    return {"version": version, "leaves": leaves, "created": leaves}
+
+
 def start_grace_period(cg):
     """Get the kernel's slow part of joining a cgroup going, in a thread.
 

@@ -62,16 +62,18 @@ def create(root, cid, bundle, disabled, pid_file=None, fifo=True, args=None):
             os.chmod(c.fifo, 0o622)  # writable by the container's root even when it is not ours
         linux = config.get("linux") or {}
         cgpath = linux.get("cgroupsPath") or "/runtime-ref/" + cid
-        cg = cgroups.create(cgpath, linux.get("resources") or {}, disabled, linux.get("devices") or [])
+        c.data = {"ociVersion": OCI_VERSION, "id": cid, "pid": 0, "bundle": bundle,
+                  "rootfs": rootfs_path, "annotations": config.get("annotations") or {},
+                  "cgroups_path": cgpath, "disabled": sorted(disabled), "host_mounts": not mntns,
+                  "namespaces": sorted(nss), "created": time.time()}
+        c.save()  # before anything is made on the host: a killed create can still be deleted
+        cg = c.data["cgroups"] = cgroups.create(cgpath, linux.get("resources") or {}, disabled,
+                                                linux.get("devices") or [])
         # Joining a cgroup waits for an RCU grace period (5-12 ms here): start
         # that wait now, and do our own Python work while the kernel waits.
         if "time" not in nss:  # (joining a time namespace needs a single-threaded runtime)
             cgroups.start_grace_period(cg)
-        c.data = {"ociVersion": OCI_VERSION, "id": cid, "pid": 0, "bundle": bundle,
-                  "rootfs": rootfs_path, "annotations": config.get("annotations") or {},
-                  "cgroups": cg, "disabled": sorted(disabled), "host_mounts": not mntns,
-                  "namespaces": sorted(nss), "created": time.time()}
-        c.save()  # so that a failed create can still be deleted
+        c.save()
         prog = _prepare(config, disabled, nss)
         pid = _spawn(c, config, bundle, disabled, nss, prog, cg, fifo, args)
         c.data["pid"] = pid
@@ -250,6 +252,7 @@ def delete(root, cid, force=False):
         c = Container.load(root, cid)
     except Error:
         if force:
+            _remove_remnant(root, cid)
             return
         raise
     status = c.status()
@@ -263,6 +266,15 @@ def delete(root, cid, force=False):
     except (OSError, ValueError):
         config = {}
     _destroy(c, config, run_hooks=True)
+
+
+def _remove_remnant(root, cid):
+    """delete --force of a directory a killed ``create`` left without state.json."""
+    d = Container(root, cid).dir
+    if os.path.isdir(d):
+        for name in os.listdir(d):
+            os.unlink(os.path.join(d, name))
+        os.rmdir(d)
 
 
 def _config(c):
@@ -287,6 +299,8 @@ def _destroy(c, config, run_hooks):
     """Undo everything create did: processes, mounts, cgroups, state."""
     from . import rootfs
     cg = c.data.get("cgroups")
+    if not cg and c.data.get("cgroups_path"):
+        cg = cgroups.find(c.data["cgroups_path"])  # create was stopped while making them
     if cg:
         # without a pid namespace, killing the init does not kill the rest
         for _ in range(100):
