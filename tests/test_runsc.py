@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import RUN_TAG, run_suite, write_scenarios
+from tests.conftest import REPO, RUN_TAG, SUITE_ENV, run_suite, suite_command, write_scenarios
 
 LIFECYCLE = {
     "uts.yaml": """
@@ -111,3 +114,43 @@ def test_a_create_that_hangs_leaves_no_daemon_behind(tmp_path, no_leftovers):
             except OSError:
                 continue
             assert f"oci-conformance-{RUN_TAG}".encode() not in cmdline, f"the daemon outlived the run: {pid}"
+
+
+def _processes_naming(text: str) -> dict[int, str]:
+    """{pid: command line} of the processes whose command line contains ``text``."""
+    found = {}
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if text in cmdline:
+                found[int(pid)] = cmdline
+    return found
+
+
+@pytest.mark.skipif(shutil.which("runsc") is None, reason="runsc is not installed (ci/setup.sh installs it)")
+def test_ctrl_c_with_a_runsc_sandbox_up_leaves_nothing(tmp_path, no_leftovers):
+    sc = write_scenarios(tmp_path / "sc", {"t.yaml": """
+        id: long
+        title: runs long in a sandbox
+        tags: [pid]
+        control: [pid]
+        run: sleep 91
+        expect:
+          exit: 0
+          host: [{namespace_differs: pid, when: created}]
+        """})
+    proc = subprocess.Popen(suite_command(sc, tmp_path / "out", "--runtime=runsc"), cwd=REPO, env=SUITE_ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    marker = f"oci-conformance-{RUN_TAG}"
+    deadline = time.monotonic() + 30
+    while not any("runsc-sandbox" in cmdline for cmdline in _processes_naming(marker).values()):
+        assert time.monotonic() < deadline and proc.poll() is None, "the sandbox never started"
+        time.sleep(0.05)
+    time.sleep(0.5)  # inside start/wait now
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert b"KeyboardInterrupt" in out
+    assert _processes_naming(marker) == {}, "a sandbox or gofer outlived Ctrl-C"
