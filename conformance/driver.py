@@ -84,31 +84,40 @@ class RuntimeDriver:
         return True
 
     # -- helpers we adopted (runsc's sandbox and gofer) ---------------------
-    def _call_reaping(self, *verb: str, timeout: float = RUNTIME_CALL_TIMEOUT_S) -> int:
-        """Run a verb while reaping the zombies of helpers we adopted as subreaper.
+    def _call_reaping(self, *verb: str, timeout: float = RUNTIME_CALL_TIMEOUT_S, check: bool = False,
+                      ) -> subprocess.CompletedProcess[str]:
+        """Run a verb (``delete``) while reaping the zombies of helpers we adopted as subreaper.
 
         ``runsc create`` leaves two processes that are re-parented to us: the
         sandbox (the state pid, reaped by ``wait_exit``) and the gofer.
         ``runsc delete`` kills the gofer and polls until it is gone — which a
         zombie never is until its parent reaps it; after a second it gives up
-        and leaves the container's cgroups behind.  So zombies are reaped while
-        the verb runs; the verb's own process is left to Popen.
+        ("context deadline exceeded") and leaves the container's cgroups behind.
+        So zombies are reaped while the verb runs; the verb's own process is
+        left to Popen.  Only for ``delete``: by then the init's status was taken.
         """
-        proc = subprocess.Popen(self.profile.argv(self.root, *verb), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        argv = self.profile.argv(self.root, *verb)
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, start_new_session=True)
         deadline = time.monotonic() + timeout
-        while proc.poll() is None:
+        while True:
             reap_adopted(exclude=proc.pid)
-            if time.monotonic() > deadline:
-                self._wait(proc, 0)
-                raise DriverError(f"{self.profile.name} {' '.join(verb)}: no answer in {timeout:.0f}s")
-            if block_until_exit(proc.pid, 0.005) is None:
-                time.sleep(0.005)
+            try:
+                out, err = proc.communicate(timeout=0.005)
+                break
+            except subprocess.TimeoutExpired:
+                if time.monotonic() > deadline:
+                    self._wait(proc, 0)
+                    proc.communicate()
+                    raise DriverError(f"{self.profile.name} {' '.join(verb)}: no answer in {timeout:.0f}s") from None
         reap_adopted()
-        return proc.returncode
+        if check and proc.returncode != 0:
+            raise DriverError(f"{self.profile.name} {' '.join(verb)} failed (exit {proc.returncode}): "
+                              f"{(err or out).strip()[-500:]}")
+        return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
-    def kill_strays(self) -> list[int]:
-        """SIGKILL processes that still name our private state root, then reap them.
+    def kill_strays(self, cid: str | None = None) -> list[int]:
+        """SIGKILL processes that still name our private state root (and ``cid``, if given), then reap them.
 
         A runtime whose ``create`` was cut short (a timeout) may leave its own
         daemons — runsc's sandbox and gofer run in sessions of their own, out
@@ -125,7 +134,7 @@ class RuntimeDriver:
                 args = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace").split("\0")
             except OSError:
                 continue
-            if marks.intersection(args):
+            if marks.intersection(args) and (cid is None or any(cid in arg for arg in args)):
                 try:
                     os.kill(int(entry), signal.SIGKILL)
                     killed.append(int(entry))
@@ -203,9 +212,10 @@ class RuntimeDriver:
     def delete(self, cid: str) -> None:
         """Force-delete; quiet when already gone. Leftovers are caught by ``cleanup``."""
         try:
-            self._call_reaping("delete", "--force", cid)
+            if self._call_reaping("delete", "--force", cid).returncode != 0:
+                self.kill_strays(cid)  # e.g. runsc lost the state of a sandbox that still runs
         except DriverError:
-            pass
+            self.kill_strays(cid)
         self.live.discard(cid)
 
     def list_ids(self) -> list[str]:
