@@ -140,3 +140,27 @@ def test_cgroup_scenarios_pass_on_runc_and_crun_in_a_v2_guest(tmp_path):
     assert guest["cgroup"] == "v2" and guest["kernel"].startswith("6.1")
     assert run.matrix["host_runtimes"]["qemu://cgroup-v2"]["crun"]["adaptations"] == []
     assert _guests_left() == []
+
+
+def test_ssh_and_ansible_reach_a_booted_guest_and_a_v1_guest_works(tmp_path, quick_scenarios):
+    """The example inventory, pointed at a guest's sshd; and qemu://cgroup-v1 from the suite itself."""
+    guest = Guest("cgroup-v1").boot()
+    try:
+        example = (REPO / "examples" / "inventory.ini").read_text()
+        inventory = tmp_path / "inventory.ini"
+        inventory.write_text(example.replace("ansible_port=2222", f"ansible_port={guest.port}")
+                             .replace("/path/printed/by/boot/id_ed25519", str(guest.key)))
+        ssh_config = tmp_path / "ssh_config"
+        ssh_config.write_text(sshd_mod.SSH_OPTIONS)
+        ssh_spec = f"ssh://root@127.0.0.1:{guest.port}"
+        run = run_suite(quick_scenarios, tmp_path / "out", "--runtime=runc",
+                        f"--hosts={ssh_spec},ansible://lab,qemu://cgroup-v1", f"--ansible-inventory={inventory}",
+                        f"--ssh-identity-file={guest.key}", f"--ssh-config={ssh_config}", timeout=900)
+    finally:
+        guest.stop()
+    assert run.returncode == 0, run.output[-3000:]
+    assert set(run.matrix["hosts"]) == {ssh_spec, "ansible://guest", "qemu://cgroup-v1"}
+    for spec, profile in run.matrix["hosts"].items():
+        assert profile["cgroup"] == "v1" and profile["kernel"].startswith("6.1"), (spec, profile)
+    assert {r["verdict"] for r in run.matrix["results"]} == {"pass"}
+    assert _guests_left() == [] and _agents_left() == []
