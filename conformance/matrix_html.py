@@ -78,6 +78,7 @@ def render_html(doc: dict[str, Any]) -> str:
                    f"<td><code>{escape(str(rt.get('path')))}</code></td><td>{escape(str(rt.get('spec_version', '')))}</td>"
                    f"<td>{notes}</td></tr>")
     out.append("</table>")
+    out += _other_hosts(doc)
     tag_options = "".join(f"<option>{escape(t)}</option>" for t in all_tags)
     out.append("<div class='filters'><label>tag <select id='tag' onchange='applyFilters()'><option value=''>all</option>"
                f"{tag_options}</select></label><label>verdict <select id='verdict' onchange='applyFilters()'>"
@@ -99,6 +100,25 @@ def render_html(doc: dict[str, Any]) -> str:
     out += _controls(doc)
     out.append("</body></html>")
     return "\n".join(out)
+
+
+def _other_hosts(doc: dict[str, Any]) -> list[str]:
+    """One row per --hosts entry besides local: its kernel, cgroup layout and runtimes as seen there."""
+    others = {spec: prof for spec, prof in (doc.get("hosts") or {}).items() if spec != "local"}
+    if not others:
+        return []
+    out = ["<h2>Other hosts</h2><table><tr><th>host</th><th>kernel</th><th>cgroup</th><th>runtimes there</th>"
+           "<th>notes</th></tr>"]
+    for spec, prof in others.items():
+        rts = (doc.get("host_runtimes") or {}).get(spec) or {}
+        runtimes = "<br>".join(escape(f"{n} {rt.get('version')}" + (": " + "; ".join(rt["adaptations"])
+                                                                    if rt.get("adaptations") else ""))
+                               for n, rt in rts.items())
+        notes = "; ".join(f"{k} {prof[k]}" for k in ("guest_boot_s", "guest_accel") if k in prof)
+        out.append(f"<tr><td><code>{escape(spec)}</code></td><td>{escape(str(prof.get('kernel', prof.get('error', ''))))}"
+                   f"</td><td>{escape(str(prof.get('cgroup', '')))}</td><td>{runtimes}</td><td>{escape(notes)}</td></tr>")
+    out.append("</table>")
+    return out
 
 
 def _controls(doc: dict[str, Any]) -> list[str]:
