@@ -107,3 +107,14 @@ def test_html_groups_areas_and_keeps_differs_highlight():
     assert "<th>namespaces</th><th>1/1 pass</th><th>0/1 pass</th>" in html
     assert html.index(">namespaces<") < html.index(">cgroups<") < html.index(">security<")
     assert "class='row differs'" in html and html.count("class='row differs'") == 1
+
+
+def test_other_hosts_are_profiled_in_html_and_markdown():
+    results = [_result("pid-a", "runc", "pass")]
+    results[0]["host"] = "qemu://cgroup-v2"
+    doc = matrix.build_document(results, HOST, RUNTIMES,
+                                hosts={"local": HOST, "qemu://cgroup-v2": {"kernel": "6.1.0-56-amd64", "cgroup": "v2"}},
+                                host_runtimes={"qemu://cgroup-v2": {"crun": {"version": "1.8.1", "adaptations": []}}})
+    html, md = render_html(doc), matrix.render_markdown(doc)
+    for text in (html, md):
+        assert "qemu://cgroup-v2" in text and "6.1.0-56-amd64" in text and "crun 1.8.1" in text
