@@ -188,8 +188,11 @@ def _v2_limits(d, res, disabled):
         w(name, value)
 
 
-def create(cgpath, res, disabled, spec_devices=()):
+def create(cgpath, res, disabled, spec_devices=(), warm_up=False):
     """Make the container's cgroup directories and its device rules.
+
+    ``warm_up``: start ``start_grace_period`` as soon as the first directory
+    exists (the sooner the kernel starts waiting, the sooner it is done).
 
     Other limits come later (``set_limits``), but device rules must be in place
     before the init can join: they are written as "deny all, then allow each",
@@ -207,6 +210,8 @@ def create(cgpath, res, disabled, spec_devices=()):
             _v2_enable(base, cgpath, res)
             leaves.append(_mkdirs(base, cgpath, created))
             ctrls.append("")
+            if warm_up:
+                start_grace_period(leaves[0])
             if res.get("devices") is not None and "devices" not in disabled:
                 from . import devicefilter
                 devicefilter.attach(leaves[-1], device_rules(res, spec_devices))
@@ -216,6 +221,8 @@ def create(cgpath, res, disabled, spec_devices=()):
             for ctrl, mnt in mounts.items():
                 leaves.append(_mkdirs(mnt, cgpath, created))
                 ctrls.append(ctrl)
+                if warm_up and len(leaves) == 1:
+                    start_grace_period(leaves[0])
                 if ctrl == "cpuset":
                     _cpuset_init(mnt, cgpath)
                 if ctrl == "devices" and "devices" not in disabled:
@@ -273,7 +280,7 @@ def find(cgpath):
     return {"version": version, "leaves": leaves, "created": leaves}
 
 
-def start_grace_period(cg):
+def start_grace_period(cgroup_dir):
     """Get the kernel's slow part of joining a cgroup going, in a thread.
 
     Every write to cgroup.procs takes a global lock whose first taker waits
@@ -290,7 +297,7 @@ def start_grace_period(cg):
                 f.write("2147483647")
         except OSError:
             pass
-    _thread.start_new_thread(attempt, (os.path.join(cg["leaves"][0], "cgroup.procs"),))
+    _thread.start_new_thread(attempt, (os.path.join(cgroup_dir, "cgroup.procs"),))
 
 
 def add(leaves, pid):

@@ -67,12 +67,11 @@ def create(root, cid, bundle, disabled, pid_file=None, fifo=True, args=None):
                   "cgroups_path": cgpath, "disabled": sorted(disabled), "host_mounts": not mntns,
                   "namespaces": sorted(nss), "created": time.time()}
         c.save()  # before anything is made on the host: a killed create can still be deleted
+        # Joining a cgroup waits for an RCU grace period (5-12 ms here): create
+        # starts that wait early (warm_up), and we do our Python work meanwhile.
+        # (Not with a time namespace: joining one needs a single-threaded runtime.)
         cg = c.data["cgroups"] = cgroups.create(cgpath, linux.get("resources") or {}, disabled,
-                                                linux.get("devices") or [])
-        # Joining a cgroup waits for an RCU grace period (5-12 ms here): start
-        # that wait now, and do our own Python work while the kernel waits.
-        if "time" not in nss:  # (joining a time namespace needs a single-threaded runtime)
-            cgroups.start_grace_period(cg)
+                                                linux.get("devices") or [], warm_up="time" not in nss)
         c.save()
         prog = _prepare(config, disabled, nss)
         pid = _spawn(c, config, bundle, disabled, nss, prog, cg, fifo, args)
