@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConformanceError
-from .rootfs import busybox_rootfs, cache_root
+from .rootfs import busybox_rootfs, cache_root, cached_build
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -234,22 +234,7 @@ def layer_dir(tar: bytes) -> Path:
     """The unpacked layer for a tarball, from the cache (keyed by its sha256) or unpacked now."""
     digest = hashlib.sha256(tar).hexdigest()
     target = cache_root() / "layers" / f"v{UNPACK_VERSION}" / f"sha256-{digest}"
-    if target.is_dir():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=target.parent))
-    try:
-        staging.chmod(0o755)  # a layer's root becomes a directory a user-namespaced root must enter
-        unpack(tar, staging)
-        try:
-            staging.rename(target)  # atomic: parallel workers race here, one wins
-        except OSError:
-            if not target.is_dir():
-                raise
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return target
+    return cached_build(target, lambda staging: unpack(tar, staging))
 
 
 # -- mounting ---------------------------------------------------------------------

@@ -14,7 +14,7 @@ import stat
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Callable, Dict, Tuple
 
 from .errors import ConformanceError
 
@@ -70,19 +70,21 @@ def _build(busybox: Path, dest: Path) -> None:
     (dest / "etc" / "hostname").write_text("conformance\n")
 
 
-def busybox_rootfs() -> Path:
-    """Path of the cached pristine rootfs, building it on first use (atomically)."""
-    busybox = find_static_busybox()
-    digest = hashlib.sha256(busybox.read_bytes()).hexdigest()[:16]
-    target = cache_root() / "rootfs" / f"busybox-{digest}-v{LAYOUT_VERSION}"
+def cached_build(target: Path, build: Callable[[Path], None]) -> Path:
+    """``target`` in the cache, made by ``build(staging_dir)`` on first use.
+
+    The build happens in a sibling staging dir that is renamed into place, so
+    parallel workers racing here see either nothing or a complete tree.
+    """
     if target.is_dir():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
     try:
-        _build(busybox, staging)
+        staging.chmod(0o755)  # mkdtemp's 0700 would shut out a user-namespaced root
+        build(staging)
         try:
-            staging.rename(target)  # atomic: parallel workers race here, one wins
+            staging.rename(target)  # atomic: one racer wins, the others find it built
         except OSError:
             if not target.is_dir():
                 raise
@@ -90,6 +92,14 @@ def busybox_rootfs() -> Path:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def busybox_rootfs() -> Path:
+    """Path of the cached pristine rootfs, building it on first use (atomically)."""
+    busybox = find_static_busybox()
+    digest = hashlib.sha256(busybox.read_bytes()).hexdigest()[:16]
+    target = cache_root() / "rootfs" / f"busybox-{digest}-v{LAYOUT_VERSION}"
+    return cached_build(target, lambda staging: _build(busybox, staging))
 
 
 def copy_rootfs(source: Path, dest: Path) -> None:
