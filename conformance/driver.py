@@ -240,11 +240,14 @@ def _status(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
-def _tail(stream: IO[bytes]) -> str:
+def _tail(stream: IO[bytes], limit: int = 600) -> str:
+    """A runtime's error output, shortened from the middle: the first lines often say
+    why (gVisor's "cannot create threads"), the last ones where it gave up."""
     try:
-        return Path(stream.name).read_text(errors="replace").strip()[-500:]
+        text = Path(stream.name).read_text(errors="replace").strip()
     except (OSError, AttributeError, TypeError):
         return ""
+    return text if len(text) <= limit else f"{text[:limit // 3]} … {text[-(2 * limit) // 3:]}"
 
 
 def wait_exit(pid: int, timeout: float) -> tuple[int | None, bool]:
