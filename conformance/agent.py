@@ -20,7 +20,7 @@ from typing import Any
 from . import hostinfo
 from .errors import RuntimeNotFound
 from .executor import execute
-from .runtimes import resolve
+from .runtimes import REF_ENV, resolve
 from .scenario import Scenario
 from .session import RunSession
 
@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     request = json.loads(base64.b64decode(args[1]))
     if request.get("tag"):
         os.environ["OCI_CONFORMANCE_TAG"] = request["tag"]
+    if request.get("ref") and os.access(request["ref"], os.X_OK) and not os.environ.get(REF_ENV):
+        os.environ[REF_ENV] = request["ref"]  # the same files as where pytest runs (a guest's shared root)
     print(json.dumps(OPS[args[0]](request)))
     return 0
 

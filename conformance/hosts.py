@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from . import hostinfo
 from .errors import ConformanceError
 from .executor import Execution, execute
-from .runtimes import resolve
+from .runtimes import ref_launcher, resolve
 from .errors import RuntimeNotFound
 from .scenario import Scenario
 from .session import RunSession
@@ -116,7 +116,8 @@ class RemoteTarget:
 
     def _call(self, op: str, request: dict[str, Any]) -> dict[str, Any]:
         agent = self._place_agent()
-        payload = base64.b64encode(json.dumps({**request, "tag": self.tag}).encode()).decode()
+        # The harness's reference runtime, by path: a guest sharing this machine's root finds it there.
+        payload = base64.b64encode(json.dumps({**request, "tag": self.tag, "ref": ref_launcher()}).encode()).decode()
         done = self._run(f"{shlex.quote(self.python)} {agent} {op} {payload}")
         lines = done.stdout.strip().splitlines()
         if done.rc != 0 or not lines:

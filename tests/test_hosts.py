@@ -164,3 +164,11 @@ def test_ssh_and_ansible_reach_a_booted_guest_and_a_v1_guest_works(tmp_path, qui
         assert profile["cgroup"] == "v1" and profile["kernel"].startswith("6.1"), (spec, profile)
     assert {r["verdict"] for r in run.matrix["results"]} == {"pass"}
     assert _guests_left() == [] and _agents_left() == []
+
+
+def test_the_reference_runtime_runs_in_a_guest_through_its_launcher(tmp_path, quick_scenarios):
+    """A guest sees this machine's files: the harness hands the agent the launcher's path."""
+    run = run_suite(quick_scenarios, tmp_path / "out", "--runtime=ref", "--hosts=qemu://cgroup-v2", timeout=900)
+    assert run.returncode == 0, run.output[-3000:]
+    assert {r["verdict"] for r in run.matrix["results"]} == {"pass"}
+    assert run.matrix["host_runtimes"]["qemu://cgroup-v2"]["ref"]["path"].endswith("runtime_ref/bin/runtime-ref")
