@@ -46,6 +46,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--controls", action="store_true",
                     help="also run every scenario's negative control: the reference runtime with the scenario's "
                          "switches off, which must make it fail (select only these with -m control)")
+    group.addoption("--qemu-kernel", default=None, metavar="PATH|PACKAGE",
+                    help="kernel for qemu:// hosts: a bzImage path or a Debian kernel package name "
+                         "(default: the newest linux-image-*-amd64-unsigned; env OCI_CONFORMANCE_QEMU_KERNEL)")
     group.addoption("--scenarios", default=None, metavar="DIR",
                     help="scenario directory (default: scenarios/ beside the conformance package)")
     group.addoption("--baseline", default=None, metavar="OLD.json",
@@ -101,6 +104,8 @@ def pytest_configure(config: pytest.Config) -> None:
     for tag in tags:
         config.addinivalue_line("markers", f"{tag}: scenarios exercising {tag}")
     config.addinivalue_line("markers", "control: negative controls (ref with the scenario's switches off)")
+    if config.getoption("qemu_kernel"):
+        os.environ["OCI_CONFORMANCE_QEMU_KERNEL"] = config.getoption("qemu_kernel")  # read where guests boot
     config.stash[runtimes_key] = _runtime_names(config)
     config.stash[hosts_key] = _host_specs(config)
     tag = os.environ.get("OCI_CONFORMANCE_TAG") or secrets.token_hex(4)

@@ -96,9 +96,9 @@ def test_a_guest_that_cannot_boot_is_a_clear_error_and_leaves_nothing(tmp_path, 
         Guest("cgroup-v2", "/nonexistent/vmlinuz").boot()
     with pytest.raises(GuestError, match="unknown layout"):
         Guest("cgroup-v3")
-    env = {**SUITE_ENV, "OCI_CONFORMANCE_QEMU_KERNEL": "/nonexistent/vmlinuz"}
+    env = SUITE_ENV
     done = subprocess.run(suite_command(quick_scenarios, tmp_path / "out", "--runtime=runc",
-                                        "--hosts=qemu://cgroup-v2"), cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+                                        "--hosts=qemu://cgroup-v2", "--qemu-kernel=/nonexistent/vmlinuz"), cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert "qemu://cgroup-v2" in done.stdout and "--qemu-kernel /nonexistent/vmlinuz: no such file" in done.stdout
     assert _guests_left() == []
 
