@@ -464,7 +464,7 @@ def _exec_child(c, proc, disabled, prog, fds, rootfd):
     os.chroot(".")
     if "rlimits" not in disabled:
         security.set_rlimits(proc.get("rlimits"))
-    env = security.environment(proc)
+    env = security.environment(proc, disabled)
     path = security.lookup(proc["args"][0], env)
     nnp = proc.get("noNewPrivileges") and "nnp" not in disabled
     if nnp:
@@ -472,11 +472,12 @@ def _exec_child(c, proc, disabled, prog, fds, rootfd):
     if prog and not nnp:
         L.seccomp_load(*prog)
     security.finalize(proc, disabled)
-    umask = (proc.get("user") or {}).get("umask")
+    umask = None if "umask" in disabled else (proc.get("user") or {}).get("umask")
     os.umask(0o022 if umask is None else umask)
-    os.chdir(proc.get("cwd") or "/")
+    cwd = "/" if "cwd" in disabled else (proc.get("cwd") or "/")
+    os.chdir(cwd)
     if "cwd-check" not in disabled:
-        security.check_cwd(proc.get("cwd") or "/")
+        security.check_cwd(cwd)
     if prog and nnp:
         L.seccomp_load(*prog)
     os.execve(path, proc["args"], env)

@@ -121,10 +121,10 @@ def _init(ctx):
             f.write(str(proc["oomScoreAdj"]))
     if "rlimits" not in disabled:
         security.set_rlimits(proc.get("rlimits"))
-    env = security.environment(proc)
+    env = security.environment(proc, disabled)
     args = ctx.get("args") or proc["args"]
     path = security.lookup(args[0], env)
-    cwd = proc.get("cwd") or "/"
+    cwd = "/" if "cwd" in disabled else (proc.get("cwd") or "/")
     os.makedirs(cwd, exist_ok=True)
 
     ctx["step"] = "no_new_privs/seccomp"
@@ -143,7 +143,7 @@ def _init(ctx):
     # 7. Drop to the configured user and capabilities (see security.py for
     #    the order); cwd and umask are the user's, so they come after.
     security.finalize(proc, disabled)
-    umask = (proc.get("user") or {}).get("umask")
+    umask = None if "umask" in disabled else (proc.get("user") or {}).get("umask")
     os.umask(0o022 if umask is None else umask)
     os.chdir(cwd)
     if "cwd-check" not in disabled:

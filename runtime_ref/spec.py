@@ -39,6 +39,9 @@ SWITCHES = {
     "overlay": "an image overlay's layers are stacked in reverse order, and writes go to a private "
                "tmpfs: nothing reaches the bundle's rootfs or its upper dir",
     "cwd-check": "process.cwd is not checked to lie inside the container (CVE-2024-21626)",
+    "umask": "process.user.umask ignored: the process keeps the default umask 0022",
+    "cwd": "process.cwd ignored: the process starts in /",
+    "env": "process.env ignored: the process inherits the runtime's own environment",
 }
 
 NAMESPACE_SWITCH = {

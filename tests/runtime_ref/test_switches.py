@@ -60,6 +60,18 @@ def _nofile(cfg):
     cfg["process"]["rlimits"] = [{"type": "RLIMIT_NOFILE", "soft": 77, "hard": 77}]
 
 
+def _umask(cfg):
+    cfg["process"]["user"]["umask"] = 0o077
+
+
+def _cwd(cfg):
+    cfg["process"]["cwd"] = "/etc"
+
+
+def _env(cfg):
+    cfg["process"]["env"] = list(cfg["process"].get("env") or []) + ["SWITCH_PROBE=from-config"]
+
+
 # switch -> (shell run inside, config patch, check without switch, check with it)
 RUN_CASES = {
     "pid": ("echo $$", None, lambda o: o.strip() == "1", lambda o: o.strip() != "1"),
@@ -89,6 +101,10 @@ RUN_CASES = {
     "rlimits": ("ulimit -n", _nofile, lambda o: o.strip() == "77", lambda o: o.strip() != "77"),
     "devices": ("test -b /dev/vda && echo host-disk-visible", None,
                 lambda o: "visible" not in o, lambda o: "visible" in o),
+    "umask": ("umask", _umask, lambda o: o.strip() == "0077", lambda o: o.strip() == "0022"),
+    "cwd": ("pwd", _cwd, lambda o: o.strip() == "/etc", lambda o: o.strip() == "/"),
+    "env": ("echo probe=$SWITCH_PROBE; env | grep -c '^PYTEST_CURRENT_TEST=' || true", _env,
+            lambda o: o.split() == ["probe=from-config", "0"], lambda o: o.split() == ["probe=", "1"]),
 }
 
 
