@@ -57,7 +57,7 @@ AREAS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("namespaces", ("pid", "net", "mnt", "uts", "ipc", "user", "cgroupns", "time")),
     ("cgroups", ("memory", "pids", "cpu", "io")),
     ("rootfs/overlay", ("overlay", "rootfs", "pivot_root", "readonly-rootfs")),
-    ("security", ("masked-paths", "readonly-paths", "devices", "caps", "seccomp", "nnp", "rlimits", "cve")),
+    ("security", ("masked-paths", "readonly-paths", "devices", "caps", "seccomp", "nnp", "rlimits", "process", "cve")),
     ("lifecycle", ("lifecycle", "state", "hooks", "exit-code")),
 )
 OTHER_AREA = "other"

@@ -96,6 +96,17 @@ def create(root, cid, bundle, disabled, pid_file=None, fifo=True, args=None):
     return c
 
 
+LEAKY_FD = 7  # where the cwd-check control leaves the state directory's descriptor
+
+
+def _fd_open(fd):
+    try:
+        os.fstat(fd)
+        return True
+    except OSError:
+        return False
+
+
 def _spawn(c, config, bundle, disabled, nss, prog, cg, fifo, args):
     """Clone the init and walk it through the handshake described in init.py."""
     from . import linux as L, namespaces
@@ -106,6 +117,13 @@ def _spawn(c, config, bundle, disabled, nss, prog, cg, fifo, args):
     from_parent, to_init = os.pipe()
     from_init, to_parent = os.pipe()
     fifo_dir = os.open(c.dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) if fifo else None
+    if fifo_dir is not None and "cwd-check" in disabled and fifo_dir != LEAKY_FD and not _fd_open(LEAKY_FD):
+        # The negative control of CVE-2024-21626 plays runc < 1.1.12, whose leaked host
+        # directory fd had a stable number: put ours at that number, so the control
+        # does not depend on which descriptors this process happens to hold.
+        os.dup2(fifo_dir, LEAKY_FD, inheritable=False)
+        os.close(fifo_dir)
+        fifo_dir = LEAKY_FD
     ctx = {"config": config, "bundle": bundle, "disabled": disabled, "nss": nss,
            "seccomp": prog, "cgroups": cg, "cgroups_path": (config.get("linux") or {}).get("cgroupsPath"),
            "mntns": "mount" in nss, "userns": "user" in nss, "cgroupns": "cgroup" in nss,
