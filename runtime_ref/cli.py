@@ -129,6 +129,9 @@ def dispatch(g, verb, argv):
     from . import spec
     root = _one(g, "--root", DEFAULT_ROOT)
     disabled = spec.parse_switches(g.get("--disable", []))
+    if "cwd-check" in disabled:
+        from .container import reserve_leaky_fd
+        reserve_leaky_fd()  # before any thread or pipe can take that number
     opts, pos = parse(argv, verb)
     if "--help" in opts or "-h" in opts:
         sys.stdout.write(USAGE)

@@ -99,12 +99,23 @@ def create(root, cid, bundle, disabled, pid_file=None, fifo=True, args=None):
 LEAKY_FD = 7  # where the cwd-check control leaves the state directory's descriptor
 
 
-def _fd_open(fd):
+_reserved_leaky_fd = False
+
+
+def reserve_leaky_fd():
+    """Hold LEAKY_FD (on /dev/null) from the start of a cwd-check control run, so the
+    state directory's descriptor can be put there later whatever else gets opened."""
+    global _reserved_leaky_fd
     try:
-        os.fstat(fd)
-        return True
+        os.fstat(LEAKY_FD)
+        return  # taken already (an inherited descriptor): leave it alone
     except OSError:
-        return False
+        pass
+    fd = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+    if fd != LEAKY_FD:
+        os.dup2(fd, LEAKY_FD, inheritable=False)
+        os.close(fd)
+    _reserved_leaky_fd = True
 
 
 def _spawn(c, config, bundle, disabled, nss, prog, cg, fifo, args):
@@ -117,7 +128,7 @@ def _spawn(c, config, bundle, disabled, nss, prog, cg, fifo, args):
     from_parent, to_init = os.pipe()
     from_init, to_parent = os.pipe()
     fifo_dir = os.open(c.dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) if fifo else None
-    if fifo_dir is not None and "cwd-check" in disabled and fifo_dir != LEAKY_FD and not _fd_open(LEAKY_FD):
+    if fifo_dir is not None and "cwd-check" in disabled and _reserved_leaky_fd:
         # The negative control of CVE-2024-21626 plays runc < 1.1.12, whose leaked host
         # directory fd had a stable number: put ours at that number, so the control
         # does not depend on which descriptors this process happens to hold.
