@@ -76,7 +76,7 @@ def running_container(session: RunSession, runtime: str, patch: dict[str, Any] |
 @pytest.fixture(scope="session")
 def container_session(pytestconfig: pytest.Config) -> RunSession:
     """The run's own session on this machine (work dir, state roots), which the plugin removes at the end."""
-    from .plugin import targets_key  # the plugin imports this module: look it up at run time
+    from .stash import targets_key  # the plugin imports this module: look it up at run time
 
     return pytestconfig.stash[targets_key].get("local").session
 
