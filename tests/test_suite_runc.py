@@ -1,7 +1,6 @@
 """End to end on a real runtime (runc): the catalog, bad input, failures, timeouts, Ctrl-C."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import time
