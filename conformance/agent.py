@@ -49,16 +49,36 @@ def run_one(request: dict[str, Any]) -> dict[str, Any]:
 OPS = {"describe": describe, "execute": run_one}
 
 
+def _ref_from_this_zip() -> str | None:
+    """A launcher for the reference runtime carried in this zip (when the harness's own is not here)."""
+    here = os.path.abspath(sys.argv[0])
+    if not here.endswith(".pyz") or not os.path.isfile(here):
+        return None
+    launcher = here + ".ref"
+    if not os.path.exists(launcher):
+        with open(launcher, "w") as f:
+            f.write(f'#!/bin/sh\nexec {sys.executable} -I -S {here} runtime-ref "$@"\n')
+        os.chmod(launcher, 0o755)
+    return launcher
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if args and args[0] == "runtime-ref":
+        from runtime_ref.cli import main as runtime_ref_main  # carried in the same zip
+
+        return runtime_ref_main(args[1:])
     if len(args) != 2 or args[0] not in OPS:
         print(f"usage: agent {{{','.join(OPS)}}} BASE64-JSON", file=sys.stderr)
         return 2
     request = json.loads(base64.b64decode(args[1]))
     if request.get("tag"):
         os.environ["OCI_CONFORMANCE_TAG"] = request["tag"]
-    if request.get("ref") and os.access(request["ref"], os.X_OK) and not os.environ.get(REF_ENV):
-        os.environ[REF_ENV] = request["ref"]  # the same files as where pytest runs (a guest's shared root)
+    if not os.environ.get(REF_ENV):
+        if request.get("ref") and os.access(request["ref"], os.X_OK):
+            os.environ[REF_ENV] = request["ref"]  # the same files as where pytest runs (a guest's shared root)
+        else:
+            os.environ[REF_ENV] = _ref_from_this_zip() or ""
     print(json.dumps(OPS[args[0]](request)))
     return 0
 

@@ -73,12 +73,23 @@ class LocalTarget:
 
 @functools.lru_cache(maxsize=1)
 def agent_zip() -> bytes:
-    """This package as a runnable zip (``python3 agent.pyz OP ARG``)."""
+    """This package and the reference runtime as one runnable zip.
+
+    ``python3 agent.pyz OP ARG`` runs the agent; ``python3 -IS agent.pyz runtime-ref …``
+    runs the reference runtime, so ``ref`` exists on any host the suite reaches.
+    """
+    import importlib.util
+
     buf = io.BytesIO()
+    packages = [("conformance", PACKAGE_DIR)]
+    ref = importlib.util.find_spec("runtime_ref")
+    if ref is not None and ref.origin:
+        packages.append(("runtime_ref", Path(ref.origin).parent))
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for path in sorted(PACKAGE_DIR.rglob("*")):
-            if path.suffix in (".py", ".json") and "__pycache__" not in path.parts:
-                zf.write(path, f"conformance/{path.relative_to(PACKAGE_DIR)}")
+        for name, directory in packages:
+            for path in sorted(directory.rglob("*")):
+                if path.suffix in (".py", ".json") and "__pycache__" not in path.parts:
+                    zf.write(path, f"{name}/{path.relative_to(directory)}")
         zf.writestr("__main__.py", "import sys\nfrom conformance.agent import main\nsys.exit(main())\n")
     return buf.getvalue()
 
@@ -139,7 +150,7 @@ class RemoteTarget:
     def close(self) -> None:
         if self.agent is not None:
             try:
-                self._run(f"rm -f {self.agent} {self.agent}.b64")
+                self._run(f"rm -f {self.agent} {self.agent}.b64 {self.agent}.ref")
             except HostError:
                 pass
             self.agent = None

@@ -85,11 +85,12 @@ def host_leftovers() -> set[str]:
     found |= {f"link {name}" for name in os.listdir("/sys/class/net")}  # the host's own: none may come or go
     for pid in os.listdir("/proc"):
         if pid.isdigit():
-            try:
+            try:  # a process in one of this run's container cgroups (cf-<tag>-…) is ours
+                cgroups = Path(f"/proc/{pid}/cgroup").read_text()
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
             except OSError:
                 continue
-            if "sleep 91" in cmdline:  # the tests' long-running containers sleep 91…
+            if f"/cf-{RUN_TAG}-" in cgroups:
                 found.add(f"process {pid} {cmdline.strip()}")
     return found
 
