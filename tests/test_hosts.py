@@ -166,9 +166,11 @@ def test_ssh_and_ansible_reach_a_booted_guest_and_a_v1_guest_works(tmp_path, qui
     assert _guests_left() == [] and _agents_left() == []
 
 
-def test_the_reference_runtime_runs_in_a_guest_through_its_launcher(tmp_path, quick_scenarios):
-    """A guest sees this machine's files: the harness hands the agent the launcher's path."""
+def test_the_reference_runtime_runs_in_a_guest(tmp_path, quick_scenarios):
+    """Through its launcher where the guest sees this checkout (it shares this machine's root, but its
+    /tmp is its own), else through the copy the agent zip carries."""
     run = run_suite(quick_scenarios, tmp_path / "out", "--runtime=ref", "--hosts=qemu://cgroup-v2", timeout=900)
     assert run.returncode == 0, run.output[-3000:]
     assert {r["verdict"] for r in run.matrix["results"]} == {"pass"}
-    assert run.matrix["host_runtimes"]["qemu://cgroup-v2"]["ref"]["path"].endswith("runtime_ref/bin/runtime-ref")
+    path = run.matrix["host_runtimes"]["qemu://cgroup-v2"]["ref"]["path"]
+    assert path.endswith(("runtime_ref/bin/runtime-ref", ".pyz.ref")), path
