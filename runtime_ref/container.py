@@ -386,14 +386,7 @@ def run(root, cid, bundle, disabled, pid_file=None, detach=False):
         if (config.get("hooks") or {}).get("poststart"):
             from . import hooks as H
             H.run(config, "poststart", c.oci_state(), fatal=False)
-        while True:
-            try:
-                _, status = os.waitpid(pid, 0)
-                break
-            except InterruptedError:
-                continue
-        code = os.waitstatus_to_exitcode(status)
-        return 128 - code if code < 0 else code
+        return _wait_status(pid)
     finally:
         for name in _FORWARD:
             signal.signal(getattr(signal, name), signal.SIG_DFL)
@@ -468,9 +461,14 @@ def exec_(root, cid, args, disabled_extra, opts):
         return 0
     for name in _FORWARD:
         signal.signal(getattr(signal, name), lambda s, f: os.kill(child, s))
+    return _wait_status(child)
+
+
+def _wait_status(pid):
+    """Wait for a child; its exit status, or 128+N when a signal N killed it (the shell's convention)."""
     while True:
         try:
-            _, status = os.waitpid(child, 0)
+            _, status = os.waitpid(pid, 0)
             break
         except InterruptedError:
             continue
