@@ -16,6 +16,15 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+#: the smallest real scenario, shared by the tests that need "some scenario that passes"
+PID1 = """
+id: pid1
+title: the entrypoint is PID 1
+tags: [pid]
+control: [pid]
+run: echo $$
+expect: {exit: 0, stdout: "1"}
+"""
 HEADER = "# yaml-language-server: $schema=../conformance/schema/scenario.schema.json\n"
 
 

@@ -16,7 +16,7 @@ import pytest
 from conformance import matrix
 from conformance.__main__ import merge
 from conformance.baseline import compare, load, BaselineError
-from tests.conftest import REPO, run_suite, write_scenarios
+from tests.conftest import PID1, REPO, run_suite, write_scenarios
 
 HOST = {"kernel": "6.1.0", "cgroup": "hybrid"}
 
@@ -111,14 +111,7 @@ def test_merge_puts_runtimes_side_by_side_and_render_rewrites_the_views(tmp_path
 
 # -- in a run: --baseline ------------------------------------------------------------
 SCENARIOS = {
-    "pid.yaml": """
-        id: pid1
-        title: the entrypoint is PID 1
-        tags: [pid]
-        control: [pid]
-        run: echo $$
-        expect: {exit: 0, stdout: "1"}
-        """,
+    "pid.yaml": PID1,
     "uts.yaml": """
         id: hostname
         title: the configured hostname

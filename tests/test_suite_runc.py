@@ -7,17 +7,9 @@ import time
 
 import pytest
 
-from tests.conftest import (REPO, SUITE_ENV, host_leftovers, known_gaps, run_suite, suite_command,
+from tests.conftest import (PID1, REPO, SUITE_ENV, host_leftovers, known_gaps, run_suite, suite_command,
                             write_scenarios)
 
-PID1 = """
-id: pid1
-title: the entrypoint is PID 1
-tags: [pid]
-control: [pid]
-run: echo $$
-expect: {exit: 0, stdout: "1"}
-"""
 
 
 def test_the_catalog_passes_on_runc(tmp_path, no_leftovers):
