@@ -7,12 +7,12 @@ plugin from the source tree.
 """
 import importlib.util
 
-if importlib.util.find_spec("conformance.plugin") is not None:
+if importlib.util.find_spec("conformance.plugin.hooks") is not None:
     try:
         from importlib.metadata import entry_points
 
-        _installed = any(ep.value == "conformance.plugin" for ep in entry_points(group="pytest11"))
+        _installed = any(ep.value == "conformance.plugin.hooks" for ep in entry_points(group="pytest11"))
     except Exception:  # pragma: no cover - very old Pythons
         _installed = False
     if not _installed:
-        pytest_plugins = ["conformance.plugin"]
+        pytest_plugins = ["conformance.plugin.hooks"]

@@ -23,9 +23,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from conformance.hosts import LocalTarget, RemoteTarget  # noqa: E402
-from conformance.qemu import Guest  # noqa: E402
-from conformance.scenario import load_scenarios  # noqa: E402
+from conformance.catalog.loader import load_scenarios  # noqa: E402
+from conformance.hosts.qemu import Guest  # noqa: E402
+from conformance.hosts.targets import LocalTarget, RemoteTarget  # noqa: E402
 
 SCENARIOS = ("pid-ns-init-is-pid1", "uts-ns-hostname", "ipc-ns-host-shm-hidden", "memory-oom-kill")
 

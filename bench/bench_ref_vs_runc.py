@@ -31,7 +31,7 @@ def make_bundle(d):
         if a != "busybox":
             os.symlink("busybox", os.path.join(rootfs, "bin", a))
     try:
-        from conformance.base_spec import base_spec
+        from conformance.host.base_spec import base_spec
         config = base_spec()
     except ImportError:
         from runtime_ref.spec import default_spec

@@ -45,10 +45,10 @@ if VENV_PYTHON.exists() and Path(sys.prefix).resolve() != VENV_PYTHON.parent.par
     os.execv(str(VENV_PYTHON), [str(VENV_PYTHON), *sys.argv])
 sys.path.insert(0, str(REPO))
 
-from conformance import cgroupfs, host_setup, hostinfo  # noqa: E402
-from conformance.bundle import build  # noqa: E402
-from conformance.runtimes import resolve  # noqa: E402
-from conformance.scenario import load_scenarios  # noqa: E402
+from conformance.catalog.loader import load_scenarios  # noqa: E402
+from conformance.host import cgroupfs, host_setup, hostinfo  # noqa: E402
+from conformance.host.bundle import build  # noqa: E402
+from conformance.host.runtimes import resolve  # noqa: E402
 
 TAG = "bench" + secrets.token_hex(3)
 

@@ -10,9 +10,9 @@ reports=${1:-reports}
 site=${2:-site}
 
 if [ -z "${PYTHON:-}" ]; then
-  if [ -x .venv/bin/python ] && .venv/bin/python -c 'import conformance.matrix' 2>/dev/null; then
+  if [ -x .venv/bin/python ] && .venv/bin/python -c 'import conformance.reporting.document' 2>/dev/null; then
     PYTHON=.venv/bin/python
-  elif python3 -c 'import conformance.matrix' 2>/dev/null; then
+  elif python3 -c 'import conformance.reporting.document' 2>/dev/null; then
     PYTHON=python3
   else
     echo "publish: creating a minimal Python environment in .venv-publish"

@@ -41,4 +41,4 @@ if [ ! -e "$stamp" ]; then
 fi
 
 # The guest kernel for qemu:// hosts (cached; a second call finds it).
-"$VENV/bin/python" -m conformance.qemu fetch-kernel >/dev/null
+"$VENV/bin/python" -m conformance.hosts.qemu fetch-kernel >/dev/null

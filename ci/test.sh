@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The project's own tests: set up (idempotent), then run tests/.
+# The project's own tests: set up (idempotent), lint, then run tests/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
+ruff check conformance tests bench conftest.py
 exec pytest tests -p no:cacheprovider "$@"

@@ -12,10 +12,11 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
-from . import matrix
-from .baseline import BaselineError, compare, load
+from conformance.catalog.page import add_command
+from conformance.reporting.baseline import BaselineError, compare, load
+from conformance.reporting.document import merge
+from conformance.reporting.files import write_all
 
 
 def _diff(args: argparse.Namespace) -> int:
@@ -25,40 +26,15 @@ def _diff(args: argparse.Namespace) -> int:
     return 0 if comparison.ok else 1
 
 
-def merge(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    """One matrix from several (one per CI job, say): results and runtimes side by side.
-
-    The host profile is the first document's; a runtime or cell that two
-    documents both have is taken from the later one.
-    """
-    results: dict[tuple, dict[str, Any]] = {}
-    controls: dict[tuple, dict[str, Any]] = {}
-    runtimes: dict[str, Any] = {}
-    hosts: dict[str, Any] = {}
-    host_runtimes: dict[str, dict[str, Any]] = {}
-    for doc in docs:
-        runtimes.update(doc.get("runtimes", {}))
-        hosts.update(doc.get("hosts") or {"local": doc["host"]})
-        for spec, rts in (doc.get("host_runtimes") or {"local": doc.get("runtimes", {})}).items():
-            host_runtimes.setdefault(spec, {}).update(rts)
-        for r in doc["results"]:
-            results[(r["scenario"], r["runtime"], r.get("host", "local"))] = r
-        for r in doc.get("controls", []):
-            controls[(r["scenario"], tuple(r.get("disabled", ())), r.get("host", "local"))] = r
-    merged = matrix.build_document([*results.values(), *controls.values()], docs[0]["host"], runtimes,
-                                   hosts=hosts, host_runtimes=host_runtimes)
-    return merged
-
-
 def _merge(args: argparse.Namespace) -> int:
     doc = merge([load(p) for p in args.matrices])
-    for path in matrix.write_all(doc, Path(args.output)):
+    for path in write_all(doc, Path(args.output)):
         print(path)
     return 0
 
 
 def _render(args: argparse.Namespace) -> int:
-    for path in matrix.write_all(load(args.matrix), Path(args.output)):
+    for path in write_all(load(args.matrix), Path(args.output)):
         print(path)
     return 0
 
@@ -78,7 +54,6 @@ def main(argv: list[str] | None = None) -> int:
     ren.add_argument("matrix", metavar="MATRIX.json")
     ren.add_argument("-o", "--output", required=True, metavar="DIR")
     ren.set_defaults(run=_render)
-    from .catalog import add_command  # lazy: the page needs YAML and the schema, the other verbs do not
     add_command(verbs)
     args = parser.parse_args(argv)
     try:

@@ -82,7 +82,7 @@ def write_scenarios(directory: Path, files: dict[str, str]) -> Path:
 def host_leftovers() -> set[str]:
     """Everything a run could leave behind on this host, as strings to diff."""
     found: set[str] = set()
-    from conformance import cgroupfs
+    from conformance.host import cgroupfs
 
     for mountpoint in set(cgroupfs.mounts().values()):
         found |= {f"cgroup {p}" for p in glob.glob(f"{mountpoint}/cf-{RUN_TAG}-*")}

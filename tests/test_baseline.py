@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from conformance import matrix
-from conformance.__main__ import merge
-from conformance.baseline import compare, load, BaselineError
+from conformance.reporting import document as matrix
+from conformance.reporting.baseline import BaselineError, compare, load
+from conformance.reporting.document import merge
 from tests.conftest import PID1, REPO, run_suite, write_scenarios
 
 HOST = {"kernel": "6.1.0", "cgroup": "hybrid"}

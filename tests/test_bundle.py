@@ -6,9 +6,10 @@ import os
 
 import pytest
 
-from conformance import base_spec, bundle, rootfs
-from conformance.scenario import load_scenarios
-from conformance.spec_schema import config_errors
+from conformance.catalog.loader import load_scenarios
+from conformance.catalog.spec_schema import config_errors
+from conformance.host import base_spec, bundle, rootfs
+from conformance.model import placeholders
 from tests.conftest import REPO, write_scenarios
 
 
@@ -68,8 +69,8 @@ def test_patch_and_placeholders_land_in_config(tmp_path):
 
 
 def test_unknown_placeholder_is_a_clear_error():
-    with pytest.raises(bundle.TemplateError, match=r"unknown placeholder \{\{nope\}\}"):
-        bundle.fill("cat {{nope}}", {"id": "x"})
+    with pytest.raises(placeholders.TemplateError, match=r"unknown placeholder \{\{nope\}\}"):
+        placeholders.fill("cat {{nope}}", {"id": "x"})
 
 
 def test_rootfs_is_built_once_and_reused():

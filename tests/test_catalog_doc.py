@@ -4,7 +4,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conformance import catalog
+from conformance.catalog import page as catalog
 from tests.conftest import REPO, write_scenarios
 
 ONE = """

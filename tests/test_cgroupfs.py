@@ -1,7 +1,7 @@
 """cgroup layout detection and file locations for v1, hybrid and v2 hosts."""
 from pathlib import Path
 
-from conformance import cgroupfs
+from conformance.host import cgroupfs
 
 V1_LINE = "30 25 0:26 / /sys/fs/cgroup/{c} rw,nosuid shared:9 - cgroup cgroup rw,{c}"
 V2_LINE = "29 25 0:25 / {mp} rw,nosuid shared:8 - cgroup2 cgroup2 rw,nsdelegate"

@@ -11,7 +11,7 @@ import sys
 import jsonschema
 import yaml
 
-from conformance import matrix
+from conformance.reporting import document as matrix
 from tests.conftest import REPO
 
 WORKFLOW = REPO / "ci" / "conformance.yml"

@@ -50,9 +50,9 @@ expect: {exit: 0}
 def test_a_switch_the_reference_runtime_lacks_is_an_error_not_a_proof():
     import pytest
 
-    from conformance.errors import ConformanceError
-    from conformance.runtimes import RuntimeProfile
-    from conformance.session import RunSession
+    from conformance.host.runtimes import RuntimeProfile
+    from conformance.host.session import RunSession
+    from conformance.model.errors import ConformanceError
 
     session = RunSession()
     fake = RuntimeProfile(name="ref", path="/bin/sh",

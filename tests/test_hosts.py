@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from conformance.hosts import expand
-from conformance.qemu import Guest, GuestError, bzimage_version, kernel_from_package
+from conformance.hosts.connect import expand
+from conformance.hosts.qemu import Guest, GuestError, bzimage_version, kernel_from_package
 from tests import sshd as sshd_mod
 from tests.conftest import REPO, RUN_TAG, SUITE_ENV, run_suite, suite_command
 

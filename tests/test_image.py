@@ -12,10 +12,11 @@ import time
 
 import pytest
 
-from conformance import bundle, image
-from conformance.errors import ScenarioError
-from conformance.scenario import load_scenarios
-from conformance.session import RunSession
+from conformance.catalog.loader import load_scenarios
+from conformance.host import bundle, image
+from conformance.host.session import RunSession
+from conformance.model import image_spec, placeholders
+from conformance.model.errors import ScenarioError
 from tests.conftest import REPO, SUITE_ENV, host_leftovers, run_suite, suite_command, write_scenarios
 
 TWO_LAYERS = {"layers": [
@@ -45,7 +46,7 @@ def _mounted(path) -> list[str]:
 @pytest.fixture
 def overlay(tmp_path):
     """The two-layer image mounted on a real overlay in tmp_path; unmounted whatever the test does."""
-    mounted = image.mount_image(image.ImageSpec.from_yaml(TWO_LAYERS), tmp_path, tmp_path / "rootfs")
+    mounted = image.mount_image(image_spec.ImageSpec.from_yaml(TWO_LAYERS), tmp_path, tmp_path / "rootfs")
     yield mounted
     mounted.unmount()
     assert _mounted(tmp_path) == []
@@ -53,7 +54,7 @@ def overlay(tmp_path):
 
 # -- the tarball ----------------------------------------------------------------------
 def test_a_layer_is_an_oci_tarball_with_whiteout_entries_and_reproducible_bytes():
-    layer = image.ImageSpec.from_yaml(TWO_LAYERS).layers[1]
+    layer = image_spec.ImageSpec.from_yaml(TWO_LAYERS).layers[1]
     tar = layer.tar()
     with tarfile.open(fileobj=io.BytesIO(tar)) as tf:
         members = {m.name: m for m in tf}
@@ -64,12 +65,12 @@ def test_a_layer_is_an_oci_tarball_with_whiteout_entries_and_reproducible_bytes(
     names = [m for m in members]
     assert names.index("srv") < names.index("srv/data") < names.index("srv/data/new")  # parents first
     assert layer.tar() == tar  # same description, same bytes, same digest
-    other = image.ImageSpec.from_yaml({"layers": [{"files": {"/etc/a": "upper!\n"}}]}).layers[0]
+    other = image_spec.ImageSpec.from_yaml({"layers": [{"files": {"/etc/a": "upper!\n"}}]}).layers[0]
     assert other.tar() != tar
 
 
 def test_file_modes_owners_dirs_and_symlinks_reach_the_tarball():
-    layer = image.Layer.from_yaml({"files": {"/bin/tool": {"content": "#!/bin/sh\n", "mode": "0755", "uid": 7}},
+    layer = image_spec.Layer.from_yaml({"files": {"/bin/tool": {"content": "#!/bin/sh\n", "mode": "0755", "uid": 7}},
                                    "dirs": ["/empty", {"path": "/sticky", "mode": "1777"}],
                                    "symlinks": {"/bin/alias": "tool"}})
     with tarfile.open(fileobj=io.BytesIO(layer.tar())) as tf:
@@ -87,13 +88,13 @@ def test_file_modes_owners_dirs_and_symlinks_reach_the_tarball():
     ({"files": {"/d": "x"}, "opaque": ["/d"]}, "made opaque but the same layer adds it as a file"),
 ])
 def test_a_layer_that_cannot_be_a_tarball_is_refused(layer, message):
-    with pytest.raises(image.ImageError, match=message):
-        image.Layer.from_yaml(layer)
+    with pytest.raises(image_spec.ImageError, match=message):
+        image_spec.Layer.from_yaml(layer)
 
 
 # -- unpacking, as the overlay snapshotter does ------------------------------------------
 def test_unpacking_turns_whiteouts_into_0_0_char_devices_and_opaque_markers_into_the_xattr(tmp_path):
-    tar = image.ImageSpec.from_yaml(TWO_LAYERS).layers[1].tar()
+    tar = image_spec.ImageSpec.from_yaml(TWO_LAYERS).layers[1].tar()
     image.unpack(tar, tmp_path)
     for name in ("only-lower", "hostname"):
         st = os.lstat(tmp_path / "etc" / name)
@@ -109,14 +110,14 @@ def test_an_entry_pointing_outside_the_layer_is_refused(tmp_path):
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tf:
         tf.addfile(tarfile.TarInfo("../escape"), io.BytesIO(b""))
-    with pytest.raises(image.ImageError, match="outside the layer"):
+    with pytest.raises(image_spec.ImageError, match="outside the layer"):
         image.unpack(buf.getvalue(), tmp_path / "layer")
     assert not (tmp_path / "escape").exists()
 
 
 def test_unpacked_layers_are_cached_by_content_digest(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    tar = image.Layer.from_yaml({"files": {"/x": "cached\n"}}).tar()
+    tar = image_spec.Layer.from_yaml({"files": {"/x": "cached\n"}}).tar()
     first = image.layer_dir(tar)
     inode = os.stat(first / "x").st_ino
     assert first.name == "sha256-" + __import__("hashlib").sha256(tar).hexdigest()
@@ -195,7 +196,7 @@ def test_a_bundle_on_an_image_has_the_overlay_as_its_rootfs_and_removes_it(tmp_p
 
 def test_a_bundle_that_fails_after_the_mount_unmounts_it(tmp_path, monkeypatch):
     sc = _scenario(tmp_path, IMAGE_SCENARIO.replace("run: cat /etc/a", "run: cat {{nope}}"))
-    with pytest.raises(bundle.TemplateError):
+    with pytest.raises(placeholders.TemplateError):
         bundle.build(sc, "cf-bad", tmp_path, "1.0.2-dev", {})
     assert _mounted(tmp_path) == [] and not (tmp_path / "cf-bad").exists()
 

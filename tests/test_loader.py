@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from conformance.errors import ScenarioError
-from conformance.scenario import check_unique_ids, load_scenarios
+from conformance.catalog.loader import load_scenarios
+from conformance.model.errors import ScenarioError
+from conformance.model.scenario import check_unique_ids
 from tests.conftest import REPO, write_scenarios
 
 GOOD = """

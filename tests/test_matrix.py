@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import json
 
-from conformance import matrix
-from conformance.matrix_html import render_html
+from conformance.model import areas
+from conformance.reporting import document as matrix
+from conformance.reporting import text as views
+from conformance.reporting.files import write_all
+from conformance.reporting.html import render_html
 
 HOST = {"kernel": "6.1.0", "cgroup": "hybrid", "os": "Debian"}
 RUNTIMES = {"runc": {"path": "/usr/sbin/runc", "version": "1.1.5", "spec_version": "1.0.2-dev", "adaptations": []},
@@ -34,7 +37,7 @@ def test_json_document_follows_the_contract():
 
 
 def test_markdown_has_table_totals_differences_and_evidence():
-    md = matrix.render_markdown(_doc())
+    md = views.render_markdown(_doc())
     assert "| scenario" in md and "| runc" in md.replace("  ", " ")
     assert "pid-a ≠" in md, "a row whose verdicts differ is marked"
     assert "net-b ≠" not in md, "a skip is a host reason, not a difference"
@@ -51,24 +54,24 @@ def test_html_is_self_contained_with_colours_and_evidence():
 
 
 def test_terminal_table_lists_every_runtime():
-    text = matrix.render_terminal(_doc())
+    text = views.render_terminal(_doc())
     assert "runc" in text and "crun" in text and "FAIL" in text and "total" in text
 
 
 def test_write_all_writes_three_files(tmp_path):
-    paths = matrix.write_all(_doc(), tmp_path / "out")
+    paths = write_all(_doc(), tmp_path / "out")
     assert [p.name for p in paths] == ["matrix.json", "matrix.md", "matrix.html"]
     assert json.loads(paths[0].read_text())["schema"] == 1
 
 
 def test_areas_follow_the_first_tag_that_has_one():
-    assert matrix.area(["mnt", "pid", "caps"]) == "namespaces"
-    assert matrix.area(["memory", "exit-code"]) == "cgroups"
-    assert matrix.area(["readonly-rootfs", "rootfs"]) == "rootfs/overlay"
-    assert matrix.area(["nnp"]) == "security" and matrix.area(["cve", "pid"]) == "security"
-    assert matrix.area(["exit-code"]) == "lifecycle" and matrix.area(["made-up"]) == "other"
-    tags = {t for _, members in matrix.AREAS for t in members}
-    from conformance.loader import scenario_schema
+    assert areas.area(["mnt", "pid", "caps"]) == "namespaces"
+    assert areas.area(["memory", "exit-code"]) == "cgroups"
+    assert areas.area(["readonly-rootfs", "rootfs"]) == "rootfs/overlay"
+    assert areas.area(["nnp"]) == "security" and areas.area(["cve", "pid"]) == "security"
+    assert areas.area(["exit-code"]) == "lifecycle" and areas.area(["made-up"]) == "other"
+    tags = {t for _, members in areas.AREAS for t in members}
+    from conformance.catalog.loader import scenario_schema
     assert set(scenario_schema()["properties"]["tags"]["items"]["enum"]) <= tags, "every DESIGN tag has an area"
 
 
@@ -86,7 +89,7 @@ def test_rows_are_grouped_by_area_with_counts_per_column():
         "pid-a": "namespaces", "mem-b": "cgroups", "nnp-c": "security"}
     cols, areas = matrix.grouped(doc)
     assert cols == ["runc", "crun"] and [a for a, _ in areas] == ["namespaces", "cgroups", "security"]
-    md = matrix.render_markdown(doc)
+    md = views.render_markdown(doc)
     lines = [line for line in md.splitlines() if line.startswith("|")]
     order = [next(w for w in ("**namespaces**", "pid-a", "**cgroups**", "mem-b", "**security**", "nnp-c",
                               "**total**") if w in line) for line in lines if any(
@@ -96,7 +99,7 @@ def test_rows_are_grouped_by_area_with_counts_per_column():
     assert "**1/1 pass**" in namespaces and "**0/1 pass**" in namespaces
     total = next(line for line in lines if "**total**" in line)
     assert "**3/3 pass**" in total and "**1/3 pass**" in total
-    text = matrix.render_terminal(doc)
+    text = views.render_terminal(doc)
     assert "[namespaces]" in text and "[cgroups]" in text and "pid-a ≠" in text and "nnp-c ≠" not in text
     assert "≠ marks the 1 scenario(s)" in text
 
@@ -115,6 +118,6 @@ def test_other_hosts_are_profiled_in_html_and_markdown():
     doc = matrix.build_document(results, HOST, RUNTIMES,
                                 hosts={"local": HOST, "qemu://cgroup-v2": {"kernel": "6.1.0-56-amd64", "cgroup": "v2"}},
                                 host_runtimes={"qemu://cgroup-v2": {"crun": {"version": "1.8.1", "adaptations": []}}})
-    html, md = render_html(doc), matrix.render_markdown(doc)
+    html, md = render_html(doc), views.render_markdown(doc)
     for text in (html, md):
         assert "qemu://cgroup-v2" in text and "6.1.0-56-amd64" in text and "crun 1.8.1" in text

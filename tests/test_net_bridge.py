@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conformance import bridge_net
+from conformance.host import bridge_net
 from tests.conftest import REPO, SUITE_ENV, host_leftovers, run_suite, suite_command, write_scenarios
 
 pytestmark = pytest.mark.skipif(bridge_net.unsupported() is not None, reason=f"{bridge_net.unsupported()}")

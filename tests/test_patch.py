@@ -1,7 +1,7 @@
 """Patch semantics: merge mappings, replace lists, null deletes, $append/$remove."""
 import pytest
 
-from conformance.patch import PatchError, apply_patch
+from conformance.host.patch import PatchError, apply_patch
 
 
 def test_mappings_merge_recursively():

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from conformance.rootfs import busybox_rootfs, release_rootfs, take_rootfs
+from conformance.host.rootfs import busybox_rootfs, release_rootfs, take_rootfs
 
 
 def _take(workdir, name):

@@ -7,9 +7,7 @@ import time
 
 import pytest
 
-from tests.conftest import (PID1, REPO, SUITE_ENV, host_leftovers, known_gaps, run_suite, suite_command,
-                            write_scenarios)
-
+from tests.conftest import PID1, REPO, SUITE_ENV, host_leftovers, known_gaps, run_suite, suite_command, write_scenarios
 
 
 def test_the_catalog_passes_on_runc(tmp_path, no_leftovers):
@@ -102,7 +100,7 @@ def test_a_missing_runtime_is_a_clear_error(tmp_path):
 def test_tags_select_with_dash_m(tmp_path):
     run = run_suite(None, tmp_path / "out", "--runtime=runc", "-m", "pid and not mnt")
     scenarios = {s for s, _ in run.verdicts()}
-    from conformance.scenario import load_scenarios
+    from conformance.catalog.loader import load_scenarios
 
     tagged = {sc.id for p in (REPO / "scenarios").glob("*.yaml") for sc in load_scenarios(p)
               if "pid" in sc.tags and "mnt" not in sc.tags}

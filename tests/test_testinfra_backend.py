@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from conformance import cgroupfs
-from conformance.containers import running_container
-from conformance.hosts import agent_zip
-from conformance.scenario import load_scenarios
-from conformance.session import RunSession
-from conformance.verdict import inside_failures
+from conformance.catalog.loader import load_scenarios
+from conformance.host import cgroupfs
+from conformance.host.session import RunSession
+from conformance.hosts.targets import agent_zip
+from conformance.model.matchers import inside_failures
+from conformance.plugin.fixtures import running_container
 from tests.conftest import run_suite, write_scenarios
 
 RUNTIMES = [pytest.param(r, marks=pytest.mark.skipif(r != "ref" and not shutil.which(r), reason=f"no {r}"))
@@ -215,7 +215,7 @@ expect: {stdout: "1"}
 def test_system_info_in_one_exec_also_reads_an_os_release():
     import testinfra.host
 
-    from conformance import testinfra_backend
+    from conformance.host import testinfra_exec as testinfra_backend
 
     class Recorded(testinfra_backend.RuntimeExecBackend):
         commands: list[str] = []

@@ -48,7 +48,7 @@ def busybox_template(tmp_path_factory) -> Path:
 
 def base_config() -> dict:
     """The harness's base config (what Docker hands runc), with `true` as the process."""
-    from conformance.base_spec import base_spec
+    from conformance.host.base_spec import base_spec
     cfg = base_spec()
     cfg["process"]["args"] = ["true"]
     return cfg

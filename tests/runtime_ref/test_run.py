@@ -140,14 +140,16 @@ def test_hooks_get_state_on_stdin(ref, tmp_path):
         cfg["annotations"] = {"org.example/key": "v"}
     assert ref.run("true", patch=hooks).returncode == 0
     lines = log.read_text().splitlines()
-    assert len(lines) == 4 and all('"org.example/key": "v"' in l or "org.example/key" in l for l in lines)
+    assert len(lines) == 4 and all('"org.example/key": "v"' in line or "org.example/key" in line for line in lines)
 
 
 def test_user_namespace_with_python_under_root(ref):
     """Run as `python -m runtime_ref` with this interpreter (pyenv's lives under
     /root, which the container's mapped root may not read): the init must not
     need to import anything after it entered the user namespace."""
-    import json, subprocess, sys
+    import json
+    import subprocess
+    import sys
     cfg = json.loads(json.dumps(ref.config))
     cfg["process"]["args"] = ["id", "-u"]
     cfg["linux"]["namespaces"].append({"type": "user"})

@@ -15,7 +15,7 @@ from runtime_ref.spec import SWITCHES
 
 def host_capbnd():
     with open("/proc/self/status") as f:
-        return next(l.split()[1] for l in f if l.startswith("CapBnd"))
+        return next(line.split()[1] for line in f if line.startswith("CapBnd"))
 
 
 def host_ns(kind):

@@ -1,0 +1,145 @@
+"""Read a scenario file and validate it against the JSON Schema, with line numbers.
+
+PyYAML's ``safe_load`` forgets where values came from, so we compose the node
+tree ourselves and keep a map from each value's path (``("expect", "stdout")``)
+to its line.  A schema error is then reported at the line of the offending
+value, or of the unknown key, which is what a person editing the file needs.
+"""
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+import jsonschema
+import yaml
+
+from conformance.model.errors import ScenarioError
+from conformance.model.scenario import Scenario, from_document
+
+SCHEMA_PATH = Path(__file__).parent.parent / "schema" / "scenario.schema.json"
+
+Path_ = tuple  # a path into the document: keys and list indexes
+
+
+@functools.lru_cache(maxsize=1)
+def scenario_schema() -> dict[str, Any]:
+    """The JSON Schema shipped with the package (also used by editors)."""
+    return json.loads(SCHEMA_PATH.read_text())
+
+
+def _construct(node: yaml.Node, path: Path_, lines: dict[Path_, int], file: str) -> Any:
+    """Turn a composed node into plain Python, recording each value's 1-based line."""
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise ScenarioError(file, key_node.start_mark.line + 1, "a key must be a plain word")
+            key = _scalar(key_node)
+            if key in out:
+                raise ScenarioError(file, key_node.start_mark.line + 1, f"duplicate key {key!r}")
+            lines[path + (key,)] = key_node.start_mark.line + 1
+            out[key] = _construct(value_node, path + (key,), lines, file)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(item, path + (i,), lines, file) for i, item in enumerate(node.value)]
+    return _scalar(node)
+
+
+def _scalar(node: yaml.ScalarNode) -> Any:
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_object(node, deep=True)
+    finally:
+        loader.dispose()
+
+
+def parse_documents(text: str, file: str) -> Iterator[tuple[dict[str, Any], dict[Path_, int]]]:
+    """Yield (document, line map) for every YAML document in ``text``."""
+    try:
+        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        raise ScenarioError(file, line, f"not valid YAML: {exc.problem or exc}") from None
+    for node in nodes:
+        if node is None:
+            continue
+        lines: dict[Path_, int] = {}
+        doc = _construct(node, (), lines, file)
+        if not isinstance(doc, dict):
+            raise ScenarioError(file, node.start_mark.line + 1,
+                                "a scenario must be a mapping (id, title, tags, run, expect, …)")
+        yield doc, lines
+
+
+def _line_for(path: Path_, lines: dict[Path_, int]) -> int | None:
+    """The line of ``path``, or of its nearest ancestor that has one."""
+    for end in range(len(path), -1, -1):
+        if path[:end] in lines:
+            return lines[path[:end]]
+    return None
+
+
+def _describe(error: Any, lines: dict[Path_, int]) -> tuple[int | None, str]:
+    """A one-line, human message and line for one jsonschema error."""
+    path = tuple(error.absolute_path)
+    where = ".".join(str(p) for p in path) or "top level"
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        unknown = [k for k in error.instance if k not in error.schema.get("properties", {})]
+        key = unknown[0] if unknown else "?"
+        return (_line_for(path + (key,), lines),
+                f"unknown key {key!r} in {where} (allowed: {', '.join(allowed)})")
+    if error.validator == "required":
+        return _line_for(path, lines), f"{where}: {error.message}"
+    if error.validator in ("oneOf", "anyOf") and error.context:
+        return _describe(_closest_branch_error(error), lines)
+    return _line_for(path, lines), f"{where}: {error.message}"
+
+
+def _closest_branch_error(error: Any) -> Any:
+    """Of a oneOf's alternatives, the error from the one the author meant.
+
+    The meant branch is the one whose own required keys are present (no
+    ``required`` error); within it, the deepest error is the most specific.
+    """
+    branches: dict[Any, list[Any]] = {}
+    for sub in error.context:
+        branches.setdefault(sub.relative_schema_path[0], []).append(sub)
+    meant = [errs for errs in branches.values() if not any(e.validator == "required" for e in errs)]
+    pool = meant[0] if meant else min(branches.values(), key=len)
+    return max(pool, key=lambda e: len(list(e.absolute_path)))
+
+
+def validate(doc: dict[str, Any], lines: dict[Path_, int], file: str) -> None:
+    """Validate one scenario document; raise ScenarioError at the first error's line."""
+    validator = jsonschema.Draft202012Validator(scenario_schema())
+    errors = sorted(validator.iter_errors(doc),
+                    key=lambda e: (_line_for(tuple(e.absolute_path), lines) or 0, str(e.message)))
+    if errors:
+        line, message = _describe(errors[0], lines)
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ScenarioError(file, line, message + more)
+
+
+def load_file(path: Path) -> list[tuple[dict[str, Any], dict[Path_, int]]]:
+    """Parse and validate every scenario document in one file."""
+    file = str(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ScenarioError(file, None, f"cannot read: {exc.strerror}") from None
+    docs = list(parse_documents(text, file))
+    if not docs:
+        raise ScenarioError(file, None, "the file holds no scenario")
+    for doc, lines in docs:
+        validate(doc, lines, file)
+    return docs
+
+
+def load_scenarios(path: Path) -> list[Scenario]:
+    """All scenarios of one file; raises ScenarioError naming file and line."""
+    return [from_document(doc, lines, path) for doc, lines in load_file(path)]

@@ -1,0 +1,86 @@
+"""An OCI bundle on disk: config.json (base spec + scenario patch) and a rootfs.
+
+The bundle's variables fill the scenario's placeholders (``{{rootfs}}``,
+``{{id}}``, what the host setup and the image made: model/placeholders.py).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from conformance.model.placeholders import fill
+
+from ..model.scenario import Scenario
+from .base_spec import base_spec
+from .image import ImageMount, mount_image
+from .patch import apply_patch
+from .rootfs import busybox_rootfs, release_rootfs, take_rootfs
+
+
+@dataclass
+class Bundle:
+    """A bundle directory and what went into it."""
+
+    path: Path
+    config: dict[str, Any]
+    variables: dict[str, str] = field(default_factory=dict)
+    #: the overlay of the scenario's image mounted at the rootfs (None: a plain busybox copy)
+    image: ImageMount | None = None
+
+    @property
+    def rootfs(self) -> Path:
+        return self.path / self.config["root"]["path"]
+
+    def remove(self) -> None:
+        if self.image is not None:  # first: rmtree must never walk into a mounted overlay
+            self.image.unmount()
+        release_rootfs(self.rootfs, self.path.parent)  # a copy that came back untouched is reused
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def make_config(scenario: Scenario, cid: str, oci_version: str, variables: dict[str, str]) -> dict[str, Any]:
+    """The scenario's config.json: base, then patch, then the per-container fields."""
+    config = apply_patch(base_spec(), fill(scenario.patch, variables))
+    config["ociVersion"] = oci_version
+    config["process"]["args"] = list(fill(scenario.args, variables))
+    config.setdefault("linux", {}).setdefault("cgroupsPath", f"/{cid}")
+    return config
+
+
+def build(scenario: Scenario, cid: str, workdir: Path, oci_version: str,
+          variables: dict[str, str]) -> Bundle:
+    """Write a bundle for one container under ``workdir/cid``."""
+    if scenario.image is not None:
+        return _build_on_image(scenario, cid, workdir, oci_version, variables)
+    path = workdir / cid
+    path.mkdir(parents=True)
+    variables = {**variables, "bundle": str(path), "rootfs": str(path / "rootfs"), "id": cid}
+    bundle = Bundle(path, make_config(scenario, cid, oci_version, variables), variables)
+    take_rootfs(busybox_rootfs(), bundle.rootfs, workdir)
+    (path / "config.json").write_text(json.dumps(bundle.config, indent=1))
+    return bundle
+
+
+def _build_on_image(scenario: Scenario, cid: str, workdir: Path, oci_version: str,
+                    variables: dict[str, str]) -> Bundle:
+    """The bundle with the scenario's image mounted as its rootfs (an overlay, see image.py).
+
+    The image's placeholders ({{upperdir}}, {{layer_1}} …) join the variables, and
+    anything that fails after the mount unmounts it again: Ctrl-C included.
+    """
+    path = workdir / cid
+    path.mkdir(parents=True)
+    bundle = Bundle(path, {"root": {"path": "rootfs"}})
+    try:
+        bundle.image = mount_image(scenario.image, path, path / "rootfs")
+        bundle.variables = {**variables, "bundle": str(path), "rootfs": str(path / "rootfs"), "id": cid,
+                            **bundle.image.variables()}
+        bundle.config = make_config(scenario, cid, oci_version, bundle.variables)
+        (path / "config.json").write_text(json.dumps(bundle.config, indent=1))
+    except BaseException:
+        bundle.remove()
+        raise
+    return bundle

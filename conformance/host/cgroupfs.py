@@ -1,0 +1,161 @@
+"""cgroup files by meaning, on v1, hybrid and v2 hosts.
+
+A scenario says ``memory.oom_kill``; this module knows that a v1 host keeps
+it as the ``oom_kill`` line of ``memory.oom_control`` in the memory hierarchy
+and a v2 host as the ``oom_kill`` line of ``memory.events`` in the unified
+one.  The container's cgroup paths are read from ``/proc/<pid>/cgroup`` on
+the host while the container exists, so the harness never guesses how a
+runtime names its cgroups.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class CgroupFile:
+    """Where one logical value lives: controller, file, and optional key/field."""
+
+    controller: str          # v1 hierarchy name; "" = the unified (v2) hierarchy
+    file: str
+    key: str | None = None   # "key value" line to pick
+    field: int | None = None  # whitespace-separated field to pick
+
+
+V1_CONTROLLERS = frozenset("cpuset cpu cpuacct blkio memory devices freezer net_cls perf_event "
+                           "net_prio hugetlb pids rdma misc".split())
+
+#: logical name -> (v1 location, v2 location)
+VALUES: dict[str, tuple[CgroupFile, CgroupFile]] = {
+    "memory.oom_kill": (CgroupFile("memory", "memory.oom_control", key="oom_kill"),
+                        CgroupFile("", "memory.events", key="oom_kill")),
+    "memory.limit": (CgroupFile("memory", "memory.limit_in_bytes"), CgroupFile("", "memory.max")),
+    "memory.swap_limit": (CgroupFile("memory", "memory.memsw.limit_in_bytes"),
+                          CgroupFile("", "memory.swap.max")),
+    "pids.max": (CgroupFile("pids", "pids.max"), CgroupFile("", "pids.max")),
+    "pids.events_max": (CgroupFile("pids", "pids.events", key="max"),
+                        CgroupFile("", "pids.events", key="max")),
+    "pids.current": (CgroupFile("pids", "pids.current"), CgroupFile("", "pids.current")),
+    "cpu.quota": (CgroupFile("cpu", "cpu.cfs_quota_us"), CgroupFile("", "cpu.max", field=0)),
+    "cpu.period": (CgroupFile("cpu", "cpu.cfs_period_us"), CgroupFile("", "cpu.max", field=1)),
+    "cpu.weight_or_shares": (CgroupFile("cpu", "cpu.shares"), CgroupFile("", "cpu.weight")),
+    "cpu.nr_throttled": (CgroupFile("cpu", "cpu.stat", key="nr_throttled"),
+                         CgroupFile("", "cpu.stat", key="nr_throttled")),
+    # one "MAJ:MIN value" line per device on v1; "MAJ:MIN rbps=value wbps=… …" on v2
+    "io.read_bps_device": (CgroupFile("blkio", "blkio.throttle.read_bps_device"), CgroupFile("", "io.max")),
+}
+
+
+def mounts(mountinfo: str | None = None) -> dict[str, Path]:
+    """Map each v1 controller (and "" for cgroup2) to its mount point on the host."""
+    text = mountinfo if mountinfo is not None else Path("/proc/self/mountinfo").read_text()
+    found: dict[str, Path] = {}
+    for line in text.splitlines():
+        left, _, right = line.partition(" - ")
+        fstype, _source, options = (right.split() + ["", "", ""])[:3]
+        mountpoint = Path(left.split()[4])
+        if fstype == "cgroup2":
+            found.setdefault("", mountpoint)
+        elif fstype == "cgroup":
+            for opt in options.split(","):
+                if opt in V1_CONTROLLERS or opt.startswith("name="):
+                    found.setdefault(opt, mountpoint)
+    return found
+
+
+def layout(mount_map: dict[str, Path] | None = None) -> str:
+    """"v1", "v2" or "hybrid" (v1 controllers plus a cgroup2 mount)."""
+    m = mounts() if mount_map is None else mount_map
+    has_v2, has_v1 = "" in m, any(k and not k.startswith("name=") for k in m)
+    if has_v2 and not has_v1:
+        return "v2"
+    return "hybrid" if has_v2 else "v1"
+
+
+def v2_controllers(mount_map: dict[str, Path] | None = None) -> set[str]:
+    m = mounts() if mount_map is None else mount_map
+    if "" not in m:
+        return set()
+    try:
+        return set((m[""] / "cgroup.controllers").read_text().split())
+    except OSError:
+        return set()
+
+
+def process_cgroups(pid: int) -> dict[str, str]:
+    """Controller -> cgroup path of a process, as the host sees it ("" = unified)."""
+    paths: dict[str, str] = {}
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _hid, controllers, path = line.split(":", 2)
+        for controller in controllers.split(",") if controllers else [""]:
+            paths[controller] = path
+    return paths
+
+
+def locate(name: str, proc_paths: dict[str, str], mount_map: dict[str, Path]) -> tuple[Path, CgroupFile]:
+    """The host file holding logical value ``name`` for a process's cgroups.
+
+    A controller bound to v1 wins (hybrid hosts keep memory, pids, cpu there);
+    otherwise the unified hierarchy is used.
+    """
+    v1, v2 = VALUES[name]
+    if v1.controller in mount_map and v1.controller in proc_paths:
+        where = v1
+    elif "" in mount_map and "" in proc_paths:
+        where = v2
+    else:
+        raise LookupError(f"no {v1.controller} controller is mounted on this host")
+    rel = proc_paths[where.controller].lstrip("/")
+    return mount_map[where.controller] / rel / where.file, where
+
+
+def read_value(name: str, proc_paths: dict[str, str], mount_map: dict[str, Path]) -> str:
+    """Read logical value ``name``; raises OSError/LookupError with the path it tried."""
+    path, where = locate(name, proc_paths, mount_map)
+    text = path.read_text()
+    if where.key is not None:
+        for line in text.splitlines():
+            parts = line.split()
+            if parts and parts[0] == where.key:
+                return parts[1]
+        raise LookupError(f"{path} has no {where.key!r} line")
+    if where.field is not None:
+        return text.split()[where.field]
+    return text.strip()
+
+
+def remove_leftovers(cgroups_path: str, mount_map: dict[str, Path] | None = None) -> list[str]:
+    """After delete, a container's cgroups must be gone: remove and report any that are not.
+
+    ``cgroups_path`` is the one the harness wrote into config.json, so every
+    directory found there is the container's own; processes still in it are
+    the container's and are killed first (a directory with tasks cannot go).
+    """
+
+    m = mounts() if mount_map is None else mount_map
+    rel = cgroups_path.strip("/")
+    if not rel:
+        return []
+    leaks = []
+    for mountpoint in sorted(set(m.values())):
+        top = mountpoint / rel
+        if not top.is_dir():
+            continue
+        leaks.append(str(top))
+        for d in sorted([top, *(p for p in top.rglob("*") if p.is_dir())], key=lambda p: -len(p.parts)):
+            for pid in (d / "cgroup.procs").read_text().split() if (d / "cgroup.procs").exists() else []:
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            for _ in range(50):
+                try:
+                    d.rmdir()
+                    break
+                except OSError:
+                    time.sleep(0.01)
+    return leaks

@@ -1,0 +1,43 @@
+"""Everything that happens on the host where the runtime runs, for one scenario.
+
+Check the host's requirements, make the host-side canaries, write the
+bundle, run and observe the container, remove it all.  The harness calls
+this in-process for the local host; for any other host the agent
+(``conformance/host/agent.py``) calls the very same function there and sends the
+Execution back as JSON.  Judging stays with the harness.
+"""
+from __future__ import annotations
+
+import socket
+
+from conformance.model.errors import ConformanceError
+from conformance.model.records import Execution
+from conformance.model.scenario import Scenario
+
+from . import host_setup, hostinfo, inside
+from .bundle import build
+from .observe import observe
+from .session import RunSession
+
+
+def execute(scenario: Scenario, runtime: str, disabled: tuple[str, ...], session: RunSession) -> Execution:
+    """Run one scenario on this host with one runtime (``disabled``: ref switches for a control)."""
+    reason = hostinfo.unmet(scenario.requires) or inside.unavailable(scenario)
+    if reason:
+        return Execution(skip=reason)
+    try:
+        driver = session.driver(runtime, disabled)
+    except ConformanceError as exc:  # a missing runtime, or a control switch it does not have
+        return Execution(error=str(exc))
+    cid = session.new_container_id()
+    try:
+        with host_setup.prepared(scenario.host_setup, session.workdir) as variables:
+            variables["host_hostname"] = socket.gethostname()
+            bundle = build(scenario, cid, session.workdir, driver.profile.spec_version, variables)
+            try:
+                obs = observe(scenario, driver, bundle, cid)
+            finally:
+                bundle.remove()
+        return Execution(observation=obs, variables=bundle.variables, oci_version=driver.profile.spec_version)
+    except (ConformanceError, OSError) as exc:
+        return Execution(error=f"{scenario.location}: the harness could not run this scenario: {exc}")

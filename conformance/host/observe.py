@@ -1,0 +1,177 @@
+"""Run one scenario's container and observe it, from inside and from the host.
+
+Inside: the entrypoint's exit status, stdout and stderr (written to files in
+the bundle, so a container that leaves a background child cannot hold a
+pipe open).  Host: facts read at the moment the scenario asks — after create,
+while the entrypoint runs, or after it exited but before delete — because a
+cgroup counter only exists until delete, and a namespace link only while the
+process lives.
+
+A scenario with host facts uses create/start/delete; the others use one
+``run``, which is the runtime's fastest path.  The container's stdin is a
+pipe the harness holds: a scenario that must stay alive for a "running"
+probe ends with ``read _``, and the harness closes the pipe when done.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+from conformance.model.errors import DriverError
+from conformance.model.placeholders import fill
+from conformance.model.records import FactReading, Observation
+from conformance.model.scenario import HostFact, Scenario
+
+from . import cgroupfs, inside
+from .bundle import Bundle
+from .driver import RuntimeDriver, wait_exit
+from .image import read_layer_file
+from .steps import run_steps
+
+EXEC_WAIT_S = 5.0
+
+
+class _HostProbe:
+    """Reads host facts about one container init (pid) at a given stage."""
+
+    def __init__(self, pid: int, variables: dict[str, str]) -> None:
+        self.pid = pid
+        self.variables = variables
+        self.mount_map = cgroupfs.mounts()
+        self.cgroups = cgroupfs.process_cgroups(pid)
+        self.hostname = socket.gethostname()
+
+    def read(self, fact: HostFact) -> FactReading:
+        try:
+            return FactReading(fact, value=self._value(fact))
+        except (OSError, LookupError, ValueError) as exc:
+            return FactReading(fact, error=f"{type(exc).__name__}: {exc}")
+
+    def _value(self, fact: HostFact) -> str:
+        if fact.kind == "namespace_differs":
+            inside = os.stat(f"/proc/{self.pid}/ns/{fact.target}").st_ino
+            host = os.stat(f"/proc/self/ns/{fact.target}").st_ino
+            return f"container {fact.target}:[{inside}] host {fact.target}:[{host}]"
+        if fact.kind == "proc":
+            text = Path(f"/proc/{self.pid}/{fact.target}").read_text()
+            return _field(text, fact.field) if fact.field else text
+        if fact.kind == "cgroup":
+            return cgroupfs.read_value(fact.target, self.cgroups, self.mount_map)
+        if fact.kind == "host_file":
+            return Path(fill(fact.target, self.variables)).read_text()
+        if fact.kind == "host_hostname_unchanged":
+            return socket.gethostname()
+        if fact.kind == "layer_file":
+            return read_layer_file(fact.target, fact.layer or "", self.variables)
+        raise ValueError(f"unknown host fact {fact.kind}")
+
+
+def _field(text: str, name: str) -> str:
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() == name:
+            return value.strip()
+    raise LookupError(f"no {name!r} line")
+
+
+def _exe(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return None
+
+
+def _wait_exec(pid: int, before: str | None, timeout: float) -> bool:
+    """Wait until the init has exec'd the entrypoint (its /proc/<pid>/exe changed)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = _exe(pid)
+        if now is None:
+            return False
+        if now != before:
+            return True
+        time.sleep(0.002)
+    return False
+
+
+def _release(stdin_w: int) -> None:
+    """Let a container waiting in ``read _`` go: one line, then end of input."""
+    try:
+        os.write(stdin_w, b"\n")
+    except OSError:  # the container already exited and closed its end
+        pass
+    os.close(stdin_w)
+
+
+def _read_outputs(bundle: Bundle, obs: Observation) -> None:
+    obs.stdout = (bundle.path / "stdout").read_text(errors="replace")
+    obs.stderr = (bundle.path / "stderr").read_text(errors="replace")
+
+
+def observe(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str) -> Observation:
+    """Run the container once and collect everything the scenario's expectations need."""
+    obs = Observation()
+    started = time.monotonic()
+    with open(bundle.path / "stdout", "wb") as out, open(bundle.path / "stderr", "wb") as err:
+        try:
+            if scenario.steps:
+                _steps(scenario, driver, bundle, cid, out, err, obs)
+            elif scenario.needs_lifecycle:
+                _lifecycle(scenario, driver, bundle, cid, out, err, obs)
+            else:
+                outcome = driver.run(bundle.path, cid, out, err, scenario.timeout)
+                obs.exit, obs.timed_out = outcome.exit, outcome.timed_out
+        except DriverError as exc:
+            obs.runtime_error = str(exc)
+        finally:
+            obs.leaks = cgroupfs.remove_leftovers(bundle.config["linux"]["cgroupsPath"])
+    _read_outputs(bundle, obs)
+    obs.duration_s = time.monotonic() - started
+    return obs
+
+
+def _steps(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str,
+           out, err, obs: Observation) -> None:
+    results, obs.exit, obs.timed_out = run_steps(list(scenario.steps), driver, bundle.path, cid, out, err,
+                                                 scenario.timeout, bundle.path / "stdout")
+    obs.steps = results
+
+
+def _lifecycle(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str,
+               out, err, obs: Observation) -> None:
+    stages = {stage: [f for f in scenario.expect.host if f.when == stage]
+              for stage in ("created", "running", "exited", "deleted")}
+    stdin_r, stdin_w = os.pipe()
+    try:
+        try:
+            pid = driver.create(bundle.path, cid, stdin_r, out, err, scenario.timeout)
+        finally:
+            os.close(stdin_r)
+        probe = _HostProbe(pid, bundle.variables)
+        created_exe = _exe(pid)
+        obs.facts += [probe.read(f) for f in stages["created"]]
+        driver.start(cid)
+        if stages["running"] or scenario.expect.testinfra:
+            if driver.profile.sandboxed or _wait_exec(pid, created_exe, min(EXEC_WAIT_S, scenario.timeout)):
+                obs.facts += [probe.read(f) for f in stages["running"]]
+                if scenario.expect.testinfra:  # commands inside, through the runtime's exec
+                    obs.inside = inside.read(scenario, driver.profile.argv(driver.root), cid, bundle.variables)
+            else:
+                why = "the entrypoint was not seen running (it exited first, or exec never happened)"
+                obs.facts += [FactReading(f, error=why) for f in stages["running"]]
+                obs.inside = inside.not_running(scenario, why)
+        _release(stdin_w)
+        stdin_w = -1
+        obs.exit, obs.timed_out = wait_exit(pid, scenario.timeout)
+        if obs.timed_out:
+            driver.kill(cid)
+            wait_exit(pid, 5.0)
+        obs.facts += [probe.read(f) for f in stages["exited"]]
+        driver.delete(cid)  # poststop hooks run here; "deleted" facts see their effects
+        obs.facts += [probe.read(f) for f in stages["deleted"]]
+    finally:
+        if stdin_w >= 0:
+            os.close(stdin_w)
+        driver.delete(cid)  # quiet when already gone: this is the guarantee on every other path

@@ -1,0 +1,108 @@
+"""Per-process state of a conformance run: work dirs, runtime drivers, results.
+
+One instance lives in ``config.stash`` of each pytest process (the controller
+and every xdist worker).  It owns everything the run makes on the host — the
+bundle work dir and each runtime's private state root — and ``close()``
+removes all of it, after a failure, a timeout or Ctrl-C as after success.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from conformance.model.errors import ConformanceError, RuntimeNotFound
+
+from .driver import RuntimeDriver, become_subreaper
+from .image import unmount_tree
+from .runtimes import RuntimeProfile, resolve
+
+STATE_BASE = Path("/run")
+
+
+class RunSession:
+    def __init__(self, runtime_flags: dict[str, list[str]] | None = None) -> None:
+        self.runtime_flags = runtime_flags or {}
+        # One tag names everything this process makes on the host (state root, work
+        # dir, container ids), so leftovers can be told from other runs' objects.
+        self._tag = os.environ.get("OCI_CONFORMANCE_TAG") or secrets.token_hex(4)
+        self._state_root = STATE_BASE / f"oci-conformance-{self._tag}-{os.getpid()}"
+        self._workdir: Path | None = None
+        self._profiles: dict[str, RuntimeProfile | RuntimeNotFound] = {}
+        self._drivers: dict[tuple[str, tuple[str, ...]], RuntimeDriver] = {}
+        self.subreaper = False
+
+    @property
+    def workdir(self) -> Path:
+        """Where bundles are written (one sub-directory per container, removed after it)."""
+        if self._workdir is None:
+            self._workdir = Path(tempfile.mkdtemp(prefix=f"oci-conformance-{self._tag}-"))
+            # mkdtemp makes it 0700; a user-namespaced container's root (a mapped,
+            # unprivileged host uid) must be able to traverse it to reach its rootfs.
+            self._workdir.chmod(0o711)
+        return self._workdir
+
+    def new_container_id(self) -> str:
+        return f"cf-{self._tag}-{secrets.token_hex(4)}"
+
+    def profile(self, name: str) -> RuntimeProfile:
+        """The resolved runtime; raises RuntimeNotFound (remembered) when it is missing."""
+        if name not in self._profiles:
+            try:
+                self._profiles[name] = resolve(name, self.runtime_flags.get(name))
+            except RuntimeNotFound as exc:
+                self._profiles[name] = exc
+        found = self._profiles[name]
+        if isinstance(found, RuntimeNotFound):
+            raise found
+        return found
+
+    def driver(self, name: str, disabled: tuple[str, ...] = ()) -> RuntimeDriver:
+        """The driver for a runtime; ``disabled`` switches (ref only) make a negative-control variant."""
+        key = (name, disabled)
+        if key not in self._drivers:
+            if not self.subreaper:
+                self.subreaper = become_subreaper()
+            profile = self.profile(name)
+            if disabled:
+                self._check_switches(profile, disabled)
+                profile = dataclasses.replace(profile, global_flags=[*profile.global_flags,
+                                                                     "--disable", ",".join(disabled)])
+            root = self._state_root / (profile.name + "".join(f"-no-{d}" for d in disabled))
+            root.mkdir(parents=True, exist_ok=True)
+            self._drivers[key] = RuntimeDriver(profile, root)
+        return self._drivers[key]
+
+    def _check_switches(self, profile: RuntimeProfile, disabled: tuple[str, ...]) -> None:
+        """A control needs switches the runtime has: an unknown one must be an error, not a 'fail'.
+
+        (A runtime that rejects an unknown switch exits non-zero, which would
+        otherwise look exactly like the scenario failing as it should.)
+        """
+        if not hasattr(self, "_switches"):
+            done = subprocess.run([*profile.command, "features"], capture_output=True, text=True, timeout=30)
+            try:
+                self._switches = set(json.loads(done.stdout).get("switches", []))
+            except ValueError:
+                self._switches = set()
+        unknown = [d for d in disabled if d not in self._switches]
+        if unknown:
+            raise ConformanceError(f"{profile.name} has no switch {', '.join(unknown)} for this negative control "
+                                   f"(its switches: {', '.join(sorted(self._switches)) or 'none'})")
+
+    def close(self) -> list[str]:
+        """Remove every container, state root and bundle this process made. Returns leftovers found."""
+        leftovers = []
+        for (name, _), driver in self._drivers.items():
+            leftovers += [f"{name}:{cid}" for cid in driver.cleanup()]
+        shutil.rmtree(self._state_root, ignore_errors=True)
+        if self._workdir is not None:
+            # an image's overlay still mounted (a bundle not removed) must not be walked into by rmtree
+            leftovers += [f"mount {p}" for p in unmount_tree(self._workdir)]
+            shutil.rmtree(self._workdir, ignore_errors=True)
+        return leftovers

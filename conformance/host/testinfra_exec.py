@@ -1,0 +1,204 @@
+"""pytest-testinfra inside a running container: commands travel through the runtime's ``exec``.
+
+``RuntimeExecBackend`` is one more testinfra backend, the size of testinfra's
+own podman backend: where podman runs ``podman exec NAME /bin/sh -c CMD``,
+this runs ``RUNTIME --root ROOT exec ID /bin/sh -c CMD``.  A ``Host`` over it
+offers every testinfra module; the checks never know how their commands
+travel.
+
+Used in two places, both where pytest (and so testinfra) runs:
+
+* a scenario's ``expect: {testinfra: [...]}`` — ``read_checks`` asks each
+  check's module for the attributes the scenario names, while the
+  container runs, and returns what it observed; ``verdict.py`` judges;
+* Python tests — the ``container_host`` fixture (``conformance/plugin/fixtures.py``)
+  yields a Host bound to a running busybox container.
+
+This module imports testinfra and is therefore harness-side only; the
+executor reaches it through ``conformance/host/inside.py``, which needs nothing
+beyond the standard library.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import re
+import subprocess
+from typing import Any, Callable, Sequence
+
+import testinfra.host
+from testinfra.backend import base
+
+from conformance.model.records import InsideReading
+from conformance.model.scenario import InsideCheck
+
+EXEC_TIMEOUT_S = 30.0
+
+#: Debian's busybox has no ``getent``; testinfra's group module and the
+#: user module's home/shell ask it.  For the ``files`` database (all a busybox
+#: image has) it is a lookup by name or number in /etc/<db>, exiting 2 when
+#: the key is absent, as getent does.
+GETENT_SHIM = (
+    "command -v getent >/dev/null || getent() { [ -r \"/etc/$1\" ] || return 1; "
+    "[ $# -lt 2 ] && { cat \"/etc/$1\"; return; }; "
+    "awk -F: -v k=\"$2\" '$1 == k || (k ~ /^[0-9]+$/ && $3 == k) { print; f = 1; exit } "
+    "END { exit f ? 0 : 2 }' \"/etc/$1\"; }; "
+)
+
+
+def _busybox_ps(command: str) -> str:
+    """testinfra's BusyboxProcess lists a ``time`` column that Debian's busybox ps lacks.
+
+    testinfra reads it only to notice a pid reused between the two ``ps``
+    calls of one lookup.  busybox has no start-time column, and a numeric
+    stand-in trips testinfra's own comparison (an int from the list, text
+    from the second call), so the controlling tty (text, fixed for a
+    process's life) stands in.  Only BusyboxProcess's two command shapes are
+    rewritten; ``time`` sits between other columns in both.
+    """
+    if command.startswith(("ps -A -o ", "ps -o pid,time,")):
+        return command.replace(",time,", ",tty,", 1)
+    return command
+
+
+#: testinfra's Interface.exists runs ``ip link show NAME`` and accepts exit 0 or 1 (iproute2's
+#: "does not exist"); busybox's ip says "can't find device" with exit 2.
+_BUSYBOX_IP_MISSING = re.compile(r"^\S*ip (-f \S+ )?link show ")
+
+
+def _busybox_ip_status(cmd: str, rc: int, err: bytes) -> int:
+    if rc == 2 and b"can't find device" in err and _BUSYBOX_IP_MISSING.match(cmd):
+        return 1
+    return rc
+
+
+class RuntimeExecBackend(base.BaseBackend):
+    """Run testinfra's commands inside container ``cid`` through ``RUNTIME exec``."""
+
+    NAME = "runtime-exec"
+
+    def __init__(self, cid: str, runtime_argv: Sequence[str], *args: Any, **kwargs: Any) -> None:
+        self.runtime_argv = list(runtime_argv)  # e.g. ["runc", "--root", "/run/…"]
+        super().__init__(cid, *args, **kwargs)
+
+    def run(self, command: str, *args: str, **kwargs: Any) -> base.CommandResult:
+        cmd = _busybox_ps(self.get_command(command, *args))
+        script = GETENT_SHIM + cmd if "getent" in cmd else cmd
+        argv = [*self.runtime_argv, "exec", self.hostname, "/bin/sh", "-c", script]
+        try:
+            done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
+                                  timeout=EXEC_TIMEOUT_S, start_new_session=True)
+            rc, out, err = done.returncode, done.stdout, done.stderr
+        except subprocess.TimeoutExpired as exc:
+            rc, out, err = 124, exc.stdout or b"", (exc.stderr or b"") + b"\nexec: no answer in time"
+        return self.result(_busybox_ip_status(cmd, rc, err), self.encode(cmd), out, err)
+
+    def get_pytest_id(self) -> str:
+        return f"{os.path.basename(self.runtime_argv[0])}-exec://{self.hostname}"
+
+
+def container_host(runtime_argv: Sequence[str], cid: str) -> testinfra.host.Host:
+    """A testinfra Host whose commands run inside the running container ``cid``."""
+    host = testinfra.host.Host(RuntimeExecBackend(cid, runtime_argv))
+    _known_linux(host)
+    return host
+
+
+def _known_linux(host: testinfra.host.Host) -> None:
+    """Tell testinfra in one command what it would learn with up to six.
+
+    Most modules first ask ``system_info.type`` to pick their Linux class;
+    on a busybox root (no /etc/os-release) that costs ``uname -s``, four
+    failed release-file probes and ``uname -m``: six ``exec`` round trips per
+    Host.  ``uname -sm`` and the os-release file, read at once, answer the same.
+    """
+    kind, _, rest = host.check_output("uname -sm; cat /etc/os-release 2>/dev/null || true").partition(" ")
+    arch, _, release = rest.partition("\n")
+    fields = dict(line.split("=", 1) for line in release.splitlines() if "=" in line)
+    value = lambda key: fields[key].strip("\"' ") if key in fields else None  # noqa: E731
+    host.system_info.__dict__["sysinfo"] = {  # functools.cached_property's slot
+        "type": kind.lower(), "arch": arch.strip(), "distribution": value("ID"),
+        "release": value("VERSION_ID"), "codename": value("VERSION_CODENAME")}
+
+
+# -- scenario checks: module(argument).attribute, read while the container runs ----------
+def _process(host: testinfra.host.Host, filters: dict[str, Any] | None) -> Any:
+    return _ProcessView(host, dict(filters or {}))
+
+
+class _ProcessView:
+    """``count`` of the processes matching the filters; other attributes of the only match."""
+
+    def __init__(self, host: testinfra.host.Host, filters: dict[str, Any]) -> None:
+        self.host, self.filters = host, filters
+
+    @functools.cached_property
+    def matches(self) -> list[Any]:
+        return self.host.process.filter(**self.filters)
+
+    @property
+    def count(self) -> int:
+        return len(self.matches)
+
+    def __getattr__(self, name: str) -> Any:
+        if len(self.matches) != 1:
+            raise LookupError(f"{len(self.matches)} processes match {self.filters} "
+                              f"(attributes other than count need exactly one)")
+        return getattr(self.matches[0], name)
+
+
+class _SysctlView:
+    def __init__(self, host: testinfra.host.Host, name: str) -> None:
+        self.value = host.sysctl(name)
+
+
+#: module name -> how to get the object whose attributes a check reads
+MODULES: dict[str, Callable[[testinfra.host.Host, Any], Any]] = {
+    "file": lambda host, path: host.file(path),
+    "mount_point": lambda host, path: host.mount_point(path),
+    "interface": lambda host, name: host.interface(name),
+    "sysctl": _SysctlView,
+    "user": lambda host, name: host.user(name),
+    "group": lambda host, name: host.group(name),
+    "process": _process,
+}
+
+#: attributes that testinfra offers as methods without arguments
+CALLED = {"names"}
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-able copy of what testinfra returned (it may travel back from another host)."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    return str(value)
+
+
+def read_check(host: testinfra.host.Host, index: int, check: InsideCheck) -> list[InsideReading]:
+    """Read every attribute a check names; a command that fails makes that reading an error."""
+    try:
+        subject = MODULES[check.module](host, check.argument)
+    except Exception as exc:  # testinfra raises AssertionError for a failed command, and more
+        return [InsideReading(index, attr, error=_error(exc)) for attr, _ in check.expect]
+    readings = []
+    for attr, _ in check.expect:
+        try:
+            value = getattr(subject, attr)
+            value = value() if attr in CALLED else value
+            if attr == "mode":  # testinfra gives st_mode's permission bits as an int
+                value = f"{value:04o}"
+            readings.append(InsideReading(index, attr, value=_plain(value)))
+        except Exception as exc:
+            readings.append(InsideReading(index, attr, error=_error(exc)))
+    return readings
+
+
+def read_checks(host: testinfra.host.Host, checks: Sequence[InsideCheck]) -> list[InsideReading]:
+    return [r for i, check in enumerate(checks) for r in read_check(host, i, check)]
+
+
+def _error(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:300]}"

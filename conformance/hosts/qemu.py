@@ -1,0 +1,470 @@
+"""Boot a throw-away guest with a chosen cgroup layout, and reach it like any ssh host.
+
+``qemu://cgroup-v2`` / ``qemu://cgroup-v1``: a Debian kernel (the package's
+files are unpacked into the cache, never installed), an initramfs made here
+from busybox-static and the few modules needed to mount this machine's root
+read-only over virtio-9p, tmpfs on /tmp /run /root, the named cgroup layout,
+and sshd (this machine's openssh-server binary) with a key pair and host key
+made per guest.  The guest listens only through qemu's ``hostfwd`` on
+127.0.0.1 and its user network is restricted (no route out).  Nothing is
+persistent: stopping the guest is killing qemu; the temp dir goes with it.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import io
+import os
+import re
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import testinfra
+
+from conformance.host.rootfs import cache_root, find_static_busybox
+from conformance.model.errors import ConformanceError
+
+from .targets import RemoteTarget
+
+LAYOUTS = ("cgroup-v2", "cgroup-v1")
+#: what the initramfs needs to mount the 9p root and bring up the NIC (dependencies follow modules.dep),
+#: and overlayfs for scenarios on a layered image (their requirement overlayfs)
+INITRAMFS_MODULES = ("virtio_pci", "9pnet_virtio", "9p", "virtio_net", "overlay")
+V1_CONTROLLERS = ("cpu,cpuacct", "memory", "pids", "blkio", "devices", "freezer", "cpuset", "net_cls,net_prio",
+                  "perf_event", "hugetlb", "rdma", "misc")
+BOOT_TIMEOUT_KVM_S, BOOT_TIMEOUT_TCG_S = 60.0, 240.0
+PR_SET_PDEATHSIG = 1
+
+
+class _KvmFailed(Exception):
+    """KVM could not run the guest on this machine; retried under TCG."""
+
+
+KVM_SILENCE_S = 15.0
+_KVM_BROKEN = cache_root() / "qemu-kvm-broken"
+
+
+class GuestError(ConformanceError):
+    """The guest could not be prepared or did not boot; says why (with the console's last lines)."""
+
+
+# -- the kernel ----------------------------------------------------------------
+@dataclass(frozen=True)
+class Kernel:
+    image: Path            # bzImage
+    modules: Path          # .../lib/modules/<version>
+    version: str
+
+
+def _newest_kernel_package() -> str:
+    out = subprocess.run(["apt-cache", "search", "--names-only", r"^linux-image-[0-9.]+-[0-9]+-amd64-unsigned$"],
+                         capture_output=True, text=True).stdout
+    names = [line.split()[0] for line in out.splitlines() if line.strip()]
+    if not names:
+        raise GuestError("no linux-image-*-amd64-unsigned package known to apt (run apt-get update, or give "
+                         "--qemu-kernel PATH)")
+    return max(names, key=lambda n: [int(x) for x in re.findall(r"\d+", n)])
+
+
+def kernel_from_package(package: str | None = None) -> Kernel:
+    """Unpack a Debian kernel package into the cache (once) and index its modules."""
+    package = package or os.environ.get("OCI_CONFORMANCE_KERNEL_PACKAGE") or _newest_kernel_package()
+    target = cache_root() / "kernels" / package
+    if not (target / ".complete").exists():
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True)
+        try:
+            subprocess.run(["apt-get", "download", package], cwd=target, check=True, capture_output=True, text=True)
+            (deb,) = target.glob("*.deb")
+            subprocess.run(["dpkg-deb", "-x", str(deb), str(target)], check=True, capture_output=True)
+            deb.unlink()
+            version = next((target / "lib" / "modules").iterdir()).name
+            subprocess.run(["depmod", "-b", str(target), version], check=True, capture_output=True)
+        except (subprocess.CalledProcessError, ValueError, StopIteration) as exc:
+            shutil.rmtree(target, ignore_errors=True)
+            detail = getattr(exc, "stderr", "") or exc
+            raise GuestError(f"cannot unpack kernel package {package}: {detail}") from None
+        (target / ".complete").touch()
+    version = next((target / "lib" / "modules").iterdir()).name
+    return Kernel(target / "boot" / f"vmlinuz-{version}", target / "lib" / "modules" / version, version)
+
+
+def bzimage_version(image: Path) -> str:
+    """The version string a bzImage carries in its setup header."""
+    data = image.read_bytes()[:0x10000]
+    offset = int.from_bytes(data[0x20E:0x210], "little") + 0x200
+    return data[offset:offset + 64].split(b" ")[0].decode(errors="replace")
+
+
+def kernel_from_path(image: Path) -> Kernel:
+    if not image.is_file():
+        raise GuestError(f"--qemu-kernel {image}: no such file")
+    version = bzimage_version(image)
+    for modules in (image.parent.parent / "lib" / "modules" / version, Path("/lib/modules") / version):
+        if modules.is_dir():
+            return Kernel(image, modules, version)
+    raise GuestError(f"--qemu-kernel {image}: no modules for {version} beside it (../lib/modules/{version}) "
+                     f"or in /lib/modules/{version}")
+
+
+def resolve_kernel(choice: str | None) -> Kernel:
+    """``--qemu-kernel``: a bzImage path, a Debian package name, or (default) the newest package."""
+    if choice and ("/" in choice or Path(choice).is_file()):
+        return kernel_from_path(Path(choice))
+    return kernel_from_package(choice)
+
+
+# -- the initramfs ---------------------------------------------------------------
+def _cpio_entry(out: io.BytesIO, name: str, mode: int, data: bytes = b"", ino: int = 0) -> None:
+    """One entry of a "newc" cpio archive (what the kernel unpacks into its rootfs)."""
+    encoded = name.encode() + b"\0"
+    fields = [ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(encoded), 0]
+    out.write(b"070701" + b"".join(b"%08X" % f for f in fields) + encoded)
+    out.write(b"\0" * (-(110 + len(encoded)) % 4))
+    out.write(data)
+    out.write(b"\0" * (-len(data) % 4))
+
+
+INIT = r"""#!/bin/busybox sh
+# Guest init: mount this machine's root read-only over 9p, make the writable
+# and kernel filesystems, the chosen cgroup layout and the network, then hand
+# over to the run's guest.sh (sshd). Every failure ends in a clear console line.
+set -u
+B=/bin/busybox
+fail() { echo "CONFORMANCE-GUEST-FAILED: $*"; $B poweroff -f; }
+$B mkdir -p /proc /sys /dev /newroot
+$B mount -t proc proc /proc; $B mount -t sysfs sys /sys; $B mount -t devtmpfs dev /dev
+for m in $(cat /modules.list); do $B insmod /modules/$m.ko 2>/dev/null || [ -d /sys/module/$m ] || fail "insmod $m"; done
+$B mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose hostroot /newroot || fail "mount 9p root"
+R=/newroot
+# The kernel's modules live in this machine's cache (under /root, which becomes a
+# tmpfs): bind them to /run/kernel first, and point the kernel's module loader there.
+$B mount -t tmpfs -o mode=755 tmpfs $R/run || fail "tmpfs run"
+$B mkdir -p $R/run/kernel $R/run/conformance $R/run/sshd
+$B mount --bind $R@KERNELROOT@ $R/run/kernel || fail "bind kernel modules"
+for d in tmp root var/tmp; do $B mount -t tmpfs -o mode=1777 tmpfs $R/$d || fail "tmpfs $d"; done
+$B chmod 700 $R/root
+$B mount -t 9p -o trans=virtio,version=9p2000.L,ro share $R/run/conformance || fail "mount 9p share"
+$B mount -t devtmpfs dev $R/dev; $B mkdir -p $R/dev/pts $R/dev/shm $R/dev/mqueue
+$B mount -t devpts -o newinstance,ptmxmode=0666 devpts $R/dev/pts; $B mount -t tmpfs tmpfs $R/dev/shm
+$B mount -t mqueue mqueue $R/dev/mqueue
+$B mount -t proc proc $R/proc; $B mount -t sysfs sys $R/sys
+echo /run/conformance/modprobe > /proc/sys/kernel/modprobe
+if [ "@LAYOUT@" = cgroup-v2 ]; then
+  $B mount -t cgroup2 cgroup2 $R/sys/fs/cgroup || fail "cgroup2"
+  for c in $(cat $R/sys/fs/cgroup/cgroup.controllers); do echo "+$c" > $R/sys/fs/cgroup/cgroup.subtree_control; done
+else
+  $B mount -t tmpfs -o mode=755 cgroup $R/sys/fs/cgroup
+  for c in @V1@; do
+    $B mkdir -p $R/sys/fs/cgroup/$c
+    $B mount -t cgroup -o $c cgroup $R/sys/fs/cgroup/$c 2>/dev/null || $B rmdir $R/sys/fs/cgroup/$c
+    case $c in *,*) for part in $(echo $c | $B tr , ' '); do $B ln -s $c $R/sys/fs/cgroup/$part; done;; esac
+  done
+fi
+$B ip link set lo up; $B ip link set eth0 up; $B ip addr add 10.0.2.15/24 dev eth0
+$B hostname conformance-guest
+exec $B switch_root /newroot /bin/busybox sh /run/conformance/guest.sh
+"""
+
+MODPROBE = """#!/bin/sh
+# the guest kernel's module loader: modules come from the unpacked kernel package
+exec /sbin/modprobe -d /run/kernel "$@"
+"""
+
+GUEST_SH = """# pid 1 of the guest, from this machine's busybox: start sshd, then reap orphans forever
+/usr/sbin/sshd -f /run/conformance/sshd_config -E /run/sshd.log || echo "CONFORMANCE-GUEST-FAILED: sshd" > /dev/console
+echo CONFORMANCE-GUEST-READY > /dev/console
+while :; do wait; sleep 1; done
+"""
+
+SSHD_CONFIG = """ListenAddress 0.0.0.0
+Port 22
+HostKey /run/conformance/ssh_host_ed25519_key
+AuthorizedKeysFile /run/conformance/authorized_keys
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+StrictModes no
+UsePAM no
+UseDNS no
+PidFile /run/sshd.pid
+SetEnv PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+"""
+
+
+def _module_files(kernel: Kernel) -> dict[str, Path]:
+    """The modules to load, dependencies first (from modules.dep); built-in ones are skipped."""
+    deps: dict[str, list[str]] = {}
+    for line in (kernel.modules / "modules.dep").read_text().splitlines():
+        mod, _, needs = line.partition(":")
+        deps[Path(mod).name.split(".ko")[0]] = [n for n in needs.split()]
+    paths = {Path(m).name.split(".ko")[0]: kernel.modules / m
+             for m in (line.partition(":")[0] for line in (kernel.modules / "modules.dep").read_text().splitlines())}
+    builtin = (kernel.modules / "modules.builtin").read_text()
+    ordered: dict[str, Path] = {}
+
+    def add(name: str) -> None:
+        if name in ordered:
+            return
+        if name not in paths:
+            if f"/{name}.ko" in builtin:
+                return
+            raise GuestError(f"kernel {kernel.version}: module {name} is neither built in nor in {kernel.modules}")
+        for dep in reversed(deps[name]):
+            add(Path(dep).name.split(".ko")[0])
+        ordered[name] = paths[name]
+
+    for wanted in INITRAMFS_MODULES:
+        add(wanted)
+    return ordered
+
+
+def build_initramfs(kernel: Kernel, layout: str, dest: Path) -> None:
+    modules = _module_files(kernel)
+    init = (INIT.replace("@LAYOUT@", layout).replace("@VERSION@", kernel.version)
+            .replace("@KERNELROOT@", str(kernel.modules.parent.parent.parent)).replace("@V1@", " ".join(V1_CONTROLLERS)))
+    out = io.BytesIO()
+    entries = [("bin", stat.S_IFDIR | 0o755, b""), ("modules", stat.S_IFDIR | 0o755, b""),
+               ("bin/busybox", stat.S_IFREG | 0o755, find_static_busybox().read_bytes()),
+               ("init", stat.S_IFREG | 0o755, init.encode()),
+               ("modules.list", stat.S_IFREG | 0o644, "\n".join(modules).encode() + b"\n")]
+    entries += [(f"modules/{n}.ko", stat.S_IFREG | 0o644, p.read_bytes()) for n, p in modules.items()]
+    for ino, (name, mode, data) in enumerate(entries, start=1):
+        _cpio_entry(out, name, mode, data, ino)
+    _cpio_entry(out, "TRAILER!!!", 0)
+    dest.write_bytes(out.getvalue())
+
+
+# -- the guest --------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _kvm_usable() -> bool:
+    """KVM when /dev/kvm opens (``OCI_CONFORMANCE_QEMU_ACCEL=tcg`` forces emulation)."""
+    if os.environ.get("OCI_CONFORMANCE_QEMU_ACCEL") == "tcg":
+        return False
+    try:
+        os.close(os.open("/dev/kvm", os.O_RDWR))
+        return True
+    except OSError:
+        return False
+
+
+def _die_with_parent() -> None:
+    """In the qemu child: get SIGKILL if the harness dies, so no guest outlives it."""
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+class Guest:
+    """One booted guest; ``stop()`` (also on any failure) leaves no process or file behind."""
+
+    def __init__(self, layout: str, kernel_choice: str | None = None, memory_mb: int = 2048) -> None:
+        if layout not in LAYOUTS:
+            raise GuestError(f"qemu://{layout}: unknown layout (known: {', '.join(LAYOUTS)})")
+        self.layout, self.kernel_choice, self.memory_mb = layout, kernel_choice, memory_mb
+        self.dir: Path | None = None
+        self.proc: subprocess.Popen | None = None
+        self.port = 0
+        self.boot_s = 0.0
+        self.accel = "kvm" if _kvm_usable() and not _KVM_BROKEN.exists() else "tcg"
+        self.accel_note = "" if self.accel == "kvm" else (
+            f"tcg: KVM failed here before ({_KVM_BROKEN.read_text().strip()})" if _KVM_BROKEN.exists() else "tcg: no usable /dev/kvm")
+
+    @property
+    def key(self) -> Path:
+        assert self.dir is not None
+        return self.dir / "id_ed25519"
+
+    def _prepare(self) -> list[str]:
+        if not shutil.which("qemu-system-x86_64"):
+            raise GuestError("qemu-system-x86_64 is not installed (ci/setup.sh installs qemu-system-x86)")
+        if not Path("/usr/sbin/sshd").exists():
+            raise GuestError("/usr/sbin/sshd is missing (ci/setup.sh installs openssh-server)")
+        kernel = resolve_kernel(self.kernel_choice)
+        tag = os.environ.get("OCI_CONFORMANCE_TAG", "")
+        self.dir = Path(tempfile.mkdtemp(prefix=f"oci-conformance-guest-{tag + '-' if tag else ''}"))
+        share = self.dir / "share"
+        share.mkdir()
+        build_initramfs(kernel, self.layout, self.dir / "initramfs.cpio")
+        for name, kind in (("id_ed25519", "user"), ("share/ssh_host_ed25519_key", "host")):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"conformance-{kind}",
+                            "-f", str(self.dir / name)], check=True)
+        shutil.copy(self.dir / "id_ed25519.pub", share / "authorized_keys")
+        (share / "sshd_config").write_text(SSHD_CONFIG)
+        (share / "guest.sh").write_text(GUEST_SH)
+        (share / "modprobe").write_text(MODPROBE)
+        (share / "modprobe").chmod(0o755)
+        self.port = _free_port()
+        accel = (["-accel", "kvm", "-cpu", os.environ.get("OCI_CONFORMANCE_QEMU_CPU", "host")] if self.accel == "kvm"
+                 else ["-accel", "tcg", "-cpu", "max"])
+        cmdline = "console=ttyS0 panic=-1" + ("" if os.environ.get("OCI_CONFORMANCE_QEMU_VERBOSE") else " quiet") + (" cgroup_no_v1=all" if self.layout == "cgroup-v2" else "")
+        return ["qemu-system-x86_64", *accel, "-m", str(self.memory_mb), "-smp", str(min(2, os.cpu_count() or 1)),
+                "-kernel", str(kernel.image), "-initrd", str(self.dir / "initramfs.cpio"), "-append", cmdline,
+                "-display", "none", "-monitor", "none", "-serial", f"file:{self.dir / 'console.log'}", "-no-reboot",
+                "-fsdev", "local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap",
+                "-device", "virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot",
+                "-fsdev", f"local,id=share,path={share},security_model=none,readonly=on",
+                "-device", "virtio-9p-pci,fsdev=share,mount_tag=share",
+                "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{self.port}-:22",
+                "-device", "virtio-net-pci,netdev=n0"]
+
+    def console_tail(self, lines: int = 15) -> str:
+        try:
+            text = (self.dir / "console.log").read_text(errors="replace") if self.dir else ""
+        except OSError:
+            return ""
+        return " | ".join(text.strip().splitlines()[-lines:])
+
+    def _check_kvm(self, started: float) -> None:
+        """Raise _KvmFailed when qemu died at once or the KVM guest stayed silent."""
+        if self.proc is not None and self.proc.poll() is not None:
+            err = (self.dir / "qemu.err").read_text(errors="replace").strip().splitlines()
+            raise _KvmFailed(f"qemu exit {self.proc.returncode}: {err[-1] if err else ''}"[:200])
+        if time.monotonic() - started > KVM_SILENCE_S and not self.console_tail(1):
+            raise _KvmFailed(f"no console output in {KVM_SILENCE_S:.0f}s")
+
+    def _failure_line(self) -> str | None:
+        """The guest init's own report of what failed, if it printed one."""
+        try:
+            text = (self.dir / "console.log").read_text(errors="replace") if self.dir else ""
+        except OSError:
+            return None
+        return next((line.split("CONFORMANCE-GUEST-FAILED:", 1)[1].strip()
+                     for line in text.splitlines() if "CONFORMANCE-GUEST-FAILED:" in line), None)
+
+    def _ssh_banner(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                s.settimeout(2)
+                return s.recv(8).startswith(b"SSH-")
+        except OSError:
+            return False
+
+    def boot(self) -> "Guest":
+        """Start qemu and wait for sshd; on any failure stop everything and raise GuestError.
+
+        KVM is tried first where /dev/kvm opens; when it cannot run this guest
+        (nested KVM often cannot: qemu aborts on an MSR, or the guest never
+        prints a line) the boot is retried under TCG, and that is remembered
+        in the cache so the next boot does not pay for the attempt again.
+        """
+        try:
+            return self._boot_once()
+        except _KvmFailed as exc:
+            _KVM_BROKEN.parent.mkdir(parents=True, exist_ok=True)
+            _KVM_BROKEN.write_text(str(exc) + "\n")
+            self.accel, self.accel_note = "tcg", f"tcg: KVM failed here ({exc})"
+            return self._boot_once()
+
+    def _boot_once(self) -> "Guest":
+        started = time.monotonic()
+        try:
+            argv = self._prepare()
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stderr=open(self.dir / "qemu.err", "wb"), preexec_fn=_die_with_parent)
+            deadline = started + (BOOT_TIMEOUT_KVM_S if self.accel == "kvm" else BOOT_TIMEOUT_TCG_S)
+            while not self._ssh_banner():
+                if self.accel == "kvm":
+                    self._check_kvm(started)
+                if self.proc.poll() is not None:
+                    err = (self.dir / "qemu.err").read_text(errors="replace").strip()[-300:]
+                    raise GuestError(f"qemu://{self.layout}: the guest stopped during boot (qemu exit "
+                                     f"{self.proc.returncode}{': ' + err if err else ''}); console: {self.console_tail()}")
+                failed = self._failure_line()
+                if failed:
+                    raise GuestError(f"qemu://{self.layout}: the guest failed to boot: {failed}; "
+                                     f"console: {self.console_tail(6)}")
+                if time.monotonic() > deadline:
+                    raise GuestError(f"qemu://{self.layout}: no sshd after {deadline - started:.0f}s; "
+                                     f"console: {self.console_tail()}")
+                time.sleep(0.1)
+        except BaseException:
+            self.stop()
+            raise
+        self.boot_s = time.monotonic() - started
+        return self
+
+    def stop(self) -> None:
+        """Power off (kill qemu: nothing in the guest is persistent) and remove the guest's files."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+
+
+# -- the target the harness uses ------------------------------------------------------
+def QemuTarget(spec: str, runtime_flags: dict[str, list[str]], tag: str, kernel_choice: str | None = None):
+    """A RemoteTarget whose host is a guest booted here, stopped when the target closes."""
+    guest = Guest(spec[len("qemu://"):], kernel_choice or os.environ.get("OCI_CONFORMANCE_QEMU_KERNEL")).boot()
+    try:
+        host = testinfra.get_host(f"paramiko://root@127.0.0.1:{guest.port}", ssh_identity_file=str(guest.key))
+        host.run("true")
+    except BaseException:
+        guest.stop()
+        raise
+
+    class _GuestTarget(RemoteTarget):
+        def close(self) -> None:
+            try:
+                super().close()
+            finally:
+                with contextlib.suppress(Exception):
+                    self.backend.client.close()
+                guest.stop()
+
+        def describe(self, runtimes: list[str]) -> dict:
+            out = super().describe(runtimes)
+            out["profile"]["guest_boot_s"] = round(guest.boot_s, 2)
+            out["profile"]["guest_accel"] = guest.accel_note or guest.accel
+            return out
+
+    return _GuestTarget(spec, host.backend, runtime_flags, tag, python="/usr/bin/python3")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m conformance.hosts.qemu", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    fetch = sub.add_parser("fetch-kernel", help="unpack the Debian kernel package into the cache")
+    fetch.add_argument("package", nargs="?")
+    boot = sub.add_parser("boot", help="boot a guest, print how to reach it, stop on Ctrl-C")
+    boot.add_argument("layout", choices=LAYOUTS)
+    boot.add_argument("--kernel")
+    args = parser.parse_args(argv)
+    if args.cmd == "fetch-kernel":
+        print(kernel_from_package(args.package).image)
+        return 0
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    guest = Guest(args.layout, args.kernel).boot()
+    try:
+        print(f"booted in {guest.boot_s:.1f}s: ssh -i {guest.key} -p {guest.port} -o StrictHostKeyChecking=no "
+              "-o UserKnownHostsFile=/dev/null root@127.0.0.1   (Ctrl-C stops it)")
+        while guest.proc and guest.proc.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        guest.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

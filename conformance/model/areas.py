@@ -1,0 +1,23 @@
+"""The matrix's areas: which DESIGN.md tags belong together, and in which order they are shown.
+
+A scenario's area is that of its first tag that has one (authors list the
+main tag first).  The matrix, the HTML overview and docs/catalog.md group
+rows by it.
+"""
+from __future__ import annotations
+
+#: The matrix's areas in display order, and the DESIGN.md tags that belong to each.
+AREAS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("namespaces", ("pid", "net", "mnt", "uts", "ipc", "user", "cgroupns", "time")),
+    ("cgroups", ("memory", "pids", "cpu", "io")),
+    ("rootfs/overlay", ("overlay", "rootfs", "pivot_root", "readonly-rootfs")),
+    ("security", ("masked-paths", "readonly-paths", "devices", "caps", "seccomp", "nnp", "rlimits", "process", "cve")),
+    ("lifecycle", ("lifecycle", "state", "hooks", "exit-code")),
+)
+OTHER_AREA = "other"
+_AREA_OF_TAG = {tag: name for name, tags in AREAS for tag in tags}
+
+
+def area(tags: list[str] | tuple[str, ...]) -> str:
+    """A scenario's area: the area of its first tag that has one (authors list the main tag first)."""
+    return next((_AREA_OF_TAG[t] for t in tags if t in _AREA_OF_TAG), OTHER_AREA)

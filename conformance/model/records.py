@@ -1,0 +1,89 @@
+"""Observation records: what a host saw of one container, as plain data.
+
+The host side (conformance/host/) fills them; the judge reads them; between
+a remote host and the harness they travel as JSON (``Execution.to_json`` /
+``from_json``), so everything here is standard library and JSON-able.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .scenario import HostFact, Scenario
+
+
+@dataclass
+class StepResult:
+    """One lifecycle step (``create``, ``state running`` …): whether the runtime answered as it must."""
+
+    step: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class InsideReading:
+    """What one attribute of one check read inside the container (JSON-able)."""
+
+    index: int               # which check of the scenario's ``expect.testinfra``
+    attribute: str
+    value: Any = None
+    error: str | None = None
+
+
+@dataclass
+class FactReading:
+    """One host fact as read (``value``), or why it could not be read (``error``)."""
+
+    fact: HostFact
+    value: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class Observation:
+    """Everything one container run showed: its exit and output, host facts, checks inside, steps."""
+
+    exit: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    timed_out: bool = False
+    runtime_error: str | None = None
+    facts: list[FactReading] = field(default_factory=list)
+    leaks: list[str] = field(default_factory=list)
+    duration_s: float = 0.0
+    steps: list[StepResult] = field(default_factory=list)  # lifecycle steps, in order
+    inside: list[InsideReading] = field(default_factory=list)  # expect.testinfra, read while running
+
+
+@dataclass
+class Execution:
+    """What one scenario produced on a host: a skip reason, an error, or an observation."""
+
+    skip: str | None = None
+    error: str | None = None
+    observation: Observation | None = None
+    variables: dict[str, str] = field(default_factory=dict)
+    oci_version: str | None = None
+
+    def to_json(self, scenario: Scenario) -> dict[str, Any]:
+        out: dict[str, Any] = {"skip": self.skip, "error": self.error, "variables": self.variables,
+                               "oci_version": self.oci_version, "observation": None}
+        if self.observation is not None:
+            obs = asdict(self.observation)
+            obs["facts"] = [{"index": scenario.expect.host.index(r.fact), "value": r.value, "error": r.error}
+                            for r in self.observation.facts]
+            out["observation"] = obs
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], scenario: Scenario) -> "Execution":
+        obs = data.get("observation")
+        observation = None
+        if obs is not None:
+            facts = [FactReading(scenario.expect.host[f["index"]], f["value"], f["error"]) for f in obs.pop("facts")]
+            readings = [InsideReading(**r) for r in obs.pop("inside", [])]
+            steps = [StepResult(**s) for s in obs.pop("steps", [])]
+            observation = Observation(**obs, facts=facts, inside=readings, steps=steps)
+        return cls(data.get("skip"), data.get("error"), observation, data.get("variables") or {},
+                   data.get("oci_version"))

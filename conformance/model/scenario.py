@@ -1,0 +1,197 @@
+"""The validated scenario: a typed view of one YAML document.
+
+Everything downstream (bundle builder, driver, judge) works on these objects,
+never on raw dicts, so a misspelt key can only ever fail in the loader.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ScenarioError
+from .image_spec import ImageError, ImageSpec
+
+DEFAULT_TIMEOUT_S = 20.0
+
+#: Host facts whose natural moment to be read is after the entrypoint ended.
+_EXITED_BY_DEFAULT = ("cgroup", "layer_file")
+
+
+@dataclass(frozen=True)
+class TextExpectation:
+    """Matchers over one text (stdout, stderr, a /proc value, a cgroup file)."""
+
+    equals: str | None = None
+    contains: tuple[str, ...] = ()
+    not_contains: tuple[str, ...] = ()
+    matches: str | None = None
+    not_matches: str | None = None
+    at_least: float | None = None
+    at_most: float | None = None
+
+    @classmethod
+    def from_yaml(cls, raw: Any) -> "TextExpectation":
+        if isinstance(raw, str):
+            return cls(equals=raw)
+        as_tuple = lambda v: (v,) if isinstance(v, str) else tuple(v or ())  # noqa: E731
+        return cls(equals=raw.get("equals"), contains=as_tuple(raw.get("contains")),
+                   not_contains=as_tuple(raw.get("not_contains")), matches=raw.get("matches"),
+                   not_matches=raw.get("not_matches"), at_least=raw.get("at_least"),
+                   at_most=raw.get("at_most"))
+
+
+@dataclass(frozen=True)
+class HostFact:
+    """One observation made from the host: what to read, when, and how to judge it."""
+
+    kind: str                 # namespace_differs | proc | cgroup | host_file | host_hostname_unchanged | layer_file
+    target: str               # the namespace, /proc file, cgroup value, host path or image path
+    when: str                 # created | running | exited
+    field: str | None = None  # for proc: the "Field:" line to read
+    expect: TextExpectation = TextExpectation()
+    layer: str | None = None  # for layer_file: a layer number (1 = the lowest), upper or image
+
+    @classmethod
+    def from_yaml(cls, raw: dict[str, Any]) -> "HostFact":
+        kind = next(k for k in ("namespace_differs", "proc", "cgroup", "host_file",
+                                "host_hostname_unchanged", "layer_file") if k in raw)
+        matchers = {k: v for k, v in raw.items() if k not in (kind, "when", "field", "layer")}
+        when = raw.get("when") or ("exited" if kind in _EXITED_BY_DEFAULT else "running")
+        return cls(kind=kind, target=str(raw[kind]), when=when, field=raw.get("field"),
+                   expect=TextExpectation.from_yaml(matchers) if matchers else TextExpectation(),
+                   layer=str(raw["layer"]) if "layer" in raw else None)
+
+    def describe(self) -> str:
+        extra = f" field {self.field}" if self.field else ""
+        extra += f" in layer {self.layer}" if self.layer else ""
+        return f"{self.kind} {self.target}{extra} ({self.when})"
+
+
+#: testinfra modules a scenario may ask inside the container (see conformance/host/inside.py), in the
+#: order a check's module is recognised: ``user`` and ``group`` are also attributes of the earlier ones
+INSIDE_MODULES = ("file", "mount_point", "interface", "sysctl", "process", "user", "group")
+
+
+@dataclass(frozen=True)
+class InsideCheck:
+    """``module(argument)`` asked inside the running container; each attribute must meet its expectation."""
+
+    module: str                           # one of INSIDE_MODULES
+    argument: Any                         # a path or name; filters for process; None: the module itself
+    expect: tuple[tuple[str, Any], ...]   # (attribute, expected value or {matcher: …})
+
+    @classmethod
+    def from_yaml(cls, raw: dict[str, Any]) -> "InsideCheck":
+        module = next(m for m in INSIDE_MODULES if m in raw)
+        return cls(module, raw[module], tuple((k, v) for k, v in raw.items() if k != module))
+
+    def describe(self) -> str:
+        arg = self.argument
+        if isinstance(arg, dict):
+            arg = "(" + ", ".join(f"{k}={v}" for k, v in arg.items()) + ")"
+        return self.module if arg is None else f"{self.module} {arg}"
+
+
+@dataclass(frozen=True)
+class Expectations:
+    exit: tuple[int, ...] | None = None
+    stdout: TextExpectation | None = None
+    stderr: TextExpectation | None = None
+    host: tuple[HostFact, ...] = ()
+    #: checks inside the running container with testinfra's modules (conformance/host/inside.py)
+    testinfra: tuple[InsideCheck, ...] = ()
+    or_refused: bool = False  # a runtime refusing to create the container passes too
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One isolation property, the spec change it needs, and how to judge it."""
+
+    id: str
+    title: str
+    tags: tuple[str, ...]
+    control: tuple[str, ...]
+    args: tuple[str, ...]
+    expect: Expectations
+    path: Path
+    line: int
+    patch: dict[str, Any] = field(default_factory=dict)
+    requires: tuple[str, ...] = ()
+    host_setup: tuple[str, ...] = ()
+    timeout: float = DEFAULT_TIMEOUT_S
+    clause: str | None = None
+    description: str | None = None
+    #: a layered image mounted as overlay for the rootfs (conformance/host/image.py); None: plain busybox
+    image: ImageSpec | None = None
+    #: lifecycle scenarios: the runtime verbs to drive one by one (see conformance/host/steps.py)
+    steps: tuple[Any, ...] = ()
+    #: the validated YAML document, so the scenario can travel to a remote host as JSON
+    source: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def needs_lifecycle(self) -> bool:
+        """True when a host fact must be read while the container exists (create/start path)."""
+        # or_refused: only create/start tells a refusal apart from the entrypoint's own exit
+        # testinfra: its checks exec into the entrypoint while it runs
+        return (bool(self.expect.host) or bool(self.steps) or self.expect.or_refused
+                or bool(self.expect.testinfra))
+
+    @property
+    def location(self) -> str:
+        return f"{self.path}:{self.line}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"doc": self.source, "path": str(self.path), "line": self.line}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Scenario":
+        """Rebuild a scenario that was validated elsewhere (the harness side)."""
+        return from_document(data["doc"], {(): data["line"]}, Path(data["path"]))
+
+
+def _expectations(raw: dict[str, Any]) -> Expectations:
+    exit_ = raw.get("exit")
+    return Expectations(
+        exit=None if exit_ is None else ((exit_,) if isinstance(exit_, int) else tuple(exit_)),
+        stdout=TextExpectation.from_yaml(raw["stdout"]) if "stdout" in raw else None,
+        stderr=TextExpectation.from_yaml(raw["stderr"]) if "stderr" in raw else None,
+        host=tuple(HostFact.from_yaml(h) for h in raw.get("host", ())),
+        testinfra=tuple(InsideCheck.from_yaml(c) for c in raw.get("testinfra", ())),
+        or_refused=bool(raw.get("or_refused")),
+    )
+
+
+def from_document(doc: dict[str, Any], lines: dict[tuple, int], path: Path) -> Scenario:
+    run = doc["run"]
+    return Scenario(
+        id=doc["id"], title=doc["title"], tags=tuple(doc["tags"]), control=tuple(doc["control"]),
+        args=("sh", "-c", run) if isinstance(run, str) else tuple(run),
+        expect=_expectations(doc["expect"]), path=path, line=lines.get((), 1),
+        patch=doc.get("patch", {}), requires=tuple(doc.get("requires", ())),
+        host_setup=tuple(doc.get("host_setup", ())), steps=tuple(doc.get("steps", ())),
+        timeout=float(doc.get("timeout", DEFAULT_TIMEOUT_S)),
+        clause=doc.get("clause"), description=doc.get("description"), source=doc,
+        image=_image(doc, lines, path),
+    )
+
+
+def _image(doc: dict[str, Any], lines: dict[tuple, int], path: Path) -> ImageSpec | None:
+    """The scenario's image, if any; a layer the schema cannot judge (a path twice) names its line."""
+    if "image" not in doc:
+        return None
+    try:
+        return ImageSpec.from_yaml(doc["image"])
+    except ImageError as exc:
+        line = lines.get(("image", "layers", exc.layer), lines.get(("image",)))
+        raise ScenarioError(str(path), line, f"image.layers.{exc.layer}: {exc}") from None
+
+
+def check_unique_ids(scenarios: list[Scenario]) -> None:
+    """Two scenarios with one id would share a matrix row: refuse, naming both places."""
+    seen: dict[str, Scenario] = {}
+    for sc in scenarios:
+        if sc.id in seen:
+            raise ScenarioError(str(sc.path), sc.line,
+                                f"duplicate scenario id {sc.id!r} (first at {seen[sc.id].location})")
+        seen[sc.id] = sc

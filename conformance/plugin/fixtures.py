@@ -1,0 +1,100 @@
+"""A running busybox container as a testinfra Host, for tests written in Python.
+
+The fixture ``container_host`` starts a container (the base config.json plus
+``container_patch``, entrypoint ``cat``, which lives until its stdin closes)
+on ``container_runtime`` and yields a testinfra ``Host`` whose commands run
+inside it through the runtime's ``exec``::
+
+    def test_hostname(container_host):
+        assert container_host.sysctl("kernel.hostname") == "conformance"
+        assert container_host.process.get(comm="cat").pid == 1
+
+    @pytest.mark.parametrize("container_runtime", ["ref", "runc"])
+    @pytest.mark.parametrize("container_patch", [{"hostname": "web"}])
+    def test_patched(container_host): ...
+
+``container_runtime`` defaults to the first ``--runtime`` (else ``ref``),
+``container_patch`` to no change; a test overrides either by parametrizing
+it.  The container, its bundle and cgroups are removed when the test ends,
+however it ends; the work dir and state roots with the run (the plugin's
+session for this machine).
+
+testinfra modules that work on the busybox root: file, mount_point,
+interface (exists, addresses, names — not link/routes: no ``ip --json``),
+sysctl, user, group and process (the last two through the small adaptations
+in ``testinfra_backend``), and ``host.run``.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import pytest
+import testinfra.host
+
+from conformance.host import cgroupfs
+from conformance.host.bundle import build
+from conformance.host.driver import wait_exit
+from conformance.host.session import RunSession
+from conformance.host.testinfra_exec import container_host as _host_for
+from conformance.model.scenario import Expectations, Scenario
+
+from .stash import targets_key
+
+START_TIMEOUT_S = 20.0
+
+
+@contextlib.contextmanager
+def running_container(session: RunSession, runtime: str, patch: dict[str, Any] | None = None,
+                      args: Sequence[str] = ("cat",), disabled: tuple[str, ...] = ()
+                      ) -> Iterator[testinfra.host.Host]:
+    """Create and start a container; yield a Host inside it; then remove everything it made."""
+    driver = session.driver(runtime, disabled)
+    cid = session.new_container_id()
+    spec = Scenario(id="container-host", title="container_host", tags=(), control=(), args=tuple(args),
+                    expect=Expectations(), path=Path("<container_host>"), line=0, patch=patch or {})
+    bundle = build(spec, cid, session.workdir, driver.profile.spec_version, {})
+    stdin_r, stdin_w = os.pipe()
+    pid = None
+    try:
+        with open(bundle.path / "stdout", "wb") as out, open(bundle.path / "stderr", "wb") as err:
+            try:
+                pid = driver.create(bundle.path, cid, stdin_r, out, err, START_TIMEOUT_S)
+            finally:
+                os.close(stdin_r)
+            driver.start(cid)
+            yield _host_for(driver.profile.argv(driver.root), cid)
+    finally:
+        os.close(stdin_w)  # `cat` sees the end of its input and exits
+        if pid is not None:
+            wait_exit(pid, 5.0)
+        driver.delete(cid)
+        cgroupfs.remove_leftovers(bundle.config["linux"]["cgroupsPath"])
+        bundle.remove()
+
+
+@pytest.fixture(scope="session")
+def container_session(pytestconfig: pytest.Config) -> RunSession:
+    """The run's own session on this machine (work dir, state roots), which the plugin removes at the end."""
+    return pytestconfig.stash[targets_key].get("local").session
+
+
+@pytest.fixture
+def container_runtime(request: pytest.FixtureRequest) -> str:
+    given = request.config.getoption("runtime", None) or ["ref"]
+    return given[0].split(",")[0].strip()
+
+
+@pytest.fixture
+def container_patch() -> dict[str, Any]:
+    return {}
+
+
+@pytest.fixture
+def container_host(container_session: RunSession, container_runtime: str,
+                   container_patch: dict[str, Any]) -> Iterator[testinfra.host.Host]:
+    """A testinfra Host inside a running busybox container (see the module's docstring)."""
+    with running_container(container_session, container_runtime, container_patch) as host:
+        yield host

@@ -1,0 +1,146 @@
+"""The pytest plugin: options, set-up and clean-up, and where collection starts.
+
+``pytest conformance --runtime=runc`` collects every YAML file under
+``scenarios/`` (or ``--scenarios DIR``); each scenario becomes one item per
+runtime, named ``<scenario-id>[<runtime>@<host>]`` and marked with its tags
+(so ``-m pid`` selects).  Each item records its result as a user property,
+which also travels from xdist workers to the controller; the controller
+assembles the matrix once, at the end.  Items live in items.py, the matrix
+reporter in reporting.py, the shared stash keys in stash.py.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conformance.catalog.loader import scenario_schema
+from conformance.hosts.connect import Targets, expand
+from conformance.hosts.targets import HostError
+from conformance.model.scenario import Scenario
+
+from .baseline_gate import BaselineGate
+from .items import Catalog, ScenarioFile, ScenarioItem
+from .matrix_report import MatrixReporter
+from .stash import PACKAGE_DIR, hosts_key, runtimes_key, scenarios_dir, targets_key
+
+
+# -- options and set-up ------------------------------------------------------
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("conformance", "container runtime conformance")
+    group.addoption("--runtime", action="append", default=[], metavar="NAME",
+                    help="runtime to test: ref (default), runc, crun, runsc, or a path to a runc-compatible "
+                         "binary; repeat or comma-separate to compare several")
+    group.addoption("--runtime-flags", action="append", default=[], metavar="NAME=FLAGS",
+                    help="extra global flags for one runtime, e.g. runsc='--debug'")
+    group.addoption("--matrix-dir", default="reports", metavar="DIR",
+                    help="where matrix.json, matrix.md and matrix.html are written (default: reports/)")
+    group.addoption("--controls", action="store_true",
+                    help="also run every scenario's negative control: the reference runtime with the scenario's "
+                         "switches off, which must make it fail (select only these with -m control)")
+    group.addoption("--qemu-kernel", default=None, metavar="PATH|PACKAGE",
+                    help="kernel for qemu:// hosts: a bzImage path or a Debian kernel package name "
+                         "(default: the newest linux-image-*-amd64-unsigned; env OCI_CONFORMANCE_QEMU_KERNEL)")
+    group.addoption("--scenarios", default=None, metavar="DIR",
+                    help="scenario directory (default: scenarios/ beside the conformance package)")
+    group.addoption("--baseline", default=None, metavar="OLD.json",
+                    help="compare the matrix with a saved matrix.json: the session fails on any cell that went "
+                         "from pass to fail/error, and only then (failures the baseline had are accepted)")
+
+
+def _runtime_names(config: pytest.Config) -> list[str]:
+    names: list[str] = []
+    for value in config.getoption("runtime") or ["ref"]:
+        names += [n.strip() for n in value.split(",") if n.strip() and n.strip() not in names]
+    return names
+
+
+def _runtime_flags(config: pytest.Config) -> dict[str, list[str]]:
+    flags: dict[str, list[str]] = {}
+    for value in config.getoption("runtime_flags"):
+        name, sep, rest = value.partition("=")
+        if not sep:
+            raise pytest.UsageError(f"--runtime-flags {value!r}: expected NAME=FLAGS")
+        flags.setdefault(name, []).extend(rest.split())
+    return flags
+
+
+def _host_specs(config: pytest.Config) -> list[str]:
+    """``--hosts`` (pytest-testinfra's option) as a list; ``local`` when not given."""
+    raw = config.getoption("hosts", None) or "local"
+    specs = [s.strip() for s in (raw if isinstance(raw, list) else raw.split(",")) if s.strip()]
+    try:
+        return expand(specs, config.getoption("ansible_inventory", None))
+    except HostError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def _testinfra_options(config: pytest.Config) -> dict[str, Any]:
+    names = ("ssh_config", "ssh_identity_file", "ansible_inventory", "force_ansible", "sudo", "sudo_user")
+    return {name: config.getoption(name, None) for name in names}
+
+
+def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # fixtures for tests written in Python: container_host, a testinfra Host inside a running container
+    config.pluginmanager.import_plugin("conformance.plugin.fixtures")
+    tags = scenario_schema()["properties"]["tags"]["items"]["enum"]
+    for tag in tags:
+        config.addinivalue_line("markers", f"{tag}: scenarios exercising {tag}")
+    config.addinivalue_line("markers", "control: negative controls (ref with the scenario's switches off)")
+    if config.getoption("qemu_kernel"):
+        os.environ["OCI_CONFORMANCE_QEMU_KERNEL"] = config.getoption("qemu_kernel")  # read where guests boot
+    config.stash[runtimes_key] = _runtime_names(config)
+    config.stash[hosts_key] = _host_specs(config)
+    tag = os.environ.get("OCI_CONFORMANCE_TAG") or secrets.token_hex(4)
+    os.environ["OCI_CONFORMANCE_TAG"] = tag  # one tag for this process's objects on every host
+    config.stash[targets_key] = Targets(_runtime_flags(config), _testinfra_options(config), tag)
+    if not hasattr(config, "workerinput"):  # xdist workers only run items; the controller reports
+        config.pluginmanager.register(MatrixReporter(config), "conformance-matrix")
+        if config.getoption("baseline"):
+            config.pluginmanager.register(BaselineGate(config, config.getoption("baseline")), "conformance-baseline")
+    if hasattr(signal, "SIGTERM") and signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # so cleanup runs on `kill`/CI timeouts
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    targets = config.stash.get(targets_key, None)
+    if targets is not None:
+        targets.close()
+
+
+# -- collection ---------------------------------------------------------------
+@pytest.hookimpl(tryfirst=True)
+def pytest_collect_directory(path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    """``pytest conformance`` means: the scenario catalog, not the harness's modules."""
+    if path.resolve() == PACKAGE_DIR.resolve():
+        return Catalog.from_parent(parent, path=path)
+    return None
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    """A scenario file named on the command line (``pytest scenarios/pid.yaml``)."""
+    if file_path.suffix in (".yaml", ".yml") and scenarios_dir(parent.config) in file_path.resolve().parents:
+        return ScenarioFile.from_parent(parent, path=file_path)
+    return None
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
+                                  items: list[pytest.Item]) -> None:
+    """Scenario ids must be unique across files too: a matrix row is one scenario."""
+    first: dict[str, Scenario] = {}
+    for item in items:
+        if isinstance(item, ScenarioItem):
+            other = first.setdefault(item.scenario.id, item.scenario)
+            if other is not item.scenario and other.path != item.scenario.path:
+                raise pytest.UsageError(f"{item.scenario.location}: duplicate scenario id "
+                                        f"{item.scenario.id!r} (first at {other.location})")
+
+

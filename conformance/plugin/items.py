@@ -1,0 +1,170 @@
+"""Collection and items: scenario files × runtimes × hosts, and the negative controls.
+
+Each item runs its scenario on a target host (conformance/hosts/targets.py), judges
+the observation (conformance/judge/verdict.py) and records the result as a user
+property, which xdist also ships from its workers to the controller.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from conformance.catalog.loader import load_scenarios
+from conformance.host.runtimes import label as runtime_label
+from conformance.judge.verdict import ERROR, FAIL, PASS, SKIP, Verdict, judge
+from conformance.model.errors import ScenarioError
+from conformance.model.scenario import Scenario, check_unique_ids
+
+from .stash import RESULT_KEY, hosts_key, runtimes_key, scenarios_dir, targets_key
+
+
+class Catalog(pytest.Directory):
+    """Every scenario file of the scenario directory."""
+
+    def collect(self) -> Iterator[pytest.Collector]:
+        root = scenarios_dir(self.config)
+        if not root.is_dir():
+            raise pytest.UsageError(f"scenario directory {root} does not exist (see --scenarios)")
+        for path in sorted(root.rglob("*.y*ml")):
+            yield ScenarioFile.from_parent(self, path=path)
+
+
+class ScenarioFile(pytest.File):
+    """One YAML file: its scenarios × runtimes, or one error item per runtime if it is invalid."""
+
+    def collect(self) -> Iterator[pytest.Item]:
+        runtimes, hosts = self.config.stash[runtimes_key], self.config.stash[hosts_key]
+        try:
+            scenarios = load_scenarios(self.path)
+            check_unique_ids(scenarios)
+        except ScenarioError as exc:
+            for runtime in runtimes:
+                yield InvalidScenarioItem.from_parent(self, name=f"{self.path.name}[{runtime_label(runtime)}@local]",
+                                                      error=exc, runtime=runtime)
+            return
+        controls = self.config.getoption("controls")
+        for scenario in scenarios:
+            items = [ScenarioItem.from_parent(self, name=f"{scenario.id}[{runtime_label(runtime)}@{host}]",
+                                              scenario=scenario, runtime=runtime, host=host)
+                     for host in hosts for runtime in runtimes]
+            if controls:  # negative controls need the reference runtime, which runs here
+                label = "+".join(scenario.control)
+                items.append(ControlItem.from_parent(self, name=f"{scenario.id}[ref-without-{label}@local]",
+                                                     scenario=scenario, runtime="ref", host="local"))
+                items[-1].add_marker(pytest.mark.control)
+            for item in items:
+                for tag in scenario.tags:
+                    item.add_marker(getattr(pytest.mark, tag))
+                yield item
+
+
+class ScenarioFailure(Exception):
+    """Raised by an item whose verdict is fail or error; carries the verdict."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__(verdict.evidence)
+        self.verdict = verdict
+
+
+def _record(item: pytest.Item, result: dict[str, Any]) -> None:
+    item.user_properties.append((RESULT_KEY, json.dumps(result)))
+
+
+class InvalidScenarioItem(pytest.Item):
+    def __init__(self, *, error: ScenarioError, runtime: str, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.error, self.runtime = error, runtime
+
+    def runtest(self) -> None:
+        _record(self, {"scenario": str(self.error.path), "runtime": runtime_label(self.runtime), "host": "local",
+                       "verdict": ERROR, "tags": [], "duration_s": 0.0, "title": "invalid scenario file",
+                       "evidence": str(self.error)})
+        raise self.error
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        return str(excinfo.value)
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, (self.error.line or 1) - 1, f"invalid scenario: {self.path.name}"
+
+
+class ScenarioItem(pytest.Item):
+    """One scenario on one runtime and host: passes when the property holds."""
+
+    disabled: tuple[str, ...] = ()
+
+    def __init__(self, *, scenario: Scenario, runtime: str, host: str, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.scenario, self.runtime, self.host = scenario, runtime, host
+
+    def _result(self, verdict: str, evidence: str, duration: float = 0.0, **extra: Any) -> dict[str, Any]:
+        sc = self.scenario
+        return {"scenario": sc.id, "runtime": runtime_label(self.runtime), "host": self.host, "verdict": verdict,
+                "tags": list(sc.tags), "duration_s": round(duration, 4), "evidence": evidence,
+                "title": sc.title, "control": list(sc.control), "clause": sc.clause,
+                "file": f"{sc.path.name}:{sc.line}",
+                **({"disabled": list(self.disabled)} if self.disabled else {}), **extra}
+
+    def runtest(self) -> None:
+        target = self.config.stash[targets_key].get(self.host)
+        done = target.execute(self.scenario, self.runtime, self.disabled)
+        if done.skip:
+            _record(self, self._result(SKIP, done.skip))
+            pytest.skip(done.skip)
+        if done.error or done.observation is None:
+            verdict, duration = Verdict(ERROR, done.error or "no observation"), 0.0
+        else:
+            verdict = judge(self.scenario, done.observation, done.variables)
+            duration = done.observation.duration_s
+        _record(self, self._result(verdict.verdict, verdict.evidence, duration, oci_version=done.oci_version))
+        self._conclude(verdict)
+
+    def _conclude(self, verdict: Verdict) -> None:
+        if verdict.verdict != PASS:
+            raise ScenarioFailure(verdict)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        if isinstance(excinfo.value, ScenarioFailure):
+            v = excinfo.value.verdict
+            lines = [f"{self.scenario.id} on {self.runtime}: {v.verdict.upper()} — {self.scenario.title}",
+                     f"  scenario: {self.scenario.location}"]
+            lines += [f"  ✗ {c.detail}" for c in v.checks if not c.ok] or [f"  {v.evidence}"]
+            return "\n".join(lines)
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.scenario.path, self.scenario.line - 1, f"{self.scenario.id} [{self.runtime}@{self.host}]"
+
+
+class ControlFailure(Exception):
+    """A negative control that did not fail: the scenario cannot see its property go missing."""
+
+
+class ControlItem(ScenarioItem):
+    """The scenario on the reference runtime with its control switches off: must FAIL.
+
+    This is what makes a scenario trustworthy: turning off the primitive it is
+    about must turn its verdict to fail.  A control that still passes (or that
+    errors, which proves nothing) fails this item.
+    """
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.disabled = self.scenario.control
+
+    def _conclude(self, verdict: Verdict) -> None:
+        if verdict.verdict != FAIL:
+            raise ControlFailure(
+                f"{self.scenario.location}: with {', '.join(self.disabled)} switched off in ref the scenario "
+                f"{'still passes' if verdict.verdict == PASS else 'errors'}, so it does not prove its property "
+                f"can fail. Evidence: {verdict.evidence}")
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        if isinstance(excinfo.value, ControlFailure):
+            return f"negative control not proven: {excinfo.value}"
+        return super().repr_failure(excinfo)
+
+

@@ -1,0 +1,61 @@
+"""The matrix reporter: gathers results on the controller and writes the matrix once."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conformance.hosts.targets import HostError
+from conformance.reporting.document import build_document
+from conformance.reporting.files import write_all
+from conformance.reporting.text import render_terminal
+
+from .stash import RESULT_KEY, hosts_key, runtimes_key, targets_key
+
+
+def _describe(target: Any, runtimes: list[str]) -> dict[str, Any]:
+    """A host's profile and runtime versions, as seen on that host (an error stays readable)."""
+    try:
+        return target.describe(runtimes)
+    except HostError as exc:
+        return {"profile": {"error": str(exc)}, "runtimes": {}}
+
+
+class MatrixReporter:
+    """Gathers results where the matrix is written (the xdist controller, or the only process).
+
+    Results arrive as report user properties, which xdist ships from workers to
+    the controller, so one code path serves serial and parallel runs.
+    """
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.results: list[dict[str, Any]] = []
+        self.written: list[Path] = []
+        self.doc: dict[str, Any] | None = None
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        for key, value in report.user_properties:
+            if key == RESULT_KEY and report.when == "call":
+                self.results.append(json.loads(value))
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if not self.results:
+            return
+        targets = self.config.stash[targets_key]
+        names = self.config.stash[runtimes_key]
+        described = {spec: _describe(targets.get(spec), names) for spec in self.config.stash[hosts_key]}
+        local = described.get("local") or _describe(targets.get("local"), names)
+        self.doc = build_document(self.results, local["profile"], local["runtimes"],
+                                         hosts={spec: d["profile"] for spec, d in described.items()},
+                                         host_runtimes={spec: d["runtimes"] for spec, d in described.items()})
+        self.written = write_all(self.doc, Path(self.config.getoption("matrix_dir")))
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.doc is None:
+            return
+        terminalreporter.section("conformance matrix")
+        terminalreporter.write_line(render_terminal(self.doc))
+        terminalreporter.write_line("written: " + ", ".join(str(p) for p in self.written))

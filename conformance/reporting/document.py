@@ -1,0 +1,131 @@
+"""The compatibility matrix document: runtimes × scenarios × hosts, and how to read it as a grid.
+
+The JSON shape is a contract (shared/DESIGN.md): ``schema``, ``host``,
+``hosts``, ``runtimes`` and ``results`` (one per scenario × runtime × host,
+with verdict and evidence).  Every other format is a view of this document
+(text.py: Markdown and the terminal; html.py; files.py writes them), so a
+matrix can be re-rendered, merged or compared from a saved JSON alone.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Dict
+
+from conformance.model.areas import AREAS, OTHER_AREA, area
+
+SCHEMA_VERSION = 1
+
+
+def build_document(results: list[dict[str, Any]], host: dict[str, Any], runtimes: dict[str, Any],
+                   hosts: dict[str, Any] | None = None,
+                   host_runtimes: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The matrix document; results are sorted so two runs diff cleanly.
+
+    Negative-control runs (ref with switches off, marked by ``disabled``) go
+    to their own list: they answer "what breaks when X is off", not "does
+    this runtime isolate".
+    """
+    key = lambda r: (r["scenario"], r["runtime"], r["host"])  # noqa: E731
+    return {
+        "schema": SCHEMA_VERSION,
+        "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "host": host,
+        "hosts": hosts if hosts is not None else {"local": host},
+        "runtimes": runtimes,
+        "host_runtimes": host_runtimes if host_runtimes is not None else {"local": runtimes},
+        "results": sorted(({**r, "area": area(r.get("tags", []))} for r in results if not r.get("disabled")),
+                          key=key),
+        "controls": sorted((r for r in results if r.get("disabled")), key=key),
+    }
+
+
+def control_rows(doc: dict[str, Any]) -> list[list[str]]:
+    """[switches off, scenario, proven?, verdict, evidence] per negative control."""
+    rows = []
+    for r in sorted(doc.get("controls", []), key=lambda r: ("+".join(r["disabled"]), r["scenario"])):
+        proven = {"fail": "yes", "skip": "skipped"}.get(r["verdict"], "NO")
+        rows.append(["+".join(r["disabled"]), r["scenario"], proven, r["verdict"], r["evidence"]])
+    return rows
+
+
+# -- the grid ---------------------------------------------------------------------
+def column(result: dict[str, Any]) -> str:
+    return result["runtime"] if result["host"] == "local" else f"{result['runtime']}@{result['host']}"
+
+
+def columns(doc: dict[str, Any]) -> list[str]:
+    seen: list[str] = []
+    for name in doc["runtimes"]:
+        seen.append(name)
+    for r in doc["results"]:
+        if column(r) not in seen:
+            seen.append(column(r))
+    return [c for c in seen if any(column(r) == c for r in doc["results"])]
+
+
+Cells = Dict[str, Dict[str, Any]]  # {column: result} for one scenario
+
+
+def grid(doc: dict[str, Any]) -> tuple[list[str], dict[str, Cells]]:
+    """(columns, {scenario: {column: result}})."""
+    rows: dict[str, Cells] = {}
+    for r in doc["results"]:
+        rows.setdefault(r["scenario"], {})[column(r)] = r
+    return columns(doc), rows
+
+
+def grouped(doc: dict[str, Any]) -> tuple[list[str], list[tuple[str, list[tuple[str, Cells]]]]]:
+    """(columns, [(area, [(scenario, cells), …]), …]) in AREAS order, scenarios sorted."""
+    cols, rows = grid(doc)
+    by_area: dict[str, list[tuple[str, Cells]]] = {}
+    for scenario in sorted(rows):
+        cells = rows[scenario]
+        by_area.setdefault(area(next(iter(cells.values())).get("tags", [])), []).append((scenario, cells))
+    order = [name for name, _ in AREAS] + [OTHER_AREA]
+    return cols, [(name, by_area[name]) for name in order if name in by_area]
+
+
+def differs(cells: Cells) -> bool:
+    """True when runtimes disagree on a scenario; a skip is a host reason, not a disagreement."""
+    return len({r["verdict"] for r in cells.values()} - {"skip"}) > 1
+
+
+def count(results: Any) -> dict[str, int]:
+    counts = {"pass": 0, "fail": 0, "skip": 0, "error": 0}
+    for r in results:
+        counts[r["verdict"]] += 1
+    return counts
+
+
+def totals(doc: dict[str, Any]) -> dict[str, dict[str, int]]:
+    cols, rows = grid(doc)
+    return {c: count(cells[c] for cells in rows.values() if c in cells) for c in cols}
+
+
+def runtime_notes(rt: dict[str, Any]) -> str:
+    return "; ".join(rt.get("adaptations") or []) or rt.get("error") or "—"
+
+
+def merge(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One matrix from several (one per CI job, say): results and runtimes side by side.
+
+    The host profile is the first document's; a runtime or cell that two
+    documents both have is taken from the later one.
+    """
+    results: dict[tuple, dict[str, Any]] = {}
+    controls: dict[tuple, dict[str, Any]] = {}
+    runtimes: dict[str, Any] = {}
+    hosts: dict[str, Any] = {}
+    host_runtimes: dict[str, dict[str, Any]] = {}
+    for doc in docs:
+        runtimes.update(doc.get("runtimes", {}))
+        hosts.update(doc.get("hosts") or {"local": doc["host"]})
+        for spec, rts in (doc.get("host_runtimes") or {"local": doc.get("runtimes", {})}).items():
+            host_runtimes.setdefault(spec, {}).update(rts)
+        for r in doc["results"]:
+            results[(r["scenario"], r["runtime"], r.get("host", "local"))] = r
+        for r in doc.get("controls", []):
+            controls[(r["scenario"], tuple(r.get("disabled", ())), r.get("host", "local"))] = r
+    merged = build_document([*results.values(), *controls.values()], docs[0]["host"], runtimes,
+                                   hosts=hosts, host_runtimes=host_runtimes)
+    return merged

@@ -1,0 +1,139 @@
+"""matrix.html: one self-contained page a person can read.
+
+Host profile on top, then one row per scenario and one column per runtime,
+each cell coloured by verdict; the evidence sits in the cell's tooltip and
+opens in place on click (<details>), so a failure is one hover away.  Rows
+whose verdicts differ between runtimes are highlighted.  No external assets.
+"""
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+
+from .document import control_rows, count, differs, grouped, runtime_notes, totals
+
+CSS = """
+body{font:14px/1.4 system-ui,sans-serif;margin:1.5rem;color:#222}
+h1{font-size:1.4rem} table{border-collapse:collapse} th,td{border:1px solid #ccc;padding:.25rem .5rem;vertical-align:top}
+th{background:#f4f4f4;text-align:left} td.v{min-width:6rem}
+.pass{background:#d9f2d9} .fail{background:#f8d0d0} .skip{background:#eee;color:#666} .error{background:#fde7b0}
+tr.differs>td:first-child{border-left:4px solid #c0392b} .ne{color:#c0392b}
+tbody.area>tr.area>th{background:#e8eef7}
+details>summary{cursor:pointer;list-style:none;font-weight:600} details>div{font:12px/1.3 monospace;white-space:pre-wrap;max-width:40rem;margin-top:.3rem}
+.tags{color:#666;font-size:12px} .host td{border:none;padding:.1rem .6rem .1rem 0}
+.filters{margin:.8rem 0} .filters label{margin-right:.8rem}
+"""
+
+JS = """
+function applyFilters(){
+  const tag=document.getElementById('tag').value, verdict=document.getElementById('verdict').value;
+  document.querySelectorAll('tbody tr.row').forEach(tr=>{
+    const tagOk=!tag||tr.dataset.tags.split(' ').includes(tag);
+    const vOk=!verdict||tr.dataset.verdicts.split(' ').includes(verdict)||(verdict==='differs'&&tr.classList.contains('differs'));
+    tr.style.display=(tagOk&&vOk)?'':'none';});
+  document.querySelectorAll('tbody.area').forEach(tb=>{
+    const shown=[...tb.querySelectorAll('tr.row')].some(tr=>tr.style.display!=='none');
+    tb.querySelector('tr.area').style.display=shown?'':'none';});
+}
+"""
+
+
+def _cell(result: dict[str, Any] | None) -> str:
+    if result is None:
+        return '<td class="v">—</td>'
+    v = result["verdict"]
+    evidence = escape(result.get("evidence") or "")
+    return (f'<td class="v {v}" title="{evidence}"><details><summary>{v}</summary>'
+            f'<div>{evidence}\n({result.get("duration_s", 0):.3f}s)</div></details></td>')
+
+
+def _row(scenario: str, cells: dict[str, dict[str, Any]], cols: list[str]) -> str:
+    first = next(iter(cells.values()))
+    verdicts = {cells[c]["verdict"] for c in cols if c in cells}
+    tags = first.get("tags", [])
+    control = f" · control: {escape(', '.join(first['control']))}" if first.get("control") else ""
+    mark = ' <span class="ne" title="verdicts differ between runtimes">≠</span>' if differs(cells) else ""
+    return (f"<tr class='row{' differs' if differs(cells) else ''}' data-tags='{escape(' '.join(tags))}' "
+            f"data-verdicts='{escape(' '.join(sorted(verdicts)))}'><td><b>{escape(scenario)}</b>{mark}<br>"
+            f"<span class='tags'>{escape(first.get('title', ''))}<br>{escape(', '.join(tags))}{control}</span></td>"
+            + "".join(_cell(cells.get(c)) for c in cols) + "</tr>")
+
+
+def render_html(doc: dict[str, Any]) -> str:
+    cols, areas = grouped(doc)
+    host = doc["host"]
+    all_tags = sorted({t for r in doc["results"] for t in r.get("tags", [])})
+    out = ["<!doctype html><html><head><meta charset='utf-8'><title>Runtime conformance matrix</title>",
+           f"<style>{CSS}</style><script>{JS}</script></head><body>",
+           "<h1>Container runtime conformance matrix</h1>", "<table class='host'>"]
+    for key in ("os", "kernel", "arch", "cgroup", "cpus", "userns", "timens"):
+        out.append(f"<tr><td>{escape(key)}</td><td><b>{escape(str(host.get(key, '')))}</b></td></tr>")
+    out.append(f"<tr><td>generated</td><td>{escape(doc.get('generated', ''))}</td></tr></table>")
+    out.append("<h2>Runtimes</h2><table><tr><th>runtime</th><th>version</th><th>path</th>"
+               "<th>config ociVersion</th><th>adaptations</th></tr>")
+    for name, rt in doc["runtimes"].items():
+        adaptations = rt.get("adaptations") or []
+        notes = "<br>".join(escape(a) for a in adaptations) if adaptations else escape(runtime_notes(rt))
+        out.append(f"<tr><td>{escape(name)}</td><td>{escape(str(rt.get('version')))}</td>"
+                   f"<td><code>{escape(str(rt.get('path')))}</code></td><td>{escape(str(rt.get('spec_version', '')))}</td>"
+                   f"<td>{notes}</td></tr>")
+    out.append("</table>")
+    out += _other_hosts(doc)
+    tag_options = "".join(f"<option>{escape(t)}</option>" for t in all_tags)
+    out.append("<div class='filters'><label>tag <select id='tag' onchange='applyFilters()'><option value=''>all</option>"
+               f"{tag_options}</select></label><label>verdict <select id='verdict' onchange='applyFilters()'>"
+               "<option value=''>all</option><option>pass</option><option>fail</option><option>skip</option>"
+               "<option>error</option><option value='differs'>differs between runtimes</option></select></label></div>")
+    out.append("<table><thead><tr><th>scenario</th>" + "".join(f"<th>{escape(c)}</th>" for c in cols)
+               + "</tr></thead>")
+    for area, scenarios in areas:
+        counts = [count(cells[c] for _, cells in scenarios if c in cells) for c in cols]
+        out.append(f"<tbody class='area'><tr class='area'><th>{escape(area)}</th>"
+                   + "".join(f"<th>{n['pass']}/{sum(n.values())} pass</th>" for n in counts) + "</tr>")
+        for scenario, cells in scenarios:
+            out.append(_row(scenario, cells, cols))
+        out.append("</tbody>")
+    tot = totals(doc)
+    out.append("<tfoot><tr><th>total</th>" + "".join(
+        f"<th>{tot[c]['pass']} pass · {tot[c]['fail']} fail · {tot[c]['skip']} skip · {tot[c]['error']} error</th>"
+        for c in cols) + "</tr></tfoot></table>")
+    out += _controls(doc)
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+def _other_hosts(doc: dict[str, Any]) -> list[str]:
+    """One row per --hosts entry besides local: its kernel, cgroup layout and runtimes as seen there."""
+    others = {spec: prof for spec, prof in (doc.get("hosts") or {}).items() if spec != "local"}
+    if not others:
+        return []
+    out = ["<h2>Other hosts</h2><table><tr><th>host</th><th>kernel</th><th>cgroup</th><th>runtimes there</th>"
+           "<th>notes</th></tr>"]
+    for spec, prof in others.items():
+        rts = (doc.get("host_runtimes") or {}).get(spec) or {}
+        runtimes = "<br>".join(escape(f"{n} {rt.get('version')}" + (": " + "; ".join(rt["adaptations"])
+                                                                    if rt.get("adaptations") else ""))
+                               for n, rt in rts.items())
+        notes = "; ".join(f"{k} {prof[k]}" for k in ("guest_boot_s", "guest_accel") if k in prof)
+        out.append(f"<tr><td><code>{escape(spec)}</code></td><td>{escape(str(prof.get('kernel', prof.get('error', ''))))}"
+                   f"</td><td>{escape(str(prof.get('cgroup', '')))}</td><td>{runtimes}</td><td>{escape(notes)}</td></tr>")
+    out.append("</table>")
+    return out
+
+
+def _controls(doc: dict[str, Any]) -> list[str]:
+    """The negative-control view: with X switched off in ref, these scenarios fail."""
+    rows = control_rows(doc)
+    if not rows:
+        return []
+    out = ["<h2>Negative controls: what breaks when a primitive is off</h2>",
+           "<p>Each scenario is run on the reference runtime with its control switch off; it must fail. "
+           "A control that still passes means the scenario cannot see its property go missing.</p>",
+           "<table><thead><tr><th>switch off</th><th>scenario</th><th>fails as it must</th></tr></thead><tbody>"]
+    for switch, scenario, proven, verdict, evidence in rows:
+        css = {"yes": "pass", "skipped": "skip"}.get(proven, "fail")
+        out.append(f"<tr><td><code>{escape(switch)}</code></td><td>{escape(scenario)}</td>"
+                   f"<td class='v {css}' title='{escape(evidence)}'><details><summary>{escape(proven)} ({escape(verdict)})"
+                   f"</summary><div>{escape(evidence)}</div></details></td></tr>")
+    out.append("</tbody></table>")
+    return out
