@@ -16,6 +16,7 @@ import jsonschema
 import yaml
 
 from conformance.model.errors import ScenarioError
+from conformance.model.expectations import expectation_refs, unknown_marks
 from conformance.model.scenario import Scenario, from_document
 
 SCHEMA_PATH = Path(__file__).parent.parent / "schema" / "scenario.schema.json"
@@ -142,4 +143,13 @@ def load_file(path: Path) -> list[tuple[dict[str, Any], dict[Path_, int]]]:
 
 def load_scenarios(path: Path) -> list[Scenario]:
     """All scenarios of one file; raises ScenarioError naming file and line."""
-    return [from_document(doc, lines, path) for doc, lines in load_file(path)]
+    scenarios = []
+    for doc, lines in load_file(path):
+        scenario = from_document(doc, lines, path)
+        for mark in unknown_marks(scenario):
+            known = ", ".join(r.id for r in expectation_refs(scenario))
+            raise ScenarioError(str(path), _line_for(("expect", "corroborating", mark), lines),
+                                f"expect.corroborating: {mark!r} names no expectation of this scenario "
+                                f"(its expectations: {known})")
+        scenarios.append(scenario)
+    return scenarios

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from conformance.model.areas import AREAS, OTHER_AREA, area
 from conformance.model.errors import ScenarioError
+from conformance.model.expectations import MECHANISM, expectation_refs
 from conformance.model.scenario import Scenario, check_unique_ids
 
 from .loader import load_scenarios, scenario_schema
@@ -60,6 +61,15 @@ def _codes(names: tuple[str, ...] | list[str]) -> str:
     return " ".join(f"`{n}`" for n in names) or "—"
 
 
+def _expectations(sc: Scenario) -> str:
+    """``N to prove · M corroborating`` (and the mechanism's share, when the scenario has one)."""
+    refs = expectation_refs(sc)
+    prove = sum(1 for r in refs if r.needs_proof)
+    text = f"{prove} to prove · {len(refs) - prove} corroborating"
+    mechanism = sum(1 for r in refs if r.role == MECHANISM)
+    return text + (f" (mechanism: {mechanism})" if mechanism else "")
+
+
 def _anchor(title: str) -> str:
     """GitHub's heading anchor: lower case, punctuation but - and _ dropped, spaces to -."""
     return "".join(c for c in title.lower() if c.isalnum() or c in " -_").replace(" ", "-")
@@ -82,18 +92,22 @@ def render(scenarios: list[Scenario], page_dir: Path) -> str:
         "reference-runtime switch that turns the property off: `pytest conformance --controls` runs every "
         "scenario once more on `runtime-ref --disable SWITCH`, and that run must fail, which shows the check "
         "can see the property go missing. **Requires** names host facts; a host without one skips the "
-        "scenario with the reason. **Clause** links the sentence of the spec the scenario holds a runtime to.",
+        "scenario with the reason. **Clause** links the sentence of the spec the scenario holds a runtime to. "
+        "**Expectations** counts what the scenario checks: each must be broken by one of its controls "
+        "(*proven*, tests/test_controls.py holds this at 100 %) unless the scenario marks it *corroborating* "
+        "(it keeps the run honest; its reason is in the YAML).",
         "",
         " · ".join(f"[{name}](#{_anchor(name)}) ({len(by_area[name])})" for name in areas),
     ]
     for name in areas:
         out += ["", f"## {name}", "",
-                "| scenario | what holds | tags | breaks without | requires | clause |",
-                "|---|---|---|---|---|---|"]
+                "| scenario | what holds | tags | breaks without | expectations | requires | clause |",
+                "|---|---|---|---|---|---|---|"]
         for sc in by_area[name]:
             link = Path(os.path.relpath(sc.path, page_dir)).as_posix()
-            out.append(f"| [`{sc.id}`]({link}) | {_cell(sc.title)} | {_codes(sc.tags)} | {_codes(sc.control)} "
-                       f"| {_codes(sc.requires)} | {clause_link(sc.clause)} |")
+            controls = " · ".join("+".join(f"`{s}`" for s in switches) for switches in sc.controls)
+            out.append(f"| [`{sc.id}`]({link}) | {_cell(sc.title)} | {_codes(sc.tags)} | {controls} "
+                       f"| {_expectations(sc)} | {_codes(sc.requires)} | {clause_link(sc.clause)} |")
     out += ["", "## Tags", "", "Every tag of DESIGN.md, and the scenarios that exercise it.", "",
             "| tag | # | scenarios |", "|---|---|---|"]
     for tag in schema["tags"]["items"]["enum"]:
@@ -102,7 +116,7 @@ def render(scenarios: list[Scenario], page_dir: Path) -> str:
     out += ["", "## Negative controls", "",
             "Each reference-runtime switch, and the scenarios that must fail when it is off.", "",
             "| switch | # | scenarios |", "|---|---|---|"]
-    for switch in schema["control"]["items"]["enum"]:
+    for switch in scenario_schema()["$defs"]["switch_set"]["items"]["enum"]:
         ids = [sc.id for sc in sorted(scenarios, key=lambda s: s.id) if switch in sc.control]
         out.append(f"| `{switch}` | {len(ids)} | {', '.join(ids) or '—'} |")
     return "\n".join(out) + "\n"

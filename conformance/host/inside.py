@@ -21,7 +21,7 @@ from conformance.model.scenario import InsideCheck, Scenario
 
 def unavailable(scenario: Scenario) -> str | None:
     """Why this host cannot read the scenario's testinfra checks, or None."""
-    if scenario.expect.testinfra and importlib.util.find_spec("testinfra") is None:
+    if scenario.inside_checks and importlib.util.find_spec("testinfra") is None:
         return ("host lacks testinfra: the scenario's testinfra checks run in a Python that has "
                 "pytest-testinfra (always so where pytest runs; install it on this host to run them here)")
     return None
@@ -42,10 +42,10 @@ def read(scenario: Scenario, runtime_argv: list[str], cid: str,
         host = testinfra_exec.container_host(runtime_argv, cid)
     except Exception as exc:  # the first exec failed: nothing can be read
         return not_running(scenario, f"exec into the container failed: {' '.join(str(exc).split())[:300]}")
-    return testinfra_exec.read_checks(host, filled(scenario.expect.testinfra, variables))
+    return testinfra_exec.read_checks(host, filled(scenario.inside_checks, variables))
 
 
 def not_running(scenario: Scenario, why: str) -> list[InsideReading]:
     """Every reading an error: the container was not there to be asked."""
     return [InsideReading(i, attr, error=why)
-            for i, check in enumerate(scenario.expect.testinfra) for attr, _ in check.expect]
+            for i, check in enumerate(scenario.inside_checks) for attr, _ in check.expect]

@@ -141,7 +141,7 @@ def _steps(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str,
 
 def _lifecycle(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str,
                out, err, obs: Observation) -> None:
-    stages = {stage: [f for f in scenario.expect.host if f.when == stage]
+    stages = {stage: [f for f in scenario.host_facts if f.when == stage]
               for stage in ("created", "running", "exited", "deleted")}
     stdin_r, stdin_w = os.pipe()
     try:
@@ -153,10 +153,10 @@ def _lifecycle(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: s
         created_exe = _exe(pid)
         obs.facts += [probe.read(f) for f in stages["created"]]
         driver.start(cid)
-        if stages["running"] or scenario.expect.testinfra:
+        if stages["running"] or scenario.inside_checks:
             if driver.profile.sandboxed or _wait_exec(pid, created_exe, min(EXEC_WAIT_S, scenario.timeout)):
                 obs.facts += [probe.read(f) for f in stages["running"]]
-                if scenario.expect.testinfra:  # commands inside, through the runtime's exec
+                if scenario.inside_checks:  # commands inside, through the runtime's exec
                     obs.inside = inside.read(scenario, driver.profile.argv(driver.root), cid, bundle.variables)
             else:
                 why = "the entrypoint was not seen running (it exited first, or exec never happened)"

@@ -84,7 +84,8 @@ def run_steps(steps: list[Any], driver: RuntimeDriver, bundle_path: Any, cid: st
     pid: int | None = None
     exit_status, timed_out = None, False
     try:
-        for step in steps:
+        for index, step in enumerate(steps):
+            done = len(results)
             verb, arg = parse(step)
             if verb == "create":
                 try:
@@ -108,11 +109,11 @@ def run_steps(steps: list[Any], driver: RuntimeDriver, bundle_path: Any, cid: st
             elif verb == "wait":
                 if pid is None:
                     results.append(StepResult("wait", False, "wait: no container was created"))
-                    continue
-                exit_status, timed_out = wait_exit(pid, timeout)
-                if timed_out:
-                    driver.kill(cid)
-                    wait_exit(pid, 5.0)
+                else:
+                    exit_status, timed_out = wait_exit(pid, timeout)
+                    if timed_out:
+                        driver.kill(cid)
+                        wait_exit(pid, 5.0)
             elif verb == "stdout":
                 # The entrypoint writes on its own schedule: give it a moment to get there.
                 deadline = time.monotonic() + OUTPUT_SETTLE_S
@@ -124,6 +125,8 @@ def run_steps(steps: list[Any], driver: RuntimeDriver, bundle_path: Any, cid: st
                     time.sleep(0.01)
                 results.append(StepResult("stdout", not misses, f"stdout so far: {'; '.join(misses) or 'as expected'}; "
                                           f"observed {text.strip()[:100]!r}"))
+            for result in results[done:]:
+                result.index = index  # the expectation is steps[index]
     finally:
         os.close(stdin_r)
         if stdin_w >= 0:

@@ -1,29 +1,60 @@
-"""Judge an observation against a scenario's expectations.
+"""Judge an observation against a scenario's expectations: the property, not runc's way of providing it.
 
-Every expectation becomes a Check with the expected and the observed value
-side by side, so a failing matrix cell carries its own evidence.  The
-verdict is ``pass`` when all checks hold, ``fail`` when one does not, and
-``error`` when the runtime could not even set the container up (a create
-that failed), which is a different kind of news than a broken property.
+Every expectation (model/expectations.py) becomes one Check with the
+expected and the observed value side by side, so a matrix cell carries its
+own evidence.  The checks fall in three blocks, and the verdict follows them
+in this order:
+
+- **unobservable** — a check of ``expect.observable`` failed: the place the
+  scenario reads does not exist in this runtime's kernel (gVisor has no
+  ``/proc/sysvipc``).  Neither a pass nor a violation.
+- **fail** — a property check failed: the property does not hold.
+- **other-mechanism** — the property holds, but a ``mechanism`` check did
+  not: the runtime provides it another way (ENOSYS from a sandbox's kernel
+  rather than EPERM from a seccomp filter).  Shown apart, not a regression.
+- **pass** — the property holds, by the expected mechanism.
+
+(The names and their meaning: model/verdicts.py.)
+
+``error`` means the runtime could not even set the container up, and
+``skip`` (decided before running) that the host lacks what the scenario
+needs.  For a sandboxed runtime (its container has no process of its own on
+the host) host facts are read for what they can mean: a ``proc`` fact
+describes the sandbox, not the container, and is not judged; a namespace
+differs "by construction" when no process of the container exists on the
+host, which holds by another mechanism.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
-from conformance.model.matchers import inside_failures, text_failures
+from conformance.model.expectations import MECHANISM, OBSERVABLE, PROPERTY, blocks, expectation_refs, fact_ids, step_ids
+from conformance.model.matchers import inside_failures, text_results
 from conformance.model.placeholders import fill
 from conformance.model.records import FactReading, InsideReading, Observation
-from conformance.model.scenario import Scenario, TextExpectation
-
-PASS, FAIL, SKIP, ERROR = "pass", "fail", "skip", "error"
+from conformance.model.scenario import Expectations, Scenario
+from conformance.model.verdicts import ERROR, FAIL, OTHER_MECHANISM, PASS, UNOBSERVABLE
 
 
 @dataclass
 class Check:
+    """One expectation judged.  ``id`` is empty for the harness's own checks (timeout, cleanup)."""
+
     what: str
     ok: bool
     detail: str
+    id: str = ""
+    role: str = PROPERTY
+    #: set when the fact describes a sandbox rather than the container: the check is not judged
+    sandbox: str | None = None
+    #: set on a check that holds by another mechanism than the one it names (a sandboxed runtime)
+    differently: str | None = None
+
+    @property
+    def judged(self) -> bool:
+        return self.sandbox is None
 
 
 @dataclass
@@ -32,42 +63,106 @@ class Verdict:
     evidence: str
     checks: list[Check] = field(default_factory=list)
 
+    @property
+    def broken(self) -> list[str]:
+        """The ids of the expectations that did not hold (what a negative control broke)."""
+        return [c.id for c in self.checks if c.id and not c.ok and c.judged]
+
 
 def _short(text: str, limit: int = 300) -> str:
     text = text.strip()
     return text if len(text) <= limit else text[: limit - 20] + f"… ({len(text)} chars)"
 
 
-def _text_check(name: str, exp: TextExpectation, text: str, variables: dict[str, str]) -> Check:
-    misses = text_failures(exp, text, variables)
+def _text_checks(ident: str, what: str, exp: Any, text: str, variables: dict[str, str], role: str) -> list[Check]:
+    """One check per matcher of a text expectation; each names what was observed."""
     observed = f"observed {_short(text)!r}"
-    return Check(name, not misses, f"{name}: {'; '.join(misses)}; {observed}" if misses else f"{name}: {observed}")
+    return [Check(what, r.ok, f"{what}: {observed}" if r.ok else f"{what}: {r.miss}; {observed}",
+                  f"{ident}.{r.matcher}", role)
+            for r in text_results(exp, text, variables)]
 
 
-def _fact_check(reading: FactReading, variables: dict[str, str]) -> Check:
+def _fact_checks(reading: FactReading, ident: str, variables: dict[str, str], role: str,
+                 sandbox: str | None) -> list[Check]:
     fact = reading.fact
     name = f"host {fact.describe()}"
+    ids = fact_ids(fact, ident)
+    if sandbox and fact.kind == "namespace_differs":
+        why = (f"the container has no process on the host ({sandbox}): its {fact.target} namespace is the "
+               "sandbox kernel's own, not one the host kernel made")
+        return [Check(name, True, f"{name}: {why}", ids[0], role, differently=why)]
+    if sandbox and fact.kind == "proc":
+        note = f"describes the sandbox, not the container ({sandbox})"
+        return [Check(name, False, f"{name}: {note}", i, role, sandbox=note) for i in ids]
     if reading.error is not None:
-        return Check(name, False, f"{name}: could not be read: {reading.error}")
+        return [Check(name, False, f"{name}: could not be read: {reading.error}", i, role) for i in ids]
     value = reading.value or ""
     if fact.kind == "namespace_differs":
         inside, host = re.findall(r"\[(\d+)\]", value)
-        return Check(name, inside != host, f"{name}: {value}" + ("" if inside != host else " (same namespace)"))
+        return [Check(name, inside != host, f"{name}: {value}" + ("" if inside != host else " (same namespace)"),
+                      ids[0], role)]
     if fact.kind == "host_hostname_unchanged":
         before = variables["host_hostname"]
-        return Check(name, value == before, f"{name}: before {before!r}, after {value!r}")
-    return _text_check(name, fact.expect, value, variables)
+        return [Check(name, value == before, f"{name}: before {before!r}, after {value!r}", ids[0], role)]
+    if ids == [ident]:  # a fact without matchers: being readable is the expectation
+        return [Check(name, True, f"{name}: read {_short(value)!r}", ident, role)]
+    return _text_checks(ident, name, fact.expect, value, variables, role)
 
 
-def _testinfra_check(scenario: Scenario, reading: InsideReading, variables: dict[str, str]) -> Check:
-    check = scenario.expect.testinfra[reading.index]
+def _inside_check(block: Expectations, local: int, ident: str, reading: InsideReading,
+                  variables: dict[str, str], role: str) -> Check:
+    check = block.testinfra[local]
     name = f"testinfra {fill(check.describe(), variables)}: {reading.attribute}"
+    key = f"{ident}.{reading.attribute}"
     if reading.error is not None:
-        return Check(name, False, f"{name}: could not be read: {reading.error}")
+        return Check(name, False, f"{name}: could not be read: {reading.error}", key, role)
     expected = fill(dict(check.expect)[reading.attribute], variables)
     misses = inside_failures(expected, reading.value, reading.attribute)
     observed = f"observed {_short(repr(reading.value))}"
-    return Check(name, not misses, f"{name}: {'; '.join(misses)}; {observed}" if misses else f"{name}: {observed}")
+    return Check(name, not misses, f"{name}: {'; '.join(misses)}; {observed}" if misses else f"{name}: {observed}",
+                 key, role)
+
+
+def _block_checks(scenario: Scenario, obs: Observation, variables: dict[str, str],
+                  sandbox: str | None) -> list[Check]:
+    """The checks of every block, with their ids; host facts and inside readings by global index."""
+    checks: list[Check] = []
+    fact_base = inside_base = 0
+    all_facts = scenario.host_facts
+    for role, prefix, block in blocks(scenario):
+        if block.exit is not None:
+            want = " or ".join(map(str, block.exit))
+            checks.append(Check("exit", obs.exit in block.exit, f"exit: expected {want}, observed {obs.exit}",
+                                f"{prefix}exit", role))
+        for stream in ("stdout", "stderr"):
+            exp = getattr(block, stream)
+            if exp is not None:
+                checks += _text_checks(f"{prefix}{stream}", stream, exp, getattr(obs, stream), variables, role)
+        for reading in obs.facts:
+            index = next(i for i, f in enumerate(all_facts) if f is reading.fact)
+            if fact_base <= index < fact_base + len(block.host):
+                checks += _fact_checks(reading, f"{prefix}host[{index - fact_base}]", variables, role, sandbox)
+        for reading in obs.inside:
+            if inside_base <= reading.index < inside_base + len(block.testinfra):
+                local = reading.index - inside_base
+                checks.append(_inside_check(block, local, f"{prefix}testinfra[{local}]", reading, variables, role))
+        fact_base += len(block.host)
+        inside_base += len(block.testinfra)
+    labels = dict(step_ids(scenario))
+    checks += [Check(labels.get(s.index, f"step {s.step}"), s.ok, s.detail,
+                     f"steps[{s.index}]" if s.index in labels else "", PROPERTY) for s in obs.steps]
+    return checks
+
+
+def _harness_checks(scenario: Scenario, obs: Observation) -> list[Check]:
+    """What the harness itself requires of any run: it ended in time and left no cgroup behind."""
+    checks = []
+    if obs.timed_out:
+        checks.append(Check("timeout", False, f"the container did not finish within {scenario.timeout:g}s"))
+    if obs.leaks:
+        checks.append(Check("cleanup", False, "cgroups left after delete (removed by the harness): "
+                            + ", ".join(obs.leaks)))
+    return checks
 
 
 def judge(scenario: Scenario, obs: Observation, variables: dict[str, str]) -> Verdict:
@@ -76,28 +171,33 @@ def judge(scenario: Scenario, obs: Observation, variables: dict[str, str]) -> Ve
         if scenario.expect.or_refused and " create failed" in obs.runtime_error:
             return Verdict(PASS, "refused by the runtime: " + _short(obs.runtime_error, 400))
         return Verdict(ERROR, _short(obs.runtime_error, 600))
-    checks: list[Check] = []
-    exp = scenario.expect
-    if obs.timed_out:
-        checks.append(Check("timeout", False, f"the container did not finish within {scenario.timeout:g}s"))
-    if exp.exit is not None:
-        ok = obs.exit in exp.exit
-        want = " or ".join(map(str, exp.exit))
-        checks.append(Check("exit", ok, f"exit: expected {want}, observed {obs.exit}"))
-    if exp.stdout is not None:
-        checks.append(_text_check("stdout", exp.stdout, obs.stdout, variables))
-    if exp.stderr is not None:
-        checks.append(_text_check("stderr", exp.stderr, obs.stderr, variables))
-    checks += [_fact_check(r, variables) for r in obs.facts]
-    checks += [_testinfra_check(scenario, r, variables) for r in obs.inside]
-    checks += [Check(f"step {s.step}", s.ok, s.detail) for s in obs.steps]
-    if obs.leaks:
-        checks.append(Check("cleanup", False, "cgroups left after delete (removed by the harness): "
-                            + ", ".join(obs.leaks)))
-    failed = [c for c in checks if not c.ok]
+    checks = _harness_checks(scenario, obs) + _block_checks(scenario, obs, variables, obs.sandboxed)
+    return _conclude(scenario, obs, checks)
+
+
+def _evidence(failed: list[Check], obs: Observation) -> str:
+    evidence = "; ".join(c.detail for c in failed)
+    if obs.stderr.strip() and not any(c.what == "stderr" for c in failed):
+        evidence += f" | stderr: {_short(obs.stderr, 200)!r}"
+    return evidence
+
+
+def _conclude(scenario: Scenario, obs: Observation, checks: list[Check]) -> Verdict:
+    judged = [c for c in checks if c.judged]
+    unseen = [c for c in judged if c.role == OBSERVABLE and not c.ok]
+    if unseen:
+        return Verdict(UNOBSERVABLE, "could not look: " + _evidence(unseen, obs), checks)
+    failed = [c for c in judged if c.role == PROPERTY and not c.ok]
     if failed:
-        evidence = "; ".join(c.detail for c in failed)
-        if obs.stderr.strip() and not any(c.what == "stderr" for c in failed):
-            evidence += f" | stderr: {_short(obs.stderr, 200)!r}"
-        return Verdict(FAIL, evidence, checks)
+        return Verdict(FAIL, _evidence(failed, obs), checks)
+    proof = {r.id for r in expectation_refs(scenario) if r.needs_proof and r.role == PROPERTY}
+    if proof and not any(c.id in proof for c in judged) and any(not c.judged for c in checks):
+        notes = "; ".join(c.detail for c in checks if not c.judged)
+        return Verdict(UNOBSERVABLE, f"what would show the property reads the sandbox, not the container: {notes}",
+                       checks)
+    differs = [c for c in judged if (c.role == MECHANISM and not c.ok) or (c.ok and c.differently)]
+    if differs:
+        name = scenario.mechanism.name if scenario.mechanism else "the host kernel's own primitives"
+        seen = "; ".join(c.detail for c in differs)
+        return Verdict(OTHER_MECHANISM, f"holds, by another mechanism than {name}: {seen}", checks)
     return Verdict(PASS, "; ".join(c.detail for c in checks), checks)

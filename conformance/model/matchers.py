@@ -3,16 +3,38 @@
 One vocabulary serves every expectation: ``equals``, ``contains``,
 ``not_contains``, ``matches``, ``not_matches``, ``at_least``, ``at_most``,
 over a text (stdout, a /proc line, a cgroup file) or over a list (a testinfra
-attribute such as a mount's options).  Each function returns the ways the
-value misses, empty when it matches, so a failure carries its own evidence.
+attribute such as a mount's options).
+
+Each matcher is judged on its own (``text_results``): a scenario's
+expectations are proven one by one (a negative control must break each of
+them, see judge/verdict.py), so ``stdout: {contains: key, not_matches: …}``
+is two expectations, ``stdout.contains[0]`` and ``stdout.not_matches``.
+A result names its matcher, whether it held, and the miss in words.
 """
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 from .placeholders import fill
 from .scenario import TextExpectation
+
+
+class MatcherResult(NamedTuple):
+    """One matcher judged: its id suffix (``equals``, ``contains[1]`` …), held or not, the miss."""
+
+    matcher: str
+    ok: bool
+    miss: str
+
+
+def text_matchers(exp: TextExpectation) -> list[str]:
+    """The id suffixes of ``exp``'s matchers, in the order they are judged."""
+    names = ["equals"] if exp.equals is not None else []
+    names += [f"contains[{i}]" for i in range(len(exp.contains))]
+    names += [f"not_contains[{i}]" for i in range(len(exp.not_contains))]
+    names += [n for n in ("matches", "not_matches", "at_least", "at_most") if getattr(exp, n) is not None]
+    return names
 
 
 def _number(text: str) -> float | None:
@@ -22,28 +44,32 @@ def _number(text: str) -> float | None:
         return None
 
 
+def text_results(exp: TextExpectation, text: str, variables: dict[str, str]) -> list[MatcherResult]:
+    """Every matcher of ``exp`` judged against ``text`` (placeholders filled first)."""
+    e = fill(exp.__dict__, variables)
+    out = []
+    if e["equals"] is not None:
+        out.append(MatcherResult("equals", text.strip() == e["equals"].strip(), f"expected {e['equals'].strip()!r}"))
+    out += [MatcherResult(f"contains[{i}]", s in text, f"expected to contain {s!r}") for i, s in enumerate(e["contains"])]
+    out += [MatcherResult(f"not_contains[{i}]", s not in text, f"expected not to contain {s!r}")
+            for i, s in enumerate(e["not_contains"])]
+    if e["matches"] is not None:
+        out.append(MatcherResult("matches", bool(re.search(e["matches"], text, re.M)),
+                                 f"expected to match /{e['matches']}/"))
+    if e["not_matches"] is not None:
+        out.append(MatcherResult("not_matches", not re.search(e["not_matches"], text, re.M),
+                                 f"expected not to match /{e['not_matches']}/"))
+    value = _number(text)
+    for name, sign, bound in (("at_least", ">=", e["at_least"]), ("at_most", "<=", e["at_most"])):
+        if bound is not None:
+            held = value is not None and (value >= bound if name == "at_least" else value <= bound)
+            out.append(MatcherResult(name, held, "expected a number" if value is None else f"expected {sign} {bound:g}"))
+    return out
+
+
 def text_failures(exp: TextExpectation, text: str, variables: dict[str, str]) -> list[str]:
     """The ways ``text`` misses ``exp``; empty when it matches."""
-    exp = fill(exp.__dict__, variables)
-    misses = []
-    if exp["equals"] is not None and text.strip() != exp["equals"].strip():
-        misses.append(f"expected {exp['equals'].strip()!r}")
-    misses += [f"expected to contain {s!r}" for s in exp["contains"] if s not in text]
-    misses += [f"expected not to contain {s!r}" for s in exp["not_contains"] if s in text]
-    if exp["matches"] is not None and not re.search(exp["matches"], text, re.M):
-        misses.append(f"expected to match /{exp['matches']}/")
-    if exp["not_matches"] is not None and re.search(exp["not_matches"], text, re.M):
-        misses.append(f"expected not to match /{exp['not_matches']}/")
-    if exp["at_least"] is not None or exp["at_most"] is not None:
-        value = _number(text)
-        if value is None:
-            misses.append("expected a number")
-        else:
-            if exp["at_least"] is not None and value < exp["at_least"]:
-                misses.append(f"expected >= {exp['at_least']:g}")
-            if exp["at_most"] is not None and value > exp["at_most"]:
-                misses.append(f"expected <= {exp['at_most']:g}")
-    return misses
+    return [r.miss for r in text_results(exp, text, variables) if not r.ok]
 
 
 def _strings(value: Any) -> list[str]:

@@ -19,13 +19,14 @@ class StepResult:
     step: str
     ok: bool
     detail: str
+    index: int = -1   # its place in the scenario's ``steps`` (the expectation id is ``steps[index]``)
 
 
 @dataclass
 class InsideReading:
     """What one attribute of one check read inside the container (JSON-able)."""
 
-    index: int               # which check of the scenario's ``expect.testinfra``
+    index: int               # which check of the scenario's ``inside_checks`` (every block's testinfra)
     attribute: str
     value: Any = None
     error: str | None = None
@@ -54,6 +55,9 @@ class Observation:
     duration_s: float = 0.0
     steps: list[StepResult] = field(default_factory=list)  # lifecycle steps, in order
     inside: list[InsideReading] = field(default_factory=list)  # expect.testinfra, read while running
+    #: how the harness knows the container runs inside a sandbox (its host process is not the
+    #: entrypoint, e.g. gVisor's user-space kernel); None for a runtime whose container is a host process
+    sandboxed: str | None = None
 
 
 @dataclass
@@ -71,8 +75,9 @@ class Execution:
                                "oci_version": self.oci_version, "observation": None}
         if self.observation is not None:
             obs = asdict(self.observation)
-            obs["facts"] = [{"index": scenario.expect.host.index(r.fact), "value": r.value, "error": r.error}
-                            for r in self.observation.facts]
+            facts = scenario.host_facts
+            obs["facts"] = [{"index": next(i for i, f in enumerate(facts) if f is r.fact), "value": r.value,
+                             "error": r.error} for r in self.observation.facts]
             out["observation"] = obs
         return out
 
@@ -81,7 +86,7 @@ class Execution:
         obs = data.get("observation")
         observation = None
         if obs is not None:
-            facts = [FactReading(scenario.expect.host[f["index"]], f["value"], f["error"]) for f in obs.pop("facts")]
+            facts = [FactReading(scenario.host_facts[f["index"]], f["value"], f["error"]) for f in obs.pop("facts")]
             readings = [InsideReading(**r) for r in obs.pop("inside", [])]
             steps = [StepResult(**s) for s in obs.pop("steps", [])]
             observation = Observation(**obs, facts=facts, inside=readings, steps=steps)

@@ -95,6 +95,8 @@ class InsideCheck:
 
 @dataclass(frozen=True)
 class Expectations:
+    """What must be observed: the entrypoint's exit and output, host facts, checks inside."""
+
     exit: tuple[int, ...] | None = None
     stdout: TextExpectation | None = None
     stderr: TextExpectation | None = None
@@ -102,6 +104,24 @@ class Expectations:
     #: checks inside the running container with testinfra's modules (conformance/host/inside.py)
     testinfra: tuple[InsideCheck, ...] = ()
     or_refused: bool = False  # a runtime refusing to create the container passes too
+    #: where the checks look must exist, or the verdict is "unobservable" (not a pass, not a fail)
+    observable: Expectations | None = None
+    #: expectation id (or id prefix) -> why it need not break under a control (it keeps the run honest)
+    corroborating: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Mechanism:
+    """How a namespaces-and-cgroups runtime is expected to provide the property.
+
+    The verdict follows the property (``expect``); when the property holds but
+    these checks do not, the runtime provides it another way (a sandbox's own
+    kernel answering ENOSYS rather than a seccomp filter's EPERM): the cell
+    says so instead of failing.
+    """
+
+    name: str
+    expect: Expectations
 
 
 @dataclass(frozen=True)
@@ -111,7 +131,9 @@ class Scenario:
     id: str
     title: str
     tags: tuple[str, ...]
-    control: tuple[str, ...]
+    #: negative controls: each a set of reference-runtime switches turned off together, which
+    #: must make the scenario fail; every expectation must break under at least one of them
+    controls: tuple[tuple[str, ...], ...]
     args: tuple[str, ...]
     expect: Expectations
     path: Path
@@ -126,16 +148,42 @@ class Scenario:
     image: ImageSpec | None = None
     #: lifecycle scenarios: the runtime verbs to drive one by one (see conformance/host/steps.py)
     steps: tuple[Any, ...] = ()
+    #: how a namespaces-and-cgroups runtime provides the property (None: nothing to tell apart)
+    mechanism: Mechanism | None = None
     #: the validated YAML document, so the scenario can travel to a remote host as JSON
     source: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def control(self) -> tuple[str, ...]:
+        """Every switch any of the controls turns off (for listings by switch)."""
+        return tuple(dict.fromkeys(s for switches in self.controls for s in switches))
+
+    def _blocks(self) -> list[Expectations]:
+        """Every expectation block: the property, where it looks, and the mechanism."""
+        blocks = [self.expect]
+        if self.expect.observable is not None:
+            blocks.append(self.expect.observable)
+        if self.mechanism is not None:
+            blocks.append(self.mechanism.expect)
+        return blocks
+
+    @property
+    def host_facts(self) -> tuple[HostFact, ...]:
+        """All host facts to read, of every block; an observation refers to them by index."""
+        return tuple(f for block in self._blocks() for f in block.host)
+
+    @property
+    def inside_checks(self) -> tuple[InsideCheck, ...]:
+        """All testinfra checks to read inside, of every block; readings refer to them by index."""
+        return tuple(c for block in self._blocks() for c in block.testinfra)
 
     @property
     def needs_lifecycle(self) -> bool:
         """True when a host fact must be read while the container exists (create/start path)."""
         # or_refused: only create/start tells a refusal apart from the entrypoint's own exit
         # testinfra: its checks exec into the entrypoint while it runs
-        return (bool(self.expect.host) or bool(self.steps) or self.expect.or_refused
-                or bool(self.expect.testinfra))
+        return (bool(self.host_facts) or bool(self.steps) or self.expect.or_refused
+                or bool(self.inside_checks))
 
     @property
     def location(self) -> str:
@@ -159,13 +207,22 @@ def _expectations(raw: dict[str, Any]) -> Expectations:
         host=tuple(HostFact.from_yaml(h) for h in raw.get("host", ())),
         testinfra=tuple(InsideCheck.from_yaml(c) for c in raw.get("testinfra", ())),
         or_refused=bool(raw.get("or_refused")),
+        observable=_expectations(raw["observable"]) if "observable" in raw else None,
+        corroborating=tuple((str(k), str(v)) for k, v in (raw.get("corroborating") or {}).items()),
     )
+
+
+def _controls(raw: list[Any]) -> tuple[tuple[str, ...], ...]:
+    """``control: [a, b]`` is one control (a and b off together); ``[[a], [b]]`` two of them."""
+    if all(isinstance(c, str) for c in raw):
+        return (tuple(raw),)
+    return tuple((c,) if isinstance(c, str) else tuple(c) for c in raw)
 
 
 def from_document(doc: dict[str, Any], lines: dict[tuple, int], path: Path) -> Scenario:
     run = doc["run"]
     return Scenario(
-        id=doc["id"], title=doc["title"], tags=tuple(doc["tags"]), control=tuple(doc["control"]),
+        id=doc["id"], title=doc["title"], tags=tuple(doc["tags"]), controls=_controls(doc["control"]),
         args=("sh", "-c", run) if isinstance(run, str) else tuple(run),
         expect=_expectations(doc["expect"]), path=path, line=lines.get((), 1),
         patch=doc.get("patch", {}), requires=tuple(doc.get("requires", ())),
@@ -173,6 +230,8 @@ def from_document(doc: dict[str, Any], lines: dict[tuple, int], path: Path) -> S
         timeout=float(doc.get("timeout", DEFAULT_TIMEOUT_S)),
         clause=doc.get("clause"), description=doc.get("description"), source=doc,
         image=_image(doc, lines, path),
+        mechanism=Mechanism(doc["mechanism"]["name"], _expectations(doc["mechanism"]["expect"]))
+        if "mechanism" in doc else None,
     )
 
 

@@ -14,9 +14,11 @@ import pytest
 
 from conformance.catalog.loader import load_scenarios
 from conformance.host.runtimes import label as runtime_label
-from conformance.judge.verdict import ERROR, FAIL, PASS, SKIP, Verdict, judge
+from conformance.judge.verdict import Verdict, judge
 from conformance.model.errors import ScenarioError
+from conformance.model.expectations import expectation_refs
 from conformance.model.scenario import Scenario, check_unique_ids
+from conformance.model.verdicts import ERROR, FAIL, OTHER_MECHANISM, PASS, SKIP, UNOBSERVABLE
 
 from .stash import RESULT_KEY, hosts_key, runtimes_key, scenarios_dir, targets_key
 
@@ -50,11 +52,13 @@ class ScenarioFile(pytest.File):
             items = [ScenarioItem.from_parent(self, name=f"{scenario.id}[{runtime_label(runtime)}@{host}]",
                                               scenario=scenario, runtime=runtime, host=host)
                      for host in hosts for runtime in runtimes]
-            if controls:  # negative controls need the reference runtime, which runs here
-                label = "+".join(scenario.control)
-                items.append(ControlItem.from_parent(self, name=f"{scenario.id}[ref-without-{label}@local]",
-                                                     scenario=scenario, runtime="ref", host="local"))
-                items[-1].add_marker(pytest.mark.control)
+            if controls:  # negative controls: the reference runtime, with each control's switches off, on every host
+                for host in hosts:
+                    for switches in scenario.controls:
+                        items.append(ControlItem.from_parent(
+                            self, name=f"{scenario.id}[ref-without-{'+'.join(switches)}@{host}]",
+                            scenario=scenario, runtime="ref", host=host, switches=switches))
+                        items[-1].add_marker(pytest.mark.control)
             for item in items:
                 for tag in scenario.tags:
                     item.add_marker(getattr(pytest.mark, tag))
@@ -105,8 +109,7 @@ class ScenarioItem(pytest.Item):
         return {"scenario": sc.id, "runtime": runtime_label(self.runtime), "host": self.host, "verdict": verdict,
                 "tags": list(sc.tags), "duration_s": round(duration, 4), "evidence": evidence,
                 "title": sc.title, "control": list(sc.control), "clause": sc.clause,
-                "file": f"{sc.path.name}:{sc.line}",
-                **({"disabled": list(self.disabled)} if self.disabled else {}), **extra}
+                "file": f"{sc.path.name}:{sc.line}", **extra}
 
     def runtest(self) -> None:
         target = self.config.stash[targets_key].get(self.host)
@@ -119,11 +122,22 @@ class ScenarioItem(pytest.Item):
         else:
             verdict = judge(self.scenario, done.observation, done.variables)
             duration = done.observation.duration_s
-        _record(self, self._result(verdict.verdict, verdict.evidence, duration, oci_version=done.oci_version))
+        _record(self, self._result(verdict.verdict, verdict.evidence, duration, oci_version=done.oci_version,
+                                   **self._extra(verdict)))
         self._conclude(verdict)
 
+    def _extra(self, verdict: Verdict) -> dict[str, Any]:
+        """Fields only some items record (a control's switches and what broke)."""
+        return {}
+
     def _conclude(self, verdict: Verdict) -> None:
-        if verdict.verdict != PASS:
+        """pass: the item passes; other-mechanism: passes, the mechanism seen kept as a junit property;
+        unobservable: a skip with the reason (junit readers show both); fail, error: the item fails."""
+        if verdict.verdict == OTHER_MECHANISM:
+            self.user_properties.append(("mechanism", verdict.evidence))
+        elif verdict.verdict == UNOBSERVABLE:
+            pytest.skip(f"unobservable: {verdict.evidence}")
+        elif verdict.verdict != PASS:
             raise ScenarioFailure(verdict)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
@@ -131,7 +145,7 @@ class ScenarioItem(pytest.Item):
             v = excinfo.value.verdict
             lines = [f"{self.scenario.id} on {self.runtime}: {v.verdict.upper()} — {self.scenario.title}",
                      f"  scenario: {self.scenario.location}"]
-            lines += [f"  ✗ {c.detail}" for c in v.checks if not c.ok] or [f"  {v.evidence}"]
+            lines += [f"  ✗ {c.detail}" for c in v.checks if not c.ok and c.judged] or [f"  {v.evidence}"]
             return "\n".join(lines)
         return super().repr_failure(excinfo)
 
@@ -144,27 +158,39 @@ class ControlFailure(Exception):
 
 
 class ControlItem(ScenarioItem):
-    """The scenario on the reference runtime with its control switches off: must FAIL.
+    """The scenario on the reference runtime with one control's switches off: must FAIL.
 
     This is what makes a scenario trustworthy: turning off the primitive it is
-    about must turn its verdict to fail.  A control that still passes (or that
-    errors, which proves nothing) fails this item.
+    about must turn its verdict to fail, and the result names which of its
+    expectations broke (the matrix counts, per scenario, the expectations
+    proven by a control, those marked corroborating, and those unproven).  A
+    control that still passes, errors, or only reaches "other mechanism" or
+    "unobservable" proves nothing, and fails this item.
     """
 
-    def __init__(self, **kw: Any) -> None:
+    def __init__(self, *, switches: tuple[str, ...], **kw: Any) -> None:
         super().__init__(**kw)
-        self.disabled = self.scenario.control
+        self.disabled = switches
+
+    def _extra(self, verdict: Verdict) -> dict[str, Any]:
+        refs = expectation_refs(self.scenario)
+        return {"disabled": list(self.disabled), "broken": verdict.broken,
+                "expectations": [r.id for r in refs if r.needs_proof],
+                "corroborating": {r.id: r.corroborating for r in refs if not r.needs_proof}}
 
     def _conclude(self, verdict: Verdict) -> None:
+        off = ", ".join(self.disabled)
         if verdict.verdict != FAIL:
+            what = {PASS: "still passes", ERROR: "errors"}.get(verdict.verdict, f"reads {verdict.verdict!r}")
             raise ControlFailure(
-                f"{self.scenario.location}: with {', '.join(self.disabled)} switched off in ref the scenario "
-                f"{'still passes' if verdict.verdict == PASS else 'errors'}, so it does not prove its property "
-                f"can fail. Evidence: {verdict.evidence}")
+                f"{self.scenario.location}: with {off} switched off in ref the scenario {what}, so it does not "
+                f"prove its property can fail. Evidence: {verdict.evidence}")
+        if not verdict.broken:
+            raise ControlFailure(
+                f"{self.scenario.location}: with {off} switched off in ref the scenario fails only on the harness's "
+                f"own checks (timeout, cleanup), not on one of its expectations. Evidence: {verdict.evidence}")
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         if isinstance(excinfo.value, ControlFailure):
             return f"negative control not proven: {excinfo.value}"
         return super().repr_failure(excinfo)
-
-

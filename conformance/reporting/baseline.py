@@ -3,9 +3,13 @@
 A *cell* is one scenario on one runtime and host.  Between a baseline and a
 new matrix a cell
 
-- **regressed** when it passed in the baseline and now fails or errors,
-- **improved** when it failed or errored and now passes,
-- **changed** when it went between fail and error (listed, not judged),
+- **regressed** when it was not bad in the baseline (pass, other-mechanism,
+  unobservable) and now fails or errors,
+- **improved** when it failed or errored and now holds (pass or other-mechanism),
+- **changed mechanism** when it went between pass and other-mechanism: the
+  property holds either way, how it is provided changed (listed, not judged),
+- **changed** when it went between fail and error, or to or from
+  unobservable without becoming bad (listed, not judged),
 - is a **known failure** when it failed (or errored) alike in both,
 - is **ignored** when it was skipped in either run (a host reason says
   nothing about the runtime), or exists in only one of the two runs.
@@ -24,9 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from conformance.model.verdicts import BAD, HOLDS, SKIP
+
 from .document import SCHEMA_VERSION, column
 
-BAD = ("fail", "error")
 Key = tuple  # (scenario, runtime, host)
 
 
@@ -53,6 +58,7 @@ class Comparison:
     regressions: list[Change] = field(default_factory=list)
     improvements: list[Change] = field(default_factory=list)
     changed: list[Change] = field(default_factory=list)
+    mechanism_changes: list[Change] = field(default_factory=list)
     known_failures: list[Key] = field(default_factory=list)
     unchanged_passes: int = 0
     skipped: int = 0
@@ -70,8 +76,9 @@ class Comparison:
 
     def summary_line(self) -> str:
         return (f"{len(self.regressions)} regression(s), {len(self.improvements)} improvement(s), "
-                f"{len(self.changed)} changed between fail and error, {len(self.known_failures)} known failure(s), "
-                f"{self.unchanged_passes} unchanged pass(es); ignored: {self.skipped} skipped in either run, "
+                f"{len(self.mechanism_changes)} changed mechanism, {len(self.changed)} changed otherwise "
+                f"(fail↔error, unobservable), {len(self.known_failures)} known failure(s), "
+                f"{self.unchanged_passes} unchanged; ignored: {self.skipped} skipped in either run, "
                 f"{len(self.only_old)} only in the baseline, {len(self.only_new)} only in this run")
 
     def render(self, old_name: str = "baseline", new_name: str = "this run") -> str:
@@ -79,7 +86,7 @@ class Comparison:
         lines = [f"comparing {new_name} with {old_name}"]
         lines += [f"  {v}" for v in self.versions]
         if self.regressions:
-            lines.append(f"REGRESSIONS ({len(self.regressions)}): passed in {old_name}, not now")
+            lines.append(f"REGRESSIONS ({len(self.regressions)}): not failing in {old_name}, failing now")
             for c in self.regressions:
                 lines.append(f"  ✗ {c.line()}")
                 if c.evidence:
@@ -87,10 +94,17 @@ class Comparison:
         else:
             lines.append("no regressions")
         if self.improvements:
-            lines.append(f"improvements ({len(self.improvements)}): failed in {old_name}, pass now")
+            lines.append(f"improvements ({len(self.improvements)}): failed in {old_name}, hold now")
             lines += [f"  ✓ {c.line()}" for c in self.improvements]
+        if self.mechanism_changes:
+            lines.append(f"changed mechanism ({len(self.mechanism_changes)}): the property holds in both, "
+                         "provided another way (not a regression)")
+            for c in self.mechanism_changes:
+                lines.append(f"  ≈ {c.line()}")
+                if c.new != "pass" and c.evidence:
+                    lines.append("      " + c.evidence.strip().replace("\n", "\n      "))
         if self.changed:
-            lines.append(f"changed between fail and error ({len(self.changed)}):")
+            lines.append(f"changed otherwise ({len(self.changed)}):")
             lines += [f"  ~ {c.line()}" for c in self.changed]
         if self.only_new:
             lines.append(f"not in {old_name} ({len(self.only_new)}): " + ", ".join(label(k) for k in self.only_new))
@@ -151,14 +165,16 @@ def compare(old: dict[str, Any], new: dict[str, Any]) -> Comparison:
             out.only_new.append(key)
             continue
         was, now = before[key]["verdict"], after[key]["verdict"]
-        if "skip" in (was, now):
+        if SKIP in (was, now):
             out.skipped += 1
             continue
         change = Change(key[0], column(after[key]), was, now, after[key].get("evidence", ""))
-        if was == "pass" and now in BAD:
+        if was not in BAD and now in BAD:
             out.regressions.append(change)
-        elif was in BAD and now == "pass":
+        elif was in BAD and now in HOLDS:
             out.improvements.append(change)
+        elif was in HOLDS and now in HOLDS and was != now:
+            out.mechanism_changes.append(change)
         elif was != now:
             out.changed.append(change)
         elif now in BAD:

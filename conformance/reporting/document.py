@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Any, Dict
 
 from conformance.model.areas import AREAS, OTHER_AREA, area
+from conformance.model.verdicts import FAIL, HOLDS, PASS, READING, SKIP, VERDICTS
 
 SCHEMA_VERSION = 1
 
@@ -39,13 +40,48 @@ def build_document(results: list[dict[str, Any]], host: dict[str, Any], runtimes
     }
 
 
+def control_proven(result: dict[str, Any]) -> bool:
+    """A control run proves something when the scenario failed on at least one of its expectations."""
+    return result["verdict"] == FAIL and bool(result.get("broken", [True]))
+
+
 def control_rows(doc: dict[str, Any]) -> list[list[str]]:
-    """[switches off, scenario, proven?, verdict, evidence] per negative control."""
+    """[switches off, host, scenario, proven?, verdict, what broke, evidence] per negative control run."""
     rows = []
-    for r in sorted(doc.get("controls", []), key=lambda r: ("+".join(r["disabled"]), r["scenario"])):
-        proven = {"fail": "yes", "skip": "skipped"}.get(r["verdict"], "NO")
-        rows.append(["+".join(r["disabled"]), r["scenario"], proven, r["verdict"], r["evidence"]])
+    for r in sorted(doc.get("controls", []), key=lambda r: ("+".join(r["disabled"]), r["scenario"], r["host"])):
+        proven = "yes" if control_proven(r) else "skipped" if r["verdict"] == SKIP else "NO"
+        rows.append(["+".join(r["disabled"]), r["host"], r["scenario"], proven, r["verdict"],
+                     ", ".join(r.get("broken", [])), r["evidence"]])
     return rows
+
+
+def proofs(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per scenario, over every control run on every host: which expectations a control broke
+    (proven), which are marked corroborating, which nothing broke yet (unproven)."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in doc.get("controls", []):
+        if "expectations" not in r:  # a matrix from before expectations were proven one by one
+            continue
+        entry = out.setdefault(r["scenario"], {"expectations": [], "corroborating": {}, "proven": set(),
+                                               "runs": 0, "proving_runs": 0})
+        entry["expectations"] = list(dict.fromkeys(entry["expectations"] + list(r["expectations"])))
+        entry["corroborating"].update(r.get("corroborating") or {})
+        entry["runs"] += 1
+        if control_proven(r):
+            entry["proving_runs"] += 1
+            entry["proven"] |= set(r.get("broken", [])) & set(r["expectations"])
+    for entry in out.values():
+        entry["unproven"] = [e for e in entry["expectations"] if e not in entry["proven"]]
+        entry["proven"] = [e for e in entry["expectations"] if e in entry["proven"]]
+    return out
+
+
+def proof_totals(doc: dict[str, Any]) -> dict[str, int]:
+    """The catalog's count: expectations proven, corroborating, unproven (over the scenarios controlled)."""
+    found = proofs(doc).values()
+    return {"scenarios": len(found), "proven": sum(len(e["proven"]) for e in found),
+            "corroborating": sum(len(e["corroborating"]) for e in found),
+            "unproven": sum(len(e["unproven"]) for e in found)}
 
 
 # -- the grid ---------------------------------------------------------------------
@@ -87,14 +123,26 @@ def grouped(doc: dict[str, Any]) -> tuple[list[str], list[tuple[str, list[tuple[
 
 def differs(cells: Cells) -> bool:
     """True when runtimes disagree on a scenario; a skip is a host reason, not a disagreement."""
-    return len({r["verdict"] for r in cells.values()} - {"skip"}) > 1
+    return len({r["verdict"] for r in cells.values()} - {SKIP}) > 1
 
 
 def count(results: Any) -> dict[str, int]:
-    counts = {"pass": 0, "fail": 0, "skip": 0, "error": 0}
+    """Cells per verdict (every known verdict present; one this version does not know is kept as is)."""
+    counts = dict.fromkeys(VERDICTS, 0)
     for r in results:
-        counts[r["verdict"]] += 1
+        counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
     return counts
+
+
+def holds_ratio(counts: dict[str, int]) -> str:
+    """``N/M hold``: cells where the property holds (by any mechanism) of those judged (skips aside)."""
+    judged = sum(n for v, n in counts.items() if v != SKIP)
+    return f"{sum(counts.get(v, 0) for v in HOLDS)}/{judged} hold"
+
+
+def reading(counts: dict[str, int]) -> str:
+    """A column's totals as a reader says them: holds · holds differently · unobservable · violated …"""
+    return " · ".join(f"{n} {READING.get(v, v)}" for v, n in counts.items() if n or v in (PASS, FAIL))
 
 
 def totals(doc: dict[str, Any]) -> dict[str, dict[str, int]]:

@@ -10,13 +10,29 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from .document import control_rows, count, differs, grouped, runtime_notes, totals
+from conformance.model.verdicts import VERDICTS
+
+from .document import (
+    control_rows,
+    count,
+    differs,
+    grouped,
+    holds_ratio,
+    proof_totals,
+    proofs,
+    reading,
+    runtime_notes,
+    totals,
+)
+from .text import LEGEND
 
 CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5rem;color:#222}
 h1{font-size:1.4rem} table{border-collapse:collapse} th,td{border:1px solid #ccc;padding:.25rem .5rem;vertical-align:top}
 th{background:#f4f4f4;text-align:left} td.v{min-width:6rem}
 .pass{background:#d9f2d9} .fail{background:#f8d0d0} .skip{background:#eee;color:#666} .error{background:#fde7b0}
+.other-mechanism{background:#e3f0d0;background-image:repeating-linear-gradient(45deg,transparent 0 6px,#cfe3b4 6px 8px)}
+.unobservable{background:#e6e6f5;color:#444}
 tr.differs>td:first-child{border-left:4px solid #c0392b} .ne{color:#c0392b}
 tbody.area>tr.area>th{background:#e8eef7}
 details>summary{cursor:pointer;list-style:none;font-weight:600} details>div{font:12px/1.3 monospace;white-space:pre-wrap;max-width:40rem;margin-top:.3rem}
@@ -82,21 +98,21 @@ def render_html(doc: dict[str, Any]) -> str:
     tag_options = "".join(f"<option>{escape(t)}</option>" for t in all_tags)
     out.append("<div class='filters'><label>tag <select id='tag' onchange='applyFilters()'><option value=''>all</option>"
                f"{tag_options}</select></label><label>verdict <select id='verdict' onchange='applyFilters()'>"
-               "<option value=''>all</option><option>pass</option><option>fail</option><option>skip</option>"
-               "<option>error</option><option value='differs'>differs between runtimes</option></select></label></div>")
+               "<option value=''>all</option>" + "".join(f"<option>{v}</option>" for v in VERDICTS)
+               + "<option value='differs'>differs between runtimes</option></select></label></div>")
     out.append("<table><thead><tr><th>scenario</th>" + "".join(f"<th>{escape(c)}</th>" for c in cols)
                + "</tr></thead>")
     for area, scenarios in areas:
         counts = [count(cells[c] for _, cells in scenarios if c in cells) for c in cols]
         out.append(f"<tbody class='area'><tr class='area'><th>{escape(area)}</th>"
-                   + "".join(f"<th>{n['pass']}/{sum(n.values())} pass</th>" for n in counts) + "</tr>")
+                   + "".join(f"<th>{holds_ratio(n)}</th>" for n in counts) + "</tr>")
         for scenario, cells in scenarios:
             out.append(_row(scenario, cells, cols))
         out.append("</tbody>")
     tot = totals(doc)
-    out.append("<tfoot><tr><th>total</th>" + "".join(
-        f"<th>{tot[c]['pass']} pass · {tot[c]['fail']} fail · {tot[c]['skip']} skip · {tot[c]['error']} error</th>"
-        for c in cols) + "</tr></tfoot></table>")
+    out.append("<tfoot><tr><th>total</th>" + "".join(f"<th>{escape(reading(tot[c]))}</th>" for c in cols)
+               + "</tr></tfoot></table>")
+    out.append(f"<p class='tags'>{escape(LEGEND)}.</p>")
     out += _controls(doc)
     out.append("</body></html>")
     return "\n".join(out)
@@ -122,18 +138,36 @@ def _other_hosts(doc: dict[str, Any]) -> list[str]:
 
 
 def _controls(doc: dict[str, Any]) -> list[str]:
-    """The negative-control view: with X switched off in ref, these scenarios fail."""
+    """The negative-control view: with X switched off in ref, these scenarios fail, and these expectations broke."""
     rows = control_rows(doc)
     if not rows:
         return []
     out = ["<h2>Negative controls: what breaks when a primitive is off</h2>",
-           "<p>Each scenario is run on the reference runtime with its control switch off; it must fail. "
-           "A control that still passes means the scenario cannot see its property go missing.</p>",
-           "<table><thead><tr><th>switch off</th><th>scenario</th><th>fails as it must</th></tr></thead><tbody>"]
-    for switch, scenario, proven, verdict, evidence in rows:
+           "<p>Each scenario is run on the reference runtime once per control, with its switches off; it must "
+           "fail, and the run names the expectations that broke. A control that still passes means the scenario "
+           "cannot see its property go missing.</p>",
+           f"<p><b>{escape(_proof_summary(doc))}</b></p>",
+           "<table><thead><tr><th>switch off</th><th>host</th><th>scenario</th><th>fails as it must</th>"
+           "<th>broke</th></tr></thead><tbody>"]
+    for switch, host, scenario, proven, verdict, broke, evidence in rows:
         css = {"yes": "pass", "skipped": "skip"}.get(proven, "fail")
-        out.append(f"<tr><td><code>{escape(switch)}</code></td><td>{escape(scenario)}</td>"
+        out.append(f"<tr><td><code>{escape(switch)}</code></td><td>{escape(host)}</td><td>{escape(scenario)}</td>"
                    f"<td class='v {css}' title='{escape(evidence)}'><details><summary>{escape(proven)} ({escape(verdict)})"
-                   f"</summary><div>{escape(evidence)}</div></details></td></tr>")
+                   f"</summary><div>{escape(evidence)}</div></details></td><td><code>{escape(broke)}</code></td></tr>")
+    out.append("</tbody></table>")
+    out += ["<h3>Expectations per scenario</h3><table><thead><tr><th>scenario</th><th>proven</th>"
+            "<th>corroborating</th><th>unproven</th></tr></thead><tbody>"]
+    for scenario, entry in sorted(proofs(doc).items()):
+        css = "fail" if entry["unproven"] else "pass"
+        marks = "<br>".join(f"<code>{escape(i)}</code>: {escape(why)}" for i, why in entry["corroborating"].items())
+        out.append(f"<tr><td>{escape(scenario)}</td><td title='{escape(', '.join(entry['proven']))}'>"
+                   f"{len(entry['proven'])}</td><td>{len(entry['corroborating'])}<br><span class='tags'>{marks}</span>"
+                   f"</td><td class='v {css}'>{len(entry['unproven'])} {escape(', '.join(entry['unproven']))}</td></tr>")
     out.append("</tbody></table>")
     return out
+
+
+def _proof_summary(doc: dict[str, Any]) -> str:
+    n = proof_totals(doc)
+    return (f"Expectations of {n['scenarios']} controlled scenario(s): {n['proven']} proven by a control, "
+            f"{n['corroborating']} corroborating, {n['unproven']} unproven")

@@ -5,14 +5,29 @@ from typing import Any
 
 from tabulate import tabulate
 
-from .document import column, control_rows, count, differs, grouped, runtime_notes, totals
+from conformance.model.verdicts import BAD, OTHER_MECHANISM, SKIP, UNOBSERVABLE
 
-SYMBOL = {"pass": "pass", "fail": "FAIL", "skip": "skip", "error": "ERROR"}
-MD_SYMBOL = {"pass": "✅ pass", "fail": "❌ fail", "skip": "⏭ skip", "error": "⚠️ error"}
+from .document import (
+    column,
+    control_rows,
+    count,
+    differs,
+    grouped,
+    holds_ratio,
+    proof_totals,
+    proofs,
+    reading,
+    runtime_notes,
+    totals,
+)
 
-
-def _pass_ratio(counts: dict[str, int]) -> str:
-    return f"{counts['pass']}/{sum(counts.values())} pass"
+SYMBOL = {"pass": "pass", "other-mechanism": "pass~", "unobservable": "unobs.", "fail": "FAIL", "skip": "skip",
+          "error": "ERROR"}
+MD_SYMBOL = {"pass": "✅ pass", "other-mechanism": "☑️ other mechanism", "unobservable": "👁 unobservable",
+             "fail": "❌ fail", "skip": "⏭ skip", "error": "⚠️ error"}
+LEGEND = ("pass: the property holds; other mechanism: it holds, provided another way than namespaces and cgroups "
+          "(see the evidence); unobservable: the runtime hides where the check looks (neither pass nor fail); "
+          "fail: violated; error: the runtime could not set the container up; skip: the host lacks what it needs")
 
 
 def _table(doc: dict[str, Any], symbols: dict[str, str], fmt: str) -> str:
@@ -21,14 +36,15 @@ def _table(doc: dict[str, Any], symbols: dict[str, str], fmt: str) -> str:
     strong = (lambda t: f"**{t}**") if fmt == "github" else (lambda t: f"[{t}]")
     body = []
     for name, scenarios in areas:
-        body.append([strong(name), ""] + [strong(_pass_ratio(count(cells[c] for _, cells in scenarios if c in cells)))
+        body.append([strong(name), ""] + [strong(holds_ratio(count(cells[c] for _, cells in scenarios if c in cells)))
                                           for c in cols])
         for scenario, cells in scenarios:
             tags = next(iter(cells.values())).get("tags", [])
             label = f"{scenario} ≠" if differs(cells) else scenario
-            body.append([label, ",".join(tags)] + [symbols[cells[c]["verdict"]] if c in cells else "—" for c in cols])
+            body.append([label, ",".join(tags)] + [symbols.get(cells[c]["verdict"], cells[c]["verdict"])
+                                                   if c in cells else "—" for c in cols])
     tot = totals(doc)
-    body.append([strong("total"), ""] + [strong(_pass_ratio(tot[c])) for c in cols])
+    body.append([strong("total"), ""] + [strong(holds_ratio(tot[c])) for c in cols])
     return tabulate(body, headers=["scenario", "tags", *cols], tablefmt=fmt)
 
 
@@ -40,17 +56,27 @@ def render_terminal(doc: dict[str, Any]) -> str:
     different = sum(1 for _, scenarios in grouped(doc)[1] for _, cells in scenarios if differs(cells))
     if different:
         text += f"\n≠ marks the {different} scenario(s) whose verdicts differ between runtimes"
+    text += "\n" + "\n".join(f"{c}: {reading(n)}" for c, n in totals(doc).items())
     controls = control_rows(doc)
     if controls:
-        proven = sum(1 for r in controls if r[2] == "yes")
+        proven = sum(1 for r in controls if r[3] == "yes")
         text += (f"\n\nnegative controls (ref with the switch off must FAIL): {proven}/{len(controls)} proven\n"
-                 + tabulate([r[:4] for r in controls], headers=["switch off", "scenario", "proven", "verdict"],
+                 + tabulate([r[:5] for r in controls], headers=["switch off", "host", "scenario", "proven", "verdict"],
                             tablefmt="simple"))
+        text += "\n" + _proof_line(doc)
     return text
 
 
 def _failures(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    return [r for r in doc["results"] if r["verdict"] in ("fail", "error")]
+    return [r for r in doc["results"] if r["verdict"] in BAD]
+
+
+def _proof_line(doc: dict[str, Any]) -> str:
+    n = proof_totals(doc)
+    total = n["proven"] + n["corroborating"] + n["unproven"]
+    share = f"{100 * (n['proven'] + n['corroborating']) / total:.0f} %" if total else "—"
+    return (f"expectations of {n['scenarios']} controlled scenario(s): {n['proven']} proven by a control, "
+            f"{n['corroborating']} corroborating, {n['unproven']} unproven ({share} earn their place)")
 
 
 def render_markdown(doc: dict[str, Any]) -> str:
@@ -72,20 +98,32 @@ def render_markdown(doc: dict[str, Any]) -> str:
     lines += ["", "Rows are grouped by area; an area's row counts its passes. "
               "A row marked ≠ differs between runtimes; its evidence is listed below the table.", "",
               _table(doc, MD_SYMBOL, "github"), ""]
-    failures = _failures(doc)
-    skips = [r for r in doc["results"] if r["verdict"] == "skip"]
-    if failures:
-        lines += ["## Failures and errors", ""]
-        lines += [f"- **{r['scenario']}** on {column(r)} ({r['verdict']}): {_md_escape(r['evidence'])}"
-                  for r in failures]
-        lines.append("")
+    lines += ["Totals: " + "; ".join(f"**{c}** {reading(n)}" for c, n in totals(doc).items()), "",
+              f"Legend — {LEGEND}.", ""]
+    for title, wanted in (("Failures and errors", BAD), ("Holds by another mechanism", (OTHER_MECHANISM,)),
+                          ("Unobservable", (UNOBSERVABLE,))):
+        cells = [r for r in doc["results"] if r["verdict"] in wanted]
+        if cells:
+            lines += [f"## {title}", ""]
+            lines += [f"- **{r['scenario']}** on {column(r)} ({r['verdict']}): {_md_escape(r['evidence'])}"
+                      for r in cells]
+            lines.append("")
     controls = control_rows(doc)
     if controls:
         lines += ["## Negative controls: what breaks when a primitive is off", "",
-                  "Each scenario run on the reference runtime with its control switch off must fail; "
-                  "the evidence shows what the scenario saw.", "",
-                  tabulate([[c[0], c[1], c[2], _md_escape(c[4])] for c in controls],
-                           headers=["switch off", "scenario", "fails as it must", "evidence"], tablefmt="github"), ""]
+                  "Each scenario runs on the reference runtime once per control, with its switches off; it must "
+                  "fail, and the run names the expectations that broke. An expectation is *proven* when some "
+                  "control broke it, *corroborating* when the scenario marks it as keeping the run honest "
+                  "(with the reason), *unproven* otherwise.", "",
+                  _proof_line(doc), "",
+                  tabulate([[c[0], c[1], c[2], c[3], _md_escape(c[5]), _md_escape(c[6])] for c in controls],
+                           headers=["switch off", "host", "scenario", "fails as it must", "broke", "evidence"],
+                           tablefmt="github"), "",
+                  tabulate([[s, len(e["proven"]), len(e["corroborating"]), len(e["unproven"]),
+                             ", ".join(e["unproven"]) or "—"] for s, e in sorted(proofs(doc).items())],
+                           headers=["scenario", "proven", "corroborating", "unproven", "unproven ids"],
+                           tablefmt="github"), ""]
+    skips = [r for r in doc["results"] if r["verdict"] == SKIP]
     if skips:
         lines += ["## Skipped (host reasons)", ""]
         lines += [f"- **{r['scenario']}** on {column(r)}: {_md_escape(r['evidence'])}" for r in skips]
