@@ -53,7 +53,7 @@ def running_container(session: RunSession, runtime: str, patch: dict[str, Any] |
     """Create and start a container; yield a Host inside it; then remove everything it made."""
     driver = session.driver(runtime, disabled)
     cid = session.new_container_id()
-    spec = Scenario(id="container-host", title="container_host", tags=(), control=(), args=tuple(args),
+    spec = Scenario(id="container-host", title="container_host", tags=(), controls=(), args=tuple(args),
                     expect=Expectations(), path=Path("<container_host>"), line=0, patch=patch or {})
     bundle = build(spec, cid, session.workdir, driver.profile.spec_version, {})
     stdin_r, stdin_w = os.pipe()
