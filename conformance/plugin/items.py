@@ -77,7 +77,7 @@ class ScenarioFile(pytest.File):
         They need no runtime: each records an ``error`` cell for the file and
         fails, so the session goes on and the matrix shows the problem.
         """
-        items = []
+        items: list[pytest.Item] = []
         for runtime in self.config.stash[runtimes_key]:
             item = InvalidScenarioItem.from_parent(self, name=f"{self.path.name}[{runtime_label(runtime)}@local]",
                                                    error=error, runtime=runtime, tags=tags)
