@@ -91,10 +91,21 @@ def differs(cells: Cells) -> bool:
 
 
 def count(results: Any) -> dict[str, int]:
+    """Cells per verdict; a verdict this version does not know gets its own key (DESIGN: neither pass nor fail)."""
     counts = {"pass": 0, "fail": 0, "skip": 0, "error": 0}
     for r in results:
-        counts[r["verdict"]] += 1
+        counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
     return counts
+
+
+def pass_ratio(counts: dict[str, int]) -> float | None:
+    """Passes among the cells that judged the runtime (pass, fail, error); None when none did.
+
+    A skip is a host reason and an unknown verdict is neither pass nor fail,
+    so neither moves the ratio.
+    """
+    judged = counts["pass"] + counts["fail"] + counts["error"]
+    return counts["pass"] / judged if judged else None
 
 
 def totals(doc: dict[str, Any]) -> dict[str, dict[str, int]]:
