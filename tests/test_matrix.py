@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import re
+from html.parser import HTMLParser
 
 from conformance.model import areas
 from conformance.reporting import document as matrix
@@ -106,7 +108,7 @@ def test_rows_are_grouped_by_area_with_counts_per_column():
 
 def test_html_groups_areas_and_keeps_differs_highlight():
     html = render_html(_grouped_doc())
-    assert html.count("<tbody class='area'>") == 3
+    assert html.count("<tbody class='area' id='area-") == 3
     assert "<th>namespaces</th><th>1/1 pass</th><th>0/1 pass</th>" in html
     assert html.index(">namespaces<") < html.index(">cgroups<") < html.index(">security<")
     assert "class='row differs'" in html and html.count("class='row differs'") == 1
@@ -121,3 +123,119 @@ def test_other_hosts_are_profiled_in_html_and_markdown():
     html, md = render_html(doc), views.render_markdown(doc)
     for text in (html, md):
         assert "qemu://cgroup-v2" in text and "6.1.0-56-amd64" in text and "crun 1.8.1" in text
+
+
+class _Page(HTMLParser):
+    """The parts of matrix.html the overview tests read: every id, and the overview's cells."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: set[str] = set()
+        self.overview: list[dict[str, str]] = []  # per heat cell: href, text, style, title
+        self.rows: list[list[dict[str, str]]] = []  # the overview's rows, header cell first
+        self._in_overview = False
+        self._cell: dict[str, str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if "id" in a:
+            self.ids.add(a["id"])
+        if tag == "table":
+            self._in_overview = a.get("class") == "overview"
+        elif self._in_overview and tag == "tr":
+            self.rows.append([])
+        elif self._in_overview and tag in ("td", "th") and self.rows:
+            self._cell = {"tag": tag, "style": a.get("style", ""), "title": a.get("title", ""), "text": ""}
+            self.rows[-1].append(self._cell)
+        elif self._cell is not None and tag == "a":
+            self._cell["href"] = a.get("href", "")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "table":
+            self._in_overview = False
+        elif tag in ("td", "th"):
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell["text"] += data
+
+
+def _overview_doc():
+    """Three columns and three areas whose pass ratios differ: 1/1, 0/1, 1/2, all skipped, none."""
+    tagged = lambda s, rt, v, tags: {**_result(s, rt, v), "tags": tags}  # noqa: E731
+    results = [tagged("pid-a", "runc", "pass", ["pid"]), tagged("pid-a", "crun", "fail", ["pid"]),
+               tagged("pid-b", "runc", "pass", ["pid"]), tagged("pid-b", "crun", "pass", ["pid"]),
+               tagged("pid-c", "runc", "skip", ["pid"]), tagged("pid-c", "crun", "error", ["pid"]),
+               tagged("mem-a", "runc", "pass", ["memory"]), tagged("mem-a", "crun", "skip", ["memory"]),
+               tagged("ro-a", "runc", "fail", ["readonly-rootfs"]), tagged("ro-a", "crun", "pass", ["rootfs"])]
+    extra = {**_result("pid-a", "runsc", "pass"), "host": "qemu://cgroup-v2"}
+    return matrix.build_document(results + [extra], HOST, RUNTIMES)
+
+
+def _overview(doc):
+    page = _Page()
+    page.feed(render_html(doc))
+    header, *body = page.rows
+    cols = [c["text"] for c in header[1:]]
+    return page, cols, {row[0]["text"]: dict(zip(cols, row[1:])) for row in body}
+
+
+def test_html_opens_with_an_overview_of_areas_by_columns():
+    doc = _overview_doc()
+    html = render_html(doc)
+    page, cols, rows = _overview(doc)
+    assert cols == ["runc", "crun", "runsc@qemu://cgroup-v2"]
+    assert list(rows) == ["namespaces", "cgroups", "rootfs/overlay"], "areas in AREAS order"
+    assert html.index("table class='overview'") < html.index("<tbody class='area'"), "overview before the detail"
+
+
+def test_overview_cells_link_to_the_areas_of_the_detail_table():
+    page, cols, rows = _overview(_overview_doc())
+    for cells in rows.values():
+        for cell in cells.values():
+            assert cell["href"].startswith("#") and cell["href"][1:] in page.ids, cell
+        assert len({cell["href"] for cell in cells.values()}) == 1, "one area, one anchor"
+    assert len({next(iter(cells.values()))["href"] for cells in rows.values()}) == len(rows)
+    html = render_html(_overview_doc())
+    for name, cells in rows.items():  # the anchor is the tbody that holds exactly that area's rows
+        anchor = next(iter(cells.values()))["href"][1:]
+        assert f"<tbody class='area' id='{anchor}'><tr class='area'><th>{name}</th>" in html
+
+
+def test_overview_counts_match_the_document():
+    doc = _overview_doc()
+    _, cols, rows = _overview(doc)
+    for name, cells in rows.items():
+        for col, cell in cells.items():
+            mine = [r for r in doc["results"] if r["area"] == name and matrix.column(r) == col]
+            passes = sum(r["verdict"] == "pass" for r in mine)
+            judged = sum(r["verdict"] in ("pass", "fail", "error") for r in mine)
+            skips = sum(r["verdict"] == "skip" for r in mine)
+            expected = (f"{passes}/{judged}" if judged else "—") + (f"+{skips} skip" if skips else "")
+            assert cell["text"] == expected, (name, col)
+    assert rows["namespaces"]["crun"]["text"] == "1/3" and rows["namespaces"]["runc"]["text"] == "2/2+1 skip"
+    assert rows["cgroups"]["crun"]["text"] == "—+1 skip" and rows["cgroups"]["runsc@qemu://cgroup-v2"]["text"] == "—"
+
+
+def _lightness(style: str) -> int | None:
+    found = re.search(r"background:hsl\(\d+,\d+%,(\d+)%\)", style)
+    return int(found.group(1)) if found else None
+
+
+def test_overview_colours_follow_the_pass_ratio_on_one_hue():
+    _, _, rows = _overview(_overview_doc())
+    full, third, none = rows["namespaces"]["runc"], rows["namespaces"]["crun"], rows["rootfs/overlay"]["runc"]
+    assert len({full["style"], third["style"], none["style"]}) == 3, "different ratios, different colours"
+    assert _lightness(full["style"]) < _lightness(third["style"]) < _lightness(none["style"]), "darker = more pass"
+    hues = {re.search(r"hsl\((\d+),", c["style"]).group(1) for cells in rows.values() for c in cells.values()
+            if "hsl(" in c["style"]}
+    assert len(hues) == 1, "one hue: the ratio is carried by lightness, readable without telling hues apart"
+    unjudged = rows["cgroups"]["crun"]
+    assert _lightness(unjudged["style"]) is None and "not judged: 1 skip" in unjudged["title"]
+    assert rows["namespaces"]["runc"]["style"] == rows["cgroups"]["runc"]["style"], "same ratio, same colour"
+
+
+def test_overview_and_page_stay_self_contained():
+    html = render_html(_overview_doc())
+    assert "<link" not in html and "src=" not in html and "url(" not in html and "http" not in html

@@ -153,3 +153,20 @@ def load_scenarios(path: Path) -> list[Scenario]:
                                 f"(its expectations: {known})")
         scenarios.append(scenario)
     return scenarios
+
+
+def readable_tags(path: Path) -> tuple[str, ...]:
+    """The known tags a file names, read leniently: for a file that does not load.
+
+    An invalid file still becomes error items; marking them with the tags the
+    file can be read to have keeps the error in view of ``-m TAG`` runs.  A file
+    that is not even YAML has none.
+    """
+    try:
+        docs = list(yaml.safe_load_all(path.read_text()))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return ()
+    known = set(scenario_schema()["properties"]["tags"]["items"]["enum"])
+    named = [tag for doc in docs if isinstance(doc, dict) and isinstance(doc.get("tags"), list)
+             for tag in doc["tags"] if isinstance(tag, str) and tag in known]
+    return tuple(dict.fromkeys(named))

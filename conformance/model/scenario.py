@@ -246,11 +246,30 @@ def _image(doc: dict[str, Any], lines: dict[tuple, int], path: Path) -> ImageSpe
         raise ScenarioError(str(path), line, f"image.layers.{exc.layer}: {exc}") from None
 
 
+def id_clashes(scenarios: list[Scenario]) -> dict[Path, ScenarioError]:
+    """Each file holding a scenario whose id another scenario claims too, with an error naming both places.
+
+    A matrix row is one scenario, so an id two scenarios claim (in one file or
+    in two) makes every file that holds one of them invalid, as a file that
+    does not validate is: the plugin turns it into error items and the rest of
+    the catalog still runs.  A file collected twice is not a clash with itself.
+    """
+    claims: dict[str, list[Scenario]] = {}
+    for sc in scenarios:
+        same_id = claims.setdefault(sc.id, [])
+        if not any(c.path == sc.path and c.line == sc.line for c in same_id):
+            same_id.append(sc)
+    errors: dict[Path, ScenarioError] = {}
+    for sc_id, same_id in claims.items():
+        for sc in same_id if len(same_id) > 1 else ():
+            other = next(c for c in same_id if c is not sc)
+            errors.setdefault(sc.path, ScenarioError(str(sc.path), sc.line,
+                                                     f"duplicate scenario id {sc_id!r} (also at {other.location})"))
+    return errors
+
+
 def check_unique_ids(scenarios: list[Scenario]) -> None:
     """Two scenarios with one id would share a matrix row: refuse, naming both places."""
-    seen: dict[str, Scenario] = {}
-    for sc in scenarios:
-        if sc.id in seen:
-            raise ScenarioError(str(sc.path), sc.line,
-                                f"duplicate scenario id {sc.id!r} (first at {seen[sc.id].location})")
-        seen[sc.id] = sc
+    errors = id_clashes(scenarios)
+    if errors:
+        raise next(iter(errors.values()))

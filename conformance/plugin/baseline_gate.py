@@ -39,7 +39,8 @@ class BaselineGate:
         if not report.failed:
             return
         result = next((json.loads(v) for k, v in report.user_properties if k == RESULT_KEY), None)
-        if result is None or result.get("disabled") or report.when != "call":
+        # a negative control, an invalid file (or a duplicate id) is never a cell a baseline can accept
+        if result is None or result.get("disabled") or result.get("invalid") or report.when != "call":
             self.other_failures += 1
         else:
             self.failed_cells.append((result["scenario"], result["runtime"], result.get("host", "local")))

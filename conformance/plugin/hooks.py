@@ -6,7 +6,7 @@ runtime, named ``<scenario-id>[<runtime>@<host>]`` and marked with its tags
 (so ``-m pid`` selects).  Each item records its result as a user property,
 which also travels from xdist workers to the controller; the controller
 assembles the matrix once, at the end.  Items live in items.py, the matrix
-reporter in reporting.py, the shared stash keys in stash.py.
+reporter in matrix_report.py, the shared stash keys in stash.py.
 """
 from __future__ import annotations
 
@@ -21,10 +21,10 @@ import pytest
 from conformance.catalog.loader import scenario_schema
 from conformance.hosts.connect import Targets, expand
 from conformance.hosts.targets import HostError
-from conformance.model.scenario import Scenario
+from conformance.model.scenario import id_clashes
 
 from .baseline_gate import BaselineGate
-from .items import Catalog, ScenarioFile, ScenarioItem
+from .items import Catalog, ScenarioFile, ScenarioItem, tags_of
 from .matrix_report import MatrixReporter
 from .stash import PACKAGE_DIR, hosts_key, runtimes_key, scenarios_dir, targets_key
 
@@ -132,15 +132,27 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
     return None
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m/-k deselect: every file takes part, error items keep their marks
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
                                   items: list[pytest.Item]) -> None:
-    """Scenario ids must be unique across files too: a matrix row is one scenario."""
-    first: dict[str, Scenario] = {}
+    """Scenario ids must be unique across files too: a matrix row is one scenario.
+
+    A file claiming an id that another file claims is invalid, as a duplicate
+    inside one file makes it: its items become error items (one per runtime)
+    naming both places, in the place of its first item, and the rest of the
+    session runs.
+    """
+    files = list(dict.fromkeys(item.parent for item in items if isinstance(item, ScenarioItem)))
+    clashes = id_clashes([sc for file in files if isinstance(file, ScenarioFile) for sc in file.scenarios])
+    if not clashes:
+        return
+    kept: list[pytest.Item] = []
+    replaced: set[Path] = set()
     for item in items:
-        if isinstance(item, ScenarioItem):
-            other = first.setdefault(item.scenario.id, item.scenario)
-            if other is not item.scenario and other.path != item.scenario.path:
-                raise pytest.UsageError(f"{item.scenario.location}: duplicate scenario id "
-                                        f"{item.scenario.id!r} (first at {other.location})")
-
-
+        file = item.parent
+        if not (isinstance(item, ScenarioItem) and isinstance(file, ScenarioFile) and file.path in clashes):
+            kept.append(item)
+        elif file.path not in replaced:
+            replaced.add(file.path)
+            kept += file.error_items(clashes[file.path], tags_of(file.scenarios))
+    items[:] = kept

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import pytest
 
-from conformance.catalog.loader import load_scenarios
+from conformance.catalog.loader import load_scenarios, readable_tags
 from conformance.host.runtimes import label as runtime_label
 from conformance.judge.verdict import Verdict, judge
 from conformance.model.errors import ScenarioError
 from conformance.model.expectations import expectation_refs
-from conformance.model.scenario import Scenario, check_unique_ids
+from conformance.model.scenario import Scenario, id_clashes
 from conformance.model.verdicts import ERROR, FAIL, OTHER_MECHANISM, PASS, SKIP, UNOBSERVABLE
 
 from .stash import RESULT_KEY, hosts_key, runtimes_key, scenarios_dir, targets_key
@@ -35,34 +35,69 @@ class Catalog(pytest.Directory):
 
 
 class ScenarioFile(pytest.File):
-    """One YAML file: its scenarios × runtimes, or one error item per runtime if it is invalid."""
+    """One YAML file: its scenarios × runtimes × hosts, or one error item per runtime if it is invalid.
+
+    Invalid means: it does not load (YAML, schema), or a scenario id in it is
+    claimed twice (here, or in another file: pytest_collection_modifyitems
+    then calls error_items for both files).
+    """
+
+    #: what the file holds once collected; empty while it has not been, or when it is invalid
+    scenarios: tuple[Scenario, ...] = ()
 
     def collect(self) -> Iterator[pytest.Item]:
-        runtimes, hosts = self.config.stash[runtimes_key], self.config.stash[hosts_key]
         try:
             scenarios = load_scenarios(self.path)
-            check_unique_ids(scenarios)
         except ScenarioError as exc:
-            for runtime in runtimes:
-                yield InvalidScenarioItem.from_parent(self, name=f"{self.path.name}[{runtime_label(runtime)}@local]",
-                                                      error=exc, runtime=runtime)
+            yield from self.error_items(exc, readable_tags(self.path))
             return
-        controls = self.config.getoption("controls")
+        clash = id_clashes(scenarios).get(self.path)
+        if clash is not None:
+            yield from self.error_items(clash, tags_of(scenarios))
+            return
+        self.scenarios = tuple(scenarios)
         for scenario in scenarios:
-            items = [ScenarioItem.from_parent(self, name=f"{scenario.id}[{runtime_label(runtime)}@{host}]",
-                                              scenario=scenario, runtime=runtime, host=host)
-                     for host in hosts for runtime in runtimes]
-            if controls:  # negative controls: the reference runtime, with each control's switches off, on every host
-                for host in hosts:
-                    for switches in scenario.controls:
-                        items.append(ControlItem.from_parent(
-                            self, name=f"{scenario.id}[ref-without-{'+'.join(switches)}@{host}]",
-                            scenario=scenario, runtime="ref", host=host, switches=switches))
-                        items[-1].add_marker(pytest.mark.control)
-            for item in items:
-                for tag in scenario.tags:
-                    item.add_marker(getattr(pytest.mark, tag))
-                yield item
+            yield from self._scenario_items(scenario)
+
+    def _scenario_items(self, scenario: Scenario) -> Iterator[pytest.Item]:
+        runtimes, hosts = self.config.stash[runtimes_key], self.config.stash[hosts_key]
+        items = [ScenarioItem.from_parent(self, name=f"{scenario.id}[{runtime_label(runtime)}@{host}]",
+                                          scenario=scenario, runtime=runtime, host=host)
+                 for host in hosts for runtime in runtimes]
+        if self.config.getoption("controls"):  # the reference runtime, with each control's switches off, on every host
+            for host in hosts:
+                for switches in scenario.controls:
+                    items.append(ControlItem.from_parent(
+                        self, name=f"{scenario.id}[ref-without-{'+'.join(switches)}@{host}]",
+                        scenario=scenario, runtime="ref", host=host, switches=switches))
+                    items[-1].add_marker(pytest.mark.control)
+        for item in items:
+            _mark_tags(item, scenario.tags)
+            yield item
+
+    def error_items(self, error: ScenarioError, tags: tuple[str, ...]) -> list[pytest.Item]:
+        """One error item per runtime, named ``FILE[runtime@local]`` and marked with ``tags``.
+
+        They need no runtime: each records an ``error`` cell for the file and
+        fails, so the session goes on and the matrix shows the problem.
+        """
+        items: list[pytest.Item] = []
+        for runtime in self.config.stash[runtimes_key]:
+            item = InvalidScenarioItem.from_parent(self, name=f"{self.path.name}[{runtime_label(runtime)}@local]",
+                                                   error=error, runtime=runtime, tags=tags)
+            _mark_tags(item, tags)
+            items.append(item)
+        return items
+
+
+def _mark_tags(item: pytest.Item, tags: tuple[str, ...]) -> None:
+    """Scenario tags are pytest marks, so ``-m pid`` selects."""
+    for tag in tags:
+        item.add_marker(getattr(pytest.mark, tag))
+
+
+def tags_of(scenarios: Iterable[Scenario]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(tag for sc in scenarios for tag in sc.tags))
 
 
 class ScenarioFailure(Exception):
@@ -78,14 +113,27 @@ def _record(item: pytest.Item, result: dict[str, Any]) -> None:
 
 
 class InvalidScenarioItem(pytest.Item):
-    def __init__(self, *, error: ScenarioError, runtime: str, **kw: Any) -> None:
+    """Stands for an invalid scenario file on one runtime: fails with the file's error, naming file and line.
+
+    Its matrix row is the file (relative to the scenario directory), its cell
+    an ``error`` marked ``invalid``, which --baseline never accepts.
+    """
+
+    def __init__(self, *, error: ScenarioError, runtime: str, tags: tuple[str, ...] = (), **kw: Any) -> None:
         super().__init__(**kw)
-        self.error, self.runtime = error, runtime
+        self.error, self.runtime, self.tags = error, runtime, tags
+
+    def _row(self) -> str:
+        try:
+            return self.path.resolve().relative_to(scenarios_dir(self.config)).as_posix()
+        except ValueError:
+            return self.path.name
 
     def runtest(self) -> None:
-        _record(self, {"scenario": str(self.error.path), "runtime": runtime_label(self.runtime), "host": "local",
-                       "verdict": ERROR, "tags": [], "duration_s": 0.0, "title": "invalid scenario file",
-                       "evidence": str(self.error)})
+        _record(self, {"scenario": self._row(), "runtime": runtime_label(self.runtime), "host": "local",
+                       "verdict": ERROR, "tags": list(self.tags), "duration_s": 0.0, "title": "invalid scenario file",
+                       "evidence": str(self.error), "file": f"{self._row()}:{self.error.line or 1}",
+                       "invalid": True})
         raise self.error
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:

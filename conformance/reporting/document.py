@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from typing import Any, Dict
 
 from conformance.model.areas import AREAS, OTHER_AREA, area
-from conformance.model.verdicts import FAIL, HOLDS, PASS, READING, SKIP, VERDICTS
+from conformance.model.verdicts import BAD, FAIL, HOLDS, PASS, READING, SKIP, VERDICTS
 
 SCHEMA_VERSION = 1
 
@@ -127,7 +127,7 @@ def differs(cells: Cells) -> bool:
 
 
 def count(results: Any) -> dict[str, int]:
-    """Cells per verdict (every known verdict present; one this version does not know is kept as is)."""
+    """Cells per verdict; a verdict this version does not know gets its own key (DESIGN: neither pass nor fail)."""
     counts = dict.fromkeys(VERDICTS, 0)
     for r in results:
         counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
@@ -143,6 +143,16 @@ def holds_ratio(counts: dict[str, int]) -> str:
 def reading(counts: dict[str, int]) -> str:
     """A column's totals as a reader says them: holds · holds differently · unobservable · violated …"""
     return " · ".join(f"{n} {READING.get(v, v)}" for v, n in counts.items() if n or v in (PASS, FAIL))
+
+
+def pass_ratio(counts: dict[str, int]) -> float | None:
+    """Cells where the property holds among those that judged the runtime (holds, fail, error); None
+    when none did.  A skip is a host reason, unobservable and an unknown verdict are neither pass nor
+    fail, so none of them moves the ratio.
+    """
+    holds = sum(counts.get(v, 0) for v in HOLDS)
+    judged = holds + sum(counts.get(v, 0) for v in BAD)
+    return holds / judged if judged else None
 
 
 def totals(doc: dict[str, Any]) -> dict[str, dict[str, int]]:

@@ -1,23 +1,28 @@
 """matrix.html: one self-contained page a person can read.
 
-Host profile on top, then one row per scenario and one column per runtime,
-each cell coloured by verdict; the evidence sits in the cell's tooltip and
-opens in place on click (<details>), so a failure is one hover away.  Rows
-whose verdicts differ between runtimes are highlighted.  No external assets.
+Host profile on top; then an overview, areas × columns as a heat map of
+passes, each cell a link to its area; then the detail: one row per scenario
+and one column per runtime, each cell coloured by verdict; the evidence sits
+in the cell's tooltip and opens in place on click (<details>), so a failure
+is one hover away.  Rows whose verdicts differ between runtimes are
+highlighted.  No external assets.
 """
 from __future__ import annotations
 
+import re
 from html import escape
 from typing import Any
 
-from conformance.model.verdicts import VERDICTS
+from conformance.model.verdicts import BAD, HOLDS, VERDICTS
 
 from .document import (
+    Cells,
     control_rows,
     count,
     differs,
     grouped,
     holds_ratio,
+    pass_ratio,
     proof_totals,
     proofs,
     reading,
@@ -38,6 +43,9 @@ tbody.area>tr.area>th{background:#e8eef7}
 details>summary{cursor:pointer;list-style:none;font-weight:600} details>div{font:12px/1.3 monospace;white-space:pre-wrap;max-width:40rem;margin-top:.3rem}
 .tags{color:#666;font-size:12px} .host td{border:none;padding:.1rem .6rem .1rem 0}
 .filters{margin:.8rem 0} .filters label{margin-right:.8rem}
+table.overview td.heat{text-align:center;min-width:5rem;padding:0} table.overview td.heat a{display:block;padding:.3rem .5rem;color:inherit;text-decoration:none}
+table.overview td.heat a:hover{outline:2px solid #222} td.heat small{display:block;font-size:11px}
+.legend span{display:inline-block;padding:.1rem .5rem;font-size:12px} tbody.area:target>tr.area>th{background:#ffe08a}
 """
 
 JS = """
@@ -95,6 +103,8 @@ def render_html(doc: dict[str, Any]) -> str:
                    f"<td>{notes}</td></tr>")
     out.append("</table>")
     out += _other_hosts(doc)
+    out += _overview(cols, areas)
+    out.append("<h2>Detail</h2>")
     tag_options = "".join(f"<option>{escape(t)}</option>" for t in all_tags)
     out.append("<div class='filters'><label>tag <select id='tag' onchange='applyFilters()'><option value=''>all</option>"
                f"{tag_options}</select></label><label>verdict <select id='verdict' onchange='applyFilters()'>"
@@ -104,7 +114,7 @@ def render_html(doc: dict[str, Any]) -> str:
                + "</tr></thead>")
     for area, scenarios in areas:
         counts = [count(cells[c] for _, cells in scenarios if c in cells) for c in cols]
-        out.append(f"<tbody class='area'><tr class='area'><th>{escape(area)}</th>"
+        out.append(f"<tbody class='area' id='{area_anchor(area)}'><tr class='area'><th>{escape(area)}</th>"
                    + "".join(f"<th>{holds_ratio(n)}</th>" for n in counts) + "</tr>")
         for scenario, cells in scenarios:
             out.append(_row(scenario, cells, cols))
@@ -116,6 +126,63 @@ def render_html(doc: dict[str, Any]) -> str:
     out += _controls(doc)
     out.append("</body></html>")
     return "\n".join(out)
+
+
+def area_anchor(area: str) -> str:
+    """The id of an area's section in the detail table (``rootfs/overlay`` → ``area-rootfs-overlay``)."""
+    return "area-" + re.sub(r"[^a-z0-9]+", "-", area.lower()).strip("-")
+
+
+#: The heat map's one hue (a blue): lightness alone carries the ratio, so the scale reads the same
+#: to colour-blind eyes and in greyscale, and the number is always written in the cell.
+HEAT_HUE, HEAT_LIGHTEST, HEAT_DARKEST = 212, 96, 32
+
+
+def heat_style(ratio: float | None) -> str:
+    """The cell's inline style: the darker, the more of the judged cells pass; grey when none was judged."""
+    if ratio is None:
+        return "background:#f4f4f4;color:#666"
+    # squared: most cells of a conformance suite sit near full passing, so the top of the scale
+    # gets the most contrast (24/27 must not look like 27/27)
+    lightness = round(HEAT_LIGHTEST - (HEAT_LIGHTEST - HEAT_DARKEST) * ratio ** 2)
+    text = "#fff" if lightness < 50 else "#000"  # either way a contrast of at least 4.5:1 (WCAG AA)
+    return f"background:hsl({HEAT_HUE},65%,{lightness}%);color:{text}"
+
+
+def _heat_cell(area: str, column: str, counts: dict[str, int]) -> str:
+    ratio = pass_ratio(counts)
+    holds = sum(counts.get(v, 0) for v in HOLDS)
+    judged = holds + sum(counts.get(v, 0) for v in BAD)
+    unjudged = [f"{n} {verdict}" for verdict, n in counts.items() if verdict not in (*HOLDS, *BAD) and n]
+    shown = f"{holds}/{judged}" if judged else "—"
+    differently = counts.get(HOLDS[1], 0)
+    failing = [f"{counts[verdict]} {verdict}" for verdict in BAD if counts.get(verdict)]
+    title = (f"{column} · {area}: "
+             + (f"the property holds in {holds} of {judged} judged cells" if judged else "no cell judged")
+             + (f" ({differently} by another mechanism)" if differently else "")
+             + (f" ({', '.join(failing)})" if failing else "")
+             + (f"; not judged: {', '.join(unjudged)}" if unjudged else ""))
+    extra = f"<small>+{escape(', '.join(unjudged))}</small>" if unjudged else ""
+    return (f"<td class='heat' style='{heat_style(ratio)}' title='{escape(title)}' "
+            f"data-ratio='{'' if ratio is None else f'{ratio:.3f}'}'>"
+            f"<a href='#{area_anchor(area)}'>{shown}{extra}</a></td>")
+
+
+def _overview(cols: list[str], areas: list[tuple[str, list[tuple[str, Cells]]]]) -> list[str]:
+    """Areas × columns, each cell the passes among the judged cells, as a heat map; a link to the area."""
+    out = ["<h2>Overview</h2>",
+           "<p>Cells where the property holds (by any mechanism) among those each runtime was judged on "
+           "(skips are host reasons, unobservable cells could not be judged: shown, not counted). "
+           "Click a cell for the area's scenarios.</p>",
+           "<table class='overview'><thead><tr><th>area</th>" + "".join(f"<th>{escape(c)}</th>" for c in cols)
+           + "</tr></thead><tbody>"]
+    for area, scenarios in areas:
+        out.append(f"<tr><th><a href='#{area_anchor(area)}'>{escape(area)}</a></th>" + "".join(
+            _heat_cell(area, c, count(cells[c] for _, cells in scenarios if c in cells)) for c in cols) + "</tr>")
+    out.append("</tbody></table>")
+    swatches = "".join(f"<span style='{heat_style(r / 4)}'>{r * 25}%</span>" for r in range(5))
+    out.append(f"<p class='legend'>passing: {swatches} <span style='{heat_style(None)}'>nothing judged</span></p>")
+    return out
 
 
 def _other_hosts(doc: dict[str, Any]) -> list[str]:
