@@ -67,7 +67,7 @@ def test_check_fails_until_the_page_is_regenerated(tmp_path):
 
     text = page.read_text()
     assert "2 scenarios" in text
-    assert "| [`one`](../sc/one.yaml) | the first \\| with a pipe | `pid` | `pid` | — |" in text
+    assert "| [`one`](../sc/one.yaml) | the first \\| with a pipe | `pid` | `pid` | 2 to prove · 0 corroborating | — |" in text
     assert ("[image-spec/layer.md#whiteouts](https://github.com/opencontainers/image-spec/blob/main/layer.md#whiteouts)"
             in text)
     assert "[config-linux.md#namespaces](https://github.com/opencontainers/runtime-spec/blob/main/" in text

@@ -44,7 +44,7 @@ def test_markdown_has_table_totals_differences_and_evidence():
     assert "pid-a ≠" in md, "a row whose verdicts differ is marked"
     assert "net-b ≠" not in md, "a skip is a host reason, not a difference"
     assert "observed '7'" in md and "host lacks userns" in md
-    assert "2/2 pass" in md and "0/2 pass" in md and "private mount namespace" in md
+    assert "2/2 hold" in md and "0/1 hold" in md and "private mount namespace" in md
 
 
 def test_html_is_self_contained_with_colours_and_evidence():
@@ -98,9 +98,9 @@ def test_rows_are_grouped_by_area_with_counts_per_column():
         w in line for w in ("**namespaces**", "pid-a", "**cgroups**", "mem-b", "**security**", "nnp-c", "**total**"))]
     assert order == ["**namespaces**", "pid-a", "**cgroups**", "mem-b", "**security**", "nnp-c", "**total**"]
     namespaces = next(line for line in lines if "**namespaces**" in line)
-    assert "**1/1 pass**" in namespaces and "**0/1 pass**" in namespaces
+    assert "**1/1 hold**" in namespaces and "**0/1 hold**" in namespaces
     total = next(line for line in lines if "**total**" in line)
-    assert "**3/3 pass**" in total and "**1/3 pass**" in total
+    assert "**3/3 hold**" in total and "**1/2 hold**" in total
     text = views.render_terminal(doc)
     assert "[namespaces]" in text and "[cgroups]" in text and "pid-a ≠" in text and "nnp-c ≠" not in text
     assert "≠ marks the 1 scenario(s)" in text
@@ -109,7 +109,7 @@ def test_rows_are_grouped_by_area_with_counts_per_column():
 def test_html_groups_areas_and_keeps_differs_highlight():
     html = render_html(_grouped_doc())
     assert html.count("<tbody class='area' id='area-") == 3
-    assert "<th>namespaces</th><th>1/1 pass</th><th>0/1 pass</th>" in html
+    assert "<th>namespaces</th><th>1/1 hold</th><th>0/1 hold</th>" in html
     assert html.index(">namespaces<") < html.index(">cgroups<") < html.index(">security<")
     assert "class='row differs'" in html and html.count("class='row differs'") == 1
 
