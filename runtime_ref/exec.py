@@ -20,9 +20,9 @@ from .state import Container
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import signal
-    from typing import Any, NoReturn
+    from typing import NoReturn
 
-    from .hints import Config, Process, SeccompProgram, Switches
+    from .hints import Config, ExecOptions, Process, SeccompProgram, Switches
 else:
     import _signal as signal  # the C module: `signal` imports enum (~3 ms)
 
@@ -30,7 +30,7 @@ else:
 _NAMESPACES = ("user", "ipc", "uts", "network", "cgroup", "pid", "time", "mount")
 
 
-def exec_process(root: str, cid: str, args: list[str], opts: dict[str, Any]) -> int:
+def exec_process(root: str, cid: str, args: list[str], opts: ExecOptions) -> int:
     """Run ``args`` (or the ``--process`` file) in container ``cid``; returns its exit
     status, or 0 at once with ``--detach``."""
     c = Container.load(root, cid)
@@ -62,20 +62,20 @@ def exec_process(root: str, cid: str, args: list[str], opts: dict[str, Any]) -> 
     if err:
         os.waitpid(child, 0)
         raise Error(err.decode(errors="replace"))
-    if opts.get("pid_file"):
+    if opts["pid_file"]:
         with open(opts["pid_file"], "w") as f:
             f.write(str(child))
-    if opts.get("detach"):
+    if opts["detach"]:
         return 0
     for name in FORWARD:
         signal.signal(getattr(signal, name), lambda s, f: os.kill(child, s))
     return wait_status(child)
 
 
-def _process(config: Config, args: list[str], opts: dict[str, Any]) -> Process:
+def _process(config: Config, args: list[str], opts: ExecOptions) -> Process:
     """The container's process settings with exec's own overrides on top."""
     proc = dict(config["process"])
-    if opts.get("process"):
+    if opts["process"]:
         from .jsonfast import loads
         with open(opts["process"], "rb") as f:
             proc = loads(f.read())
@@ -83,11 +83,11 @@ def _process(config: Config, args: list[str], opts: dict[str, Any]) -> Process:
         proc["args"] = args
     if not proc.get("args"):
         raise Error("exec: no command given")
-    if opts.get("env"):
+    if opts["env"]:
         proc["env"] = list(proc.get("env") or []) + opts["env"]
-    if opts.get("cwd"):
+    if opts["cwd"]:
         proc["cwd"] = opts["cwd"]
-    if opts.get("user"):
+    if opts["user"]:
         u, _, g = opts["user"].partition(":")
         proc["user"] = dict(proc.get("user") or {}, uid=int(u), gid=int(g or 0))
     if proc.get("terminal"):

@@ -32,6 +32,17 @@ class CgroupSet(TypedDict):
     controllers: List[str]  #: v1: the controller of each leaf ("" on v2)
 
 
+class ExecOptions(TypedDict):
+    """``exec``'s flags (cli.py)."""
+
+    env: Optional[List[str]]   #: --env K=V, added to process.env
+    cwd: Optional[str]
+    user: Optional[str]        #: UID[:GID]
+    detach: bool
+    pid_file: Optional[str]
+    process: Optional[str]     #: a process.json to run instead of config.json's process
+
+
 class Progress(TypedDict, total=False):
     """Where ``process.finish`` says which step is under way (for error messages)."""
 
