@@ -4,5 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
-ruff check conformance tests bench conftest.py
+ruff check conformance runtime_ref tests bench conftest.py
+mypy runtime_ref
 exec pytest tests -p no:cacheprovider "$@"

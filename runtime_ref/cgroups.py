@@ -12,10 +12,23 @@ Only directories at ``linux.cgroupsPath`` are ever created or written (plus
 v2's subtree_control of its ancestors); ``remove`` deletes exactly the
 directories ``create`` made.
 """
+from __future__ import annotations
+
 import os
 import time
 
 from .errors import Error
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Iterable, Sequence
+
+    from .hints import CgroupSet, Switches
+
+    #: linux.resources
+    Resources = dict[str, Any]
+    #: linux.devices (the nodes the container gets: each is allowed too)
+    Devices = Sequence[dict[str, Any]]
 
 #: controller -> the switch that turns its limits off
 CONTROLLER_SWITCH = {"memory": "memory", "pids": "pids", "cpu": "cpu", "cpuset": "cpu",
@@ -28,9 +41,9 @@ DEFAULT_DEVICE_RULES = [
 ]
 
 
-def detect():
+def detect() -> tuple[str, dict[str, str]]:
     """Return ("v2", {"": mountpoint}) or ("v1", {controller-or-name: mountpoint})."""
-    v1 = {}
+    v1: dict[str, str] = {}
     with open("/proc/self/mountinfo") as f:
         for line in f:
             pre, _, post = line.partition(" - ")
@@ -47,7 +60,7 @@ def detect():
     return "v1", v1
 
 
-def _write(path, value):
+def _write(path: str, value: str) -> None:
     try:
         with open(path, "w") as f:
             f.write(value)
@@ -55,12 +68,12 @@ def _write(path, value):
         raise Error("cannot write %r to %s: %s" % (value, path, e.strerror)) from None
 
 
-def _read(path):
+def _read(path: str) -> str:
     with open(path) as f:
         return f.read().strip()
 
 
-def _mkdirs(base, rel, created):
+def _mkdirs(base: str, rel: str, created: list[str]) -> str:
     """mkdir -p base/rel, remembering each directory made."""
     path = base
     for part in rel.strip("/").split("/"):
@@ -73,14 +86,15 @@ def _mkdirs(base, rel, created):
     return path
 
 
-def _device_rule(r):
-    def num(v):
+def _device_rule(r: dict[str, Any]) -> str:
+    """One linux.resources.devices entry as a v1 rule: "c 1:3 rwm"."""
+    def num(v: Any) -> str:
         return "*" if v is None or v == -1 else str(v)
     return "%s %s:%s %s" % (r.get("type") or "a", num(r.get("major")), num(r.get("minor")),
                             r.get("access") or "rwm")
 
 
-def device_rules(res, spec_devices):
+def device_rules(res: Resources, spec_devices: Devices) -> list[tuple[bool, str]]:
     """[(allow, "c 1:3 rwm"), ...]: the spec's rules, runc's defaults, the spec's devices."""
     rules = [(bool(r.get("allow")), _device_rule(r)) for r in res.get("devices") or []]
     rules += [(True, r) for r in DEFAULT_DEVICE_RULES]
@@ -89,9 +103,10 @@ def device_rules(res, spec_devices):
     return rules
 
 
-def _v1_limits(ctrl, d, res, spec_devices):
+def _v1_limits(ctrl: str, d: str, res: Resources, spec_devices: Devices) -> None:
     """Write one v1 controller's limits into directory d."""
-    w = lambda name, v: _write(os.path.join(d, name), str(v))
+    def w(name: str, v: object) -> None:
+        _write(os.path.join(d, name), str(v))
     if ctrl == "memory":
         m = res.get("memory") or {}
         if m.get("limit"):
@@ -143,8 +158,10 @@ def _v1_limits(ctrl, d, res, spec_devices):
             w("devices.allow" if allow else "devices.deny", rule)
 
 
-def _v2_limits(d, res, disabled):
-    w = lambda name, v: _write(os.path.join(d, name), str(v))
+def _v2_limits(d: str, res: Resources, disabled: Switches) -> None:
+    """Write every limit of ``res`` the switches leave on into v2 directory d."""
+    def w(name: str, v: object) -> None:
+        _write(os.path.join(d, name), str(v))
     m = res.get("memory") or {}
     if "memory" not in disabled:
         if m.get("limit"):
@@ -188,7 +205,8 @@ def _v2_limits(d, res, disabled):
         w(name, value)
 
 
-def create(cgpath, res, disabled, spec_devices=(), warm_up=False):
+def create(cgpath: str, res: Resources, disabled: Switches, spec_devices: Devices = (),
+           warm_up: bool = False) -> CgroupSet:
     """Make the container's cgroup directories and its device rules.
 
     ``warm_up``: start ``start_grace_period`` as soon as the first directory
@@ -203,11 +221,13 @@ def create(cgpath, res, disabled, spec_devices=(), warm_up=False):
     if not cgpath.startswith("/"):
         raise Error("linux.cgroupsPath must be absolute (got %r)" % cgpath)
     version, mounts = detect()
-    created, leaves, ctrls = [], [], []
+    created: list[str] = []
+    leaves: list[str] = []
+    ctrls: list[str] = []
     try:
         if version == "v2":
             base = mounts[""]
-            _v2_enable(base, cgpath, res)
+            _v2_enable(base, cgpath)
             leaves.append(_mkdirs(base, cgpath, created))
             ctrls.append("")
             if warm_up:
@@ -233,7 +253,7 @@ def create(cgpath, res, disabled, spec_devices=(), warm_up=False):
     return {"version": version, "leaves": leaves, "created": created, "controllers": ctrls}
 
 
-def set_limits(cg, res, disabled, spec_devices=()):
+def set_limits(cg: CgroupSet, res: Resources, disabled: Switches, spec_devices: Devices = ()) -> None:
     """Write ``linux.resources`` into the directories ``create`` made.
 
     Like runc (Apply, then Set), this may happen after the process joined:
@@ -248,7 +268,7 @@ def set_limits(cg, res, disabled, spec_devices=()):
         _v1_limits(ctrl, d, res, spec_devices)
 
 
-def _cpuset_init(mnt, cgpath):
+def _cpuset_init(mnt: str, cgpath: str) -> None:
     """A new v1 cpuset starts empty and refuses tasks: copy the parent's."""
     path = mnt
     for part in cgpath.strip("/").split("/"):
@@ -258,7 +278,8 @@ def _cpuset_init(mnt, cgpath):
                 _write(os.path.join(path, name), _read(os.path.join(parent, name)))
 
 
-def _v2_enable(base, cgpath, res):
+def _v2_enable(base: str, cgpath: str) -> None:
+    """Enable the controllers we use in every ancestor's subtree_control (v2 needs it)."""
     want = {"memory", "pids", "cpu", "io", "cpuset"}
     path = base
     for part in cgpath.strip("/").split("/"):
@@ -272,15 +293,16 @@ def _v2_enable(base, cgpath, res):
             break
 
 
-def find(cgpath):
+def find(cgpath: str) -> CgroupSet:
     """The leaf directories at ``cgpath`` that exist (for cleaning up after a killed create)."""
     version, mounts = detect()
-    leaves = [os.path.join(m, cgpath.strip("/")) for m in mounts.values()]
-    leaves = [d for d in leaves if os.path.isdir(d)]
-    return {"version": version, "leaves": leaves, "created": leaves}
+    found = [(ctrl, os.path.join(m, cgpath.strip("/"))) for ctrl, m in mounts.items()]
+    found = [(ctrl, d) for ctrl, d in found if os.path.isdir(d)]
+    leaves = [d for _, d in found]
+    return {"version": version, "leaves": leaves, "created": leaves, "controllers": [c for c, _ in found]}
 
 
-def start_grace_period(cgroup_dir):
+def start_grace_period(cgroup_dir: str) -> None:
     """Get the kernel's slow part of joining a cgroup going, in a thread.
 
     Every write to cgroup.procs takes a global lock whose first taker waits
@@ -291,7 +313,7 @@ def start_grace_period(cgroup_dir):
     """
     import _thread
 
-    def attempt(path):
+    def attempt(path: str) -> None:
         try:
             with open(path, "w") as f:
                 f.write("2147483647")
@@ -300,12 +322,13 @@ def start_grace_period(cgroup_dir):
     _thread.start_new_thread(attempt, (os.path.join(cgroup_dir, "cgroup.procs"),))
 
 
-def add(leaves, pid):
+def add(leaves: Iterable[str], pid: int) -> None:
+    """Move ``pid`` (0: ourselves) into every leaf."""
     for d in leaves:
         _write(os.path.join(d, "cgroup.procs"), str(pid))
 
 
-def pids(leaves):
+def pids(leaves: Iterable[str]) -> list[int]:
     """Every pid in the container's cgroup (read from the first hierarchy)."""
     for d in leaves:
         try:
@@ -315,7 +338,7 @@ def pids(leaves):
     return []
 
 
-def remove(created, timeout=2.0):
+def remove(created: list[str], timeout: float = 2.0) -> None:
     """rmdir what we made, deepest first; retry while exiting tasks linger."""
     deadline = time.monotonic() + timeout
     for d in reversed(created):

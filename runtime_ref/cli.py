@@ -3,10 +3,19 @@
 argparse alone costs several milliseconds of start-up, and every container
 start pays for it; the grammar here is small enough to read at once.
 """
+from __future__ import annotations
+
 import os
 import sys
 
 from .errors import Error
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Dict, List
+
+    #: flag -> every value given (a boolean flag's are "true": only its presence counts)
+    Flags = Dict[str, List[str]]
 
 VERSION = "0.1.0"
 SPEC_VERSION = "1.0.2"
@@ -48,11 +57,12 @@ _ALIASES = {"-b": "--bundle", "-e": "--env", "-u": "--user", "-p": "--process", 
             "-g": "--additional-gids"}
 
 
-def parse(argv, verb):
+def parse(argv: list[str], verb: str) -> tuple[Flags, list[str]]:
     """Split argv into ({flag: [values]}, positionals); flags stop at the first positional
     for exec (the command's own flags are not ours)."""
     valued = _VALUED.get(verb, set())
-    opts, pos = {}, []
+    opts: Flags = {}
+    pos: list[str] = []
     i = 0
     while i < len(argv):
         a = argv[i]
@@ -74,7 +84,7 @@ def parse(argv, verb):
             else:
                 if eq:
                     raise Error("flag %s takes no value" % name)
-                opts.setdefault(key, []).append(True)
+                opts.setdefault(key, []).append("true")
             i += 1
             continue
         pos.append(a)
@@ -85,12 +95,19 @@ def parse(argv, verb):
     return opts, pos
 
 
-def _one(opts, name, default=None):
+def _last(opts: Flags, name: str) -> str | None:
+    """The last value given to a valued flag, or None."""
+    v = opts.get(name)
+    return v[-1] if v else None
+
+
+def _one(opts: Flags, name: str, default: str) -> str:
+    """The last value given to a valued flag, or ``default``."""
     v = opts.get(name)
     return v[-1] if v else default
 
 
-def _need_id(pos, verb, extra=0):
+def _need_id(pos: list[str], verb: str, extra: int = 0) -> str:
     if len(pos) < 1:
         raise Error('"%s" requires a container id' % verb)
     if len(pos) > 1 + extra:
@@ -104,7 +121,7 @@ SIGNALS = {name: i + 1 for i, name in enumerate(
 SIGNALS.update(IOT=6, POLL=29, CLD=17)
 
 
-def _parse_signal(s):
+def _parse_signal(s: str) -> int:
     """KILL, SIGKILL, kill or 9 -> 9 (Linux x86 numbering, as runc accepts)."""
     if s.isdigit():
         return int(s)
@@ -118,19 +135,19 @@ def _parse_signal(s):
     return SIGNALS[name]
 
 
-def _refuse(opts, *names):
+def _refuse(opts: Flags, *names: str) -> None:
     for n in names:
         if n in opts:
             raise Error("flag %s is not supported by runtime-ref" % n)
 
 
-def dispatch(g, verb, argv):
+def dispatch(g: Flags, verb: str, argv: list[str]) -> int:
     """Run one verb; returns the exit code."""
     from . import spec
     root = _one(g, "--root", DEFAULT_ROOT)
     disabled = spec.parse_switches(g.get("--disable", []))
     if "cwd-check" in disabled:
-        from .container import reserve_leaky_fd
+        from .spawn import reserve_leaky_fd
         reserve_leaky_fd()  # before any thread or pipe can take that number
     opts, pos = parse(argv, verb)
     if "--help" in opts or "-h" in opts:
@@ -143,18 +160,18 @@ def dispatch(g, verb, argv):
         cid = _need_id(pos, verb)
         from . import container
         if verb == "create":
-            container.create(root, cid, _one(opts, "--bundle", "."), disabled, _one(opts, "--pid-file"),
+            container.create(root, cid, _one(opts, "--bundle", "."), disabled, _last(opts, "--pid-file"),
                              fifo="exec-fifo" not in disabled)
             return 0
         return container.run(root, cid, _one(opts, "--bundle", "."), disabled,
-                             _one(opts, "--pid-file"), detach="--detach" in opts)
+                             _last(opts, "--pid-file"), detach="--detach" in opts)
     if verb == "start":
         from . import container
         container.start(root, _need_id(pos, verb))
         return 0
     if verb == "state":
-        from .state import Container
         from .jsonfast import dumps
+        from .state import Container
         sys.stdout.write(dumps(Container.load(root, _need_id(pos, verb)).oci_state(), 2) + "\n")
         return 0
     if verb == "kill":
@@ -172,12 +189,11 @@ def dispatch(g, verb, argv):
                 "--additional-gids", "--preserve-fds", "--cgroup")
         if not pos:
             raise Error('"exec" requires a container id')
-        from . import container
-        extra = {"nnp"} if False else set()
-        return container.exec_(root, pos[0], pos[1:], extra, {
-            "env": opts.get("--env"), "cwd": _one(opts, "--cwd"), "user": _one(opts, "--user"),
-            "detach": "--detach" in opts, "pid_file": _one(opts, "--pid-file"),
-            "process": _one(opts, "--process")})
+        from .exec import exec_process
+        return exec_process(root, pos[0], pos[1:], {
+            "env": opts.get("--env"), "cwd": _last(opts, "--cwd"), "user": _last(opts, "--user"),
+            "detach": "--detach" in opts, "pid_file": _last(opts, "--pid-file"),
+            "process": _last(opts, "--process")})
     if verb == "list":
         return _list(root, opts)
     if verb == "spec":
@@ -196,7 +212,7 @@ def dispatch(g, verb, argv):
     raise Error("unknown verb %r (see runtime-ref --help)" % verb)
 
 
-def _list(root, opts):
+def _list(root: str, opts: Flags) -> int:
     from .state import Container, list_ids
     ids = list_ids(root)
     if "--quiet" in opts:
@@ -218,8 +234,8 @@ def _list(root, opts):
     return 0
 
 
-def _log(g, msg):
-    path = _one(g, "--log")
+def _log(g: Flags, msg: str) -> None:
+    path = _last(g, "--log")
     if not path:
         return
     try:
@@ -235,10 +251,12 @@ def _log(g, msg):
         pass
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
+    """The command line; returns the exit status (errors: one line on stderr, status 1)."""
     argv = sys.argv[1:] if argv is None else argv
+    g: Flags = {}
     try:
-        g, rest = {}, list(argv)
+        rest = list(argv)
         while rest and rest[0].startswith("-"):
             a = rest.pop(0)
             name, eq, val = a.partition("=")

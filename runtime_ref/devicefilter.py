@@ -7,6 +7,8 @@ access_type /* access << 16 | type */; u32 major; u32 minor; }`` in r1; it
 returns 1 to allow and 0 to refuse.  We compile the rules the way runc's
 devicefilter does: the first matching rule decides, else the default.
 """
+from __future__ import annotations
+
 import os
 
 from . import linux as L
@@ -20,12 +22,13 @@ TYPES = {"c": 2, "b": 1}                     # BPF_DEVCG_DEV_CHAR, _BLOCK
 ACCESS = {"m": 1, "r": 2, "w": 4}            # BPF_DEVCG_ACC_MKNOD, _READ, _WRITE
 
 
-def _ins(code, dst=0, src=0, off=0, imm=0):
+def _ins(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
+    """One eBPF instruction (8 bytes)."""
     return (code.to_bytes(1, "little") + bytes(((src << 4) | dst,))
             + off.to_bytes(2, "little", signed=True) + imm.to_bytes(4, "little", signed=True))
 
 
-def _parse(rule):
+def _parse(rule: str) -> tuple[int | None, int | None, int | None, int]:
     """'c 1:3 rwm' -> (type or None, major or None, minor or None, access mask)."""
     kind, nums, acc = rule.split()
     major, minor = nums.split(":")
@@ -33,7 +36,7 @@ def _parse(rule):
             None if minor == "*" else int(minor), sum(ACCESS[a] for a in acc))
 
 
-def program(rules):
+def program(rules: list[tuple[bool, str]]) -> bytes:
     """[(allow, 'c 1:3 rwm'), ...] in v1 order -> eBPF bytes.
 
     v1 semantics, reduced to what runtimes emit: a leading "a *:* rwm" rule
@@ -79,7 +82,8 @@ def program(rules):
     return b"".join(code)
 
 
-def _load(code, log_level=0):
+def _load(code: bytes, log_level: int = 0) -> int:
+    """BPF_PROG_LOAD; returns the program's fd (on refusal: again, with the verifier's log)."""
     prog, prog_addr = L.buffer(code)
     lic, lic_addr = L.buffer(b"Apache-2.0\0")
     log, log_addr = L.buffer(bytes(65536))
@@ -103,7 +107,7 @@ def _load(code, log_level=0):
         return _load(code, log_level=1)  # again, to get the verifier's reasons
 
 
-def attach(cgroup_dir, rules):
+def attach(cgroup_dir: str, rules: list[tuple[bool, str]]) -> None:
     """Load the program and attach it to ``cgroup_dir`` (it lives as long as the cgroup)."""
     fd = _load(program(rules))
     try:

@@ -3,6 +3,7 @@
 The CLI prints its message as a single line (``runtime-ref: <message>``) and
 exits non-zero; anything else is a bug and keeps its traceback.
 """
+from __future__ import annotations
 
 
 class Error(Exception):

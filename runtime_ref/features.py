@@ -1,10 +1,17 @@
 """``runtime-ref features``: what this runtime implements, in runc's format,
 plus ``switches``: the names of its negative controls."""
+from __future__ import annotations
+
 from . import rootfs, seccomp, security, spec
 from .cli import SPEC_VERSION
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
-def features():
+
+def features() -> dict[str, Any]:
+    """The document ``runtime-ref features`` prints."""
     return {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": SPEC_VERSION,
@@ -13,7 +20,7 @@ def features():
         "mountOptions": sorted(set(rootfs._FLAGS) | set(rootfs._PROPAGATION)),
         "linux": {
             "namespaces": sorted(spec.NAMESPACE_SWITCH),
-            "capabilities": sorted(security.CAP_NUMBER, key=security.CAP_NUMBER.get),
+            "capabilities": sorted(security.CAP_NUMBER, key=security.CAP_NUMBER.__getitem__),
             "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False},
             "seccomp": {
                 "enabled": True,

@@ -13,14 +13,24 @@ runs them (runtime-spec config.md#posix-platform-hooks):
 A failing hook before the process starts aborts the container; a failing
 poststart or poststop hook is only reported (the spec says so).
 """
+from __future__ import annotations
+
 import os
 
 from .errors import Error
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
-def run(config, kind, state, fatal=True):
-    from . import jsonfast
+    from .hints import Config
+
+
+def run(config: Config, kind: str, state: dict[str, Any], fatal: bool = True) -> None:
+    """Run every hook of ``kind`` in order; a failure raises (``fatal``) or is printed."""
     import subprocess
+
+    from . import jsonfast
     data = jsonfast.dumps(state).encode()
     for i, h in enumerate((config.get("hooks") or {}).get(kind) or []):
         args = h.get("args") or [h["path"]]

@@ -1,10 +1,11 @@
 """The container's init: what runs between clone and exec, top to bottom.
 
-This is runtime-ref's ``standard_init_linux.go``.  The runtime (parent) has
-already made the cgroups and cloned us into new namespaces; it then writes
-our uid/gid maps and cgroup membership and says "go".  From there on, the
-body of ``main`` is the order of the remaining steps, and each comment says
-why the step sits where it does.
+This is runtime-ref's ``standard_init_linux.go``.  The runtime (parent, see
+spawn.py) has already made the cgroups and cloned us into new namespaces; it
+then writes our uid/gid maps and cgroup membership.  From there on, the body
+of ``_init`` is the order of the remaining steps, and each comment says why
+the step sits where it does; the last ones, which make the process itself,
+are ``process.finish``, shared with ``exec``.
 
 Protocol on the two pipes (one-byte tags, always in this order):
 parent -> init ``M`` (uid/gid maps written; only with a new user namespace),
@@ -16,29 +17,40 @@ Joining a cgroup costs an RCU grace period in the kernel (~12 ms here), so
 the init does not wait for ``C`` until it needs it: its mounts are built while
 the runtime is still blocked in that write.
 """
+from __future__ import annotations
+
 import os
 
 from . import linux as L
-from . import rootfs, security
+from . import namespaces, process, rootfs
 from .errors import Error
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
 
-def _send(ctx, msg):
-    os.write(ctx["to_parent"], msg)
+    from .hints import InitContext
 
 
-def _expect(ctx, tag):
+def _send(ctx: InitContext, msg: bytes) -> None:
+    to_parent = ctx.get("to_parent")
+    if to_parent is None:
+        raise OSError("the runtime has already returned")
+    os.write(to_parent, msg)
+
+
+def _expect(ctx: InitContext, tag: bytes) -> None:
     if os.read(ctx["from_parent"], 1) != tag:
         os._exit(1)  # the runtime died or gave up on us
 
 
-def _in_cgroups(ctx):
+def _in_cgroups(ctx: InitContext) -> None:
     if not ctx.get("in_cgroups"):
         _expect(ctx, b"C")
         ctx["in_cgroups"] = True
 
 
-def main(ctx):
+def main(ctx: InitContext) -> NoReturn:
     """Never returns: execs the container process or exits non-zero."""
     try:
         _init(ctx)
@@ -47,18 +59,14 @@ def main(ctx):
         if not isinstance(e, Error):
             msg = "container init (%s): %s" % (ctx.get("step", "start"), msg)
         try:
-            if ctx.get("to_parent") is None:
-                raise OSError("the runtime has already returned")
             _send(ctx, b"E" + msg.encode(errors="replace"))
         except OSError:
             os.write(2, ("runtime-ref: %s\n" % msg).encode(errors="replace"))
         os._exit(127 if isinstance(e, OSError) else 1)
-    os._exit(1)
 
 
-def _init(ctx):
+def _init(ctx: InitContext) -> NoReturn:
     config, disabled, nss = ctx["config"], ctx["disabled"], ctx["nss"]
-    proc = config["process"]
     linux = config.get("linux") or {}
     # Die with the runtime while it still supervises us (a crash must not
     # leave a half-built container behind); cleared again before we block.
@@ -69,7 +77,7 @@ def _init(ctx):
     #    new user namespace works before.
     if nss.get("user", 1) is None:
         _expect(ctx, b"M")
-    namespaces_join(ctx)
+    namespaces.join(ctx.get("join_fds") or {})
     if "user" in nss:
         # become the namespace's root (uid 0 inside): mounts and mknods
         # below are then owned by the container's root, not by "nobody"
@@ -114,66 +122,29 @@ def _init(ctx):
     if config["root"].get("readonly") and "readonly-rootfs" not in disabled:
         rootfs.readonly_root()
 
-    ctx["step"] = "rlimits"
-    # 5. Limits that need privileges we are about to drop.
-    if proc.get("oomScoreAdj") is not None:
-        with open("/proc/self/oom_score_adj", "w") as f:
-            f.write(str(proc["oomScoreAdj"]))
-    if "rlimits" not in disabled:
-        security.set_rlimits(proc.get("rlimits"))
-    env = security.environment(proc, disabled)
-    args = ctx.get("args") or proc["args"]
-    path = security.lookup(args[0], env)
-    cwd = "/" if "cwd" in disabled else (proc.get("cwd") or "/")
-    os.makedirs(cwd, exist_ok=True)
+    # 5. The process: limits, user, capabilities, no_new_privs, seccomp, cwd
+    #    (process.py), waiting in _ready for `start` before the exec.
+    process.finish(config["process"], disabled, ctx.get("seccomp"), ctx, lambda: _ready(ctx))
 
-    ctx["step"] = "no_new_privs/seccomp"
-    # 6. no_new_privs, then seccomp: without no_new_privs loading a filter
-    #    needs CAP_SYS_ADMIN, so it must happen before capabilities go; with
-    #    it, the filter waits until the very end so that it never has to
-    #    allow what the runtime itself does.
-    nnp = proc.get("noNewPrivileges") and "nnp" not in disabled
-    if nnp:
-        security.no_new_privs()
-    prog = ctx.get("seccomp")
-    if prog and not nnp:
-        L.seccomp_load(*prog)
 
-    ctx["step"] = "user and capabilities"
-    # 7. Drop to the configured user and capabilities (see security.py for
-    #    the order); cwd and umask are the user's, so they come after.
-    security.finalize(proc, disabled)
-    umask = None if "umask" in disabled else (proc.get("user") or {}).get("umask")
-    os.umask(0o022 if umask is None else umask)
-    os.chdir(cwd)
-    if "cwd-check" not in disabled:
-        security.check_cwd(cwd)
-
+def _ready(ctx: InitContext) -> None:
+    """Report ready, then block on exec.fifo until ``start`` (``run`` has no fifo)."""
     ctx["step"] = "exec.fifo"
-    # 8. Ready.  `create` returns now; we block on exec.fifo until `start`
-    #    opens its other end (`run` has no fifo and goes straight on).
     # The process must not start before it is limited by its cgroups.
     _in_cgroups(ctx)
     L.prctl(L.PR_SET_PDEATHSIG, 0)
+    # `create` returns on R: from then on our errors go to stderr (see main).
     _send(ctx, b"R")
-    os.close(ctx["to_parent"])
+    to_parent = ctx["to_parent"]
     ctx["to_parent"] = None
-    if ctx.get("fifo_dir") is not None:
-        fd = os.open("exec.fifo", os.O_WRONLY | os.O_CLOEXEC, dir_fd=ctx["fifo_dir"])
+    if to_parent is not None:
+        os.close(to_parent)
+    fifo_dir = ctx.get("fifo_dir")
+    if fifo_dir is not None:
+        fd = os.open("exec.fifo", os.O_WRONLY | os.O_CLOEXEC, dir_fd=fifo_dir)
         os.write(fd, b"0")
         os.close(fd)
+    config = ctx["config"]
     if (config.get("hooks") or {}).get("startContainer"):
         from . import hooks
-        state = dict(ctx["hook_state"], status="running")
-        hooks.run(config, "startContainer", state)
-
-    ctx["step"] = "seccomp"
-    # 9. The filter, last thing before exec when no_new_privs allows it.
-    if prog and nnp:
-        L.seccomp_load(*prog)
-    os.execve(path, args, env)
-
-
-def namespaces_join(ctx):
-    from . import namespaces
-    namespaces.join(ctx.get("join_fds") or {})
+        hooks.run(config, "startContainer", dict(ctx["hook_state"], status="running"))

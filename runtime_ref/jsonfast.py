@@ -4,32 +4,37 @@
 a whole ``runc run``.  Its C accelerator ``_json`` does the real work and
 needs none of that, so we drive it directly.
 """
+from __future__ import annotations
+
 import _json
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, NoReturn
 
 
 class _Ctx:
+    """The attributes ``_json.make_scanner`` reads from a JSONDecoder."""
+
     strict = True
     object_hook = None
     object_pairs_hook = None
     parse_float = float
     parse_int = int
-    parse_constant = None
-    memo = None
 
-    def __init__(self):
-        self.memo = {}
-        self.parse_constant = self._constant
+    def __init__(self) -> None:
+        self.parse_constant: Callable[[str], NoReturn] = self._constant
 
     @staticmethod
-    def _constant(name):
+    def _constant(name: str) -> NoReturn:
         raise ValueError("invalid JSON constant " + name)
 
 
-_scan = _json.make_scanner(_Ctx())
+_scan = _json.make_scanner(_Ctx())  # type: ignore[arg-type]  # typeshed wants a JSONDecoder: this is its shape
 _WS = " \t\n\r"
 
 
-def loads(text):
+def loads(text: str | bytes) -> Any:
     """Parse a JSON document; raises ValueError with a position on bad input."""
     if isinstance(text, bytes):
         text = text.decode("utf-8")
@@ -53,7 +58,7 @@ def loads(text):
 _esc = _json.encode_basestring_ascii
 
 
-def dumps(obj, indent=None, _level=0):
+def dumps(obj: object, indent: int | None = None, _level: int = 0) -> str:
     """Serialise dicts, lists, strings, numbers, booleans and None."""
     if obj is None:
         return "null"

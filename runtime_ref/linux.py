@@ -5,21 +5,28 @@ Everything here is a direct call into libc (``mount``, ``umount2``,
 half of ctypes) instead of ``ctypes`` itself: the Python half costs ~3 ms of
 start-up and every container start pays it.
 """
+from __future__ import annotations
+
 import _ctypes
 import os
+from _ctypes import FUNCFLAG_CDECL, FUNCFLAG_PYTHONAPI, FUNCFLAG_USE_ERRNO, CFuncPtr, _SimpleCData
 
-from _ctypes import CFuncPtr, FUNCFLAG_CDECL, FUNCFLAG_PYTHONAPI, FUNCFLAG_USE_ERRNO, _SimpleCData
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from _ctypes import Array
+    from typing import Callable
+
 
 # --- the three C types we need -------------------------------------------------
-class c_long(_SimpleCData):
+class c_long(_SimpleCData):  # type: ignore[type-arg]  # (typeshed's _SimpleCData is generic, the C class is not)
     _type_ = "l"
 
 
-class c_int(_SimpleCData):
+class c_int(_SimpleCData):  # type: ignore[type-arg]
     _type_ = "i"
 
 
-class c_char(_SimpleCData):
+class c_char(_SimpleCData):  # type: ignore[type-arg]
     _type_ = "c"
 
 
@@ -35,20 +42,22 @@ class _FuncHoldingGIL(CFuncPtr):
 
 
 class _Lib:
-    _handle = _ctypes.dlopen(None, os.RTLD_NOW | os.RTLD_GLOBAL)
+    """The process's own symbols (libc, and Python's C API): what ``ctypes.CDLL(None)`` holds."""
+    _handle = _ctypes.dlopen(None, os.RTLD_NOW | os.RTLD_GLOBAL)  # type: ignore[arg-type]  # None: this process
 
 
-def _fn(name):
-    return _Func((name, _Lib))
+def _fn(name: str, cls: type[CFuncPtr] = _Func) -> CFuncPtr:
+    """The C function ``name``; typeshed wants a CDLL where _ctypes takes anything with a _handle."""
+    return cls((name, _Lib))  # type: ignore[arg-type]
 
 
 _syscall = _fn("syscall")
-_syscall_gil = _FuncHoldingGIL(("syscall", _Lib))
+_syscall_gil = _fn("syscall", _FuncHoldingGIL)
 # what os.fork does around fork(): the import lock, at-fork hooks, and in the
 # child a fresh GIL and thread list (other threads do not exist there)
-_before_fork = _FuncHoldingGIL(("PyOS_BeforeFork", _Lib))
-_after_fork_parent = _FuncHoldingGIL(("PyOS_AfterFork_Parent", _Lib))
-_after_fork_child = _FuncHoldingGIL(("PyOS_AfterFork_Child", _Lib))
+_before_fork = _fn("PyOS_BeforeFork", _FuncHoldingGIL)
+_after_fork_parent = _fn("PyOS_AfterFork_Parent", _FuncHoldingGIL)
+_after_fork_child = _fn("PyOS_AfterFork_Child", _FuncHoldingGIL)
 _mount = _fn("mount")
 _umount2 = _fn("umount2")
 _unshare = _fn("unshare")
@@ -59,21 +68,23 @@ _socket = _fn("socket")
 _setdomainname = _fn("setdomainname")
 
 
-def _check(ret, what):
+def _check(ret: int, what: str) -> int:
+    """A libc return value, or OSError(errno) naming the call."""
     if ret == -1:
         err = _ctypes.get_errno()
         raise OSError(err, "%s: %s" % (what, os.strerror(err)))
     return ret
 
 
-def buffer(data):
-    """A writable C buffer holding ``data``; returns (buf, address)."""
-    cls = type("buf", (_ctypes.Array,), {"_type_": c_char, "_length_": max(len(data), 1)})
-    buf = cls.from_buffer_copy(data.ljust(max(len(data), 1), b"\0"))
+def buffer(data: bytes) -> tuple[Array[c_char], int]:
+    """A writable C buffer holding ``data``; returns (buf, address).  Keep ``buf``
+    referenced while the kernel may read the address."""
+    size = max(len(data), 1)
+    buf = (c_char * size).from_buffer_copy(data.ljust(size, b"\0"))
     return buf, _ctypes.addressof(buf)
 
 
-def _b(s):
+def _b(s: str | None) -> bytes | None:
     return None if s is None else os.fsencode(s)
 
 
@@ -97,7 +108,7 @@ SYS_setresuid = 117
 SYS_setresgid = 119
 
 
-def clone(flags):
+def clone(flags: int) -> int:
     """fork(2) with namespace flags: the child returns 0, the parent the pid.
 
     Called with a NULL stack the raw clone syscall behaves like fork: the
@@ -115,11 +126,11 @@ def clone(flags):
     return _check(ret, "clone")
 
 
-def unshare(flags):
+def unshare(flags: int) -> None:
     _check(_unshare(c_int(flags)), "unshare")
 
 
-def setns(fd, nstype=0):
+def setns(fd: int, nstype: int = 0) -> None:
     _check(_setns(c_int(fd), c_int(nstype)), "setns")
 
 
@@ -136,7 +147,6 @@ MS_NOSYMFOLLOW = 256
 MS_NOATIME = 1024
 MS_NODIRATIME = 2048
 MS_BIND = 4096
-MS_MOVE = 8192
 MS_REC = 16384
 MS_SILENT = 32768
 MS_UNBINDABLE = 1 << 17
@@ -149,25 +159,26 @@ MS_LAZYTIME = 1 << 25
 MNT_DETACH = 2
 
 
-def mount(source, target, fstype, flags=0, data=None):
+def mount(source: str | None, target: str, fstype: str | None, flags: int = 0,
+          data: str | None = None) -> None:
     _check(_mount(_b(source), _b(target), _b(fstype), c_long(flags), _b(data)),
            "mount %s on %s (%s)" % (source, target, fstype))
 
 
-def umount2(target, flags=0):
+def umount2(target: str, flags: int = 0) -> None:
     _check(_umount2(_b(target), c_int(flags)), "umount %s" % target)
 
 
-def pivot_root(new_root, put_old):
+def pivot_root(new_root: str, put_old: str) -> None:
     _check(_syscall(c_long(SYS_pivot_root), _b(new_root), _b(put_old)), "pivot_root")
 
 
-def sethostname(name):
+def sethostname(name: str) -> None:
     b = name.encode()
     _check(_sethostname(b, c_long(len(b))), "sethostname")
 
 
-def setdomainname(name):
+def setdomainname(name: str) -> None:
     b = name.encode()
     _check(_setdomainname(b, c_long(len(b))), "setdomainname")
 
@@ -175,22 +186,19 @@ def setdomainname(name):
 # --- prctl, capabilities, seccomp ---------------------------------------------
 PR_SET_PDEATHSIG = 1
 PR_SET_KEEPCAPS = 8
-PR_SET_SECCOMP = 22
-PR_CAPBSET_READ = 23
 PR_CAPBSET_DROP = 24
-PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_RAISE = 2
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
 
-def prctl(option, a2=0, a3=0, a4=0, a5=0):
+def prctl(option: int, a2: int = 0, a3: int = 0, a4: int = 0, a5: int = 0) -> int:
     return _check(_prctl(c_int(option), c_long(a2), c_long(a3), c_long(a4), c_long(a5)),
                   "prctl(%d)" % option)
 
 
-def capset(effective, permitted, inheritable):
+def capset(effective: int, permitted: int, inheritable: int) -> None:
     """capset(2) with _LINUX_CAPABILITY_VERSION_3 (two 32-bit words per set)."""
     hdr = (0x20080522).to_bytes(4, "little") + (0).to_bytes(4, "little")
     data = b""
@@ -202,7 +210,7 @@ def capset(effective, permitted, inheritable):
     _check(_syscall(c_long(SYS_capset), c_long(ha), c_long(da)), "capset")
 
 
-def seccomp_load(filter_bytes, flags=0):
+def seccomp_load(filter_bytes: bytes, flags: int = 0) -> None:
     """Install a classic BPF program (``struct sock_filter[]`` bytes)."""
     prog, pa = buffer(filter_bytes)
     fprog = (len(filter_bytes) // 8).to_bytes(8, "little") + pa.to_bytes(8, "little")
@@ -211,7 +219,7 @@ def seccomp_load(filter_bytes, flags=0):
     _check(_syscall(c_long(SYS_seccomp), c_long(1), c_long(flags), c_long(fa)), "seccomp")
 
 
-def loopback_up():
+def loopback_up() -> None:
     """ifconfig lo up: SIOCGIFFLAGS, set IFF_UP, SIOCSIFFLAGS on a throwaway socket."""
     import fcntl
     fd = _check(_socket(c_int(2), c_int(2 | 0o2000000), c_int(0)), "socket")  # AF_INET, SOCK_DGRAM|CLOEXEC
@@ -231,23 +239,23 @@ def loopback_up():
 # that has a helper thread; glibc still lists that thread, which does not
 # exist in the init, and would wait for it forever.
 
-def setresuid(uid):
+def setresuid(uid: int) -> None:
     _check(_syscall(c_long(SYS_setresuid), c_long(uid), c_long(uid), c_long(uid)), "setresuid(%d)" % uid)
 
 
-def setresgid(gid):
+def setresgid(gid: int) -> None:
     _check(_syscall(c_long(SYS_setresgid), c_long(gid), c_long(gid), c_long(gid)), "setresgid(%d)" % gid)
 
 
-def setgroups(gids):
+def setgroups(gids: list[int]) -> None:
     data = b"".join(g.to_bytes(4, "little") for g in gids)
     buf, addr = buffer(data)
     _check(_syscall(c_long(SYS_setgroups), c_long(len(gids)), c_long(addr)), "setgroups(%s)" % gids)
 
 
-def bpf(cmd, attr_addr, size, log=None):
+def bpf(cmd: int, attr_addr: int, size: int, log: Callable[[], str] | None = None) -> int:
     """bpf(2); on failure the verifier's log (if any) is part of the message."""
-    ret = _syscall(c_long(321), c_long(cmd), c_long(attr_addr), c_long(size))
+    ret: int = _syscall(c_long(321), c_long(cmd), c_long(attr_addr), c_long(size))
     if ret == -1:
         err = _ctypes.get_errno()
         detail = log() if log else ""

@@ -18,10 +18,16 @@ A namespace with a ``path`` is joined with setns: the user namespace first
 last.  pid and time namespaces are joined by the runtime before clone, since
 setns on them only affects later children.
 """
+from __future__ import annotations
+
 import os
 
 from . import linux as L
 from .errors import Error
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .hints import Config, Namespaces
 
 CLONE_FLAG = {
     "pid": L.CLONE_NEWPID, "network": L.CLONE_NEWNET, "mount": L.CLONE_NEWNS,
@@ -33,7 +39,7 @@ PROC_NAME = {"pid": "pid", "network": "net", "mount": "mnt", "uts": "uts", "ipc"
 JOIN_ORDER = ["user", "ipc", "uts", "network", "cgroup", "mount"]
 
 
-def clone_flags(nss):
+def clone_flags(nss: Namespaces) -> int:
     """Flags for the init's clone: every namespace to create except time and cgroup."""
     flags = 0
     for t, path in nss.items():
@@ -42,7 +48,7 @@ def clone_flags(nss):
     return flags
 
 
-def open_joins(nss):
+def open_joins(nss: Namespaces) -> dict[str, int]:
     """Open every namespace path to join: {type: fd}.  Errors name the path."""
     fds = {}
     for t, path in nss.items():
@@ -50,11 +56,12 @@ def open_joins(nss):
             try:
                 fds[t] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             except OSError as e:
-                raise Error("linux.namespaces: cannot open %s namespace %s: %s" % (t, path, e.strerror))
+                raise Error("linux.namespaces: cannot open %s namespace %s: %s"
+                            % (t, path, e.strerror)) from None
     return fds
 
 
-def before_clone(nss, fds, config):
+def before_clone(nss: Namespaces, fds: dict[str, int], config: Config) -> list[tuple[int, int]]:
     """Runtime-side steps that shape the init's birth: pid/time joins, a new time ns.
 
     Returns a list of fds to restore our own namespaces with ``after_clone``.
@@ -77,25 +84,25 @@ def before_clone(nss, fds, config):
         for line in lines:
             with open("/proc/self/timens_offsets", "w") as f:
                 f.write(line)
-    elif (config.get("linux") or {}).get("timeOffsets") and "time" not in nss:
-        pass  # switch "time" (or no time namespace): offsets are not applied
+    # (switch "time", or no time namespace: linux.timeOffsets is not applied)
     return restore
 
 
-def after_clone(restore):
+def after_clone(restore: list[tuple[int, int]]) -> None:
+    """Back into the namespaces ``before_clone`` took us out of."""
     for fd, flag in restore:
         L.setns(fd, flag)
         os.close(fd)
 
 
-def join(fds):
-    """In the init: setns into every namespace given by path (user first, mount last)."""
+def join(fds: dict[str, int]) -> None:
+    """In the init and in exec: setns into every namespace given by path (user first, mount last)."""
     for t in JOIN_ORDER:
         if t in fds:
             L.setns(fds[t], CLONE_FLAG[t])
 
 
-def write_id_maps(pid, config):
+def write_id_maps(pid: int, config: Config) -> None:
     """Write the user namespace's uid/gid maps from the parent (host root)."""
     linux = config.get("linux") or {}
     for kind in ("uid", "gid"):

@@ -12,11 +12,19 @@ Without a mount namespace (switch ``mnt``) every mount lands in the host's
 namespace: they all live under the rootfs directory, and ``delete`` unmounts
 whatever is mounted under it (see ``umount_under``).
 """
+from __future__ import annotations
+
 import os
 import stat
 
 from . import linux as L
 from .errors import Error
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Iterable
+
+    from .hints import Config, InitContext, Switches
 
 _FLAGS = {  # option -> (set?, flag)
     "ro": (True, L.MS_RDONLY), "rw": (False, L.MS_RDONLY),
@@ -48,9 +56,11 @@ DEFAULT_DEVICES = [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7),
                    ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)]
 
 
-def parse_options(options):
+def parse_options(options: list[str] | None) -> tuple[int, list[int], str]:
     """Mount options -> (flags, propagation flags, data string)."""
-    flags, prop, data = 0, [], []
+    flags = 0
+    prop: list[int] = []
+    data: list[str] = []
     for opt in options or []:
         if opt in _FLAGS:
             on, bit = _FLAGS[opt]
@@ -64,7 +74,7 @@ def parse_options(options):
     return flags, prop, ",".join(data)
 
 
-def in_root(root, path):
+def in_root(root: str, path: str) -> str:
     """Resolve ``path`` inside ``root`` the way the container would see it.
 
     Symlinks are followed but never out of ``root`` (an absolute link is
@@ -72,7 +82,7 @@ def in_root(root, path):
     us mount over a host path.
     """
     parts = [p for p in path.split("/") if p]
-    resolved = []
+    resolved: list[str] = []
     links = 0
     while parts:
         part = parts.pop(0)
@@ -97,32 +107,33 @@ def in_root(root, path):
     return os.path.join(root, *resolved)
 
 
-def _mkdir_p(path):
+def _mkdir_p(path: str) -> None:
     try:
         os.makedirs(path, exist_ok=True)
     except FileExistsError:
         pass
 
 
-def _touch(path):
+def _touch(path: str) -> None:
     _mkdir_p(os.path.dirname(path))
     if not os.path.exists(path):
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
 
 
-def _rbind_fallback(source, dest, flags):
+def _rbind_fallback(source: str, dest: str, flags: int) -> None:
     """Inside a user namespace some filesystems cannot be mounted afresh."""
     L.mount(source, dest, None, L.MS_BIND | L.MS_REC)
     if flags & ~(L.MS_BIND | L.MS_REC):
         _remount(dest, flags)
 
 
-def _remount(dest, flags):
+def _remount(dest: str, flags: int) -> None:
+    """Change a bind mount's flags, keeping those the kernel locks in a user namespace."""
     locked = os.statvfs(dest).f_flag & _LOCKED
     L.mount(None, dest, None, L.MS_BIND | L.MS_REMOUNT | locked | (flags & ~(L.MS_BIND | L.MS_REC)))
 
 
-def mount_one(m, rootfs, bundle, ctx):
+def mount_one(m: dict[str, Any], rootfs: str, bundle: str, ctx: InitContext) -> None:
     """Mount one ``mounts`` entry under ``rootfs``."""
     mtype = m.get("type") or ""
     flags, prop, data = parse_options(m.get("options"))
@@ -157,7 +168,7 @@ def mount_one(m, rootfs, bundle, ctx):
         L.mount(None, dest, None, p)
 
 
-def _overlay_data(data, bundle):
+def _overlay_data(data: str, bundle: str) -> str:
     """lowerdir/upperdir/workdir relative to the bundle become absolute."""
     out = []
     for opt in data.split(","):
@@ -169,7 +180,7 @@ def _overlay_data(data, bundle):
     return ",".join(out)
 
 
-def _mount_cgroup(dest, flags, ctx):
+def _mount_cgroup(dest: str, flags: int, ctx: InitContext) -> None:
     """The container's cgroup view at ``dest`` (usually /sys/fs/cgroup).
 
     In a cgroup namespace a fresh cgroup mount is rooted at the container's
@@ -178,7 +189,7 @@ def _mount_cgroup(dest, flags, ctx):
     """
     from . import cgroups
     version, mounts = cgroups.detect()
-    cg = ctx.get("cgroups") or {}
+    cg = ctx.get("cgroups")
     cgpath = ctx.get("cgroups_path") or "/"
     sub_flags = L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC | (flags & L.MS_RDONLY)
     if version == "v2":
@@ -203,7 +214,9 @@ def _mount_cgroup(dest, flags, ctx):
         L.mount(None, dest, None, L.MS_REMOUNT | L.MS_RDONLY | L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC)
 
 
-def _make_node(path, kind, major, minor, mode, uid, gid, userns):
+def _make_node(path: str, kind: int, major: int, minor: int, mode: int, uid: int, gid: int,
+               userns: bool) -> None:
+    """mknod a device node (in a user namespace: bind the host's instead)."""
     if os.path.lexists(path):
         return
     if userns:
@@ -217,11 +230,11 @@ def _make_node(path, kind, major, minor, mode, uid, gid, userns):
     os.chown(path, uid, gid)
 
 
-def setup_dev(rootfs, config, ctx, all_host_devices=False):
+def setup_dev(rootfs: str, config: Config, ctx: InitContext, all_host_devices: bool = False) -> None:
     """Default device nodes, spec devices, and the /dev/fd-style symlinks."""
     dev = in_root(rootfs, "/dev")
     _mkdir_p(dev)
-    userns = ctx.get("userns")
+    userns = bool(ctx.get("userns"))
     old = os.umask(0)
     try:
         nodes = [(n, stat.S_IFCHR, ma, mi, 0o666) for n, ma, mi in DEFAULT_DEVICES]
@@ -256,7 +269,7 @@ def setup_dev(rootfs, config, ctx, all_host_devices=False):
             os.symlink(target, p)
 
 
-def prepare(config, bundle, disabled, ctx):
+def prepare(config: Config, bundle: str, disabled: Switches, ctx: InitContext) -> str:
     """Everything up to (not including) the pivot; returns the rootfs path."""
     rootfs = os.path.realpath(os.path.join(bundle, config["root"]["path"]))
     if not os.path.isdir(rootfs):
@@ -278,20 +291,19 @@ def prepare(config, bundle, disabled, ctx):
             rootfs = _private_layer(rootfs)
     elif "overlay" in disabled:
         raise Error("switch overlay needs a mount namespace (switch mnt is off too)")
-    dev_mounted = False
+    dev_is_bind = False  # a /dev bound in from a host path has its nodes: make none
     for m in config.get("mounts") or []:
         mount_one(m, rootfs, bundle, ctx)
-        if m["destination"].rstrip("/") == "/dev":
-            dev_mounted = "bind" not in (m.get("options") or []) and m.get("type") != "bind" \
-                and "rbind" not in (m.get("options") or [])
-            if not dev_mounted:
-                ctx["dev_is_bind"] = True
-    if not ctx.get("dev_is_bind"):
+        options = m.get("options") or []
+        if m["destination"].rstrip("/") == "/dev" and (
+                m.get("type") == "bind" or "bind" in options or "rbind" in options):
+            dev_is_bind = True
+    if not dev_is_bind:
         setup_dev(rootfs, config, ctx, all_host_devices="devices" in disabled)
     return rootfs
 
 
-def _private_layer(rootfs):
+def _private_layer(rootfs: str) -> str:
     """Switch ``overlay``: the image is not layered as built, and writes go nowhere.
 
     If the rootfs is an overlay (an image mounted by the engine's snapshotter),
@@ -316,9 +328,9 @@ def _private_layer(rootfs):
     return os.path.join(rootfs, "merged")
 
 
-def _overlay_lowers(path):
+def _overlay_lowers(path: str) -> list[str]:
     """The lowerdirs (topmost first) of the overlay mounted at ``path``, or []."""
-    found = []
+    found: list[str] = []
     with open("/proc/self/mountinfo") as f:
         for line in f:
             pre, _, post = line.partition(" - ")
@@ -329,7 +341,7 @@ def _overlay_lowers(path):
     return found
 
 
-def enter(rootfs, use_pivot):
+def enter(rootfs: str, use_pivot: bool) -> None:
     """Make ``rootfs`` the process's ``/``.
 
     pivot_root swaps the mount namespace's root and lets us detach the old
@@ -354,7 +366,7 @@ def enter(rootfs, use_pivot):
         os.close(new)
 
 
-def mask(paths):
+def mask(paths: Iterable[str]) -> None:
     """Hide files behind /dev/null and directories behind an empty ro tmpfs."""
     for p in paths:
         try:
@@ -369,7 +381,8 @@ def mask(paths):
                 raise
 
 
-def readonly(paths):
+def readonly(paths: Iterable[str]) -> None:
+    """Bind each path onto itself, read-only."""
     for p in paths:
         try:
             L.mount(p, p, None, L.MS_BIND | L.MS_REC)
@@ -380,7 +393,7 @@ def readonly(paths):
         _remount(p, L.MS_RDONLY)
 
 
-def readonly_root():
+def readonly_root() -> None:
     _remount("/", L.MS_RDONLY)
 
 
@@ -391,7 +404,7 @@ _SYSCTL_NS = [("kernel.msgmax", "ipc"), ("kernel.msgmnb", "ipc"), ("kernel.msgmn
               ("net.", "network"), ("kernel.hostname", "uts"), ("kernel.domainname", "uts")]
 
 
-def check_sysctl(sysctl, nstypes):
+def check_sysctl(sysctl: dict[str, str] | None, nstypes: Iterable[str]) -> None:
     """Refuse a sysctl that would change the host (not in a namespace we own)."""
     for key in sysctl or {}:
         for prefix, ns in _SYSCTL_NS:
@@ -403,13 +416,13 @@ def check_sysctl(sysctl, nstypes):
             raise Error("linux.sysctl %s is not namespaced: it would change the host" % key)
 
 
-def write_sysctl(sysctl):
+def write_sysctl(sysctl: dict[str, str] | None) -> None:
     for key, value in (sysctl or {}).items():
         with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
             f.write(str(value))
 
 
-def umount_under(rootfs):
+def umount_under(rootfs: str) -> None:
     """Unmount everything at or below ``rootfs`` (deepest first), lazily."""
     rootfs = os.path.realpath(rootfs)
     points = []
@@ -423,4 +436,3 @@ def umount_under(rootfs):
             L.umount2(mp, L.MNT_DETACH)
         except OSError:
             pass
-    return points

@@ -8,7 +8,20 @@ compare nr against each rule in the order the spec gives them, first match
 wins, else the default action.  Argument conditions compare the two 32-bit
 halves of a 64-bit argument.  No libseccomp: this file is the whole story.
 """
+from __future__ import annotations
+
 from .errors import Error
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Union
+
+    from .hints import SeccompProgram
+
+    #: a jump target: a label, or an offset already relative
+    Target = Union[str, int]
+    #: (names, action, argument conditions, where in config.json)
+    Rule = tuple[list[str], int, list[dict[str, Any]], str]
 
 AUDIT_ARCH = {"SCMP_ARCH_X86_64": 0xC000003E, "SCMP_ARCH_X86": 0x40000003,
               "SCMP_ARCH_X32": 0xC000003E}
@@ -22,15 +35,18 @@ FLAGS = {"SECCOMP_FILTER_FLAG_TSYNC": 1, "SECCOMP_FILTER_FLAG_LOG": 2,
          "SECCOMP_FILTER_FLAG_SPEC_ALLOW": 4}
 
 # BPF opcodes
-LD_ABS, JEQ, JGT, JGE, JSET, JA, RET, AND = 0x20, 0x15, 0x25, 0x35, 0x45, 0x05, 0x06, 0x54
+LD_ABS, JEQ, JGT, JGE, JA, RET, AND = 0x20, 0x15, 0x25, 0x35, 0x05, 0x06, 0x54
 
-def table(arch):
+
+def table(arch: str) -> dict[str, int]:
     """{name: number} for "X86_64", "X86" or "X32"."""
     from . import syscalls_x86
-    return getattr(syscalls_x86, arch)
+    numbers: dict[str, int] = getattr(syscalls_x86, arch)
+    return numbers
 
 
-def action(name, errno_ret, where):
+def action(name: str | None, errno_ret: int | None, where: str) -> int:
+    """An SCMP_ACT_* name -> the 32-bit value the filter returns."""
     if name in ("SCMP_ACT_KILL", "SCMP_ACT_KILL_THREAD"):
         return RET_KILL_THREAD
     if name == "SCMP_ACT_KILL_PROCESS":
@@ -51,41 +67,46 @@ def action(name, errno_ret, where):
 class _Asm:
     """A list of BPF instructions whose jumps may name labels."""
 
-    def __init__(self):
-        self.code = []
-        self.labels = {}
+    def __init__(self) -> None:
+        self.code: list[tuple[int, Target, Target, Target]] = []
+        self.labels: dict[str, int] = {}
         self.n = 0
 
-    def label(self, name):
+    def label(self, name: str) -> None:
+        """The next instruction is ``name``."""
         self.labels[name] = len(self.code)
 
-    def op(self, code, k=0, jt=0, jf=0):
+    def op(self, code: int, k: Target = 0, jt: Target = 0, jf: Target = 0) -> None:
+        """Append one instruction; k (for JA) and jt/jf may name labels."""
         self.code.append((code, jt, jf, k))
 
-    def fresh(self):
+    def fresh(self) -> str:
+        """A new label name."""
         self.n += 1
         return "L%d" % self.n
 
-    def assemble(self):
+    def _rel(self, target: Target, pos: int, limit: int) -> int:
+        """A jump target as the offset from the instruction after ``pos``."""
+        t = self.labels[target] - pos - 1 if isinstance(target, str) else target
+        if not 0 <= t <= limit:
+            raise Error("seccomp filter too large to assemble (jump of %d)" % t)
+        return t
+
+    def assemble(self) -> bytes:
+        """The program as ``struct sock_filter[]`` bytes."""
         out = bytearray()
         for pos, (code, jt, jf, k) in enumerate(self.code):
-            def rel(t):
-                if isinstance(t, str):
-                    t = self.labels[t] - pos - 1
-                if not 0 <= t <= (0xFFFFFFFF if code == JA else 255):
-                    raise Error("seccomp filter too large to assemble (jump of %d)" % t)
-                return t
-            if code == JA:
-                k = rel(k)
-            else:
-                jt, jf = rel(jt), rel(jf)
-            out += code.to_bytes(2, "little") + bytes((jt, jf)) + k.to_bytes(4, "little")
+            if code == JA:  # unconditional: k is the target, 32 bits wide
+                k, jt, jf = self._rel(k, pos, 0xFFFFFFFF), 0, 0
+            else:  # conditional: jt and jf are the targets, 8 bits each; k is a constant
+                jt, jf = self._rel(jt, pos, 255), self._rel(jf, pos, 255)
+            out += code.to_bytes(2, "little") + bytes((jt, jf)) + int(k).to_bytes(4, "little")
         if len(self.code) > 4096:
             raise Error("seccomp filter has %d instructions (kernel limit 4096)" % len(self.code))
         return bytes(out)
 
 
-def _arg(asm, cond, fail, where):
+def _arg(asm: _Asm, cond: dict[str, Any], fail: str, where: str) -> None:
     """Emit a check of one argument condition; jump to ``fail`` if it does not hold."""
     idx = cond["index"]
     if not 0 <= idx < 6:
@@ -97,14 +118,22 @@ def _arg(asm, cond, fail, where):
     hi, lo = v >> 32, v & 0xFFFFFFFF
     ok = asm.fresh()
     if op == "SCMP_CMP_EQ":
-        asm.op(LD_ABS, hi_off); asm.op(JEQ, hi, 0, fail)
-        asm.op(LD_ABS, lo_off); asm.op(JEQ, lo, 0, fail)
+        asm.op(LD_ABS, hi_off)
+        asm.op(JEQ, hi, 0, fail)
+        asm.op(LD_ABS, lo_off)
+        asm.op(JEQ, lo, 0, fail)
     elif op == "SCMP_CMP_NE":
-        asm.op(LD_ABS, hi_off); asm.op(JEQ, hi, 0, ok)
-        asm.op(LD_ABS, lo_off); asm.op(JEQ, lo, fail, 0)
+        asm.op(LD_ABS, hi_off)
+        asm.op(JEQ, hi, 0, ok)
+        asm.op(LD_ABS, lo_off)
+        asm.op(JEQ, lo, fail, 0)
     elif op == "SCMP_CMP_MASKED_EQ":
-        asm.op(LD_ABS, hi_off); asm.op(AND, v >> 32); asm.op(JEQ, v2 >> 32, 0, fail)
-        asm.op(LD_ABS, lo_off); asm.op(AND, v & 0xFFFFFFFF); asm.op(JEQ, v2 & 0xFFFFFFFF, 0, fail)
+        asm.op(LD_ABS, hi_off)
+        asm.op(AND, v >> 32)
+        asm.op(JEQ, v2 >> 32, 0, fail)
+        asm.op(LD_ABS, lo_off)
+        asm.op(AND, v & 0xFFFFFFFF)
+        asm.op(JEQ, v2 & 0xFFFFFFFF, 0, fail)
     elif op in ("SCMP_CMP_GT", "SCMP_CMP_GE", "SCMP_CMP_LT", "SCMP_CMP_LE"):
         # unsigned 64-bit compare: decide on the high word unless equal
         greater = op in ("SCMP_CMP_GT", "SCMP_CMP_GE")
@@ -125,7 +154,7 @@ def _arg(asm, cond, fail, where):
     asm.label(ok)
 
 
-def _rules(asm, rules, arch, default):
+def _rules(asm: _Asm, rules: list[Rule], arch: str, default: int) -> None:
     """nr is in A on entry; emits the rule chain and the default return."""
     nrs = table(arch)
     for names, act, args, where in rules:
@@ -149,7 +178,7 @@ def _rules(asm, rules, arch, default):
     asm.op(RET, default)
 
 
-def compile(sc):
+def compile(sc: dict[str, Any]) -> SeccompProgram:
     """linux.seccomp -> (BPF program bytes, seccomp() flags)."""
     default = action(sc.get("defaultAction"), sc.get("defaultErrnoRet"), "linux.seccomp.defaultAction")
     arches = set(sc.get("architectures") or ["SCMP_ARCH_X86_64"])
@@ -159,7 +188,7 @@ def compile(sc):
                         "filters x86 only)" % a)
     arches.add("SCMP_ARCH_X86_64")
     t64, t32, tx32 = table("X86_64"), table("X86"), table("X32")
-    rules = []
+    rules: list[Rule] = []
     for i, r in enumerate(sc.get("syscalls") or []):
         where = "linux.seccomp.syscalls[%d]" % i
         for n in r.get("names") or []:

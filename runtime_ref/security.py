@@ -1,17 +1,26 @@
 """Phase: what the process may do — rlimits, capabilities, ids, no_new_privs.
 
-The order is the one runc's ``finalizeNamespace`` uses, for these reasons:
-rlimits first (raising a hard limit needs CAP_SYS_RESOURCE, which we are
-about to lose); the bounding set is dropped while we still hold CAP_SETPCAP;
+The pieces ``process.finish`` puts in order.  ``finalize`` keeps the order of
+runc's ``finalizeNamespace``, for these reasons (rlimits come before it:
+raising a hard limit needs CAP_SYS_RESOURCE, which it drops): the bounding
+set is dropped while we still hold CAP_SETPCAP;
 ``PR_SET_KEEPCAPS`` around setuid, because changing from uid 0 to another
 uid clears the permitted set; only then are effective/permitted/inheritable
 set with capset, and ambient capabilities raised last (they must already be
 permitted and inheritable).
 """
+from __future__ import annotations
+
 import os
 
 from . import linux as L
 from .errors import Error
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Iterable
+
+    from .hints import Process, Switches
 
 CAPS = ["CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID",
         "SETUID", "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST",
@@ -23,7 +32,8 @@ CAPS = ["CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", 
 CAP_NUMBER = {"CAP_" + n: i for i, n in enumerate(CAPS)}
 
 
-def last_cap():
+def last_cap() -> int:
+    """The highest capability number this kernel knows."""
     try:
         with open("/proc/sys/kernel/cap_last_cap") as f:
             return int(f.read())
@@ -31,7 +41,8 @@ def last_cap():
         return len(CAPS) - 1
 
 
-def cap_mask(names, where):
+def cap_mask(names: Iterable[str] | None, where: str) -> int:
+    """Capability names -> a bit mask; an unknown name is an error naming ``where``."""
     mask = 0
     for n in names or []:
         if n not in CAP_NUMBER:
@@ -40,7 +51,7 @@ def cap_mask(names, where):
     return mask
 
 
-def check(proc):
+def check(proc: Process) -> None:
     """Validate capability names and rlimit types at create time, not in the init."""
     for kind, names in (proc.get("capabilities") or {}).items():
         cap_mask(names, "process.capabilities." + kind)
@@ -50,20 +61,22 @@ def check(proc):
             raise Error("process.rlimits: unknown type %r" % r.get("type"))
 
 
-def set_rlimits(rlimits):
+def set_rlimits(rlimits: list[dict[str, Any]] | None) -> None:
+    """process.rlimits, each as (soft, hard)."""
     import resource
     for r in rlimits or []:
         resource.setrlimit(getattr(resource, r["type"]), (r["soft"], r["hard"]))
 
 
-def drop_bounding(caps):
+def drop_bounding(caps: dict[str, list[str]]) -> None:
+    """Drop every capability the bounding set does not list (needs CAP_SETPCAP)."""
     keep = cap_mask(caps.get("bounding"), "process.capabilities.bounding")
     for cap in range(last_cap() + 1):
         if not keep & (1 << cap):
             L.prctl(L.PR_CAPBSET_DROP, cap)
 
 
-def set_user(user):
+def set_user(user: dict[str, Any]) -> None:
     """setgroups/setresgid/setresuid to process.user, keeping caps across it."""
     uid, gid = user.get("uid", 0), user.get("gid", 0)
     groups = user.get("additionalGids") or []
@@ -76,7 +89,8 @@ def set_user(user):
     L.setresuid(uid)
 
 
-def apply_caps(caps):
+def apply_caps(caps: dict[str, list[str]]) -> None:
+    """Effective, permitted and inheritable with capset; then raise the ambient set."""
     eff = cap_mask(caps.get("effective"), "process.capabilities.effective")
     perm = cap_mask(caps.get("permitted"), "process.capabilities.permitted")
     inh = cap_mask(caps.get("inheritable"), "process.capabilities.inheritable")
@@ -88,7 +102,7 @@ def apply_caps(caps):
             L.prctl(L.PR_CAP_AMBIENT, L.PR_CAP_AMBIENT_RAISE, CAP_NUMBER[n])
 
 
-def finalize(proc, disabled):
+def finalize(proc: Process, disabled: Switches) -> None:
     """Bounding set, ids, then the other capability sets (see module doc)."""
     caps = proc.get("capabilities") or {}
     drop = "caps" not in disabled
@@ -105,11 +119,11 @@ def finalize(proc, disabled):
         L.capset(full, full, full)
 
 
-def no_new_privs():
+def no_new_privs() -> None:
     L.prctl(L.PR_SET_NO_NEW_PRIVS, 1)
 
 
-def environment(proc, disabled=()):
+def environment(proc: Process, disabled: Switches = frozenset()) -> dict[str, str]:
     """process.env as a dict, with HOME filled in from /etc/passwd like runc."""
     if "env" in disabled:  # the negative control: the runtime's own environment leaks in
         return dict(os.environ)
@@ -132,7 +146,7 @@ def environment(proc, disabled=()):
     return env
 
 
-def lookup(arg0, env):
+def lookup(arg0: str, env: dict[str, str]) -> str:
     """Find the executable like execvp would, with the container's PATH."""
     if "/" in arg0:
         if not os.path.exists(arg0):
@@ -145,7 +159,7 @@ def lookup(arg0, env):
     raise Error('exec: "%s": executable file not found in $PATH' % arg0)
 
 
-def check_cwd(cwd):
+def check_cwd(cwd: str) -> None:
     """Refuse a cwd outside the container's root (CVE-2024-21626).
 
     A cwd such as /proc/self/fd/N resolves through a descriptor the runtime

@@ -6,9 +6,17 @@ either we implement it (``True``) or we say why not (a string), and a config
 that sets an unimplemented field to a non-empty value is refused with that
 field's dotted name.
 """
+from __future__ import annotations
+
 import os
 
 from .errors import Error
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Iterable
+
+    from .hints import Config, Namespaces
 
 #: Every switch (negative control) and what turning it off does.
 SWITCHES = {
@@ -56,7 +64,7 @@ _DEVRULE = [{"allow": True, "type": True, "major": True, "minor": True, "access"
 _THROTTLE = [{"major": True, "minor": True, "rate": True}]
 
 #: The shape of config.json: True = implemented, str = why it is refused.
-SCHEMA = {
+SCHEMA: dict[str, Any] = {
     "ociVersion": True,
     "process": {
         "terminal": True, "consoleSize": True,
@@ -113,7 +121,8 @@ SCHEMA = {
 }
 
 
-def _check(node, schema, where):
+def _check(node: object, schema: Any, where: str) -> None:
+    """Walk ``node`` along ``schema``; raise on the first field we would ignore."""
     if schema is True:
         return
     if isinstance(schema, str):
@@ -135,7 +144,7 @@ def _check(node, schema, where):
         _check(value, schema[key], (where + "." if where else "") + key)
 
 
-def validate(config):
+def validate(config: Config) -> Config:
     """Refuse anything we would otherwise ignore; return the config."""
     _check(config, SCHEMA, "")
     version = str(config.get("ociVersion") or "")
@@ -155,7 +164,7 @@ def validate(config):
     return config
 
 
-def load(bundle):
+def load(bundle: str) -> tuple[Config, bytes]:
     """Read and validate ``<bundle>/config.json``; returns (config, raw bytes)."""
     path = os.path.join(bundle, "config.json")
     try:
@@ -173,9 +182,9 @@ def load(bundle):
     return validate(config), raw
 
 
-def parse_switches(values):
+def parse_switches(values: Iterable[str]) -> set[str]:
     """Turn ``--disable a,b`` values and $RUNTIME_REF_DISABLE into a set."""
-    out = set()
+    out: set[str] = set()
     for v in list(values) + [os.environ.get("RUNTIME_REF_DISABLE", "")]:
         for name in v.split(","):
             name = name.strip()
@@ -187,9 +196,9 @@ def parse_switches(values):
     return out
 
 
-def namespaces(config, disabled):
+def namespaces(config: Config, disabled: Iterable[str]) -> Namespaces:
     """The namespaces to create or join: {type: path-or-None}, minus switched-off ones."""
-    out = {}
+    out: Namespaces = {}
     for ns in (config.get("linux") or {}).get("namespaces") or []:
         t = ns["type"]
         if NAMESPACE_SWITCH[t] in disabled:
@@ -200,7 +209,7 @@ def namespaces(config, disabled):
     return out
 
 
-def default_spec():
+def default_spec() -> Config:
     """What ``runtime-ref spec`` writes: a minimal config like ``runc spec``'s."""
     caps = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
     return {

@@ -8,15 +8,24 @@ init is waiting on, exactly as in runc.  Status is never stored: it is read
 from the kernel each time (is the pid alive, is it still the same process,
 is the fifo still there).
 """
+from __future__ import annotations
+
 import os
 
-from .errors import Error
 from . import jsonfast
+from .errors import Error
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .hints import Config, StateData
 
 OCI_VERSION = "1.0.2"
 
 
-def check_id(cid):
+def check_id(cid: str) -> None:
+    """Refuse an id that is not one directory name."""
     if not cid or cid in (".", "..") or "/" in cid or "\0" in cid:
         raise Error("invalid container id %r" % cid)
 
@@ -24,24 +33,24 @@ def check_id(cid):
 class Container:
     """A container in the store; ``data`` is the parsed state.json."""
 
-    def __init__(self, root, cid, data=None):
+    def __init__(self, root: str, cid: str, data: StateData | None = None) -> None:
         check_id(cid)
         self.id = cid
         self.dir = os.path.join(root, cid)
-        self.data = data or {}
+        self.data: StateData = data or {}
 
     # -- paths
     @property
-    def fifo(self):
+    def fifo(self) -> str:
         return os.path.join(self.dir, "exec.fifo")
 
     @property
-    def pid(self):
-        return self.data.get("pid") or 0
+    def pid(self) -> int:
+        return int(self.data.get("pid") or 0)
 
     # -- store
     @classmethod
-    def load(cls, root, cid):
+    def load(cls, root: str, cid: str) -> Container:
         c = cls(root, cid)
         try:
             with open(os.path.join(c.dir, "state.json"), "rb") as f:
@@ -52,18 +61,21 @@ class Container:
             raise Error('container "%s" has a corrupt state.json' % cid) from None
         return c
 
-    def save(self):
+    def save(self) -> None:
+        """Write state.json atomically (a reader never sees half of it)."""
         tmp = os.path.join(self.dir, ".state.json.tmp")
         with open(tmp, "w") as f:
             f.write(jsonfast.dumps(self.data))
         os.rename(tmp, os.path.join(self.dir, "state.json"))
 
-    def config(self):
+    def config(self) -> Config:
+        """config.json as ``create`` saw it."""
         with open(os.path.join(self.dir, "config.json"), "rb") as f:
-            return jsonfast.loads(f.read())
+            config: Config = jsonfast.loads(f.read())
+        return config
 
     # -- status, read from the kernel
-    def alive(self):
+    def alive(self) -> bool:
         """True while the init process exists and is not a zombie."""
         pid = self.pid
         if not pid:
@@ -77,14 +89,15 @@ class Container:
         if fields[0] in (b"Z", b"X"):
             return False
         # field 22 (starttime) guards against a recycled pid
-        return int(fields[19]) == self.data.get("starttime", int(fields[19]))
+        return int(fields[19]) == int(self.data.get("starttime", fields[19]))
 
-    def status(self):
+    def status(self) -> str:
+        """created (the init waits on exec.fifo), running or stopped."""
         if not self.alive():
             return "stopped"
         return "created" if os.path.exists(self.fifo) else "running"
 
-    def oci_state(self):
+    def oci_state(self) -> dict[str, Any]:
         """The runtime-spec state object (what ``state`` prints and hooks read)."""
         status = self.status()
         return {
@@ -97,13 +110,15 @@ class Container:
         }
 
 
-def starttime(pid):
+def starttime(pid: int) -> int:
+    """Field 22 of /proc/PID/stat: when the process started, in clock ticks since boot."""
     with open("/proc/%d/stat" % pid, "rb") as f:
         stat = f.read()
     return int(stat[stat.rindex(b")") + 2:].split()[19])
 
 
-def list_ids(root):
+def list_ids(root: str) -> list[str]:
+    """The containers under ``root``, sorted."""
     try:
         return sorted(n for n in os.listdir(root)
                       if os.path.isfile(os.path.join(root, n, "state.json")))

@@ -3,6 +3,7 @@
 X32 numbers include __X32_SYSCALL_BIT (0x40000000).  Dict literals, because
 unmarshalling them from the .pyc is faster than parsing anything at run time.
 """
+from __future__ import annotations
 
 X86_64 = {
     'read': 0, 'write': 1, 'open': 2, 'close': 3, 'stat': 4, 'fstat': 5, 'lstat': 6, 'poll': 7,

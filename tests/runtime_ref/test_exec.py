@@ -1,4 +1,8 @@
 """`runtime-ref exec`: a second process inside a running container."""
+from __future__ import annotations
+
+import json
+
 from conftest import reap
 
 
@@ -48,3 +52,23 @@ def test_exec_unknown_command(ref):
     cid = _running(ref)
     done = ref.cmd("exec", cid, "no-such-cmd")
     assert done.returncode != 0 and "executable file not found" in done.stderr
+
+
+def test_exec_makes_its_process_like_the_init(ref):
+    """The init and exec share process.finish: an exec'd process gets the config's
+    oomScoreAdj and a missing cwd is created, as the init does (exec once skipped both)."""
+    with open("/proc/self/oom_score_adj") as f:
+        ours = int(f.read())
+    cfg = json.loads(json.dumps(ref.config))
+    cfg["process"]["oomScoreAdj"] = ours + 123  # raising it needs no privilege
+    cfg["process"]["cwd"] = "/made/by/the/init"
+    cid = ref.create(["sleep", "91"], config=cfg)
+    ref.cmd("start", cid)
+    done = ref.cmd("exec", cid, "sh", "-c", "cat /proc/1/oom_score_adj /proc/self/oom_score_adj; pwd")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(ours + 123), str(ours + 123), "/made/by/the/init"]
+    done = ref.cmd("exec", "--cwd", "/made/by/exec", "--user", "65534:65534", cid,
+                   "sh", "-c", "pwd; stat -c %u /made/by/exec; id -u")
+    assert done.returncode == 0, done.stderr
+    # made before the user changes, by the container's root, like the init's
+    assert done.stdout.split() == ["/made/by/exec", "0", "65534"]

@@ -1,0 +1,129 @@
+"""The ``exec`` verb: another process in a running container.
+
+runtime-ref's ``setns_init_linux.go``.  The runtime opens the init's
+namespaces and root, joins its pid and time namespaces (they apply to
+children only) and forks; the child joins the container's cgroups (while
+``/sys/fs/cgroup`` is still the host's), setns into the other namespaces,
+chroots into the init's root, and from there is made exactly like the init's
+process, by the same ``process.finish``.
+"""
+from __future__ import annotations
+
+import os
+
+from . import cgroups, namespaces, process, security
+from . import linux as L
+from .container import FORWARD, wait_status
+from .errors import Error
+from .state import Container
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import signal
+    from typing import NoReturn
+
+    from .hints import Config, ExecOptions, Process, SeccompProgram, Switches
+else:
+    import _signal as signal  # the C module: `signal` imports enum (~3 ms)
+
+#: the init's namespaces an exec'd process joins when they are not the runtime's own
+_NAMESPACES = ("user", "ipc", "uts", "network", "cgroup", "pid", "time", "mount")
+
+
+def exec_process(root: str, cid: str, args: list[str], opts: ExecOptions) -> int:
+    """Run ``args`` (or the ``--process`` file) in container ``cid``; returns its exit
+    status, or 0 at once with ``--detach``."""
+    c = Container.load(root, cid)
+    if c.status() != "running":
+        raise Error("cannot exec in a container in state %s" % c.status())
+    config = c.config()
+    disabled = set(c.data.get("disabled") or [])
+    proc = _process(config, args, opts)
+    security.check(proc)
+    prog = _seccomp(config, disabled)
+    fds = _namespaces_to_join(c.pid)
+    rootfd = os.open("/proc/%d/root" % c.pid, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    # pid and time namespaces apply to children: join them here, then fork
+    for t in ("pid", "time"):
+        if t in fds:
+            L.setns(fds[t], namespaces.CLONE_FLAG[t])
+    r, w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(r)
+        try:
+            _child(c, proc, disabled, prog, fds, rootfd)
+        except BaseException as e:
+            os.write(w, str(e).encode(errors="replace"))
+        os._exit(127)
+    os.close(w)
+    err = os.read(r, 65536)
+    os.close(r)
+    if err:
+        os.waitpid(child, 0)
+        raise Error(err.decode(errors="replace"))
+    if opts["pid_file"]:
+        with open(opts["pid_file"], "w") as f:
+            f.write(str(child))
+    if opts["detach"]:
+        return 0
+    for name in FORWARD:
+        signal.signal(getattr(signal, name), lambda s, f: os.kill(child, s))
+    return wait_status(child)
+
+
+def _process(config: Config, args: list[str], opts: ExecOptions) -> Process:
+    """The container's process settings with exec's own overrides on top."""
+    proc = dict(config["process"])
+    if opts["process"]:
+        from .jsonfast import loads
+        with open(opts["process"], "rb") as f:
+            proc = loads(f.read())
+    if args:
+        proc["args"] = args
+    if not proc.get("args"):
+        raise Error("exec: no command given")
+    if opts["env"]:
+        proc["env"] = list(proc.get("env") or []) + opts["env"]
+    if opts["cwd"]:
+        proc["cwd"] = opts["cwd"]
+    if opts["user"]:
+        u, _, g = opts["user"].partition(":")
+        proc["user"] = dict(proc.get("user") or {}, uid=int(u), gid=int(g or 0))
+    if proc.get("terminal"):
+        raise Error("exec: a terminal is not supported by runtime-ref (use no -t)")
+    return proc
+
+
+def _seccomp(config: Config, disabled: Switches) -> SeccompProgram | None:
+    sc = (config.get("linux") or {}).get("seccomp")
+    if sc and "seccomp" not in disabled:
+        from . import seccomp
+        return seccomp.compile(sc)
+    return None
+
+
+def _namespaces_to_join(pid: int) -> dict[str, int]:
+    """{type: fd} of every namespace of the init that is not already ours."""
+    fds = {}
+    for t in _NAMESPACES:
+        name = namespaces.PROC_NAME[t]
+        theirs = "/proc/%d/ns/%s" % (pid, name)
+        if os.readlink(theirs) != os.readlink("/proc/self/ns/%s" % name):
+            fds[t] = os.open(theirs, os.O_RDONLY | os.O_CLOEXEC)
+    return fds
+
+
+def _child(c: Container, proc: Process, disabled: Switches, prog: SeccompProgram | None,
+           fds: dict[str, int], rootfd: int) -> NoReturn:
+    """In the forked child: into the container, then the same last steps as the init."""
+    # cgroups first: /sys/fs/cgroup is only visible from the host mount namespace
+    cgroups.add(c.data["cgroups"]["leaves"], 0)
+    namespaces.join(fds)
+    if "user" in fds:
+        L.setresgid(0)
+        L.setresuid(0)
+    # the container's root (pivot_root'ed or chroot'ed): enter it explicitly
+    os.fchdir(rootfd)
+    os.chroot(".")
+    process.finish(proc, disabled, prog, {})

@@ -1,0 +1,72 @@
+"""Names for the type hints of runtime-ref, read by type checkers only.
+
+Every other module imports this under ``if TYPE_CHECKING:`` (with
+``TYPE_CHECKING = False`` of its own) and has ``from __future__ import
+annotations``, so hints are never evaluated and ``typing`` (~15 ms to import)
+costs a container start nothing.  Nothing imports this module at run time.
+"""
+from __future__ import annotations
+
+from typing import AbstractSet, Any, Dict, List, Optional, Tuple, TypedDict
+
+#: config.json, parsed (validated against ``spec.SCHEMA``)
+Config = Dict[str, Any]
+#: its ``process`` object, or what ``exec --process`` reads
+Process = Dict[str, Any]
+#: the switches turned off for this container (negative controls; ``spec.SWITCHES``)
+Switches = AbstractSet[str]
+#: namespace type -> the path of one to join, or None for a new one
+Namespaces = Dict[str, Optional[str]]
+#: a compiled ``linux.seccomp``: classic BPF program bytes and seccomp(2) flags
+SeccompProgram = Tuple[bytes, int]
+#: state.json's content (``state.Container.data``)
+StateData = Dict[str, Any]
+
+
+class CgroupSet(TypedDict):
+    """The container's cgroups as ``cgroups.create`` made them (kept in state.json)."""
+
+    version: str            #: "v1" or "v2"
+    leaves: List[str]       #: the directories the container's processes are placed in
+    created: List[str]      #: the directories we made, to remove on delete
+    controllers: List[str]  #: v1: the controller of each leaf ("" on v2)
+
+
+class ExecOptions(TypedDict):
+    """``exec``'s flags (cli.py)."""
+
+    env: Optional[List[str]]   #: --env K=V, added to process.env
+    cwd: Optional[str]
+    user: Optional[str]        #: UID[:GID]
+    detach: bool
+    pid_file: Optional[str]
+    process: Optional[str]     #: a process.json to run instead of config.json's process
+
+
+class Progress(TypedDict, total=False):
+    """Where ``process.finish`` says which step is under way (for error messages)."""
+
+    step: str
+
+
+class InitContext(Progress, total=False):
+    """What the runtime hands its cloned init (a dict: the init is a fork, nothing is sent)."""
+
+    config: Config
+    bundle: str
+    disabled: Switches
+    nss: Namespaces
+    seccomp: Optional[SeccompProgram]
+    cgroups: CgroupSet
+    cgroups_path: Optional[str]
+    mntns: bool
+    userns: bool
+    cgroupns: bool
+    join_fds: Dict[str, int]         #: namespaces to setns into (not pid/time: the runtime did those)
+    from_parent: int                 #: pipe ends of the handshake (see init.py)
+    to_parent: Optional[int]         #: None once the init has reported ready
+    fifo_dir: Optional[int]          #: the state directory, to open exec.fifo in (None: no fifo)
+    hooks_before_pivot: bool
+    hook_state: Dict[str, Any]
+    # written by the init itself (and "step", from Progress)
+    in_cgroups: bool                 #: the runtime has placed us in our cgroups

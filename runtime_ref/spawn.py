@@ -1,0 +1,180 @@
+"""The runtime's side of the init handshake: clone the init, then see it to ready.
+
+``spawn`` is called by ``create`` once the state directory and the cgroups
+exist.  It clones the init into its new namespaces (one ``clone``), then,
+while the init builds its mounts: writes the uid/gid maps (``M``), places the
+init in its cgroups and writes their limits (``C``), runs the prestart and
+createRuntime hooks when the init asks (``H`` / ``G``), and returns when the
+init says it is ready (``R``) or raises its error (``E``).  The protocol is
+described in init.py, which is the other side.
+"""
+from __future__ import annotations
+
+import os
+
+from . import cgroups, namespaces
+from . import linux as L
+from .errors import Error
+from .state import OCI_VERSION
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import signal
+    from typing import Any, Callable
+
+    from .hints import CgroupSet, Config, InitContext, Namespaces, SeccompProgram, Switches
+    from .state import Container
+else:
+    import _signal as signal  # the C module: `signal` imports enum (~3 ms)
+
+LEAKY_FD = 7  # where the cwd-check control leaves the state directory's descriptor
+
+_reserved_leaky_fd = False
+
+
+def reserve_leaky_fd() -> None:
+    """Hold LEAKY_FD (on /dev/null) from the start of a cwd-check control run, so the
+    state directory's descriptor can be put there later whatever else gets opened."""
+    global _reserved_leaky_fd
+    try:
+        os.fstat(LEAKY_FD)
+        return  # taken already (an inherited descriptor): leave it alone
+    except OSError:
+        pass
+    fd = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+    if fd != LEAKY_FD:
+        os.dup2(fd, LEAKY_FD, inheritable=False)
+        os.close(fd)
+    _reserved_leaky_fd = True
+
+
+def _open_fifo_dir(c: Container, disabled: Switches) -> int:
+    """The state directory, for the init to open exec.fifo in after the pivot."""
+    fifo_dir = os.open(c.dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    if "cwd-check" in disabled and _reserved_leaky_fd:
+        # The negative control of CVE-2024-21626 plays runc < 1.1.12, whose leaked host
+        # directory fd had a stable number: put ours at that number, so the control
+        # does not depend on which descriptors this process happens to hold.
+        os.dup2(fifo_dir, LEAKY_FD, inheritable=False)
+        os.close(fifo_dir)
+        fifo_dir = LEAKY_FD
+    return fifo_dir
+
+
+def spawn(c: Container, config: Config, bundle: str, disabled: Switches, nss: Namespaces,
+          prog: SeccompProgram | None, cg: CgroupSet, fifo: bool) -> int:
+    """Clone the init and walk it through the handshake; returns its pid once it is ready."""
+    hooks = config.get("hooks") or {}
+    hook_state = {"ociVersion": OCI_VERSION, "id": c.id, "status": "creating", "pid": 0,
+                  "bundle": bundle, "annotations": config.get("annotations") or {}}
+    join_fds = namespaces.open_joins(nss)
+    from_parent, to_init = os.pipe()
+    from_init, to_parent = os.pipe()
+    fifo_dir = _open_fifo_dir(c, disabled) if fifo else None
+    ctx: InitContext = {
+        "config": config, "bundle": bundle, "disabled": disabled, "nss": nss,
+        "seccomp": prog, "cgroups": cg, "cgroups_path": (config.get("linux") or {}).get("cgroupsPath"),
+        "mntns": "mount" in nss, "userns": "user" in nss, "cgroupns": "cgroup" in nss,
+        "join_fds": {t: fd for t, fd in join_fds.items() if t not in ("pid", "time")},
+        "from_parent": from_parent, "to_parent": to_parent, "fifo_dir": fifo_dir,
+        "hooks_before_pivot": bool(hooks.get("prestart") or hooks.get("createRuntime")
+                                   or hooks.get("createContainer")),
+        "hook_state": hook_state}
+    # Everything the init will need is imported now: once in a user namespace
+    # it may not be allowed to read Python's own files (e.g. under /root).
+    import fcntl  # noqa: F401  (init: loopback_up)
+
+    from . import init
+    if any(hooks.values()):
+        import subprocess  # noqa: F401
+
+        from . import hooks as _hooks  # noqa: F401
+        from . import jsonfast  # noqa: F401
+    restore = namespaces.before_clone(nss, join_fds, config)
+    try:
+        pid = L.clone(namespaces.clone_flags(nss))
+        if pid == 0:
+            os.close(to_init)
+            os.close(from_init)
+            init.main(ctx)  # never returns (nor runs the finally below: it ends in _exit)
+    finally:
+        namespaces.after_clone(restore)
+    os.close(from_parent)
+    os.close(to_parent)
+    for fd in join_fds.values():
+        os.close(fd)
+    if fifo_dir is not None:
+        os.close(fifo_dir)
+    hook_state["pid"] = pid
+    try:
+        _handshake(pid, config, disabled, nss, cg, hook_state, to_init, from_init)
+    except BaseException:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+        os.waitpid(pid, 0)
+        raise
+    finally:
+        os.close(to_init)
+        os.close(from_init)
+    return pid
+
+
+def _handshake(pid: int, config: Config, disabled: Switches, nss: Namespaces, cg: CgroupSet,
+               hook_state: dict[str, Any], to_init: int, from_init: int) -> None:
+    """Our half of the protocol in init.py, until the init is ready (``R``)."""
+    # Joining a cgroup waits for an RCU grace period (~12 ms): a thread
+    # does it while we write the maps and limits and the init its mounts.
+    joined = _Background(cgroups.add, cg["leaves"], pid)
+    try:
+        if nss.get("user", 1) is None:
+            namespaces.write_id_maps(pid, config)
+            os.write(to_init, b"M")
+        linux = config.get("linux") or {}
+        cgroups.set_limits(cg, linux.get("resources") or {}, disabled, linux.get("devices") or [])
+        joined.result()
+        os.write(to_init, b"C")
+    except BrokenPipeError:
+        pass  # the init failed early: its message is waiting below
+    finally:
+        joined.result(raise_error=False)
+    while True:
+        msg = os.read(from_init, 65536)
+        if msg == b"H":
+            from . import hooks as H
+            H.run(config, "prestart", hook_state)
+            H.run(config, "createRuntime", hook_state)
+            os.write(to_init, b"G")
+        elif msg == b"R":
+            return
+        elif msg.startswith(b"E"):
+            raise Error(msg[1:].decode(errors="replace"))
+        else:
+            raise Error("container init exited before it was ready")
+
+
+class _Background:
+    """Run one call in a thread (``_thread``: ``threading`` costs ms to import)."""
+
+    def __init__(self, fn: Callable[..., object], *args: object) -> None:
+        import _thread
+        self._lock = _thread.allocate_lock()
+        self._lock.acquire()
+        self._error: BaseException | None = None
+        _thread.start_new_thread(self._run, (fn, args))
+
+    def _run(self, fn: Callable[..., object], args: tuple[object, ...]) -> None:
+        try:
+            fn(*args)
+        except BaseException as e:
+            self._error = e
+        finally:
+            self._lock.release()
+
+    def result(self, raise_error: bool = True) -> None:
+        """Wait for the call to end; re-raise its exception unless told not to."""
+        if self._lock.acquire():
+            self._lock.release()
+        if raise_error and self._error is not None:
+            raise self._error
