@@ -13,6 +13,10 @@ Steps (strings or one-key mappings):
   release   (end the entrypoint's stdin: a ``read _`` returns)
   wait      (the entrypoint's exit status becomes the scenario's ``exit``)
   stdout: <text expectation>   (what the entrypoint has written so far)
+
+Each step is one verb of ``lifecycle.Container`` or of its driver, the same
+ones every other path uses; ``wait`` kills the container past the timeout,
+and ``lifecycle.held`` deletes it after the last step, however the steps end.
 """
 from __future__ import annotations
 
