@@ -20,9 +20,9 @@ from typing import Any
 from conformance.model.errors import RuntimeNotFound
 from conformance.model.scenario import Scenario
 
-from . import hostinfo
+from . import drivers, hostinfo
 from .executor import execute
-from .runtimes import REF_ENV, resolve
+from .runtimes import REF_ENV
 from .session import RunSession
 
 
@@ -30,8 +30,8 @@ def describe(request: dict[str, Any]) -> dict[str, Any]:
     runtimes: dict[str, Any] = {}
     for name in request["runtimes"]:
         try:
-            profile = resolve(name, request.get("flags", {}).get(name))
-            runtimes[profile.name] = profile.as_json()
+            column, entry = drivers.describe(name, request.get("flags", {}))
+            runtimes[column] = entry
         except RuntimeNotFound as exc:
             runtimes[name] = {"path": None, "version": None, "error": str(exc)}
     return {"profile": hostinfo.profile(), "runtimes": runtimes}

@@ -33,11 +33,11 @@ def execute(scenario: Scenario, runtime: str, disabled: tuple[str, ...], session
     try:
         with host_setup.prepared(scenario.host_setup, session.workdir) as variables:
             variables["host_hostname"] = socket.gethostname()
-            bundle = build(scenario, cid, session.workdir, driver.profile.spec_version, variables)
+            bundle = build(scenario, cid, session.workdir, driver.spec_version, variables)
             try:
                 obs = observe(scenario, driver, bundle, cid)
             finally:
                 bundle.remove()
-        return Execution(observation=obs, variables=bundle.variables, oci_version=driver.profile.spec_version)
+        return Execution(observation=obs, variables=bundle.variables, oci_version=driver.spec_version)
     except (ConformanceError, OSError) as exc:
         return Execution(error=f"{scenario.location}: the harness could not run this scenario: {exc}")

@@ -32,14 +32,18 @@ def filled(checks: tuple[InsideCheck, ...], variables: dict[str, str]) -> list[I
     return [InsideCheck(c.module, fill(c.argument, variables), c.expect) for c in checks]
 
 
-def read(scenario: Scenario, runtime_argv: list[str], cid: str,
+def read(scenario: Scenario, exec_argv: list[str], cid: str,
          variables: dict[str, str]) -> list[InsideReading]:
-    """Read every testinfra check of ``scenario`` inside the running container ``cid``."""
+    """Read every testinfra check of ``scenario`` inside the running container ``cid``.
+
+    ``exec_argv`` runs a command inside it once the command's argv is appended
+    (the driver's ``exec_argv``: ``RUNTIME --root ROOT exec ID``).
+    """
     # testinfra is an optional dependency on a remote host: imported only when a check needs it
     from . import testinfra_exec
 
     try:
-        host = testinfra_exec.container_host(runtime_argv, cid)
+        host = testinfra_exec.container_host(exec_argv, cid)
     except Exception as exc:  # the first exec failed: nothing can be read
         return not_running(scenario, f"exec into the container failed: {' '.join(str(exc).split())[:300]}")
     return testinfra_exec.read_checks(host, filled(scenario.inside_checks, variables))

@@ -7,10 +7,12 @@ while the entrypoint runs, or after it exited but before delete — because a
 cgroup counter only exists until delete, and a namespace link only while the
 process lives.
 
-A scenario with host facts uses create/start/delete; the others use one
-``run``, which is the runtime's fastest path.  The container's stdin is a
-pipe the harness holds: a scenario that must stay alive for a "running"
-probe ends with ``read _``, and the harness closes the pipe when done.
+A scenario with host facts goes through ``lifecycle.running`` (create,
+start, wait, delete, with a probe at each stage); a lifecycle scenario drives
+the same verbs one by one (steps.py); the others use one ``run``, which is
+the runtime's fastest path.  The container's stdin is a pipe the harness
+holds: a scenario that must stay alive for a "running" probe ends with
+``read _``, and the harness closes the pipe when done.
 """
 from __future__ import annotations
 
@@ -24,9 +26,9 @@ from conformance.model.placeholders import fill
 from conformance.model.records import FactReading, Observation
 from conformance.model.scenario import HostFact, Scenario
 
-from . import cgroupfs, inside
+from . import cgroupfs, inside, lifecycle
 from .bundle import Bundle
-from .driver import RuntimeDriver, wait_exit
+from .drivers import RuntimeDriver
 from .image import read_layer_file
 from .steps import run_steps
 
@@ -96,15 +98,6 @@ def _wait_exec(pid: int, before: str | None, timeout: float) -> bool:
     return False
 
 
-def _release(stdin_w: int) -> None:
-    """Let a container waiting in ``read _`` go: one line, then end of input."""
-    try:
-        os.write(stdin_w, b"\n")
-    except OSError:  # the container already exited and closed its end
-        pass
-    os.close(stdin_w)
-
-
 def _read_outputs(bundle: Bundle, obs: Observation) -> None:
     obs.stdout = (bundle.path / "stdout").read_text(errors="replace")
     obs.stderr = (bundle.path / "stderr").read_text(errors="replace")
@@ -134,44 +127,52 @@ def observe(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str)
 
 def _steps(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str,
            out, err, obs: Observation) -> None:
-    results, obs.exit, obs.timed_out = run_steps(list(scenario.steps), driver, bundle.path, cid, out, err,
-                                                 scenario.timeout, bundle.path / "stdout")
-    obs.steps = results
+    with lifecycle.held(driver, bundle.path, cid, out, err, scenario.timeout) as container:
+        obs.steps = run_steps(list(scenario.steps), container, bundle.path / "stdout")
+    obs.exit, obs.timed_out = container.exit, container.timed_out
+
+
+class _StageReader:
+    """Reads the scenario's host facts at each stage ``lifecycle.running`` stops at."""
+
+    def __init__(self, scenario: Scenario, variables: dict[str, str], obs: Observation) -> None:
+        self.wanted = {stage: [f for f in scenario.host_facts if f.when == stage]
+                       for stage in ("created", "running", "exited", "deleted")}
+        self.variables, self.obs = variables, obs
+        self.probe: _HostProbe | None = None
+        self.created_exe: str | None = None
+
+    def at(self, stage: str, container: lifecycle.Container) -> None:
+        if stage == "created":
+            assert container.pid is not None
+            self.probe = _HostProbe(container.pid, self.variables)
+            self.created_exe = _exe(container.pid)
+        self.read(stage)
+
+    def read(self, stage: str) -> None:
+        assert self.probe is not None, "no probe before the container was created"
+        self.obs.facts += [self.probe.read(f) for f in self.wanted[stage]]
 
 
 def _lifecycle(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str,
                out, err, obs: Observation) -> None:
-    stages = {stage: [f for f in scenario.host_facts if f.when == stage]
-              for stage in ("created", "running", "exited", "deleted")}
-    stdin_r, stdin_w = os.pipe()
-    try:
-        try:
-            pid = driver.create(bundle.path, cid, stdin_r, out, err, scenario.timeout)
-        finally:
-            os.close(stdin_r)
-        probe = _HostProbe(pid, bundle.variables)
-        created_exe = _exe(pid)
-        obs.facts += [probe.read(f) for f in stages["created"]]
-        driver.start(cid)
-        if stages["running"] or scenario.inside_checks:
-            if driver.profile.sandboxed or _wait_exec(pid, created_exe, min(EXEC_WAIT_S, scenario.timeout)):
-                obs.facts += [probe.read(f) for f in stages["running"]]
-                if scenario.inside_checks:  # commands inside, through the runtime's exec
-                    obs.inside = inside.read(scenario, driver.profile.argv(driver.root), cid, bundle.variables)
-            else:
-                why = "the entrypoint was not seen running (it exited first, or exec never happened)"
-                obs.facts += [FactReading(f, error=why) for f in stages["running"]]
-                obs.inside = inside.not_running(scenario, why)
-        _release(stdin_w)
-        stdin_w = -1
-        obs.exit, obs.timed_out = wait_exit(pid, scenario.timeout)
-        if obs.timed_out:
-            driver.kill(cid)
-            wait_exit(pid, 5.0)
-        obs.facts += [probe.read(f) for f in stages["exited"]]
-        driver.delete(cid)  # poststop hooks run here; "deleted" facts see their effects
-        obs.facts += [probe.read(f) for f in stages["deleted"]]
-    finally:
-        if stdin_w >= 0:
-            os.close(stdin_w)
-        driver.delete(cid)  # quiet when already gone: this is the guarantee on every other path
+    stages = _StageReader(scenario, bundle.variables, obs)
+    with lifecycle.running(driver, bundle.path, cid, out, err, scenario.timeout, at=stages.at) as container:
+        if stages.wanted["running"] or scenario.inside_checks:
+            _while_running(scenario, driver, container, stages, obs)
+    obs.exit, obs.timed_out = container.exit, container.timed_out
+
+
+def _while_running(scenario: Scenario, driver: RuntimeDriver, container: lifecycle.Container,
+                   stages: _StageReader, obs: Observation) -> None:
+    """Host facts and testinfra checks, once the entrypoint is seen running (runsc: once started)."""
+    assert container.pid is not None
+    if driver.sandboxed or _wait_exec(container.pid, stages.created_exe, min(EXEC_WAIT_S, scenario.timeout)):
+        stages.read("running")
+        if scenario.inside_checks:  # commands inside, through the runtime's exec
+            obs.inside = inside.read(scenario, driver.exec_argv(container.cid), container.cid,
+                                     stages.variables)
+    else:
+        why = "the entrypoint was not seen running (it exited first, or exec never happened)"
+        obs.facts += [FactReading(f, error=why) for f in stages.wanted["running"]]
+        obs.inside = inside.not_running(scenario, why)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -18,7 +19,8 @@ from pathlib import Path
 
 from conformance.model.errors import ConformanceError, RuntimeNotFound
 
-from .driver import RuntimeDriver, become_subreaper
+from . import drivers
+from .drivers import RuntimeDriver
 from .image import unmount_tree
 from .runtimes import RuntimeProfile, resolve
 
@@ -35,7 +37,6 @@ class RunSession:
         self._workdir: Path | None = None
         self._profiles: dict[str, RuntimeProfile | RuntimeNotFound] = {}
         self._drivers: dict[tuple[str, tuple[str, ...]], RuntimeDriver] = {}
-        self.subreaper = False
 
     @property
     def workdir(self) -> Path:
@@ -51,7 +52,7 @@ class RunSession:
         return f"cf-{self._tag}-{secrets.token_hex(4)}"
 
     def profile(self, name: str) -> RuntimeProfile:
-        """The resolved runtime; raises RuntimeNotFound (remembered) when it is missing."""
+        """The resolved runtime (a name or path, no lane); raises RuntimeNotFound (remembered) when it is missing."""
         if name not in self._profiles:
             try:
                 self._profiles[name] = resolve(name, self.runtime_flags.get(name))
@@ -63,19 +64,20 @@ class RunSession:
         return found
 
     def driver(self, name: str, disabled: tuple[str, ...] = ()) -> RuntimeDriver:
-        """The driver for a runtime; ``disabled`` switches (ref only) make a negative-control variant."""
+        """The driver for a ``--runtime`` value, in the lane it names (``drivers.parse``);
+        ``disabled`` switches (ref only) make a negative-control variant."""
         key = (name, disabled)
         if key not in self._drivers:
-            if not self.subreaper:
-                self.subreaper = become_subreaper()
-            profile = self.profile(name)
+            lane = drivers.parse(name)
+            profile = self.profile(lane.runtime)
             if disabled:
                 self._check_switches(profile, disabled)
                 profile = dataclasses.replace(profile, global_flags=[*profile.global_flags,
                                                                      "--disable", ",".join(disabled)])
-            root = self._state_root / (profile.name + "".join(f"-no-{d}" for d in disabled))
+            column = lane.driver_class.qualify(profile.name)
+            root = self._state_root / (re.sub(r"[^\w.-]", "-", column) + "".join(f"-no-{d}" for d in disabled))
             root.mkdir(parents=True, exist_ok=True)
-            self._drivers[key] = RuntimeDriver(profile, root)
+            self._drivers[key] = lane.driver_class(profile, root)
         return self._drivers[key]
 
     def _check_switches(self, profile: RuntimeProfile, disabled: tuple[str, ...]) -> None:

@@ -2,7 +2,8 @@
 
 ``RuntimeExecBackend`` is one more testinfra backend, the size of testinfra's
 own podman backend: where podman runs ``podman exec NAME /bin/sh -c CMD``,
-this runs ``RUNTIME --root ROOT exec ID /bin/sh -c CMD``.  A ``Host`` over it
+this runs ``EXEC_ARGV /bin/sh -c CMD``, where the driver's ``exec_argv`` gives
+the prefix (the bare lane: ``RUNTIME --root ROOT exec ID``).  A ``Host`` over it
 offers every testinfra module; the checks never know how their commands
 travel.
 
@@ -77,14 +78,14 @@ class RuntimeExecBackend(base.BaseBackend):
 
     NAME = "runtime-exec"
 
-    def __init__(self, cid: str, runtime_argv: Sequence[str], *args: Any, **kwargs: Any) -> None:
-        self.runtime_argv = list(runtime_argv)  # e.g. ["runc", "--root", "/run/…"]
+    def __init__(self, cid: str, exec_argv: Sequence[str], *args: Any, **kwargs: Any) -> None:
+        self.exec_argv = list(exec_argv)  # e.g. ["runc", "--root", "/run/…", "exec", cid]
         super().__init__(cid, *args, **kwargs)
 
     def run(self, command: str, *args: str, **kwargs: Any) -> base.CommandResult:
         cmd = _busybox_ps(self.get_command(command, *args))
         script = GETENT_SHIM + cmd if "getent" in cmd else cmd
-        argv = [*self.runtime_argv, "exec", self.hostname, "/bin/sh", "-c", script]
+        argv = [*self.exec_argv, "/bin/sh", "-c", script]
         try:
             done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
                                   timeout=EXEC_TIMEOUT_S, start_new_session=True)
@@ -94,12 +95,12 @@ class RuntimeExecBackend(base.BaseBackend):
         return self.result(_busybox_ip_status(cmd, rc, err), self.encode(cmd), out, err)
 
     def get_pytest_id(self) -> str:
-        return f"{os.path.basename(self.runtime_argv[0])}-exec://{self.hostname}"
+        return f"{os.path.basename(self.exec_argv[0])}-exec://{self.hostname}"
 
 
-def container_host(runtime_argv: Sequence[str], cid: str) -> testinfra.host.Host:
-    """A testinfra Host whose commands run inside the running container ``cid``."""
-    host = testinfra.host.Host(RuntimeExecBackend(cid, runtime_argv))
+def container_host(exec_argv: Sequence[str], cid: str) -> testinfra.host.Host:
+    """A testinfra Host whose commands run inside the running container ``cid`` (``exec_argv``: see above)."""
+    host = testinfra.host.Host(RuntimeExecBackend(cid, exec_argv))
     _known_linux(host)
     return host
 

@@ -22,9 +22,9 @@ import zipfile
 from pathlib import Path
 from typing import Any, Protocol
 
-from conformance.host import hostinfo
+from conformance.host import drivers, hostinfo
 from conformance.host.executor import execute
-from conformance.host.runtimes import ref_launcher, resolve
+from conformance.host.runtimes import ref_launcher
 from conformance.host.session import RunSession
 from conformance.model.errors import ConformanceError, RuntimeNotFound
 from conformance.model.records import Execution
@@ -62,8 +62,8 @@ class LocalTarget:
         out: dict[str, Any] = {}
         for name in runtimes:
             try:
-                profile = resolve(name, self.runtime_flags.get(name))
-                out[profile.name] = profile.as_json()
+                column, entry = drivers.describe(name, self.runtime_flags)
+                out[column] = entry
             except RuntimeNotFound as exc:
                 out[name] = {"path": None, "version": None, "error": str(exc)}
         return {"profile": hostinfo.profile(), "runtimes": out}

@@ -27,16 +27,14 @@ in ``testinfra_backend``), and ``host.run``.
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import pytest
 import testinfra.host
 
-from conformance.host import cgroupfs
+from conformance.host import cgroupfs, lifecycle
 from conformance.host.bundle import build
-from conformance.host.driver import wait_exit
 from conformance.host.session import RunSession
 from conformance.host.testinfra_exec import container_host as _host_for
 from conformance.model.scenario import Expectations, Scenario
@@ -55,22 +53,13 @@ def running_container(session: RunSession, runtime: str, patch: dict[str, Any] |
     cid = session.new_container_id()
     spec = Scenario(id="container-host", title="container_host", tags=(), controls=(), args=tuple(args),
                     expect=Expectations(), path=Path("<container_host>"), line=0, patch=patch or {})
-    bundle = build(spec, cid, session.workdir, driver.profile.spec_version, {})
-    stdin_r, stdin_w = os.pipe()
-    pid = None
+    bundle = build(spec, cid, session.workdir, driver.spec_version, {})
     try:
         with open(bundle.path / "stdout", "wb") as out, open(bundle.path / "stderr", "wb") as err:
-            try:
-                pid = driver.create(bundle.path, cid, stdin_r, out, err, START_TIMEOUT_S)
-            finally:
-                os.close(stdin_r)
-            driver.start(cid)
-            yield _host_for(driver.profile.argv(driver.root), cid)
+            # leaving ends `cat` (stdin closed), waits for it, deletes it; an exception deletes it at once
+            with lifecycle.running(driver, bundle.path, cid, out, err, START_TIMEOUT_S):
+                yield _host_for(driver.exec_argv(cid), cid)
     finally:
-        os.close(stdin_w)  # `cat` sees the end of its input and exits
-        if pid is not None:
-            wait_exit(pid, 5.0)
-        driver.delete(cid)
         cgroupfs.remove_leftovers(bundle.config["linux"]["cgroupsPath"])
         bundle.remove()
 

@@ -13,7 +13,7 @@ from typing import Any, Iterable, Iterator
 import pytest
 
 from conformance.catalog.loader import load_scenarios, readable_tags
-from conformance.host.runtimes import label as runtime_label
+from conformance.host.drivers import label as runtime_label
 from conformance.judge.verdict import Verdict, judge
 from conformance.model.errors import ScenarioError
 from conformance.model.expectations import expectation_refs

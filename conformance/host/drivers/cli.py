@@ -1,75 +1,75 @@
-"""Drive a runc-compatible CLI: run, create/start/state/kill/delete — and always clean up.
+"""The bare lane: a runc-compatible CLI (ref, runc, crun, runsc, any path), driven directly.
 
 Every runtime gets a private ``--root`` made for this test session, so the
 harness can list and remove everything it started (and nothing else) when a
 check fails, a timeout fires, or the user presses Ctrl-C.
 
 To learn the exit status of a container started with create/start, the test
-process makes itself a *child subreaper*: when ``RUNTIME create`` exits, the
-container's init is re-parented to us and ``waitpid`` tells how it ended,
-exactly as a container engine's shim does.
+process makes itself a *child subreaper* (``procs.py``): when ``RUNTIME
+create`` exits, the container's init is re-parented to us and ``waitpid``
+tells how it ended, exactly as a container engine's shim does.  runsc leaves
+more adopted helpers (its sandbox and gofer) whose zombies ``delete`` needs
+reaped: see ``_call_reaping``.
 """
 from __future__ import annotations
 
-import ctypes
 import json
 import os
-import select
 import shutil
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from conformance.model.errors import DriverError
 
-from .runtimes import RuntimeProfile
+from ..runtimes import RuntimeProfile
+from .base import RunOutcome, RuntimeDriver, VerbFailed
+from .procs import become_subreaper, block_until_exit, exit_status, process_state, reap_adopted, wait_exit
 
-PR_SET_CHILD_SUBREAPER = 36
 RUNTIME_CALL_TIMEOUT_S = 30.0
 
-
-def become_subreaper() -> bool:
-    """Adopt orphaned descendants (the containers' inits); False if the kernel refuses."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+_subreaper_of: int | None = None  # the pid that made itself a subreaper (not inherited across fork)
 
 
-@dataclass
-class RunOutcome:
-    """What a foreground run produced."""
-
-    exit: int | None
-    timed_out: bool
-    duration_s: float
+def _adopt_orphans() -> None:
+    """Become a child subreaper once per process, before the first container is created."""
+    global _subreaper_of
+    if _subreaper_of != os.getpid() and become_subreaper():
+        _subreaper_of = os.getpid()
 
 
-class RuntimeDriver:
-    """One runtime, one private state root, and the list of containers it still owns."""
+class CliDriver(RuntimeDriver):
+    """One runtime's own CLI, one private ``--root``, and the containers it still owns."""
+
+    lane = "bare"
+    spelling = "{}"
 
     def __init__(self, profile: RuntimeProfile, root: Path) -> None:
-        self.profile = profile
-        self.root = root
+        super().__init__(profile, root)
         self.live: set[str] = set()
+        self._inits: dict[str, int] = {}  # cid -> the init's pid, until its exit status is taken
+        _adopt_orphans()
 
     # -- plumbing ---------------------------------------------------------
+    def _argv(self, *verb: str) -> list[str]:
+        return self.profile.argv(self.root, *verb)
+
     def _call(self, *verb: str, timeout: float = RUNTIME_CALL_TIMEOUT_S, check: bool = True,
               ) -> subprocess.CompletedProcess[str]:
-        argv = self.profile.argv(self.root, *verb)
+        """Run a verb to its end; VerbFailed on a non-zero exit when ``check``."""
         try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+            done = subprocess.run(self._argv(*verb), capture_output=True, text=True, timeout=timeout,
                                   stdin=subprocess.DEVNULL, start_new_session=True)
         except subprocess.TimeoutExpired:
-            raise DriverError(f"{self.profile.name} {' '.join(verb)}: no answer in {timeout:.0f}s") from None
+            raise DriverError(f"{self.label} {' '.join(verb)}: no answer in {timeout:.0f}s") from None
         if check and done.returncode != 0:
-            raise DriverError(f"{self.profile.name} {' '.join(verb)} failed (exit {done.returncode}): "
-                              f"{(done.stderr or done.stdout).strip()[-500:]}")
+            raise VerbFailed(self.label, " ".join(verb), done.returncode, (done.stderr or done.stdout).strip())
         return done
 
     @staticmethod
-    def _wait(proc: subprocess.Popen, timeout: float) -> bool:
+    def _wait_runtime(proc: subprocess.Popen, timeout: float) -> bool:
         """Wait for a runtime process; on timeout kill its whole process group. True if it timed out."""
         if block_until_exit(proc.pid, timeout) is not False:  # exited (or no pidfd: wait polls)
             try:
@@ -90,14 +90,14 @@ class RuntimeDriver:
         """Run a verb (``delete``) while reaping the zombies of helpers we adopted as subreaper.
 
         ``runsc create`` leaves two processes that are re-parented to us: the
-        sandbox (the state pid, reaped by ``wait_exit``) and the gofer.
+        sandbox (the state pid, reaped by ``wait``) and the gofer.
         ``runsc delete`` kills the gofer and polls until it is gone — which a
         zombie never is until its parent reaps it; after a second it gives up
         ("context deadline exceeded") and leaves the container's cgroups behind.
         So zombies are reaped while the verb runs; the verb's own process is
         left to Popen.  Only for ``delete``: by then the init's status was taken.
         """
-        argv = self.profile.argv(self.root, *verb)
+        argv = self._argv(*verb)
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, start_new_session=True)
         deadline = time.monotonic() + timeout
@@ -108,13 +108,12 @@ class RuntimeDriver:
                 break
             except subprocess.TimeoutExpired:
                 if time.monotonic() > deadline:
-                    self._wait(proc, 0)
+                    self._wait_runtime(proc, 0)
                     proc.communicate()
-                    raise DriverError(f"{self.profile.name} {' '.join(verb)}: no answer in {timeout:.0f}s") from None
+                    raise DriverError(f"{self.label} {' '.join(verb)}: no answer in {timeout:.0f}s") from None
         reap_adopted()
         if check and proc.returncode != 0:
-            raise DriverError(f"{self.profile.name} {' '.join(verb)} failed (exit {proc.returncode}): "
-                              f"{(err or out).strip()[-500:]}")
+            raise VerbFailed(self.label, " ".join(verb), proc.returncode, (err or out).strip())
         return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
     def kill_strays(self, cid: str | None = None) -> list[int]:
@@ -143,31 +142,10 @@ class RuntimeDriver:
                     pass
         deadline = time.monotonic() + 2.0
         while killed and time.monotonic() < deadline and any(Path(f"/proc/{p}/cmdline").exists() and
-                                                               _state(p) not in ("Z", None) for p in killed):
+                                                               process_state(p) not in ("Z", None) for p in killed):
             time.sleep(0.01)
         reap_adopted()
         return killed
-
-    # -- verbs ------------------------------------------------------------
-    def run(self, bundle: Path, cid: str, stdout: IO[bytes], stderr: IO[bytes],
-            timeout: float) -> RunOutcome:
-        """``RUNTIME run``: foreground, the runtime's exit status is the container's."""
-        started = time.monotonic()
-        self.live.add(cid)
-        ended = False
-        try:
-            proc = subprocess.Popen(self.profile.argv(self.root, "run", "--bundle", str(bundle), cid),
-                                    stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
-                                    start_new_session=True)
-            timed_out = self._wait(proc, timeout)
-            ended = not timed_out
-            return RunOutcome(None if timed_out else _status(proc.returncode), timed_out,
-                              time.monotonic() - started)
-        finally:
-            if ended and not self.has_state(cid):
-                self.live.discard(cid)  # run deleted it itself: a delete would only cost a process
-            else:
-                self.delete(cid)
 
     def has_state(self, cid: str) -> bool:
         """Whether anything under our private root still names the container (runc, crun, ref: a
@@ -177,47 +155,85 @@ class RuntimeDriver:
         except FileNotFoundError:
             return False
 
+    # -- verbs ------------------------------------------------------------
+    def run(self, bundle: Path, cid: str, stdout: IO[bytes], stderr: IO[bytes], timeout: float) -> RunOutcome:
+        """``RUNTIME run``: foreground, the runtime's exit status is the container's."""
+        started = time.monotonic()
+        self.live.add(cid)
+        ended = False
+        try:
+            proc = subprocess.Popen(self._argv("run", "--bundle", str(bundle), cid),
+                                    stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+                                    start_new_session=True)
+            timed_out = self._wait_runtime(proc, timeout)
+            ended = not timed_out
+            return RunOutcome(None if timed_out else exit_status(proc.returncode), timed_out,
+                              time.monotonic() - started)
+        finally:
+            if ended and not self.has_state(cid):
+                self.live.discard(cid)  # run deleted it itself: a delete would only cost a process
+            else:
+                self.delete(cid)
+
     def create(self, bundle: Path, cid: str, stdin: int, stdout: IO[bytes], stderr: IO[bytes],
                timeout: float) -> int:
         """``RUNTIME create``; returns the init's host pid. The container stays until delete."""
         self.live.add(cid)
         pid_file = bundle / "init.pid"  # saves a `state` process; runc's CLI has it, so do its kin
-        proc = subprocess.Popen(self.profile.argv(self.root, "create", "--bundle", str(bundle),
-                                                  "--pid-file", str(pid_file), cid),
+        proc = subprocess.Popen(self._argv("create", "--bundle", str(bundle), "--pid-file", str(pid_file), cid),
                                 stdin=stdin, stdout=stdout, stderr=stderr, start_new_session=True)
-        if self._wait(proc, timeout):
+        if self._wait_runtime(proc, timeout):
             self.kill_strays()
-            raise DriverError(f"{self.profile.name} create did not return within {timeout:.0f}s")
+            raise DriverError(f"{self.label} create did not return within {timeout:.0f}s")
         if proc.returncode != 0:
             stderr.flush()
-            raise DriverError(f"{self.profile.name} create failed (exit {proc.returncode}): "
-                              f"{_tail(stderr)}")
+            said = _tail(stderr)
+            raise VerbFailed(self.label, "create", proc.returncode, said, shown=said)
         try:
-            return int(pid_file.read_text().strip())
+            pid = int(pid_file.read_text().strip())
         except (OSError, ValueError):
-            return int(self.state(cid)["pid"])
+            pid = int(self.state(cid)["pid"])
+        self._inits[cid] = pid
+        return pid
 
     def start(self, cid: str) -> None:
         self._call("start", cid)
 
-    def state(self, cid: str) -> dict:
+    def state(self, cid: str) -> dict[str, Any]:
         out = self._call("state", cid).stdout
         try:
             return json.loads(out)
         except ValueError:
-            raise DriverError(f"{self.profile.name} state {cid}: not JSON: {out[:200]!r}") from None
+            raise DriverError(f"{self.label} state {cid}: not JSON: {out[:200]!r}") from None
 
     def kill(self, cid: str, sig: str = "KILL") -> None:
-        self._call("kill", cid, sig, check=False)
+        self._call("kill", cid, sig)
 
-    def delete(self, cid: str) -> None:
-        """Force-delete; quiet when already gone. Leftovers are caught by ``cleanup``."""
+    def wait(self, cid: str, timeout: float) -> tuple[int | None, bool]:
+        """The adopted init's exit status (``waitpid``; runsc: its sandbox's, which exits with it)."""
+        pid = self._inits.get(cid)
+        if pid is None:
+            return None, False
+        status, timed_out = wait_exit(pid, timeout)
+        if not timed_out:
+            del self._inits[cid]  # taken: a later wait must not poll a pid that may be reused
+        return status, timed_out
+
+    def delete(self, cid: str, force: bool = True) -> None:
+        """Force: quiet when already gone; processes a failed delete leaves are killed by name."""
+        if not force:
+            self._call_reaping("delete", cid, check=True)  # runsc's gofer: see there
+            self.live.discard(cid)
+            return
         try:
             if self._call_reaping("delete", "--force", cid).returncode != 0:
                 self.kill_strays(cid)  # e.g. runsc lost the state of a sandbox that still runs
         except DriverError:
             self.kill_strays(cid)
         self.live.discard(cid)
+
+    def exec_argv(self, cid: str) -> list[str]:
+        return self._argv("exec", cid)
 
     def list_ids(self) -> list[str]:
         if not self.root.exists():
@@ -229,16 +245,15 @@ class RuntimeDriver:
         """Delete every container under our root, then the root itself. Returns what was left."""
         leftovers = sorted(self.live | set(self.list_ids()))
         for cid in leftovers:
-            self.kill(cid)
+            try:
+                self.kill(cid)
+            except DriverError:
+                pass  # stopped already, or unknown: delete --force settles both
             self.delete(cid)
         leftovers += [f"process {pid}" for pid in self.kill_strays()]
+        self._inits.clear()
         shutil.rmtree(self.root, ignore_errors=True)
         return leftovers
-
-
-def _status(returncode: int) -> int:
-    """A runtime killed by a signal reports -N through subprocess; the shell convention is 128+N."""
-    return 128 - returncode if returncode < 0 else returncode
 
 
 def _tail(stream: IO[bytes], limit: int = 600) -> str:
@@ -249,91 +264,3 @@ def _tail(stream: IO[bytes], limit: int = 600) -> str:
     except (OSError, AttributeError, TypeError):
         return ""
     return text if len(text) <= limit else f"{text[:limit // 3]} … {text[-(2 * limit) // 3:]}"
-
-
-def wait_exit(pid: int, timeout: float) -> tuple[int | None, bool]:
-    """Wait for a container init we adopted; (exit status as 128+N for signals, timed_out).
-
-    If the init is not our child (the runtime kept it elsewhere), poll until it
-    is gone and report the status as unknown (None).
-    """
-    deadline = time.monotonic() + timeout
-    delay = 0.001
-    block_until_exit(pid, timeout)
-    while True:
-        try:
-            done, status = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return _poll_gone(pid, deadline)
-        if done:
-            return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status), False
-        if time.monotonic() > deadline:
-            return None, True
-        time.sleep(delay)
-        delay = min(delay * 2, 0.02)
-
-
-def _poll_gone(pid: int, deadline: float) -> tuple[int | None, bool]:
-    while Path(f"/proc/{pid}").exists():
-        if time.monotonic() > deadline:
-            return None, True
-        time.sleep(0.01)
-    return None, False
-
-
-def block_until_exit(pid: int, timeout: float) -> bool | None:
-    """Sleep until ``pid`` has exited (True) or ``timeout`` passed (False), on a pidfd.
-
-    Popen.wait(timeout) and a waitpid loop both poll, with sleeps growing to
-    20-50 ms: on a 100 ms container that was a quarter of the harness's own
-    time.  A pidfd becomes readable the moment the process exits.  None when
-    the kernel or Python has no pidfd_open (callers then poll as before).
-    """
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    except (AttributeError, OSError):
-        return None
-    try:
-        return bool(select.select([fd], [], [], max(timeout, 0))[0])
-    finally:
-        os.close(fd)
-
-
-def _children() -> list[int]:
-    """Our child pids, zombies included (/proc/<pid>/task/<tid>/children)."""
-    me = os.getpid()
-    pids: list[int] = []
-    for task in os.listdir(f"/proc/{me}/task"):
-        try:
-            pids += [int(p) for p in Path(f"/proc/{me}/task/{task}/children").read_text().split()]
-        except OSError:
-            continue
-    return pids
-
-
-def _state(pid: int) -> str | None:
-    """The one-letter state of a process (Z for a zombie), None if it is gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except (OSError, IndexError):
-        return None
-
-
-def reap_adopted(exclude: int = -1) -> list[int]:
-    """Reap every zombie child but ``exclude``: orphans we adopted as subreaper.
-
-    Only zombies are touched, and only while no Popen of ours is waiting for
-    its own child (the driver calls this between runtime calls), so nobody's
-    exit status is stolen.
-    """
-    reaped = []
-    for pid in _children():
-        if pid != exclude and _state(pid) == "Z":
-            try:
-                if os.waitpid(pid, os.WNOHANG)[0]:
-                    reaped.append(pid)
-            except ChildProcessError:
-                pass
-    return reaped

@@ -1,0 +1,158 @@
+"""The driver interface: what the harness asks of a runtime, whatever lane drives it.
+
+A *lane* is how a runtime is driven: ``bare`` is its own runc-compatible CLI
+with a private ``--root`` (``cli.py``); ``containerd/NAME`` (a private
+containerd and its runc shim) and ``NAME:rootless`` (NAME run by an
+unprivileged user) are the lanes to come.  Everything above the drivers —
+``lifecycle.py``, ``observe.py``, ``steps.py``, the ``container_host``
+fixture — uses only what this class declares, so a lane is one class and one
+entry in ``drivers/__init__.py``.  ``tests/test_drivers.py`` checks every
+registered class against this one (nothing abstract left, the same
+signatures), as pytest-testinfra checks its backends against ``BaseBackend``.
+
+Per-runtime quirks (crun on a hybrid host, runsc's flags) stay in
+``runtimes.py``'s profiles: they hold in every lane.  Per-lane quirks (how a
+lane learns an exit status, what it must reap) stay in that lane's class.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, ClassVar
+
+from conformance.model.errors import DriverError
+
+from ..runtimes import RuntimeProfile
+
+
+class VerbFailed(DriverError):
+    """The runtime answered a verb with a non-zero exit: a refusal, not a harness fault.
+
+    Lifecycle steps expect some refusals (``start: fails``, ``state: absent``)
+    and read ``exit`` and ``output`` as evidence; elsewhere it is a DriverError.
+    """
+
+    def __init__(self, label: str, verb: str, exit: int, output: str, shown: str | None = None) -> None:
+        self.exit, self.output = exit, output
+        super().__init__(f"{label} {verb} failed (exit {exit}): {output[-500:] if shown is None else shown}")
+
+
+@dataclass
+class RunOutcome:
+    """What a foreground run produced."""
+
+    exit: int | None
+    timed_out: bool
+    duration_s: float
+
+
+class RuntimeDriver(abc.ABC):
+    """One runtime in one lane, with a state root private to this process.
+
+    ``root`` is this driver's own directory: whatever the lane keeps there
+    (the runtime's ``--root``, an engine's state) is removed by ``cleanup``.
+    """
+
+    #: the registry key (``drivers.DRIVERS``)
+    lane: ClassVar[str] = ""
+    #: how a ``--runtime`` value names this lane, ``{}`` standing for the runtime:
+    #: ``{}`` (bare), ``containerd/{}``, ``{}:rootless``
+    spelling: ClassVar[str] = "{}"
+
+    def __init__(self, profile: RuntimeProfile, root: Path) -> None:
+        self.profile = profile
+        self.root = root
+
+    # -- identity: the matrix's column and its runtimes entry ------------------
+    @classmethod
+    def qualify(cls, runtime: str) -> str:
+        """The lane-qualified name of ``runtime`` (a column label, or a ``--runtime`` value)."""
+        return cls.spelling.format(runtime)
+
+    @classmethod
+    def unqualify(cls, text: str) -> str | None:
+        """The runtime a lane-qualified ``--runtime`` value names in this lane, or None if not this lane's."""
+        prefix, _, suffix = cls.spelling.partition("{}")
+        inner = text[len(prefix):len(text) - len(suffix)]
+        return inner if inner and text.startswith(prefix) and text.endswith(suffix) else None
+
+    @classmethod
+    def describe(cls, profile: RuntimeProfile) -> dict[str, Any]:
+        """The matrix's ``runtimes`` entry: how the runtime was found and driven."""
+        return profile.as_json()
+
+    @property
+    def label(self) -> str:
+        """The column's name: the runtime's label, qualified by the lane."""
+        return self.qualify(self.profile.name)
+
+    @property
+    def version(self) -> str:
+        return self.profile.version
+
+    @property
+    def spec_version(self) -> str:
+        """The ``ociVersion`` a config.json for this runtime is written at (learned from the runtime)."""
+        return self.profile.spec_version
+
+    @property
+    def adaptations(self) -> list[str]:
+        """Every way the runtime is driven differently from the plain CLI; the matrix prints them."""
+        return self.profile.adaptations
+
+    @property
+    def sandboxed(self) -> bool:
+        """The state pid is a sandbox (gVisor), not the entrypoint: host facts describe the sandbox."""
+        return self.profile.sandboxed
+
+    # -- verbs ---------------------------------------------------------------
+    @abc.abstractmethod
+    def run(self, bundle: Path, cid: str, stdout: IO[bytes], stderr: IO[bytes], timeout: float) -> RunOutcome:
+        """Run the container in the foreground to its end; it is gone afterwards, however it ended."""
+
+    @abc.abstractmethod
+    def create(self, bundle: Path, cid: str, stdin: int, stdout: IO[bytes], stderr: IO[bytes],
+               timeout: float) -> int:
+        """Create the container (its entrypoint not yet run); returns the init's host pid.
+
+        Raises DriverError when it cannot, after removing what a cut-short create left.
+        """
+
+    @abc.abstractmethod
+    def start(self, cid: str) -> None:
+        """Run the created container's entrypoint; VerbFailed when the runtime refuses."""
+
+    @abc.abstractmethod
+    def state(self, cid: str) -> dict[str, Any]:
+        """The runtime-spec state (status, pid, …) in one call; VerbFailed for an id it does not know."""
+
+    @abc.abstractmethod
+    def kill(self, cid: str, sig: str = "KILL") -> None:
+        """Send ``sig`` (a name without SIG, or a number) to the init; VerbFailed when refused."""
+
+    @abc.abstractmethod
+    def wait(self, cid: str, timeout: float) -> tuple[int | None, bool]:
+        """(exit status as 128+N for a signal, or None if unknown; timed out) of the created init."""
+
+    @abc.abstractmethod
+    def delete(self, cid: str, force: bool = True) -> None:
+        """Delete the container.
+
+        ``force``: kill it first if it runs, stay quiet when it is already
+        gone, and leave nothing of it behind — the guarantee every cleanup
+        path relies on.  Without ``force`` (a lifecycle step) a refusal is
+        VerbFailed and the container stays.
+        """
+
+    @abc.abstractmethod
+    def exec_argv(self, cid: str) -> list[str]:
+        """The argv prefix that runs a command inside the running container: append the command's argv."""
+
+    @abc.abstractmethod
+    def list_ids(self) -> list[str]:
+        """Ids of the containers this driver's state root still holds."""
+
+    @abc.abstractmethod
+    def cleanup(self) -> list[str]:
+        """Remove every container and process this driver made, then its root; returns what was left."""

@@ -1,0 +1,116 @@
+"""Processes the harness adopted: the child-subreaper role, pidfd waits, reaping.
+
+A runtime's ``create`` exits and leaves the container's init behind; a
+*child subreaper* (``PR_SET_CHILD_SUBREAPER``) gets it re-parented to itself,
+so ``waitpid`` tells how the init ended, exactly as a container engine's shim
+learns it.  These helpers are the bare lane's (``cli.py``): a lane whose
+engine reports exits itself (containerd) needs none of them.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import select
+import time
+from pathlib import Path
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Adopt orphaned descendants (the containers' inits); False if the kernel refuses."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+
+
+def exit_status(returncode: int) -> int:
+    """A process killed by a signal reports -N through subprocess; the shell convention is 128+N."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def wait_exit(pid: int, timeout: float) -> tuple[int | None, bool]:
+    """Wait for a container init we adopted; (exit status as 128+N for signals, timed_out).
+
+    If the init is not our child (the runtime kept it elsewhere), poll until it
+    is gone and report the status as unknown (None).
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    block_until_exit(pid, timeout)
+    while True:
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return _poll_gone(pid, deadline)
+        if done:
+            return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status), False
+        if time.monotonic() > deadline:
+            return None, True
+        time.sleep(delay)
+        delay = min(delay * 2, 0.02)
+
+
+def _poll_gone(pid: int, deadline: float) -> tuple[int | None, bool]:
+    while Path(f"/proc/{pid}").exists():
+        if time.monotonic() > deadline:
+            return None, True
+        time.sleep(0.01)
+    return None, False
+
+
+def block_until_exit(pid: int, timeout: float) -> bool | None:
+    """Sleep until ``pid`` has exited (True) or ``timeout`` passed (False), on a pidfd.
+
+    Popen.wait(timeout) and a waitpid loop both poll, with sleeps growing to
+    20-50 ms: on a 100 ms container that was a quarter of the harness's own
+    time.  A pidfd becomes readable the moment the process exits.  None when
+    the kernel or Python has no pidfd_open (callers then poll as before).
+    """
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    except (AttributeError, OSError):
+        return None
+    try:
+        return bool(select.select([fd], [], [], max(timeout, 0))[0])
+    finally:
+        os.close(fd)
+
+
+def _children() -> list[int]:
+    """Our child pids, zombies included (/proc/<pid>/task/<tid>/children)."""
+    me = os.getpid()
+    pids: list[int] = []
+    for task in os.listdir(f"/proc/{me}/task"):
+        try:
+            pids += [int(p) for p in Path(f"/proc/{me}/task/{task}/children").read_text().split()]
+        except OSError:
+            continue
+    return pids
+
+
+def process_state(pid: int) -> str | None:
+    """The one-letter state of a process (Z for a zombie), None if it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def reap_adopted(exclude: int = -1) -> list[int]:
+    """Reap every zombie child but ``exclude``: orphans we adopted as subreaper.
+
+    Only zombies are touched, and only while no Popen of ours is waiting for
+    its own child (the driver calls this between runtime calls), so nobody's
+    exit status is stolen.
+    """
+    reaped = []
+    for pid in _children():
+        if pid != exclude and process_state(pid) == "Z":
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    reaped.append(pid)
+            except ChildProcessError:
+                pass
+    return reaped

@@ -1,0 +1,150 @@
+"""One container's life through a driver: create → start → release → wait → kill on timeout → delete.
+
+The one place that sequence is written.  ``running`` drives it whole and
+stops at the points where the harness looks: ``at("created")`` after create,
+the ``with`` body while the entrypoint runs, ``at("exited")`` after it ended
+and ``at("deleted")`` after delete (observe.py reads host facts there; the
+``container_host`` fixture hands a testinfra Host out of the body).  Lifecycle
+scenarios (steps.py) call the same ``Container`` verbs one by one inside
+``held``.
+
+The container's stdin is a pipe the harness holds: an entrypoint that must
+stay alive for the probes ends with ``read _`` (or is ``cat``), and
+``release`` lets it go.  Whatever happens — a timeout, a failed verb, an
+exception in a probe or a test, Ctrl-C — the container is force-deleted and
+its init reaped before the ``with`` is left.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import IO, Callable, Iterator, Optional
+
+from conformance.model.errors import DriverError
+
+from .drivers import RuntimeDriver
+
+#: after a kill (the timeout) or a forced delete: how long the init gets to be reaped
+STOP_WAIT_S = 5.0
+
+#: the points of ``running`` where ``at`` is called (the ``with`` body is "running")
+STAGES = ("created", "exited", "deleted")
+
+
+class Container:
+    """One container id on one driver, with the pipe that is its stdin; the verbs in their order."""
+
+    def __init__(self, driver: RuntimeDriver, bundle: Path, cid: str, stdout: IO[bytes], stderr: IO[bytes],
+                 timeout: float) -> None:
+        self.driver, self.bundle, self.cid = driver, bundle, cid
+        self.stdout, self.stderr, self.timeout = stdout, stderr, timeout
+        self.pid: int | None = None          # the init's host pid, once created
+        self.exit: int | None = None         # the entrypoint's exit status, once waited for
+        self.timed_out = False
+        self._waited = False
+        self._deleted = False
+        self._stdin_r, self._stdin_w = os.pipe()
+
+    def create(self) -> int:
+        """Create the container; DriverError when the runtime cannot (a step may expect that)."""
+        self.pid = self.driver.create(self.bundle, self.cid, self._stdin_r, self.stdout, self.stderr, self.timeout)
+        return self.pid
+
+    def start(self) -> None:
+        self.driver.start(self.cid)
+
+    def release(self) -> None:
+        """Let an entrypoint waiting in ``read _`` go: one line, then end of input (``cat`` ends too)."""
+        if self._stdin_w < 0:
+            return
+        try:
+            os.write(self._stdin_w, b"\n")
+        except OSError:  # the container already exited and closed its end
+            pass
+        self._close_stdin()
+
+    def wait(self) -> int | None:
+        """Wait up to the timeout for the entrypoint's exit; past it, kill the container.
+
+        Sets ``exit`` (None when it timed out or the lane cannot tell) and ``timed_out``.
+        """
+        self.exit, self.timed_out = self.driver.wait(self.cid, self.timeout)
+        self._waited = True
+        if self.timed_out:
+            _quietly(self.driver.kill, self.cid, "KILL")
+            self.driver.wait(self.cid, STOP_WAIT_S)
+        return self.exit
+
+    def delete(self) -> None:
+        """Force-delete (poststop hooks run here); quiet when already gone."""
+        self.driver.delete(self.cid, force=True)
+        self._deleted = True
+
+    def close(self) -> None:
+        """The guarantee on every path: stdin closed, the container deleted, its init reaped."""
+        self._close_stdin()
+        if self._stdin_r >= 0:
+            os.close(self._stdin_r)
+            self._stdin_r = -1
+        try:
+            if not self._deleted:
+                self.delete()
+        finally:
+            if self.pid is not None and not self._waited:
+                self.driver.wait(self.cid, STOP_WAIT_S)  # killed by the delete: reap, record nothing
+                self._waited = True
+
+    def _close_stdin(self) -> None:
+        if self._stdin_w >= 0:
+            os.close(self._stdin_w)
+            self._stdin_w = -1
+
+
+Stage = Callable[[str, Container], None]
+
+
+@contextlib.contextmanager
+def held(driver: RuntimeDriver, bundle: Path, cid: str, stdout: IO[bytes], stderr: IO[bytes],
+         timeout: float) -> Iterator[Container]:
+    """A container not yet created, whose verbs the caller drives; closed (deleted) on leaving."""
+    container = Container(driver, bundle, cid, stdout, stderr, timeout)
+    try:
+        yield container
+    finally:
+        container.close()
+
+
+@contextlib.contextmanager
+def running(driver: RuntimeDriver, bundle: Path, cid: str, stdout: IO[bytes], stderr: IO[bytes],
+            timeout: float, at: Optional[Stage] = None) -> Iterator[Container]:
+    """The whole life: create, ``at("created")``, start, the body (running), then release, wait
+    (kill on timeout), ``at("exited")``, delete, ``at("deleted")``.
+
+    ``exit`` and ``timed_out`` are set on the container when the ``with`` is
+    left normally.  If the body or a stage raises, the container is not
+    waited for: it is force-deleted at once and the exception goes on.
+    """
+    at = at or _nowhere
+    with held(driver, bundle, cid, stdout, stderr, timeout) as container:
+        container.create()
+        at("created", container)
+        container.start()
+        yield container
+        container.release()
+        container.wait()
+        at("exited", container)
+        container.delete()
+        at("deleted", container)
+
+
+def _nowhere(stage: str, container: Container) -> None:
+    """No probes."""
+
+
+def _quietly(verb: Callable[..., None], *args: str) -> None:
+    """A verb whose refusal changes nothing (killing a container that exited meanwhile)."""
+    try:
+        verb(*args)
+    except DriverError:
+        pass

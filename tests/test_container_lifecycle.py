@@ -1,0 +1,167 @@
+"""The one lifecycle path, with real runtimes: the exit status comes back, and the container is
+deleted after a timeout, after an exception at the running point, and after Ctrl-C.
+
+Each test runs containers through ``lifecycle.running`` (or ``held`` and the
+steps) on ref and runc, then asks the runtime and the host whether anything of
+the container is left: its state, its init process, its cgroups.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from conformance.host import cgroupfs, lifecycle
+from conformance.host.bundle import Bundle, build
+from conformance.host.drivers import RuntimeDriver, VerbFailed
+from conformance.host.session import RunSession
+from conformance.host.steps import run_steps
+from conformance.model.scenario import Expectations, Scenario
+from tests.conftest import RUN_TAG
+
+RUNTIMES = [pytest.param(r, marks=pytest.mark.skipif(r != "ref" and not shutil.which(r), reason=f"no {r}"))
+            for r in ("ref", "runc")]
+
+
+@pytest.fixture
+def session(monkeypatch: pytest.MonkeyPatch, no_leftovers: None) -> Iterator[RunSession]:
+    monkeypatch.setenv("OCI_CONFORMANCE_TAG", RUN_TAG)  # what no_leftovers looks for
+    made = RunSession()
+    yield made
+    assert made.close() == []  # each test's containers were gone before the session closed
+
+
+def _bundle(session: RunSession, driver: RuntimeDriver, cid: str, *args: str) -> Bundle:
+    spec = Scenario(id="lifecycle", title="lifecycle", tags=(), control=(), args=args,
+                    expect=Expectations(), path=Path("<test_lifecycle>"), line=0)
+    return build(spec, cid, session.workdir, driver.spec_version, {})
+
+
+def _gone(driver: RuntimeDriver, cid: str, pid: int | None) -> list[str]:
+    """What is left of a container, asked of the runtime and of the host (empty: nothing)."""
+    left = []
+    if cid in driver.list_ids():
+        left.append(f"{cid} still listed")
+    try:
+        left.append(f"state still answers: {driver.state(cid).get('status')}")
+    except VerbFailed:
+        pass
+    if pid is not None and Path(f"/proc/{pid}").exists():
+        left.append(f"init {pid} still exists ({Path(f'/proc/{pid}/stat').read_text()[:60]})")
+    left += [f"cgroup {m / cid}" for m in set(cgroupfs.mounts().values()) if (m / cid).exists()]
+    return left
+
+
+def _drive(session: RunSession, runtime: str, args: tuple[str, ...], timeout: float, body=None
+           ) -> tuple[lifecycle.Container, list[tuple[str, str]], float]:
+    """One container through ``lifecycle.running``; (container, (stage, state status) seen, seconds)."""
+    driver = session.driver(runtime)
+    cid = session.new_container_id()
+    bundle = _bundle(session, driver, cid, *args)
+    seen: list[tuple[str, str]] = []
+
+    def at(stage: str, container: lifecycle.Container) -> None:
+        try:
+            seen.append((stage, driver.state(cid)["status"]))
+        except VerbFailed:
+            seen.append((stage, "absent"))
+
+    started = time.monotonic()
+    container = None
+    try:
+        with open(bundle.path / "stdout", "wb") as out, open(bundle.path / "stderr", "wb") as err:
+            with lifecycle.running(driver, bundle.path, cid, out, err, timeout, at=at) as container:
+                seen.append(("running", driver.state(cid)["status"]))
+                if body:
+                    body(container)
+        return container, seen, time.monotonic() - started
+    finally:
+        if container is not None:
+            assert _gone(driver, cid, container.pid) == []
+        bundle.remove()
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_the_exit_status_comes_back_and_each_stage_sees_its_state(session, runtime):
+    container, seen, _ = _drive(session, runtime, ("sh", "-c", "read _; exit 7"), timeout=20)
+    assert (container.exit, container.timed_out) == (7, False)
+    assert seen == [("created", "created"), ("running", "running"), ("exited", "stopped"), ("deleted", "absent")]
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_a_container_past_its_timeout_is_killed_and_deleted(session, runtime):
+    # sleep never reads stdin: releasing it changes nothing, only the timeout ends it
+    container, seen, took = _drive(session, runtime, ("sleep", "120"), timeout=3)
+    assert container.timed_out and container.exit is None
+    assert [s for s, _ in seen] == ["created", "running", "exited", "deleted"]
+    assert took < 3 + lifecycle.STOP_WAIT_S + 10  # create, the wait, the kill: not the sleep
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("raised", [RuntimeError, KeyboardInterrupt])
+def test_an_exception_at_the_running_point_deletes_the_container_at_once(session, runtime, raised):
+    held: list[lifecycle.Container] = []
+
+    def fail(container: lifecycle.Container) -> None:
+        held.append(container)
+        raise raised("a probe failed")
+
+    started = time.monotonic()
+    with pytest.raises(raised, match="a probe failed"):
+        # cat lives until its stdin closes; 60 s is what a wait would cost if the exception waited
+        _drive(session, runtime, ("cat",), timeout=60, body=fail)
+    assert time.monotonic() - started < 30
+    container, = held
+    assert container.exit is None and not container.timed_out  # not waited for: deleted at once
+    assert _gone(session.driver(runtime), container.cid, container.pid) == []
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_steps_take_one_state_call_per_poll(session, runtime, monkeypatch):
+    driver = session.driver(runtime)
+    calls: list[str] = []
+    state = driver.state
+
+    def counted(cid: str) -> dict:
+        calls.append(cid)
+        return state(cid)
+
+    monkeypatch.setattr(driver, "state", counted)
+    cid = session.new_container_id()
+    bundle = _bundle(session, driver, cid, "sh", "-c", "echo up; read _; exit 3")
+    steps = [{"state": "absent"}, "create", {"state": "created"}, "start", {"stdout": "up"}, {"state": "running"},
+             "release", "wait", {"state": "stopped"}, "delete", {"state": "absent"}]
+    try:
+        with open(bundle.path / "stdout", "wb") as out, open(bundle.path / "stderr", "wb") as err:
+            with lifecycle.held(driver, bundle.path, cid, out, err, 20) as container:
+                results = run_steps(steps, container, bundle.path / "stdout")
+        assert [(r.ok, r.detail) for r in results if not r.ok] == []
+        assert len(results) == 9 and container.exit == 3
+        assert calls == [cid] * 5  # five state steps, one call each (the init was reaped: "stopped" at once)
+        assert _gone(driver, cid, container.pid) == []
+    finally:
+        bundle.remove()
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_steps_that_end_mid_life_still_leave_nothing(session, runtime):
+    """A scenario whose steps stop while the container runs: ``held`` force-deletes it and reaps the init."""
+    driver = session.driver(runtime)
+    cid = session.new_container_id()
+    bundle = _bundle(session, driver, cid, "cat")
+    try:
+        with open(bundle.path / "stdout", "wb") as out, open(bundle.path / "stderr", "wb") as err:
+            with lifecycle.held(driver, bundle.path, cid, out, err, 20) as container:
+                results = run_steps(["create", "start", {"state": "running"}, {"delete": "fails"}], container,
+                                    bundle.path / "stdout")
+                pid = container.pid
+                assert pid is not None and os.path.exists(f"/proc/{pid}")
+        assert all(r.ok for r in results), [r.detail for r in results]
+        assert container.exit is None  # no wait step: the status is not the scenario's
+        assert _gone(driver, cid, pid) == []
+    finally:
+        bundle.remove()
