@@ -36,7 +36,7 @@ def session(monkeypatch: pytest.MonkeyPatch, no_leftovers: None) -> Iterator[Run
 
 
 def _bundle(session: RunSession, driver: RuntimeDriver, cid: str, *args: str) -> Bundle:
-    spec = Scenario(id="lifecycle", title="lifecycle", tags=(), control=(), args=args,
+    spec = Scenario(id="lifecycle", title="lifecycle", tags=(), controls=(), args=args,
                     expect=Expectations(), path=Path("<test_lifecycle>"), line=0)
     return build(spec, cid, session.workdir, driver.spec_version, {})
 

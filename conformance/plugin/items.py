@@ -157,7 +157,8 @@ class ScenarioItem(pytest.Item):
         return {"scenario": sc.id, "runtime": runtime_label(self.runtime), "host": self.host, "verdict": verdict,
                 "tags": list(sc.tags), "duration_s": round(duration, 4), "evidence": evidence,
                 "title": sc.title, "control": list(sc.control), "clause": sc.clause,
-                "file": f"{sc.path.name}:{sc.line}", **extra}
+                "file": f"{sc.path.name}:{sc.line}",
+                **({"disabled": list(self.disabled)} if self.disabled else {}), **extra}
 
     def runtest(self) -> None:
         target = self.config.stash[targets_key].get(self.host)
@@ -222,7 +223,7 @@ class ControlItem(ScenarioItem):
 
     def _extra(self, verdict: Verdict) -> dict[str, Any]:
         refs = expectation_refs(self.scenario)
-        return {"disabled": list(self.disabled), "broken": verdict.broken,
+        return {"broken": verdict.broken,
                 "expectations": [r.id for r in refs if r.needs_proof],
                 "corroborating": {r.id: r.corroborating for r in refs if not r.needs_proof}}
 
