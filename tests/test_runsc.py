@@ -142,3 +142,31 @@ def test_ctrl_c_with_a_runsc_sandbox_up_leaves_nothing(tmp_path, no_leftovers):
     out, _ = proc.communicate(timeout=60)
     assert b"KeyboardInterrupt" in out
     assert _processes_naming(marker) == {}, "a sandbox or gofer outlived Ctrl-C"
+
+
+def test_the_hosts_dev_null_is_never_handed_to_a_runtime(tmp_path, no_leftovers):
+    """runsc fchowns the stdio it is given to its sandbox's user: the harness must give it pipes.
+
+    With /dev/null as stdin (what the harness passed before), this machine's
+    /dev/null belonged to nobody (or to the container's mapped root) for as long
+    as a sandbox ran, and stayed so when a run was killed.
+    """
+    before = os.stat("/dev/null")
+    sc = write_scenarios(tmp_path / "sc", {"sleep.yaml": """
+        id: sleeps
+        title: runs a moment through `run`, the path that used /dev/null as stdin
+        tags: [exit-code]
+        control: [pid]
+        run: sleep 2
+        expect: {exit: 0}
+        """})
+    seen: set[tuple[int, int, int]] = set()
+    proc = subprocess.Popen(suite_command(sc, tmp_path / "out", "--runtime=runsc"), cwd=REPO, env=SUITE_ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    while proc.poll() is None:
+        st = os.stat("/dev/null")
+        seen.add((st.st_uid, st.st_gid, st.st_mode))
+        time.sleep(0.02)
+    output = proc.stdout.read() if proc.stdout else ""
+    assert proc.returncode == 0, output[-2000:]
+    assert seen == {(before.st_uid, before.st_gid, before.st_mode)}, f"/dev/null changed during the run: {seen}"

@@ -87,7 +87,7 @@ class RuntimeExecBackend(base.BaseBackend):
         script = GETENT_SHIM + cmd if "getent" in cmd else cmd
         argv = [*self.exec_argv, "/bin/sh", "-c", script]
         try:
-            done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
+            done = subprocess.run(argv, input=b"", capture_output=True,  # a pipe, never /dev/null (see empty_stdin)
                                   timeout=EXEC_TIMEOUT_S, start_new_session=True)
             rc, out, err = done.returncode, done.stdout, done.stderr
         except subprocess.TimeoutExpired as exc:

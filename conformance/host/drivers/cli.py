@@ -26,7 +26,7 @@ from conformance.model.errors import DriverError
 
 from ..runtimes import RuntimeProfile
 from .base import RunOutcome, RuntimeDriver, VerbFailed
-from .procs import become_subreaper, block_until_exit, exit_status, process_state, reap_adopted, wait_exit
+from .procs import become_subreaper, block_until_exit, empty_stdin, exit_status, process_state, reap_adopted, wait_exit
 
 RUNTIME_CALL_TIMEOUT_S = 30.0
 
@@ -61,7 +61,7 @@ class CliDriver(RuntimeDriver):
         """Run a verb to its end; VerbFailed on a non-zero exit when ``check``."""
         try:
             done = subprocess.run(self._argv(*verb), capture_output=True, text=True, timeout=timeout,
-                                  stdin=subprocess.DEVNULL, start_new_session=True)
+                                  input="", start_new_session=True)  # an empty pipe, not /dev/null: empty_stdin
         except subprocess.TimeoutExpired:
             raise DriverError(f"{self.label} {' '.join(verb)}: no answer in {timeout:.0f}s") from None
         if check and done.returncode != 0:
@@ -98,8 +98,12 @@ class CliDriver(RuntimeDriver):
         left to Popen.  Only for ``delete``: by then the init's status was taken.
         """
         argv = self._argv(*verb)
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, start_new_session=True)
+        stdin = empty_stdin()
+        try:
+            proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True, start_new_session=True)
+        finally:
+            os.close(stdin)
         deadline = time.monotonic() + timeout
         while True:
             reap_adopted(exclude=proc.pid)
@@ -162,9 +166,12 @@ class CliDriver(RuntimeDriver):
         self.live.add(cid)
         ended = False
         try:
-            proc = subprocess.Popen(self._argv("run", "--bundle", str(bundle), cid),
-                                    stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
-                                    start_new_session=True)
+            stdin = empty_stdin()
+            try:
+                proc = subprocess.Popen(self._argv("run", "--bundle", str(bundle), cid),
+                                        stdin=stdin, stdout=stdout, stderr=stderr, start_new_session=True)
+            finally:
+                os.close(stdin)
             timed_out = self._wait_runtime(proc, timeout)
             ended = not timed_out
             return RunOutcome(None if timed_out else exit_status(proc.returncode), timed_out,

@@ -17,6 +17,20 @@ from pathlib import Path
 PR_SET_CHILD_SUBREAPER = 36
 
 
+def empty_stdin() -> int:
+    """The read end of a pipe already at its end: what a runtime process gets as stdin.
+
+    Never the host's /dev/null: gVisor's runsc fchowns the stdio it is handed to
+    its sandbox's user (nobody, or the container's mapped root), so a /dev/null
+    given as stdin changes the ownership of this machine's own /dev/null for as
+    long as the sandbox runs.  The caller closes the descriptor once the process
+    has started.
+    """
+    read_end, write_end = os.pipe()
+    os.close(write_end)
+    return read_end
+
+
 def become_subreaper() -> bool:
     """Adopt orphaned descendants (the containers' inits); False if the kernel refuses."""
     libc = ctypes.CDLL(None, use_errno=True)
