@@ -109,13 +109,17 @@ def _v1_limits(ctrl: str, d: str, res: Resources, spec_devices: Devices) -> None
         _write(os.path.join(d, name), str(v))
     if ctrl == "memory":
         m = res.get("memory") or {}
-        if m.get("limit"):
-            w("memory.limit_in_bytes", m["limit"])
-        if m.get("swap"):
-            if not os.path.exists(os.path.join(d, "memory.memsw.limit_in_bytes")):
-                raise Error("linux.resources.memory.swap: this host has no swap accounting "
-                            "(memory.memsw.limit_in_bytes is missing)")
-            w("memory.memsw.limit_in_bytes", m["swap"])
+        if m.get("swap") and not os.path.exists(os.path.join(d, "memory.memsw.limit_in_bytes")):
+            raise Error("linux.resources.memory.swap: this host has no swap accounting "
+                        "(memory.memsw.limit_in_bytes is missing)")
+        # the kernel keeps memory <= memory+swap at every moment: when both rise
+        # (an update), memory+swap must go first, else memory first
+        order = [("memory.limit_in_bytes", m.get("limit")), ("memory.memsw.limit_in_bytes", m.get("swap"))]
+        if m.get("limit") and m.get("swap") and _raising(os.path.join(d, "memory.limit_in_bytes"), m["limit"]):
+            order.reverse()
+        for name, value in order:
+            if value:
+                w(name, value)
         if m.get("reservation"):
             w("memory.soft_limit_in_bytes", m["reservation"])
         if m.get("swappiness") is not None:
@@ -156,6 +160,14 @@ def _v1_limits(ctrl: str, d: str, res: Resources, spec_devices: Devices) -> None
             return
         for allow, rule in device_rules(res, spec_devices):
             w("devices.allow" if allow else "devices.deny", rule)
+
+
+def _raising(path: str, new: int) -> bool:
+    """True when ``new`` (-1: unlimited) is above the limit ``path`` holds now."""
+    try:
+        return new < 0 or new > int(_read(path))
+    except (OSError, ValueError):
+        return False
 
 
 def _v2_limits(d: str, res: Resources, disabled: Switches) -> None:
@@ -251,6 +263,38 @@ def create(cgpath: str, res: Resources, disabled: Switches, spec_devices: Device
         remove(created)
         raise
     return {"version": version, "leaves": leaves, "created": created, "controllers": ctrls}
+
+
+def none() -> CgroupSet:
+    """No cgroup of the container's own (switch ``default-cgroup``): it stays in ours."""
+    return {"version": detect()[0], "leaves": [], "created": [], "controllers": []}
+
+
+def own_dirs(cg: CgroupSet) -> dict[str, str]:
+    """{hierarchy mount point: the container's directory in it}, for its /sys/fs/cgroup view.
+
+    The container's leaves where it has them; in a hierarchy where it has none
+    (no cgroup of its own) the one this process is in, which it inherits.
+    """
+    version, mounts = detect()
+    by_mount = {mounts[ctrl]: d for ctrl, d in zip(cg["controllers"], cg["leaves"]) if ctrl in mounts}
+    mine = _own_paths()
+    for ctrl, mnt in mounts.items():
+        if mnt not in by_mount:
+            rel = mine.get("" if version == "v2" else ctrl, "/")
+            by_mount[mnt] = os.path.join(mnt, rel.lstrip("/"))
+    return by_mount
+
+
+def _own_paths() -> dict[str, str]:
+    """controller (v2: "") -> this process's cgroup path, from /proc/self/cgroup."""
+    paths: dict[str, str] = {}
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _, ctrls, path = line.rstrip("\n").split(":", 2)
+            for ctrl in ctrls.split(",") if ctrls else [""]:
+                paths[ctrl] = path
+    return paths
 
 
 def set_limits(cg: CgroupSet, res: Resources, disabled: Switches, spec_devices: Devices = ()) -> None:
