@@ -304,7 +304,8 @@ def set_limits(cg: CgroupSet, res: Resources, disabled: Switches, spec_devices: 
     it only has to be done before the container's process starts.
     """
     if cg["version"] == "v2":
-        _v2_limits(cg["leaves"][0], res, disabled)  # device rules: see create()
+        for leaf in cg["leaves"][:1]:  # none: switch default-cgroup left the container in ours
+            _v2_limits(leaf, res, disabled)  # device rules: see create()
         return
     for ctrl, d in zip(cg["controllers"], cg["leaves"]):
         if CONTROLLER_SWITCH.get(ctrl) in disabled or ctrl not in CONTROLLER_SWITCH or ctrl == "devices":

@@ -213,7 +213,7 @@ def _parse_signal(s: str) -> int:
     return SIGNALS[name]
 
 
-def _passed_fds(opts: Flags, strict: bool) -> int:
+def _passed_fds(opts: Flags, strict: bool, disabled: set[str]) -> int:
     """How many descriptors from 3 on the container gets: systemd's LISTEN_FDS, then --preserve-fds.
 
     As runc: LISTEN_FDS counts only when LISTEN_PID names this very process
@@ -221,6 +221,8 @@ def _passed_fds(opts: Flags, strict: bool) -> int:
     passing on a number the caller never gave would hand over one of ours.
     """
     n = _listen_fds() + _count(opts, "--preserve-fds")
+    if "preserve-fds" in disabled:  # the control: --preserve-fds is dropped on the floor
+        n = _listen_fds()
     for fd in range(3, 3 + n) if strict else ():
         try:
             os.fstat(fd)
@@ -257,7 +259,7 @@ def dispatch(g: Flags, verb: str, argv: list[str], disabled: set[str]) -> int:
             disabled.add("pivot_root")
         cid = _need_id(pos, verb)
         from . import container
-        launch: Launch = {"pass_fds": _passed_fds(opts, strict), "listen_fds": _listen_fds()}
+        launch: Launch = {"pass_fds": _passed_fds(opts, strict, disabled), "listen_fds": _listen_fds()}
         if verb == "create":
             container.create(root, cid, _one(opts, "--bundle", "."), disabled, _last(opts, "--pid-file"),
                              fifo="exec-fifo" not in disabled, launch=launch)

@@ -176,13 +176,16 @@ def start(root: str, cid: str, disabled: Switches = frozenset()) -> None:
 
 
 def _poststart(c: Container, config: Config, disabled: Switches) -> None:
-    """The poststart hooks.  A failure is a warning and the container runs on: the spec's MUST
-    (runtime.md, lifecycle step 7).  Switch ``poststart-warning``: fatal, as in runc 1.1, which
-    kills the container and fails ``start``."""
+    """The poststart hooks, as the config's ociVersion has them (runtime.md, lifecycle).
+
+    Up to runtime-spec 1.2.1 a failure is a warning and the container runs on
+    (a MUST); 1.3.0 turned it around: an error, and the container is stopped.
+    Switch ``poststart-warning``: fatal whatever the version, as runc 1.1 is.
+    """
     if not (config.get("hooks") or {}).get("poststart"):
         return
     from . import hooks
-    fatal = "poststart-warning" in disabled
+    fatal = "poststart-warning" in disabled or spec.version_at_least(config, (1, 3))
     try:
         hooks.run(config, "poststart", c.oci_state(), fatal=fatal)
     except Error:
@@ -291,14 +294,24 @@ def _switch_hooks(config: Config, disabled: Switches | list[str]) -> None:
 
 
 def _thaw(c: Container) -> None:
-    """A frozen task dies of SIGKILL only once thawed (v1), and its cgroup cannot go before:
-    thaw, unless switch ``thaw`` plays the runtime that forgets to."""
+    """A frozen task dies of SIGKILL only once thawed (v1), and its cgroup cannot go before."""
+    from .freeze import thaw_quietly
+    thaw_quietly(c.data.get("cgroups"))
+
+
+def _left_frozen(c: Container) -> bool:
+    """Switch ``thaw``: a paused container's processes are neither thawed nor killed, the bug
+    runtime-ref had on cgroup v1 (there SIGKILL waits for a thaw that never came), played on
+    v2 as well (where SIGKILL would reach a frozen task)."""
     if "thaw" not in (c.data.get("disabled") or []):
-        from .freeze import thaw_quietly
-        thaw_quietly(c.data.get("cgroups"))
+        return False
+    from .freeze import frozen
+    return frozen(c.data.get("cgroups"), partly=True)
 
 
 def _kill_and_wait(c: Container, timeout: float = 5.0) -> None:
+    if _left_frozen(c):
+        return
     try:
         os.kill(c.pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -315,7 +328,7 @@ def _destroy(c: Container, config: Config, run_hooks: bool) -> None:
     cg = c.data.get("cgroups")
     if not cg and c.data.get("cgroups_path"):
         cg = cgroups.find(c.data["cgroups_path"])  # create was stopped while making them
-    if cg:
+    if cg and not _left_frozen(c):
         _thaw(c)
         # without a pid namespace, killing the init does not kill the rest
         for _ in range(100):

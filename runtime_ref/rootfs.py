@@ -188,12 +188,13 @@ def _mount_cgroup(dest: str, flags: int, ctx: InitContext) -> None:
     ones it was placed in, whether the config named them or we chose them),
     so it sees its own limits and never the machine's other cgroups, its
     siblings' included.  Read-only unless the mount's options say ``rw``.
-    Switch ``cgroup-view``: the hierarchy roots are bound instead.
+    Switch ``cgroup-view``: the hierarchy roots are bound instead, read-write.
     """
     from . import cgroups
     version, mounts = cgroups.detect()
-    own = {} if "cgroup-view" in ctx["disabled"] else cgroups.own_dirs(ctx["cgroups"])
-    sub_flags = L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC | (flags & L.MS_RDONLY)
+    leak = "cgroup-view" in ctx["disabled"]
+    own = {} if leak else cgroups.own_dirs(ctx["cgroups"])
+    sub_flags = L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC | (0 if leak else flags & L.MS_RDONLY)
     if version == "v2":
         if ctx.get("cgroupns"):
             L.mount("cgroup2", dest, "cgroup2", sub_flags)
@@ -210,7 +211,7 @@ def _mount_cgroup(dest: str, flags: int, ctx: InitContext) -> None:
         else:
             L.mount(own.get(mnt, mnt), sub, None, L.MS_BIND | L.MS_REC)
             _remount(sub, sub_flags)
-    if flags & L.MS_RDONLY:
+    if flags & L.MS_RDONLY and not leak:
         L.mount(None, dest, None, L.MS_REMOUNT | L.MS_RDONLY | L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC)
 
 

@@ -52,8 +52,9 @@ SWITCHES = {
     "env": "process.env ignored: the process inherits the runtime's own environment",
     "close-fds": "no descriptor is closed before exec: every one the runtime was started with reaches "
                  "the container, whatever --preserve-fds says",
-    "cgroup-view": "without a cgroup namespace, /sys/fs/cgroup binds the host's hierarchy roots: the "
-                   "container sees every cgroup of the machine",
+    "preserve-fds": "--preserve-fds is ignored: the container gets stdio only",
+    "cgroup-view": "without a cgroup namespace, /sys/fs/cgroup binds the host's hierarchy roots, "
+                   "read-write: the container sees every cgroup of the machine",
     "default-cgroup": "with no linux.cgroupsPath the container gets no cgroup of its own: it stays in "
                       "the runtime's cgroups",
     "session": "the init and exec'd processes are not made session leaders: they keep the caller's "
@@ -61,8 +62,10 @@ SWITCHES = {
     "hook-env": "a hook without env runs with an empty environment",
     "poststart-warning": "a failing poststart hook is fatal: start fails and the container is killed",
     "freezer": "pause and resume leave the freezer alone: the processes keep running",
-    "thaw": "delete --force of a paused container does not thaw it: the frozen init is left behind",
+    "thaw": "delete --force of a paused container neither thaws nor kills it: the frozen init is left "
+            "behind (as on cgroup v1, where SIGKILL waits for a thaw)",
     "ps": "ps lists the container's init only",
+    "update": "update writes no limit (and says nothing of it)",
     "cli-checks": "the command line takes what it should refuse: unknown flags and verbs, bad flag "
                   "values, and state of an unknown id (answered as stopped)",
     "stdio": "the regular files among the runtime's stdio are handed to nobody (fchown 65534:65534), "
@@ -179,6 +182,16 @@ def validate(config: Config) -> Config:
         if ns.get("type") not in NAMESPACE_SWITCH:
             raise Error("unsupported config field linux.namespaces: unknown type %r" % ns.get("type"))
     return config
+
+
+def version_at_least(config: Config, least: tuple[int, int]) -> bool:
+    """Whether the config's ociVersion (MAJOR.MINOR…) is ``least`` or later; where the spec
+    changed a rule, the config's version says which one the runtime follows."""
+    parts = str(config.get("ociVersion") or "").split(".")
+    try:
+        return (int(parts[0]), int(parts[1].split("-")[0])) >= least
+    except (IndexError, ValueError):
+        return False
 
 
 def check_resources(res: dict[str, Any]) -> None:

@@ -73,4 +73,6 @@ def update(root: str, cid: str, opts: Dict[str, List[str]], disabled: Switches) 
     if not res:
         raise Error("update: nothing to change (give --memory, --pids-limit, ... or --resources)")
     switches = set(disabled) | set(c.data.get("disabled") or [])
+    if "update" in switches:
+        return  # the control: a runtime whose update changes nothing
     cgroups.set_limits(c.data["cgroups"], res, switches)

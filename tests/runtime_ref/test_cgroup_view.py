@@ -17,7 +17,7 @@ from conftest import reap
 CGROUP_MOUNT = {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
                 "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}
 #: each cgroup mount's root (field 4) and mount point (field 5), then the container's own paths
-VIEW = ("awk '$9 ~ /^cgroup2?$/ {print $4, $5}' /proc/self/mountinfo; echo --; cat /proc/self/cgroup; "
+VIEW = ("awk '$9 ~ /^cgroup2?$/ {print $4, $5, $6}' /proc/self/mountinfo; echo --; cat /proc/self/cgroup; "
         "echo --; ls /sys/fs/cgroup/pids 2>/dev/null || ls /sys/fs/cgroup")
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/sys/fs/cgroup/pids") and
@@ -36,7 +36,12 @@ def _run_without_cgroups_path(ref, disable=None, cgroups_path=None):
     done = ref.cmd("run", "--bundle", str(ref.bundle), cid, disable=disable)
     assert done.returncode == 0, done.stderr
     mounts, own, listing = done.stdout.split("--\n")
-    roots = dict(reversed(line.split()) for line in mounts.splitlines())  # mount point -> root
+    roots = {line.split()[1]: line.split()[0] for line in mounts.splitlines()}  # mount point -> root
+    access = {line.split()[1]: line.split()[2].split(",")[0] for line in mounts.splitlines()}
+    if disable != "cgroup-view":
+        assert set(access.values()) == {"ro"}, access  # as the mount's options say
+    else:
+        assert "rw" in set(access.values()), access  # the control binds the roots read-write too
     paths = {}
     for line in own.splitlines():
         _, ctrls, path = line.split(":", 2)

@@ -121,3 +121,8 @@ def test_exec_d_process_leads_its_own_session(ref):
     assert fields[2] == fields[3] == str(pid)
     ref.cmd("delete", "--force", cid)
     reap(pid)
+
+
+def test_preserve_fds_switch_drops_the_flag(ref, handed):
+    done = ref.run(LIST_FDS, fds=handed, extra=["--preserve-fds", "2"], disable="preserve-fds")
+    assert fds_of(done.stdout) == [0, 1, 2], done.stderr

@@ -67,3 +67,16 @@ def test_poststart_warning_switch_makes_it_fatal(ref):
     while ref.state(cid)["status"] != "stopped" and time.monotonic() < deadline:
         time.sleep(0.01)
     assert ref.state(cid)["status"] == "stopped"
+
+
+def test_from_runtime_spec_1_3_a_failing_poststart_hook_stops_the_container(ref):
+    """runtime-spec 1.3.0 turned the rule around (an error, and the container stopped);
+    the config's ociVersion says which rule holds."""
+    cfg = json.loads(json.dumps(ref.config))
+    cfg["ociVersion"] = "1.3.0"
+    _hook("poststart", "exit 3")(cfg)
+    cid = ref.create(["sleep", "91"], config=cfg)
+    pid = ref.state(cid)["pid"]
+    started = ref.cmd("start", cid)
+    assert started.returncode == 1 and "poststart hook #0" in started.stderr
+    assert reap(pid) == 137

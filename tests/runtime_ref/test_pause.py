@@ -118,14 +118,17 @@ def test_thaw_switch_leaves_the_frozen_init(ref):
     """The control of the scenario above plays the bug; the test then thaws and cleans up itself."""
     cid = ref.create(["sleep", "91"], disable="thaw")
     pid = ref.state(cid)["pid"]
-    ref.cmd("start", cid)
-    ref.cmd("pause", cid)
-    done = ref.cmd("delete", "--force", cid)
-    assert done.returncode == 1 and "cannot remove cgroup" in done.stderr
-    assert _states([pid]) == {pid: "D"}
-    with open(_freezer_v1(cid), "w") as f:
-        f.write("THAWED")
-    assert reap(pid) == 137
-    for d in (f"/sys/fs/cgroup/{h}/{cid}" for h in os.listdir("/sys/fs/cgroup")):
-        if os.path.isdir(d):
-            os.rmdir(d)
+    try:
+        ref.cmd("start", cid)
+        ref.cmd("pause", cid)
+        done = ref.cmd("delete", "--force", cid)
+        assert done.returncode == 1 and "cannot remove cgroup" in done.stderr
+        assert _states([pid]) == {pid: "D"}
+    finally:  # what the switch left: thaw, kill, reap, remove
+        with open(_freezer_v1(cid), "w") as f:
+            f.write("THAWED")
+        os.kill(pid, 9)
+        assert reap(pid) == 137
+        for d in (f"/sys/fs/cgroup/{h}/{cid}" for h in os.listdir("/sys/fs/cgroup")):
+            if os.path.isdir(d):
+                os.rmdir(d)

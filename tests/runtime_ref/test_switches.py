@@ -244,7 +244,8 @@ def test_exec_fifo_switch(ref):
 
 #: switches whose tests live beside the behaviour they break (the file says where)
 ELSEWHERE = {
-    "close-fds": "test_descriptors.py", "session": "test_descriptors.py",
+    "close-fds": "test_descriptors.py", "session": "test_descriptors.py", "preserve-fds": "test_descriptors.py",
+    "update": "test_update.py",
     "cgroup-view": "test_cgroup_view.py", "default-cgroup": "test_cgroup_view.py",
     "hook-env": "test_hooks.py", "poststart-warning": "test_hooks.py",
     "freezer": "test_pause.py", "thaw": "test_pause.py", "ps": "test_pause.py",

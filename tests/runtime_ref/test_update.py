@@ -86,3 +86,10 @@ def test_update_of_a_stopped_or_unknown_container_fails(ref):
     assert done.returncode == 1 and "is not running" in done.stderr
     done = ref.cmd("update", cid)
     assert done.returncode == 1
+
+
+def test_update_switch_writes_nothing(ref, limited):
+    cid, _, _ = limited
+    assert ref.cmd("update", "--pids-limit", "5", "--memory", str(32 << 20), cid, disable="update").returncode == 0
+    assert _read(f"/sys/fs/cgroup/pids/{cid}/pids.max") == "20"
+    assert _read(f"/sys/fs/cgroup/memory/{cid}/memory.limit_in_bytes") == str(64 << 20)
