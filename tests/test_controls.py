@@ -25,7 +25,7 @@ def test_every_control_fails_and_ref_agrees_with_runc(tmp_path, no_leftovers):
     assert set(controls) == scenarios, "every scenario ran its negative control"
     for name, control in controls.items():
         assert control["verdict"] in ("fail", "skip"), f"{name}: control {control['disabled']} -> {control}"
-        assert control["disabled"] == control["control"]
+        assert set(control["disabled"]) <= set(control["control"])  # one of its controls (each is a run)
     assert "negative controls (ref with the switch off must FAIL)" in run.output
     md = (tmp_path / "out" / "matrix.md").read_text()
     assert "## Negative controls" in md and "| pid" in md

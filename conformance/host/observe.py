@@ -20,15 +20,17 @@ import os
 import socket
 import time
 from pathlib import Path
+from typing import IO
 
 from conformance.model.errors import DriverError
 from conformance.model.placeholders import fill
 from conformance.model.records import FactReading, Observation
 from conformance.model.scenario import HostFact, Scenario
 
-from . import cgroupfs, inside, lifecycle
+from . import cgroupfs, facts, handover, inside, lifecycle
 from .bundle import Bundle
 from .drivers import RuntimeDriver
+from .drivers.base import Launch
 from .image import read_layer_file
 from .steps import run_steps
 
@@ -57,7 +59,10 @@ class _HostProbe:
             host = os.stat(f"/proc/self/ns/{fact.target}").st_ino
             return f"container {fact.target}:[{inside}] host {fact.target}:[{host}]"
         if fact.kind == "proc":
-            text = Path(f"/proc/{self.pid}/{fact.target}").read_text()
+            path = Path(f"/proc/{self.pid}/{fact.target}")
+            if path.is_symlink() or path.is_dir():  # cwd, fd/ …
+                return facts.proc_entry(path)
+            text = path.read_text()
             return _field(text, fact.field) if fact.field else text
         if fact.kind == "cgroup":
             return cgroupfs.read_value(fact.target, self.cgroups, self.mount_map)
@@ -67,6 +72,12 @@ class _HostProbe:
             return socket.gethostname()
         if fact.kind == "layer_file":
             return read_layer_file(fact.target, fact.layer or "", self.variables)
+        if fact.kind == "host_stat":
+            return facts.host_stat(fill(fact.target, self.variables))
+        if fact.kind == "cgroup_view":
+            return facts.cgroup_view(self.pid)
+        if fact.kind == "tasks":
+            return facts.tasks(self.cgroups, self.mount_map)
         raise ValueError(f"unknown host fact {fact.kind}")
 
 
@@ -103,62 +114,111 @@ def _read_outputs(bundle: Bundle, obs: Observation) -> None:
     obs.stderr = (bundle.path / "stderr").read_text(errors="replace")
 
 
+def _log_file(path: Path) -> IO[bytes]:
+    """The container's stdout or stderr: a root-owned 0600 host file, like a daemon's log.
+
+    A runtime is handed it as is, and must leave it so (gVisor's runsc fchowns
+    its stdio to its sandbox's user): scenario stdio-ownership-unchanged reads
+    its owner and mode with ``host_stat``.
+    """
+    return open(path, "wb", opener=lambda name, flags: os.open(name, flags, 0o600))  # .name: the path
+
+
 def observe(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str) -> Observation:
     """Run the container once and collect everything the scenario's expectations need."""
     obs = Observation()
     started = time.monotonic()
-    with open(bundle.path / "stdout", "wb") as out, open(bundle.path / "stderr", "wb") as err:
+    stages = _StageReader(scenario, bundle.variables, obs, driver.sandboxed)
+    with _log_file(bundle.path / "stdout") as out, _log_file(bundle.path / "stderr") as err, \
+            handover.handed(scenario.launch, bundle.path) as (launch, handed_vars):
+        bundle.variables.update(handed_vars)
         try:
             if scenario.steps:
-                _steps(scenario, driver, bundle, cid, out, err, obs)
+                _steps(scenario, driver, bundle, cid, out, err, obs, stages, launch)
             elif scenario.needs_lifecycle:
-                _lifecycle(scenario, driver, bundle, cid, out, err, obs)
+                _lifecycle(scenario, driver, bundle, cid, out, err, obs, stages, launch)
             else:
-                outcome = driver.run(bundle.path, cid, out, err, scenario.timeout)
+                outcome = driver.run(bundle.path, cid, out, err, scenario.timeout, launch)
                 obs.exit, obs.timed_out = outcome.exit, outcome.timed_out
         except DriverError as exc:
             obs.runtime_error = str(exc)
         finally:
-            obs.leaks = cgroupfs.remove_leftovers(bundle.config["linux"]["cgroupsPath"])
+            obs.leaks = _leftovers(bundle, cid, stages)
     _read_outputs(bundle, obs)
     obs.duration_s = time.monotonic() - started
     return obs
 
 
-def _steps(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str,
-           out, err, obs: Observation) -> None:
-    with lifecycle.held(driver, bundle.path, cid, out, err, scenario.timeout) as container:
-        obs.steps = run_steps(list(scenario.steps), container, bundle.path / "stdout")
+def _leftovers(bundle: Bundle, cid: str, stages: _StageReader) -> list[str]:
+    """The container's cgroups that outlived delete (removed now): at the cgroupsPath the harness
+    gave, or, in a config without one, at the paths the runtime chose (seen after create) that
+    name the container; a path that does not name it may be shared, and is left alone."""
+    given = bundle.config["linux"].get("cgroupsPath")
+    if given:
+        return cgroupfs.remove_leftovers(given)
+    seen = stages.probe.cgroups.values() if stages.probe is not None else ()
+    return [leak for path in sorted(set(seen)) if cid in path for leak in cgroupfs.remove_leftovers(path)]
+
+
+def _steps(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str, out: IO[bytes],
+           err: IO[bytes], obs: Observation, stages: _StageReader, launch: Launch) -> None:
+    with lifecycle.held(driver, bundle.path, cid, out, err, scenario.timeout, launch) as container:
+        obs.steps = run_steps(list(scenario.steps), container, bundle.path / "stdout", bundle.variables,
+                              stages.at)
     obs.exit, obs.timed_out = container.exit, container.timed_out
+    stages.never_reached()
 
 
 class _StageReader:
-    """Reads the scenario's host facts at each stage ``lifecycle.running`` stops at."""
+    """Reads the scenario's host facts at each stage the container passes (lifecycle.running's,
+    or a lifecycle scenario's steps: steps.py), each stage once."""
 
-    def __init__(self, scenario: Scenario, variables: dict[str, str], obs: Observation) -> None:
+    def __init__(self, scenario: Scenario, variables: dict[str, str], obs: Observation,
+                 sandboxed: bool = False) -> None:
         self.wanted = {stage: [f for f in scenario.host_facts if f.when == stage]
-                       for stage in ("created", "running", "exited", "deleted")}
-        self.variables, self.obs = variables, obs
+                       for stage in ("created", "running", "paused", "exited", "deleted")}
+        self.variables, self.obs, self.sandboxed = variables, obs, sandboxed
+        self.timeout = min(EXEC_WAIT_S, scenario.timeout)
         self.probe: _HostProbe | None = None
         self.created_exe: str | None = None
+        self.done: set[str] = set()
 
     def at(self, stage: str, container: lifecycle.Container) -> None:
         if stage == "created":
             assert container.pid is not None
             self.probe = _HostProbe(container.pid, self.variables)
             self.created_exe = _exe(container.pid)
+        if stage == "running" and self.wanted["running"] and "running" not in self.done:
+            assert container.pid is not None
+            if not (self.sandboxed or _wait_exec(container.pid, self.created_exe, self.timeout)):
+                self.obs.facts += [FactReading(f, error=NOT_SEEN_RUNNING) for f in self.wanted["running"]]
+                self.done.add("running")
+                return
         self.read(stage)
 
     def read(self, stage: str) -> None:
-        assert self.probe is not None, "no probe before the container was created"
+        if stage in self.done or self.probe is None:
+            return
+        self.done.add(stage)
         self.obs.facts += [self.probe.read(f) for f in self.wanted[stage]]
 
+    def never_reached(self) -> None:
+        """A fact whose stage the steps never reached (a create or pause that failed) is a
+        check that could not be read, not one left out."""
+        for stage, wanted in self.wanted.items():
+            if stage not in self.done:
+                self.obs.facts += [FactReading(f, error=f"the steps never reached stage {stage!r}")
+                                   for f in wanted]
 
-def _lifecycle(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str,
-               out, err, obs: Observation) -> None:
-    stages = _StageReader(scenario, bundle.variables, obs)
-    with lifecycle.running(driver, bundle.path, cid, out, err, scenario.timeout, at=stages.at) as container:
-        if stages.wanted["running"] or scenario.inside_checks:
+
+NOT_SEEN_RUNNING = "the entrypoint was not seen running (it exited first, or exec never happened)"
+
+
+def _lifecycle(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str, out: IO[bytes],
+               err: IO[bytes], obs: Observation, stages: _StageReader, launch: Launch) -> None:
+    with lifecycle.running(driver, bundle.path, cid, out, err, scenario.timeout, at=stages.at,
+                           launch=launch) as container:
+        if stages.wanted["running"] or stages.wanted["paused"] or scenario.inside_checks:
             _while_running(scenario, driver, container, stages, obs)
     obs.exit, obs.timed_out = container.exit, container.timed_out
 
@@ -172,7 +232,21 @@ def _while_running(scenario: Scenario, driver: RuntimeDriver, container: lifecyc
         if scenario.inside_checks:  # commands inside, through the runtime's exec
             obs.inside = inside.read(scenario, driver.exec_argv(container.cid), container.cid,
                                      stages.variables)
+        if stages.wanted["paused"]:  # facts `when: paused`: pause, read them, resume
+            _paused(driver, container, stages)
     else:
-        why = "the entrypoint was not seen running (it exited first, or exec never happened)"
-        obs.facts += [FactReading(f, error=why) for f in stages.wanted["running"]]
-        obs.inside = inside.not_running(scenario, why)
+        obs.facts += [FactReading(f, error=NOT_SEEN_RUNNING) for f in stages.wanted["running"]]
+        obs.inside = inside.not_running(scenario, NOT_SEEN_RUNNING)
+
+
+def _paused(driver: RuntimeDriver, container: lifecycle.Container, stages: _StageReader) -> None:
+    try:
+        driver.pause(container.cid)
+    except DriverError as exc:
+        stages.obs.facts += [FactReading(f, error=f"pause failed: {exc}") for f in stages.wanted["paused"]]
+        stages.done.add("paused")
+        return
+    try:
+        stages.at("paused", container)
+    finally:
+        driver.resume(container.cid)

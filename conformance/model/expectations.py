@@ -28,7 +28,7 @@ from .scenario import Expectations, HostFact, Scenario
 
 PROPERTY, OBSERVABLE, MECHANISM = "property", "observable", "mechanism"
 #: steps that are actions, not checks: they produce no expectation
-ACTION_STEPS = ("release", "wait")
+ACTION_STEPS = ("release", "wait", "sleep")
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,14 @@ DEFAULT_TIMEOUT_S = 20.0
 
 #: Host facts whose natural moment to be read is after the entrypoint ended.
 _EXITED_BY_DEFAULT = ("cgroup", "layer_file")
+#: Every kind of host fact, in the order a fact's kind is recognised.
+FACT_KINDS = ("namespace_differs", "proc", "cgroup", "host_file", "host_hostname_unchanged", "layer_file",
+              "host_stat", "cgroup_view", "tasks")
+#: Facts read from the container's host process (/proc/<pid>, its cgroup's tasks): for a sandboxed
+#: runtime they describe the sandbox, not the container (judge/verdict.py does not judge them there).
+PROCESS_FACTS = ("proc", "cgroup_view", "tasks")
+#: What the harness can hand a runtime process as an open descriptor (``launch.fds``).
+HANDED_FDS = ("file", "socket", "pipe")
 
 
 @dataclass(frozen=True)
@@ -45,7 +53,7 @@ class TextExpectation:
 class HostFact:
     """One observation made from the host: what to read, when, and how to judge it."""
 
-    kind: str                 # namespace_differs | proc | cgroup | host_file | host_hostname_unchanged | layer_file
+    kind: str                 # one of FACT_KINDS
     target: str               # the namespace, /proc file, cgroup value, host path or image path
     when: str                 # created | running | exited
     field: str | None = None  # for proc: the "Field:" line to read
@@ -54,8 +62,7 @@ class HostFact:
 
     @classmethod
     def from_yaml(cls, raw: dict[str, Any]) -> "HostFact":
-        kind = next(k for k in ("namespace_differs", "proc", "cgroup", "host_file",
-                                "host_hostname_unchanged", "layer_file") if k in raw)
+        kind = next(k for k in FACT_KINDS if k in raw)
         matchers = {k: v for k, v in raw.items() if k not in (kind, "when", "field", "layer")}
         when = raw.get("when") or ("exited" if kind in _EXITED_BY_DEFAULT else "running")
         return cls(kind=kind, target=str(raw[kind]), when=when, field=raw.get("field"),
@@ -125,6 +132,25 @@ class Mechanism:
 
 
 @dataclass(frozen=True)
+class LaunchSpec:
+    """How the harness starts the runtime process itself, beyond the bundle.
+
+    ``fds``: descriptors it is started with, at 3, 4, … in this order (each one
+    of HANDED_FDS: a host file holding ``{{fd_token}}``, one end of a socket
+    pair, the read end of a pipe), as a caller that forgot them open would;
+    ``preserve_fds``: ``--preserve-fds N`` on create (and run).
+    """
+
+    fds: tuple[str, ...] = ()
+    preserve_fds: int = 0
+
+    @classmethod
+    def from_yaml(cls, raw: dict[str, Any] | None) -> "LaunchSpec":
+        raw = raw or {}
+        return cls(tuple(raw.get("fds", ())), int(raw.get("preserve_fds", 0)))
+
+
+@dataclass(frozen=True)
 class Scenario:
     """One isolation property, the spec change it needs, and how to judge it."""
 
@@ -150,6 +176,8 @@ class Scenario:
     steps: tuple[Any, ...] = ()
     #: how a namespaces-and-cgroups runtime provides the property (None: nothing to tell apart)
     mechanism: Mechanism | None = None
+    #: what the runtime process is started with beyond the bundle (descriptors, --preserve-fds)
+    launch: LaunchSpec = LaunchSpec()
     #: the validated YAML document, so the scenario can travel to a remote host as JSON
     source: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -220,11 +248,11 @@ def _controls(raw: list[Any]) -> tuple[tuple[str, ...], ...]:
 
 
 def from_document(doc: dict[str, Any], lines: dict[tuple, int], path: Path) -> Scenario:
-    run = doc["run"]
+    run = doc.get("run", "true")  # a lifecycle scenario whose steps create nothing (the CLI's) needs none
     return Scenario(
         id=doc["id"], title=doc["title"], tags=tuple(doc["tags"]), controls=_controls(doc["control"]),
         args=("sh", "-c", run) if isinstance(run, str) else tuple(run),
-        expect=_expectations(doc["expect"]), path=path, line=lines.get((), 1),
+        expect=_expectations(doc.get("expect", {})), path=path, line=lines.get((), 1),
         patch=doc.get("patch", {}), requires=tuple(doc.get("requires", ())),
         host_setup=tuple(doc.get("host_setup", ())), steps=tuple(doc.get("steps", ())),
         timeout=float(doc.get("timeout", DEFAULT_TIMEOUT_S)),
@@ -232,6 +260,7 @@ def from_document(doc: dict[str, Any], lines: dict[tuple, int], path: Path) -> S
         image=_image(doc, lines, path),
         mechanism=Mechanism(doc["mechanism"]["name"], _expectations(doc["mechanism"]["expect"]))
         if "mechanism" in doc else None,
+        launch=LaunchSpec.from_yaml(doc.get("launch")),
     )
 
 
