@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     add_command(verbs)
     args = parser.parse_args(argv)
     try:
-        return args.run(args)
+        status: int = args.run(args)
+        return status
     except BaselineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

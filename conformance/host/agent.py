@@ -18,6 +18,7 @@ import sys
 from typing import Any
 
 from conformance.model.errors import RuntimeNotFound
+from conformance.model.records import HostDescription, RuntimeEntry
 from conformance.model.scenario import Scenario
 
 from . import drivers, hostinfo
@@ -26,8 +27,9 @@ from .runtimes import REF_ENV
 from .session import RunSession
 
 
-def describe(request: dict[str, Any]) -> dict[str, Any]:
-    runtimes: dict[str, Any] = {}
+def describe(request: dict[str, Any]) -> HostDescription:
+    """This host's profile and each requested runtime as it would be driven here."""
+    runtimes: dict[str, RuntimeEntry] = {}
     for name in request["runtimes"]:
         try:
             column, entry = drivers.describe(name, request.get("flags", {}))

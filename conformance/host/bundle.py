@@ -32,7 +32,7 @@ class Bundle:
 
     @property
     def rootfs(self) -> Path:
-        return self.path / self.config["root"]["path"]
+        return self.path / str(self.config["root"]["path"])
 
     def remove(self) -> None:
         if self.image is not None:  # first: rmtree must never walk into a mounted overlay
@@ -43,7 +43,7 @@ class Bundle:
 
 def make_config(scenario: Scenario, cid: str, oci_version: str, variables: dict[str, str]) -> dict[str, Any]:
     """The scenario's config.json: base, then patch, then the per-container fields."""
-    config = apply_patch(base_spec(), fill(scenario.patch, variables))
+    config: dict[str, Any] = apply_patch(base_spec(), fill(scenario.patch, variables))
     config["ociVersion"] = oci_version
     config["process"]["args"] = list(fill(scenario.args, variables))
     config.setdefault("linux", {}).setdefault("cgroupsPath", f"/{cid}")
@@ -71,6 +71,7 @@ def _build_on_image(scenario: Scenario, cid: str, workdir: Path, oci_version: st
     The image's placeholders ({{upperdir}}, {{layer_1}} …) join the variables, and
     anything that fails after the mount unmounts it again: Ctrl-C included.
     """
+    assert scenario.image is not None
     path = workdir / cid
     path.mkdir(parents=True)
     bundle = Bundle(path, {"root": {"path": "rootfs"}})

@@ -20,6 +20,7 @@ import os
 import socket
 import time
 from pathlib import Path
+from typing import IO
 
 from conformance.model.errors import DriverError
 from conformance.model.placeholders import fill
@@ -126,7 +127,7 @@ def observe(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str)
 
 
 def _steps(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str,
-           out, err, obs: Observation) -> None:
+           out: IO[bytes], err: IO[bytes], obs: Observation) -> None:
     with lifecycle.held(driver, bundle.path, cid, out, err, scenario.timeout) as container:
         obs.steps = run_steps(list(scenario.steps), container, bundle.path / "stdout")
     obs.exit, obs.timed_out = container.exit, container.timed_out
@@ -155,7 +156,7 @@ class _StageReader:
 
 
 def _lifecycle(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str,
-               out, err, obs: Observation) -> None:
+               out: IO[bytes], err: IO[bytes], obs: Observation) -> None:
     stages = _StageReader(scenario, bundle.variables, obs)
     with lifecycle.running(driver, bundle.path, cid, out, err, scenario.timeout, at=stages.at) as container:
         if stages.wanted["running"] or scenario.inside_checks:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from conformance.model.errors import RuntimeNotFound
+from conformance.model.records import RuntimeEntry
 
 from . import cgroupfs
 
@@ -41,7 +42,7 @@ class RuntimeProfile:
     def argv(self, root: Path, *verb: str) -> list[str]:
         return [*self.command, "--root", str(root), *self.global_flags, *verb]
 
-    def as_json(self) -> dict[str, object]:
+    def as_json(self) -> RuntimeEntry:
         return {"path": self.path, "version": self.version, "spec_version": self.spec_version,
                 "global_flags": self.global_flags, "adaptations": self.adaptations,
                 "sandboxed": self.sandboxed}

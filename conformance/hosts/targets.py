@@ -20,14 +20,14 @@ import secrets
 import shlex
 import zipfile
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from conformance.host import drivers, hostinfo
+from conformance.host import agent
 from conformance.host.executor import execute
 from conformance.host.runtimes import ref_launcher
 from conformance.host.session import RunSession
-from conformance.model.errors import ConformanceError, RuntimeNotFound
-from conformance.model.records import Execution
+from conformance.model.errors import ConformanceError
+from conformance.model.records import Execution, HostDescription
 from conformance.model.scenario import Scenario
 
 PACKAGE_DIR = Path(__file__).parent.parent  # the conformance package
@@ -42,7 +42,7 @@ class Target(Protocol):
     spec: str
 
     def execute(self, scenario: Scenario, runtime: str, disabled: tuple[str, ...]) -> Execution: ...
-    def describe(self, runtimes: list[str]) -> dict[str, Any]: ...
+    def describe(self, runtimes: list[str]) -> HostDescription: ...
     def close(self) -> None: ...
 
 
@@ -58,15 +58,8 @@ class LocalTarget:
     def execute(self, scenario: Scenario, runtime: str, disabled: tuple[str, ...]) -> Execution:
         return execute(scenario, runtime, disabled, self.session)
 
-    def describe(self, runtimes: list[str]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for name in runtimes:
-            try:
-                column, entry = drivers.describe(name, self.runtime_flags)
-                out[column] = entry
-            except RuntimeNotFound as exc:
-                out[name] = {"path": None, "version": None, "error": str(exc)}
-        return {"profile": hostinfo.profile(), "runtimes": out}
+    def describe(self, runtimes: list[str]) -> HostDescription:
+        return agent.describe({"runtimes": runtimes, "flags": self.runtime_flags})
 
     def close(self) -> None:
         self.session.close()
@@ -139,7 +132,8 @@ class RemoteTarget:
         if done.rc != 0 or not lines:
             raise HostError(f"host {self.spec}: agent {op} failed (exit {done.rc}): "
                             f"{(done.stderr or done.stdout).strip()[-400:]}")
-        return json.loads(lines[-1])
+        answer: dict[str, Any] = json.loads(lines[-1])
+        return answer
 
     def execute(self, scenario: Scenario, runtime: str, disabled: tuple[str, ...]) -> Execution:
         try:
@@ -149,8 +143,8 @@ class RemoteTarget:
             return Execution(error=str(exc))
         return Execution.from_json(answer, scenario)
 
-    def describe(self, runtimes: list[str]) -> dict[str, Any]:
-        return self._call("describe", {"runtimes": runtimes, "flags": self.runtime_flags})
+    def describe(self, runtimes: list[str]) -> HostDescription:
+        return cast(HostDescription, self._call("describe", {"runtimes": runtimes, "flags": self.runtime_flags}))
 
     def close(self) -> None:
         if self.agent is not None:
@@ -170,7 +164,7 @@ class BrokenTarget:
     def execute(self, scenario: Scenario, runtime: str, disabled: tuple[str, ...]) -> Execution:
         return Execution(error=self.reason)
 
-    def describe(self, runtimes: list[str]) -> dict[str, Any]:
+    def describe(self, runtimes: list[str]) -> HostDescription:
         return {"profile": {"error": self.reason}, "runtimes": {}}
 
     def close(self) -> None:

@@ -142,10 +142,10 @@ def _block_checks(scenario: Scenario, obs: Observation, variables: dict[str, str
             index = next(i for i, f in enumerate(all_facts) if f is reading.fact)
             if fact_base <= index < fact_base + len(block.host):
                 checks += _fact_checks(reading, f"{prefix}host[{index - fact_base}]", variables, role, sandbox)
-        for reading in obs.inside:
-            if inside_base <= reading.index < inside_base + len(block.testinfra):
-                local = reading.index - inside_base
-                checks.append(_inside_check(block, local, f"{prefix}testinfra[{local}]", reading, variables, role))
+        for inside in obs.inside:
+            if inside_base <= inside.index < inside_base + len(block.testinfra):
+                local = inside.index - inside_base
+                checks.append(_inside_check(block, local, f"{prefix}testinfra[{local}]", inside, variables, role))
         fact_base += len(block.host)
         inside_base += len(block.testinfra)
     labels = dict(step_ids(scenario))

@@ -7,9 +7,29 @@ a remote host and the harness they travel as JSON (``Execution.to_json`` /
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Dict, List, TypedDict
 
 from .scenario import HostFact, Scenario
+
+
+class RuntimeEntry(TypedDict, total=False):
+    """How one runtime was driven on one host, as the matrix prints it (``runtimes``, ``host_runtimes``)."""
+
+    path: str | None
+    version: str | None
+    spec_version: str
+    global_flags: List[str]
+    adaptations: List[str]     # every quirk the harness applied, in words
+    sandboxed: Any             # how the harness knows the container runs in a sandbox (or false)
+    lane: str                  # bare, containerd, rootless …
+    error: str                 # why the runtime could not be used on that host
+
+
+class HostDescription(TypedDict):
+    """What a host says of itself: its profile (kernel, cgroup layout …) and its runtimes."""
+
+    profile: Dict[str, Any]
+    runtimes: Dict[str, RuntimeEntry]
 
 
 @dataclass

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Tuple, Union
 
 from .errors import ScenarioError
 from .image_spec import ImageError, ImageSpec
@@ -16,6 +16,15 @@ DEFAULT_TIMEOUT_S = 20.0
 
 #: Host facts whose natural moment to be read is after the entrypoint ended.
 _EXITED_BY_DEFAULT = ("cgroup", "layer_file")
+
+
+#: where a value sits in a YAML document: its keys and list indexes from the top (for line numbers)
+LinePath = Tuple[Union[str, int], ...]
+
+
+def _strings(value: str | list[str] | None) -> tuple[str, ...]:
+    """One string or a list of them, as a tuple."""
+    return (value,) if isinstance(value, str) else tuple(value or ())
 
 
 @dataclass(frozen=True)
@@ -34,9 +43,8 @@ class TextExpectation:
     def from_yaml(cls, raw: Any) -> "TextExpectation":
         if isinstance(raw, str):
             return cls(equals=raw)
-        as_tuple = lambda v: (v,) if isinstance(v, str) else tuple(v or ())  # noqa: E731
-        return cls(equals=raw.get("equals"), contains=as_tuple(raw.get("contains")),
-                   not_contains=as_tuple(raw.get("not_contains")), matches=raw.get("matches"),
+        return cls(equals=raw.get("equals"), contains=_strings(raw.get("contains")),
+                   not_contains=_strings(raw.get("not_contains")), matches=raw.get("matches"),
                    not_matches=raw.get("not_matches"), at_least=raw.get("at_least"),
                    at_most=raw.get("at_most"))
 
@@ -219,7 +227,7 @@ def _controls(raw: list[Any]) -> tuple[tuple[str, ...], ...]:
     return tuple((c,) if isinstance(c, str) else tuple(c) for c in raw)
 
 
-def from_document(doc: dict[str, Any], lines: dict[tuple, int], path: Path) -> Scenario:
+def from_document(doc: dict[str, Any], lines: dict[LinePath, int], path: Path) -> Scenario:
     run = doc["run"]
     return Scenario(
         id=doc["id"], title=doc["title"], tags=tuple(doc["tags"]), controls=_controls(doc["control"]),
@@ -235,14 +243,14 @@ def from_document(doc: dict[str, Any], lines: dict[tuple, int], path: Path) -> S
     )
 
 
-def _image(doc: dict[str, Any], lines: dict[tuple, int], path: Path) -> ImageSpec | None:
+def _image(doc: dict[str, Any], lines: dict[LinePath, int], path: Path) -> ImageSpec | None:
     """The scenario's image, if any; a layer the schema cannot judge (a path twice) names its line."""
     if "image" not in doc:
         return None
     try:
         return ImageSpec.from_yaml(doc["image"])
     except ImageError as exc:
-        line = lines.get(("image", "layers", exc.layer), lines.get(("image",)))
+        line = lines.get(("image", "layers", exc.layer or 0), lines.get(("image",)))
         raise ScenarioError(str(path), line, f"image.layers.{exc.layer}: {exc}") from None
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any, ClassVar
 
 from conformance.model.errors import DriverError
+from conformance.model.records import RuntimeEntry
 
 from ..runtimes import RuntimeProfile
 
@@ -78,7 +79,7 @@ class RuntimeDriver(abc.ABC):
         return inner if inner and text.startswith(prefix) and text.endswith(suffix) else None
 
     @classmethod
-    def describe(cls, profile: RuntimeProfile) -> dict[str, Any]:
+    def describe(cls, profile: RuntimeProfile) -> RuntimeEntry:
         """The matrix's ``runtimes`` entry: how the runtime was found and driven."""
         return profile.as_json()
 

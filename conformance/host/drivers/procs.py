@@ -34,7 +34,7 @@ def empty_stdin() -> int:
 def become_subreaper() -> bool:
     """Adopt orphaned descendants (the containers' inits); False if the kernel refuses."""
     libc = ctypes.CDLL(None, use_errno=True)
-    return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
 
 
 def exit_status(returncode: int) -> int:
