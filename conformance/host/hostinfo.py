@@ -86,6 +86,21 @@ def _overlayfs() -> str | None:
     return "the kernel has no overlay file system (CONFIG_OVERLAY_FS; modprobe overlay)"
 
 
+def _host_nic() -> str | None:
+    """A network scenario that sees only loopback inside proves nothing on a host that has only loopback."""
+    try:
+        names = [n for n in os.listdir("/sys/class/net") if n != "lo"]
+    except OSError as exc:
+        return f"/sys/class/net cannot be read ({exc.strerror})"
+    return None if names else "the host has no network interface but loopback"
+
+
+def _host_route() -> str | None:
+    """A scenario that finds no route inside proves nothing on a host that has none either."""
+    routes = (_read("/proc/net/route") or "").splitlines()[1:]
+    return None if routes else "the host's main IPv4 routing table is empty (/proc/net/route)"
+
+
 #: requirement name -> check returning None when met, else the reason to skip
 REQUIREMENTS: dict[str, Callable[[], str | None]] = {
     "cgroup-v1": lambda: None if cgroupfs.layout() in ("v1", "hybrid") else "the host has no cgroup v1 hierarchies (pure v2)",
@@ -101,6 +116,9 @@ REQUIREMENTS: dict[str, Callable[[], str | None]] = {
     "kexec-load-unlimited": _kexec_load_unlimited,
     "overlayfs": _overlayfs,
     "veth-bridge": bridge_net.unsupported,
+    "host-nic": _host_nic,
+    "host-route": _host_route,
+    "proc-timer-list": lambda: None if Path("/proc/timer_list").exists() else "the kernel has no /proc/timer_list",
     **{f"controller:{c}": _controller(c) for c in ("memory", "pids", "cpu", "io")},
 }
 

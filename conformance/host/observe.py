@@ -18,19 +18,22 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from conformance.model.errors import DriverError
+from conformance.model.matchers import text_failures
 from conformance.model.placeholders import fill
 from conformance.model.records import FactReading, Observation
-from conformance.model.scenario import HostFact, Scenario
+from conformance.model.scenario import HostFact, Scenario, TextExpectation
 
-from . import cgroupfs, inside, lifecycle
+from . import cgroupfs, hoststate, inside, lifecycle
 from .bundle import Bundle
 from .drivers import RuntimeDriver
 from .image import read_layer_file
+from .steps import parse as parse_step
 from .steps import run_steps
 
 EXEC_WAIT_S = 5.0
@@ -39,9 +42,9 @@ EXEC_WAIT_S = 5.0
 class _HostProbe:
     """Reads host facts about one container init (pid) at a given stage."""
 
-    def __init__(self, pid: int, variables: dict[str, str]) -> None:
+    def __init__(self, pid: int, variables: dict[str, str], config: dict[str, Any]) -> None:
         self.pid = pid
-        self.variables = variables
+        self.variables, self.config = variables, config
         self.mount_map = cgroupfs.mounts()
         self.cgroups = cgroupfs.process_cgroups(pid)
         self.hostname = socket.gethostname()
@@ -57,6 +60,8 @@ class _HostProbe:
             inside = os.stat(f"/proc/{self.pid}/ns/{fact.target}").st_ino
             host = os.stat(f"/proc/self/ns/{fact.target}").st_ino
             return f"container {fact.target}:[{inside}] host {fact.target}:[{host}]"
+        if fact.kind == "proc" and fact.target in hoststate.LINK_FACTS:
+            return hoststate.link_view(self.pid, fact.target)
         if fact.kind == "proc":
             text = Path(f"/proc/{self.pid}/{fact.target}").read_text()
             return _field(text, fact.field) if fact.field else text
@@ -68,6 +73,12 @@ class _HostProbe:
             return socket.gethostname()
         if fact.kind == "layer_file":
             return read_layer_file(fact.target, fact.layer or "", self.variables)
+        if fact.kind == "host_unchanged":
+            return hoststate.net_state(fact.target, self.variables)
+        if fact.kind == "mounts_declared":
+            return hoststate.undeclared_mounts(self.pid, self.config, self.variables["rootfs"])
+        if fact.kind == "runtime_binary_unchanged":
+            return hoststate.runtime_digest(self.variables["runtime_path"])
         raise ValueError(f"unknown host fact {fact.kind}")
 
 
@@ -117,6 +128,7 @@ def observe(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str)
             else:
                 outcome = driver.run(bundle.path, cid, out, err, scenario.timeout)
                 obs.exit, obs.timed_out = outcome.exit, outcome.timed_out
+                obs.runtime_exit = outcome.exit  # the container's status is what `RUNTIME run` returned
         except DriverError as exc:
             obs.runtime_error = str(exc)
         finally:
@@ -124,6 +136,59 @@ def observe(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str)
     _read_outputs(bundle, obs)
     obs.duration_s = time.monotonic() - started
     return obs
+
+
+def runtime_exit(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str) -> tuple[int | None, list[str]]:
+    """``RUNTIME run`` of the bundle in the foreground: (its exit status, None past the timeout; cgroups left).
+
+    The scenario's ``kill`` steps are replayed on it (once its ``stdout``
+    step before the first kill is met), so a container that waits to be
+    killed ends as in the scenario.  Its output is not judged.
+    """
+    steps = [parse_step(s) for s in scenario.steps]
+    kills = [str(arg) for verb, arg in steps if verb == "kill"]
+    first_kill = next((i for i, (verb, _) in enumerate(steps) if verb == "kill"), 0)
+    gate = next((arg for verb, arg in reversed(steps[:first_kill]) if verb == "stdout"), None)
+    with open(bundle.path / "stdout", "wb") as out, open(bundle.path / "stderr", "wb") as err:
+        killer = threading.Thread(target=_replay_kills, daemon=True,
+                                  args=(driver, cid, kills, gate, bundle.path / "stdout", scenario.timeout))
+        if kills:
+            killer.start()
+        try:
+            outcome = driver.run(bundle.path, cid, out, err, scenario.timeout)
+        except DriverError:
+            outcome = None
+        finally:
+            if kills:
+                killer.join()
+            leaks = cgroupfs.remove_leftovers(bundle.config["linux"]["cgroupsPath"])
+    return (outcome.exit if outcome is not None else None), leaks
+
+
+def _replay_kills(driver: RuntimeDriver, cid: str, kills: list[str], gate: Any, stdout: Path, timeout: float) -> None:
+    """Send the scenario's signals to a container being run, once it printed what the scenario waits
+    for (or, without such a step, once the runtime says it runs)."""
+    deadline = time.monotonic() + timeout
+    wanted = TextExpectation.from_yaml(gate) if gate is not None else None
+    while time.monotonic() < deadline:
+        if wanted is not None:
+            if not text_failures(wanted, stdout.read_text(errors="replace") if stdout.exists() else "", {}):
+                break
+        elif _says_running(driver, cid):
+            break
+        time.sleep(0.01)
+    for sig in kills:
+        try:
+            driver.kill(cid, sig)
+        except DriverError:
+            pass  # gone already: the run's exit says what happened
+
+
+def _says_running(driver: RuntimeDriver, cid: str) -> bool:
+    try:
+        return driver.state(cid).get("status") == "running"
+    except DriverError:
+        return False
 
 
 def _steps(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str,
@@ -136,17 +201,17 @@ def _steps(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str,
 class _StageReader:
     """Reads the scenario's host facts at each stage ``lifecycle.running`` stops at."""
 
-    def __init__(self, scenario: Scenario, variables: dict[str, str], obs: Observation) -> None:
+    def __init__(self, scenario: Scenario, bundle: Bundle, obs: Observation) -> None:
         self.wanted = {stage: [f for f in scenario.host_facts if f.when == stage]
                        for stage in ("created", "running", "exited", "deleted")}
-        self.variables, self.obs = variables, obs
+        self.variables, self.config, self.obs = bundle.variables, bundle.config, obs
         self.probe: _HostProbe | None = None
         self.created_exe: str | None = None
 
     def at(self, stage: str, container: lifecycle.Container) -> None:
         if stage == "created":
             assert container.pid is not None
-            self.probe = _HostProbe(container.pid, self.variables)
+            self.probe = _HostProbe(container.pid, self.variables, self.config)
             self.created_exe = _exe(container.pid)
         self.read(stage)
 
@@ -157,7 +222,7 @@ class _StageReader:
 
 def _lifecycle(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str,
                out: IO[bytes], err: IO[bytes], obs: Observation) -> None:
-    stages = _StageReader(scenario, bundle.variables, obs)
+    stages = _StageReader(scenario, bundle, obs)
     with lifecycle.running(driver, bundle.path, cid, out, err, scenario.timeout, at=stages.at) as container:
         if stages.wanted["running"] or scenario.inside_checks:
             _while_running(scenario, driver, container, stages, obs)

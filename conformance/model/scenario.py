@@ -15,7 +15,16 @@ from .image_spec import ImageError, ImageSpec
 DEFAULT_TIMEOUT_S = 20.0
 
 #: Host facts whose natural moment to be read is after the entrypoint ended.
-_EXITED_BY_DEFAULT = ("cgroup", "layer_file")
+_EXITED_BY_DEFAULT = ("cgroup", "layer_file", "host_unchanged", "runtime_binary_unchanged")
+
+#: Every kind of host fact (the schema's ``host_fact`` alternatives, in the order a fact's kind is recognised).
+FACT_KINDS = ("namespace_differs", "proc", "cgroup", "host_file", "host_hostname_unchanged", "layer_file",
+              "host_unchanged", "mounts_declared", "runtime_binary_unchanged")
+#: Kinds that judge themselves (the fact is one expectation, it takes no matchers).
+SELF_JUDGED = ("namespace_differs", "host_hostname_unchanged", "host_unchanged", "mounts_declared",
+               "runtime_binary_unchanged")
+#: Kinds that read the container's init process on the host: for a sandboxed runtime they describe the sandbox.
+PROCESS_KINDS = ("proc", "mounts_declared")
 
 
 #: where a value sits in a YAML document: its keys and list indexes from the top (for line numbers)
@@ -53,8 +62,8 @@ class TextExpectation:
 class HostFact:
     """One observation made from the host: what to read, when, and how to judge it."""
 
-    kind: str                 # namespace_differs | proc | cgroup | host_file | host_hostname_unchanged | layer_file
-    target: str               # the namespace, /proc file, cgroup value, host path or image path
+    kind: str                 # one of FACT_KINDS
+    target: str               # the namespace, /proc file, cgroup value, host path, image path, or what stays unchanged
     when: str                 # created | running | exited
     field: str | None = None  # for proc: the "Field:" line to read
     expect: TextExpectation = TextExpectation()
@@ -62,8 +71,7 @@ class HostFact:
 
     @classmethod
     def from_yaml(cls, raw: dict[str, Any]) -> "HostFact":
-        kind = next(k for k in ("namespace_differs", "proc", "cgroup", "host_file",
-                                "host_hostname_unchanged", "layer_file") if k in raw)
+        kind = next(k for k in FACT_KINDS if k in raw)
         matchers = {k: v for k, v in raw.items() if k not in (kind, "when", "field", "layer")}
         when = raw.get("when") or ("exited" if kind in _EXITED_BY_DEFAULT else "running")
         return cls(kind=kind, target=str(raw[kind]), when=when, field=raw.get("field"),
@@ -106,6 +114,8 @@ class Expectations:
     """What must be observed: the entrypoint's exit and output, host facts, checks inside."""
 
     exit: tuple[int, ...] | None = None
+    #: what ``RUNTIME run`` itself returns (scripts and engines read it), a signal death as 128+N
+    runtime_exit: tuple[int, ...] | None = None
     stdout: TextExpectation | None = None
     stderr: TextExpectation | None = None
     host: tuple[HostFact, ...] = ()
@@ -176,6 +186,11 @@ class Scenario:
         return blocks
 
     @property
+    def wants_runtime_exit(self) -> bool:
+        """True when some block expects what ``RUNTIME run`` returns (observe.runtime_exit)."""
+        return any(block.runtime_exit is not None for block in self._blocks())
+
+    @property
     def host_facts(self) -> tuple[HostFact, ...]:
         """All host facts to read, of every block; an observation refers to them by index."""
         return tuple(f for block in self._blocks() for f in block.host)
@@ -206,10 +221,13 @@ class Scenario:
         return from_document(data["doc"], {(): data["line"]}, Path(data["path"]))
 
 
+def _statuses(raw: Any) -> tuple[int, ...] | None:
+    return None if raw is None else ((raw,) if isinstance(raw, int) else tuple(raw))
+
+
 def _expectations(raw: dict[str, Any]) -> Expectations:
-    exit_ = raw.get("exit")
     return Expectations(
-        exit=None if exit_ is None else ((exit_,) if isinstance(exit_, int) else tuple(exit_)),
+        exit=_statuses(raw.get("exit")), runtime_exit=_statuses(raw.get("runtime_exit")),
         stdout=TextExpectation.from_yaml(raw["stdout"]) if "stdout" in raw else None,
         stderr=TextExpectation.from_yaml(raw["stderr"]) if "stderr" in raw else None,
         host=tuple(HostFact.from_yaml(h) for h in raw.get("host", ())),

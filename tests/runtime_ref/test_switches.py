@@ -105,6 +105,9 @@ RUN_CASES = {
     "cwd": ("pwd", _cwd, lambda o: o.strip() == "/etc", lambda o: o.strip() == "/"),
     "env": ("echo probe=$SWITCH_PROBE; env | grep -c '^PYTEST_CURRENT_TEST=' || true", _env,
             lambda o: o.split() == ["probe=from-config", "0"], lambda o: o.split() == ["probe=", "1"]),
+    "declared-mounts": ("grep -c ' /run/undeclared ' /proc/self/mountinfo; test -f /run/undeclared/config.json "
+                        "&& echo bundle-visible", None, lambda o: o.split() == ["0"],
+                        lambda o: o.split() == ["1", "bundle-visible"]),
 }
 
 
