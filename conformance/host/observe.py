@@ -46,7 +46,10 @@ class _HostProbe:
         self.pid = pid
         self.variables, self.config = variables, config
         self.mount_map = cgroupfs.mounts()
-        self.cgroups = cgroupfs.process_cgroups(pid)
+        try:  # read while the process exists: cgroup values are read after it exited
+            self.cgroups: dict[str, str] | None = cgroupfs.process_cgroups(pid)
+        except OSError:  # a lifecycle scenario's facts come after its last step: the init may be gone
+            self.cgroups = None
         self.hostname = socket.gethostname()
 
     def read(self, fact: HostFact) -> FactReading:
@@ -66,6 +69,8 @@ class _HostProbe:
             text = Path(f"/proc/{self.pid}/{fact.target}").read_text()
             return _field(text, fact.field) if fact.field else text
         if fact.kind == "cgroup":
+            if self.cgroups is None:
+                raise LookupError(f"the container's init (pid {self.pid}) was gone before its cgroups were read")
             return cgroupfs.read_value(fact.target, self.cgroups, self.mount_map)
         if fact.kind == "host_file":
             return Path(fill(fact.target, self.variables)).read_text()
@@ -195,6 +200,12 @@ def _steps(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str,
            out: IO[bytes], err: IO[bytes], obs: Observation) -> None:
     with lifecycle.held(driver, bundle.path, cid, out, err, scenario.timeout) as container:
         obs.steps = run_steps(list(scenario.steps), container, bundle.path / "stdout")
+        if scenario.host_facts:  # a lifecycle scenario's host facts: after its last step, before delete
+            if container.pid is None:
+                obs.facts += [FactReading(f, error="no container was created") for f in scenario.host_facts]
+            else:
+                probe = _HostProbe(container.pid, bundle.variables, bundle.config)
+                obs.facts += [probe.read(f) for f in scenario.host_facts]
     obs.exit, obs.timed_out = container.exit, container.timed_out
 
 

@@ -10,6 +10,8 @@ each becomes one checked line of evidence.
 Steps (strings or one-key mappings):
   create | create: fails        start | start: fails        delete | delete: fails
   kill: SIGNAL                  state: created|running|stopped|absent
+  exec: COMMAND | [ARGV…]       (a process joins the running container through the runtime's
+                                 ``exec``; a string runs under sh -c; it must exit 0)
   release   (end the entrypoint's stdin: a ``read _`` returns)
   wait      (the entrypoint's exit status becomes the scenario's ``exit``)
   stdout: <text expectation>   (what the entrypoint has written so far)
@@ -20,6 +22,7 @@ and ``lifecycle.held`` deletes it after the last step, however the steps end.
 """
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -101,6 +104,19 @@ def _stdout(arg: Any, stdout_file: Path) -> StepResult:
                       f"observed {text.strip()[:100]!r}")
 
 
+def _exec(container: Container, arg: Any) -> StepResult:
+    """One process joins the container through the runtime's exec, and must exit 0."""
+    argv = ["sh", "-c", arg] if isinstance(arg, str) else [str(a) for a in arg]
+    name = f"exec {arg if isinstance(arg, str) else ' '.join(argv)}"
+    try:
+        done = subprocess.run(container.driver.exec_argv(container.cid) + argv, capture_output=True, text=True,
+                              timeout=container.timeout, stdin=subprocess.DEVNULL, start_new_session=True)
+    except subprocess.TimeoutExpired:
+        return StepResult(name, False, f"{name}: no answer in {container.timeout:g}s")
+    said = (done.stderr or done.stdout).strip()[-200:]
+    return StepResult(name, done.returncode == 0, f"{name}: exit {done.returncode}" + (f" ({said})" if said else ""))
+
+
 def run_step(step: Any, container: Container, stdout_file: Path) -> StepResult | None:
     """One step through the container's verbs; None for a step that checks nothing (release)."""
     verb, arg = parse(step)
@@ -125,6 +141,8 @@ def run_step(step: Any, container: Container, stdout_file: Path) -> StepResult |
         return None
     if verb == "stdout":
         return _stdout(arg, stdout_file)
+    if verb == "exec":
+        return _exec(container, arg)
     return StepResult(str(verb), False, f"{verb}: not a lifecycle step (see conformance/host/steps.py)")
 
 
