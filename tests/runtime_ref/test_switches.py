@@ -245,9 +245,19 @@ def test_exec_fifo_switch(ref):
     assert ref.output(cid) == "" and ref.state(cid)["status"] == "created"
 
 
+def test_state_switch(ref):
+    cid = ref.create(["sleep", "91"])
+    ref.cmd("start", cid)
+    assert ref.state(cid)["status"] == "running"
+    frozen = ref.cmd("state", cid, disable="state")
+    assert json.loads(frozen.stdout)["status"] == "created"
+    assert ref.cmd("state", "never-made").returncode != 0
+    assert json.loads(ref.cmd("state", "never-made", disable="state").stdout)["status"] == "created"
+
+
 def test_every_switch_is_tested():
     covered = set(RUN_CASES) | set(HOST_CASES) | {"pivot_root", "hooks", "cwd-check", "overlay",
-                                                  "kill", "exec-fifo"}
+                                                  "kill", "exec-fifo", "state"}
     assert covered == set(SWITCHES)
 
 
