@@ -16,6 +16,9 @@ These readers serve the host facts of ``observe.py``:
 - ``undeclared_mounts``: every mount of the container whose source is a host
   path that config.json does not name (nor the root): an engine or runtime
   that adds a bind mount of a host directory is caught, whatever the path.
+- ``environ_view``: ``/proc/<pid>/environ``, with the values of variables
+  config.json does not set withheld (they come from elsewhere: the runtime's
+  environment, which must not end up in a matrix).
 - ``runtime_digest``: the sha256 of the runtime's executable (and of the
   interpreter a script runs under), before and after: CVE-2019-5736 rewrote it.
 
@@ -121,6 +124,23 @@ def _cwd_under_root(pid: int, depth: int = 256) -> bool:
         os.close(here)
 
 
+# -- /proc/<pid>/environ ------------------------------------------------------------------------
+def environ_view(pid: int, config: dict[str, Any]) -> str:
+    """The init's environment, one ``NAME=VALUE`` line each; the value only for names process.env sets.
+
+    A variable the config does not set came from somewhere else (the
+    runtime's own environment, which may hold secrets): its name is evidence
+    enough, its value stays out of the matrix.
+    """
+    declared = {e.partition("=")[0] for e in (config.get("process") or {}).get("env") or []}
+    out = []
+    for entry in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+        if entry:
+            name, _, value = entry.decode(errors="replace").partition("=")
+            out.append(f"{name}={value}" if name in declared else f"{name}=<not in config.json: value withheld>")
+    return "\n".join(out)
+
+
 # -- the container's mount table against config.json --------------------------------------------
 class Mount:
     """One line of a mountinfo file: its device, the path inside its file system, where it is mounted."""
@@ -136,8 +156,8 @@ def _unescape(path: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), path)
 
 
-def _mounts(path: str) -> list[Mount]:
-    return [Mount(line) for line in Path(path).read_text().splitlines() if line.strip()]
+def _mounts(mountinfo: str) -> list[Mount]:
+    return [Mount(line) for line in mountinfo.splitlines() if line.strip()]
 
 
 def _under(path: str, top: str) -> bool:
@@ -168,10 +188,16 @@ def declared_sources(config: dict[str, Any], rootfs: str) -> list[str]:
 
 def undeclared_mounts(pid: int, config: dict[str, Any], rootfs: str) -> str:
     """One line per mount inside whose source is a host path that config.json does not name; empty if none."""
-    host = _mounts("/proc/self/mountinfo")
+    return undeclared(Path(f"/proc/{pid}/mountinfo").read_text(), Path("/proc/self/mountinfo").read_text(),
+                      config, rootfs)
+
+
+def undeclared(container_mountinfo: str, host_mountinfo: str, config: dict[str, Any], rootfs: str) -> str:
+    """``undeclared_mounts`` from the two mount tables as text."""
+    host = _mounts(host_mountinfo)
     named = declared_sources(config, rootfs)
     out = []
-    for mount in _mounts(f"/proc/{pid}/mountinfo"):
+    for mount in _mounts(container_mountinfo):
         if mount.fstype in PSEUDO_FS:
             continue
         paths = host_paths(mount, host)

@@ -65,6 +65,8 @@ class _HostProbe:
             return f"container {fact.target}:[{inside}] host {fact.target}:[{host}]"
         if fact.kind == "proc" and fact.target in hoststate.LINK_FACTS:
             return hoststate.link_view(self.pid, fact.target)
+        if fact.kind == "proc" and fact.target == "environ":
+            return hoststate.environ_view(self.pid, self.config)
         if fact.kind == "proc":
             text = Path(f"/proc/{self.pid}/{fact.target}").read_text()
             return _field(text, fact.field) if fact.field else text
