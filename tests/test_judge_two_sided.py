@@ -90,3 +90,18 @@ def test_a_sandbox_s_mount_table_is_not_judged(tmp_path):
     assert verdict.verdict == OTHER_MECHANISM, verdict.evidence  # the namespace, by construction
     (mounts,) = [c for c in verdict.checks if c.id == "host[1]"]
     assert not mounts.judged and "describes the sandbox" in mounts.detail
+
+
+def test_a_refused_start_is_a_refusal_too(tmp_path):
+    (scenario,) = load_scenarios(write_scenarios(tmp_path, {"r.yaml": """
+id: refused
+title: a dangerous cwd is refused or contained
+tags: [cve]
+control: [cwd-check]
+run: "true"
+expect: {or_refused: true, exit: 0}
+"""}) / "r.yaml")
+    for said, verdict in (("runsc start cf-1 failed (exit 128): failed to find initial working directory", PASS),
+                          ("runc create failed (exit 1): mkdir /proc/self/fd/7: not a directory", PASS),
+                          ("runc create did not return within 20s", "error")):
+        assert judge(scenario, Observation(runtime_error=said), {}).verdict == verdict, said

@@ -38,6 +38,10 @@ from conformance.model.scenario import PROCESS_KINDS, SELF_JUDGED, Expectations,
 from conformance.model.verdicts import ERROR, FAIL, OTHER_MECHANISM, PASS, UNOBSERVABLE
 
 
+#: a create or a start the runtime refused: the entrypoint never ran (``expect.or_refused``)
+_REFUSED = re.compile(r" (create|start)( \S+)? failed \(exit ")
+
+
 @dataclass
 class Check:
     """One expectation judged.  ``id`` is empty for the harness's own checks (timeout, cleanup)."""
@@ -192,7 +196,7 @@ def _harness_checks(scenario: Scenario, obs: Observation) -> list[Check]:
 def judge(scenario: Scenario, obs: Observation, variables: dict[str, str]) -> Verdict:
     """Turn one observation into a verdict with evidence."""
     if obs.runtime_error:
-        if scenario.expect.or_refused and " create failed" in obs.runtime_error:
+        if scenario.expect.or_refused and _REFUSED.search(obs.runtime_error):
             return Verdict(PASS, "refused by the runtime: " + _short(obs.runtime_error, 400))
         return Verdict(ERROR, _short(obs.runtime_error, 600))
     checks = _harness_checks(scenario, obs) + _block_checks(scenario, obs, variables, obs.sandboxed)

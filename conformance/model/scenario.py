@@ -121,7 +121,7 @@ class Expectations:
     host: tuple[HostFact, ...] = ()
     #: checks inside the running container with testinfra's modules (conformance/host/inside.py)
     testinfra: tuple[InsideCheck, ...] = ()
-    or_refused: bool = False  # a runtime refusing to create the container passes too
+    or_refused: bool = False  # a runtime refusing to create (or start) the container passes too
     #: where the checks look must exist, or the verdict is "unobservable" (not a pass, not a fail)
     observable: Expectations | None = None
     #: expectation id (or id prefix) -> why it need not break under a control (it keeps the run honest)
