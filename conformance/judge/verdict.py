@@ -37,7 +37,6 @@ from conformance.model.records import FactReading, InsideReading, Observation
 from conformance.model.scenario import PROCESS_KINDS, SELF_JUDGED, Expectations, HostFact, Scenario
 from conformance.model.verdicts import ERROR, FAIL, OTHER_MECHANISM, PASS, UNOBSERVABLE
 
-
 #: a create or a start the runtime refused: the entrypoint never ran (``expect.or_refused``)
 _REFUSED = re.compile(r" (create|start)( \S+)? failed \(exit ")
 
