@@ -17,7 +17,8 @@ from conformance.model.scenario import Scenario
 from . import host_setup, hostinfo, hoststate, inside
 from .bundle import build
 from .drivers import RuntimeDriver
-from .observe import observe, runtime_exit
+from .observe import observe
+from .runexit import run_exit
 from .session import RunSession
 
 
@@ -59,7 +60,7 @@ def _second_run(scenario: Scenario, driver: RuntimeDriver, session: RunSession, 
     cid = session.new_container_id()
     bundle = build(scenario, cid, session.workdir, driver.spec_version, variables)
     try:
-        obs.runtime_exit, leaks = runtime_exit(scenario, driver, bundle, cid)
+        obs.runtime_exit, leaks = run_exit(scenario, driver, bundle, cid)
         obs.leaks += leaks
     finally:
         bundle.remove()
