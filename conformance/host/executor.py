@@ -21,7 +21,11 @@ from .session import RunSession
 
 
 def execute(scenario: Scenario, runtime: str, disabled: tuple[str, ...], session: RunSession) -> Execution:
-    """Run one scenario on this host with one runtime (``disabled``: ref switches for a control)."""
+    """Run one scenario on this host with one runtime (``disabled``: ref switches for a control).
+
+    The runtime is first asked, once per session, whether it runs containers in a
+    sandbox (host/sandbox.py): the observation carries the answer to the judge.
+    """
     reason = hostinfo.unmet(scenario.requires) or inside.unavailable(scenario)
     if reason:
         return Execution(skip=reason)
@@ -29,15 +33,17 @@ def execute(scenario: Scenario, runtime: str, disabled: tuple[str, ...], session
         driver = session.driver(runtime, disabled)
     except ConformanceError as exc:  # a missing runtime, or a control switch it does not have
         return Execution(error=str(exc))
+    found = session.sandbox(runtime, scenario.timeout)
     cid = session.new_container_id()
     try:
         with host_setup.prepared(scenario.host_setup, session.workdir) as variables:
             variables["host_hostname"] = socket.gethostname()
             bundle = build(scenario, cid, session.workdir, driver.spec_version, variables)
             try:
-                obs = observe(scenario, driver, bundle, cid)
+                obs = observe(scenario, driver, bundle, cid, found.evidence if found.sandboxed else None)
             finally:
                 bundle.remove()
-        return Execution(observation=obs, variables=bundle.variables, oci_version=driver.spec_version)
+        return Execution(observation=obs, variables=bundle.variables, oci_version=driver.spec_version,
+                         sandbox=found)
     except (ConformanceError, OSError) as exc:
         return Execution(error=f"{scenario.location}: the harness could not run this scenario: {exc}")
