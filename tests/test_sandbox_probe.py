@@ -16,6 +16,9 @@ from pathlib import Path
 import pytest
 
 from conformance.host.session import RunSession
+from conformance.reporting.document import build_document, merge
+from conformance.reporting.html import render_html
+from conformance.reporting.text import render_markdown, render_terminal
 
 NAMES_ANOTHER_PROCESS = """#!/bin/sh
 # runc, except that `state` names a process that is not the container's (as a sandbox's state does):
@@ -72,3 +75,37 @@ def test_a_probe_that_cannot_run_is_not_a_sandbox(session, tmp_path, no_leftover
     assert not found.sandboxed
     assert found.evidence.startswith("not determined") and "no containers today" in found.evidence
     assert not list(Path(session.workdir).glob("cf-*")), "the probe's bundle was removed"
+
+
+def _row(runtime: str, verdict: str = "pass", host: str = "local", **extra: object) -> dict:
+    return {"scenario": "s", "runtime": runtime, "host": host, "verdict": verdict, "tags": [], "duration_s": 0.0,
+            "evidence": "", **extra}
+
+
+def test_the_header_says_which_columns_are_sandboxed_and_how_it_was_seen():
+    seen = "state pid 9 runs /usr/bin/runsc, not the entrypoint /bin/busybox"
+    doc = build_document([_row("runc"), _row("runsc", "other-mechanism", sandboxed=seen), _row("crun", "skip"),
+                          _row("runsc", host="qemu://cgroup-v2")],
+                         {}, {"runc": {}, "runsc": {}, "crun": {}},
+                         hosts={"local": {}, "qemu://cgroup-v2": {}},
+                         host_runtimes={"local": {"runc": {}, "runsc": {}, "crun": {}},
+                                        "qemu://cgroup-v2": {"runsc": {}}})
+    rts = doc["runtimes"]
+    assert rts["runsc"]["sandboxed"] == seen and rts["runc"]["sandboxed"] is False
+    assert "sandboxed" not in rts["crun"], "a column with nothing judged was never probed"
+    assert doc["host_runtimes"]["qemu://cgroup-v2"]["runsc"]["sandboxed"] is False  # per host
+    assert merge([doc])["runtimes"]["runsc"]["sandboxed"] == seen
+    md = render_markdown(doc)
+    assert f"| yes: {seen} (probe:" in md and "| no |" in md
+    assert "(sandboxed)" in render_terminal(doc) and seen in render_html(doc)
+
+
+def test_the_probe_travels_with_a_remote_execution(tmp_path):
+    from conformance.catalog.loader import load_scenarios
+    from conformance.model.records import Execution, Observation, SandboxProbe
+    from tests.conftest import PID1, write_scenarios
+
+    (scenario,) = load_scenarios(write_scenarios(tmp_path, {"s.yaml": PID1}) / "s.yaml")
+    done = Execution(observation=Observation(exit=0, sandboxed="seen"), sandbox=SandboxProbe(True, "seen"))
+    back = Execution.from_json(done.to_json(scenario), scenario)
+    assert back.sandbox == SandboxProbe(True, "seen") and back.observation and back.observation.sandboxed == "seen"

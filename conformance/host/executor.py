@@ -33,9 +33,9 @@ def execute(scenario: Scenario, runtime: str, disabled: tuple[str, ...], session
         driver = session.driver(runtime, disabled)
     except ConformanceError as exc:  # a missing runtime, or a control switch it does not have
         return Execution(error=str(exc))
-    found = session.sandbox(runtime, scenario.timeout)
     cid = session.new_container_id()
     try:
+        found = session.sandbox(runtime, scenario.timeout)
         with host_setup.prepared(scenario.host_setup, session.workdir) as variables:
             variables["host_hostname"] = socket.gethostname()
             bundle = build(scenario, cid, session.workdir, driver.spec_version, variables)
