@@ -18,7 +18,7 @@ import sys
 from typing import Any
 
 from conformance.model.errors import RuntimeNotFound
-from conformance.model.records import HostDescription, RuntimeEntry
+from conformance.model.records import HostDescription, RuntimeEntry, SandboxProbe
 from conformance.model.scenario import Scenario
 
 from . import drivers, hostinfo
@@ -43,6 +43,8 @@ def run_one(request: dict[str, Any]) -> dict[str, Any]:
     scenario = Scenario.from_json(request["scenario"])
     session = RunSession(request.get("flags", {}))
     try:
+        if request.get("sandbox"):  # an earlier call probed this runtime on this host: not again
+            session.know_sandbox(request["runtime"], SandboxProbe(**request["sandbox"]))
         done = execute(scenario, request["runtime"], tuple(request.get("disabled", ())), session)
     finally:
         session.close()

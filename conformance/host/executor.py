@@ -23,7 +23,11 @@ from .session import RunSession
 
 
 def execute(scenario: Scenario, runtime: str, disabled: tuple[str, ...], session: RunSession) -> Execution:
-    """Run one scenario on this host with one runtime (``disabled``: ref switches for a control)."""
+    """Run one scenario on this host with one runtime (``disabled``: ref switches for a control).
+
+    The runtime is first asked, once per session, whether it runs containers in a
+    sandbox (host/sandbox.py): the observation carries the answer to the judge.
+    """
     reason = hostinfo.unmet(scenario.requires) or inside.unavailable(scenario)
     if reason:
         return Execution(skip=reason)
@@ -33,18 +37,20 @@ def execute(scenario: Scenario, runtime: str, disabled: tuple[str, ...], session
         return Execution(error=str(exc))
     cid = session.new_container_id()
     try:
+        found = session.sandbox(runtime, scenario.timeout)
         with host_setup.prepared(scenario.host_setup, session.workdir) as variables:
             variables["host_hostname"] = socket.gethostname()
             variables.update(hoststate.before(((f.kind, f.target) for f in scenario.host_facts), variables,
                                               driver.profile.path))
             bundle = build(scenario, cid, session.workdir, driver.spec_version, variables)
             try:
-                obs = observe(scenario, driver, bundle, cid)
+                obs = observe(scenario, driver, bundle, cid, found.evidence if found.sandboxed else None)
             finally:
                 bundle.remove()
             if scenario.wants_runtime_exit and obs.runtime_exit is None and obs.runtime_error is None:
                 _second_run(scenario, driver, session, variables, obs)
-        return Execution(observation=obs, variables=bundle.variables, oci_version=driver.spec_version)
+        return Execution(observation=obs, variables=bundle.variables, oci_version=driver.spec_version,
+                         sandbox=found)
     except (ConformanceError, OSError) as exc:
         return Execution(error=f"{scenario.location}: the harness could not run this scenario: {exc}")
 

@@ -119,9 +119,14 @@ def _read_outputs(bundle: Bundle, obs: Observation) -> None:
     obs.stderr = (bundle.path / "stderr").read_text(errors="replace")
 
 
-def observe(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str) -> Observation:
-    """Run the container once and collect everything the scenario's expectations need."""
-    obs = Observation()
+def observe(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str,
+            sandboxed: str | None = None) -> Observation:
+    """Run the container once and collect everything the scenario's expectations need.
+
+    ``sandboxed``: the sandbox probe's evidence when the runtime's state pid is not the
+    entrypoint (host/sandbox.py); the observation carries it to the judge.
+    """
+    obs = Observation(sandboxed=sandboxed)
     started = time.monotonic()
     with open(bundle.path / "stdout", "wb") as out, open(bundle.path / "stderr", "wb") as err:
         try:
@@ -188,9 +193,10 @@ def _lifecycle(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: s
 
 def _while_running(scenario: Scenario, driver: RuntimeDriver, container: lifecycle.Container,
                    stages: _StageReader, obs: Observation) -> None:
-    """Host facts and testinfra checks, once the entrypoint is seen running (runsc: once started)."""
+    """Host facts and testinfra checks, once the entrypoint is seen running (a sandbox: once started,
+    since its state pid never execs the entrypoint)."""
     assert container.pid is not None
-    if driver.sandboxed or _wait_exec(container.pid, stages.created_exe, min(EXEC_WAIT_S, scenario.timeout)):
+    if obs.sandboxed or _wait_exec(container.pid, stages.created_exe, min(EXEC_WAIT_S, scenario.timeout)):
         stages.read("running")
         if scenario.inside_checks:  # commands inside, through the runtime's exec
             obs.inside = inside.read(scenario, driver.exec_argv(container.cid), container.cid,

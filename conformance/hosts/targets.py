@@ -19,6 +19,7 @@ import os
 import secrets
 import shlex
 import zipfile
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol, cast
 
@@ -27,7 +28,7 @@ from conformance.host.executor import execute
 from conformance.host.runtimes import ref_launcher
 from conformance.host.session import RunSession
 from conformance.model.errors import ConformanceError
-from conformance.model.records import Execution, HostDescription
+from conformance.model.records import Execution, HostDescription, SandboxProbe
 from conformance.model.scenario import Scenario
 
 PACKAGE_DIR = Path(__file__).parent.parent  # the conformance package
@@ -100,6 +101,8 @@ class RemoteTarget:
         self.spec, self.backend, self.runtime_flags, self.tag = spec, backend, runtime_flags, tag
         self.python = python
         self.agent: str | None = None
+        #: runtime -> what its sandbox probe found on this host (the agent is a new process per call)
+        self.sandbox: dict[str, SandboxProbe] = {}
 
     def _run(self, command: str) -> Any:
         try:
@@ -136,12 +139,17 @@ class RemoteTarget:
         return answer
 
     def execute(self, scenario: Scenario, runtime: str, disabled: tuple[str, ...]) -> Execution:
+        known = self.sandbox.get(runtime)
         try:
             answer = self._call("execute", {"scenario": scenario.to_json(), "runtime": runtime,
-                                            "disabled": list(disabled), "flags": self.runtime_flags})
+                                            "disabled": list(disabled), "flags": self.runtime_flags,
+                                            "sandbox": None if known is None else asdict(known)})
         except HostError as exc:
             return Execution(error=str(exc))
-        return Execution.from_json(answer, scenario)
+        done = Execution.from_json(answer, scenario)
+        if done.sandbox is not None:
+            self.sandbox[runtime] = done.sandbox
+        return done
 
     def describe(self, runtimes: list[str]) -> HostDescription:
         return cast(HostDescription, self._call("describe", {"runtimes": runtimes, "flags": self.runtime_flags}))

@@ -214,7 +214,8 @@ def _conclude(scenario: Scenario, obs: Observation, checks: list[Check]) -> Verd
     unseen = [c for c in judged if c.role == OBSERVABLE and not c.ok]
     if unseen:
         return Verdict(UNOBSERVABLE, "could not look: " + _evidence(unseen, obs), checks)
-    failed = [c for c in judged if c.role == PROPERTY and not c.ok]
+    # the scenario's own expectations first: a timeout or a leak is often their consequence
+    failed = sorted((c for c in judged if c.role == PROPERTY and not c.ok), key=lambda c: not c.id)
     if failed:
         return Verdict(FAIL, _evidence(failed, obs), checks)
     proof = {r.id for r in expectation_refs(scenario) if r.needs_proof and r.role == PROPERTY}

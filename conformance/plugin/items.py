@@ -178,7 +178,10 @@ class ScenarioItem(pytest.Item):
         else:
             verdict = judge(self.scenario, done.observation, done.variables)
             duration = done.observation.duration_s
-        _record(self, self._result(verdict.verdict, verdict.evidence, duration, done.oci_version, verdict))
+        row = self._result(verdict.verdict, verdict.evidence, duration, done.oci_version, verdict)
+        if done.sandbox is not None and done.sandbox.sandboxed:  # the matrix header says how it was learned
+            row["sandboxed"] = done.sandbox.evidence
+        _record(self, row)
         self._conclude(verdict)
 
     def _add_proof(self, row: ResultRow, verdict: Verdict) -> None:

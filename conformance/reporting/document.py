@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable
 
 from conformance.model.areas import AREAS, OTHER_AREA, area
-from conformance.model.verdicts import BAD, FAIL, HOLDS, PASS, READING, SKIP, VERDICTS
+from conformance.model.verdicts import BAD, ERROR, FAIL, HOLDS, PASS, READING, SKIP, VERDICTS
 
 from .rows import Cells, Matrix, ResultRow, RuntimeEntry
 
@@ -30,16 +30,40 @@ def build_document(results: Iterable[ResultRow], host: dict[str, Any], runtimes:
     this runtime isolate".
     """
     rows = list(results)
+    runtimes = _sandboxes(runtimes, rows, "local")
     return {
         "schema": SCHEMA_VERSION,
         "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "host": host,
         "hosts": hosts if hosts is not None else {"local": host},
         "runtimes": runtimes,
-        "host_runtimes": host_runtimes if host_runtimes is not None else {"local": runtimes},
+        "host_runtimes": {spec: _sandboxes(rts, rows, spec) for spec, rts in host_runtimes.items()}
+        if host_runtimes is not None else {"local": runtimes},
         "results": sorted((_with_area(r) for r in rows if not r.get("disabled")), key=_cell_key),
         "controls": sorted((r for r in rows if r.get("disabled")), key=_cell_key),
     }
+
+
+def _sandboxes(runtimes: dict[str, RuntimeEntry], rows: list[ResultRow], host: str) -> dict[str, RuntimeEntry]:
+    """Each runtime entry of ``host`` says whether its column ran in a sandbox, and how that was seen.
+
+    The harness probes each runtime once per host (host/sandbox.py) and its
+    cells carry the evidence when the probe found a sandbox; a column with
+    cells judged on that host and no such evidence is not sandboxed.  An entry
+    that already says (a merged or re-rendered matrix) keeps its word.
+    """
+    out: dict[str, RuntimeEntry] = {}
+    for name, entry in runtimes.items():
+        cells = [r for r in rows if r["runtime"] == name and r.get("host", "local") == host
+                 and not r.get("disabled")]
+        seen = next((r["sandboxed"] for r in cells if r.get("sandboxed")), None)
+        entry = entry.copy()
+        if seen is not None:
+            entry["sandboxed"] = seen
+        elif "sandboxed" not in entry and any(r["verdict"] not in (SKIP, ERROR) for r in cells):
+            entry["sandboxed"] = False
+        out[name] = entry
+    return out
 
 
 def _cell_key(r: ResultRow) -> tuple[str, str, str]:
@@ -186,6 +210,14 @@ def totals(doc: Matrix) -> dict[str, dict[str, int]]:
 
 def runtime_notes(rt: RuntimeEntry) -> str:
     return "; ".join(rt.get("adaptations") or []) or rt.get("error") or "—"
+
+
+def sandbox_note(rt: RuntimeEntry) -> str:
+    """The header's word on a column: sandboxed, and how the harness saw it; or not; or not probed."""
+    seen = rt.get("sandboxed")
+    if isinstance(seen, str) and seen:
+        return f"yes: {seen} (probe: after start, /proc/<state pid>/exe against the entrypoint, by device and inode)"
+    return "no" if seen is False else "—"
 
 
 def merge(docs: list[Matrix]) -> Matrix:

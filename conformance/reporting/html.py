@@ -25,6 +25,7 @@ from .document import (
     proofs,
     reading,
     runtime_notes,
+    sandbox_note,
     totals,
 )
 from .rows import Cells, Matrix, ResultRow
@@ -93,13 +94,13 @@ def render_html(doc: Matrix) -> str:
         out.append(f"<tr><td>{escape(key)}</td><td><b>{escape(str(host.get(key, '')))}</b></td></tr>")
     out.append(f"<tr><td>generated</td><td>{escape(doc.get('generated', ''))}</td></tr></table>")
     out.append("<h2>Runtimes</h2><table><tr><th>runtime</th><th>version</th><th>path</th>"
-               "<th>config ociVersion</th><th>adaptations</th></tr>")
+               "<th>config ociVersion</th><th>sandboxed</th><th>adaptations</th></tr>")
     for name, rt in doc["runtimes"].items():
         adaptations = rt.get("adaptations") or []
         notes = "<br>".join(escape(a) for a in adaptations) if adaptations else escape(runtime_notes(rt))
         out.append(f"<tr><td>{escape(name)}</td><td>{escape(str(rt.get('version')))}</td>"
                    f"<td><code>{escape(str(rt.get('path')))}</code></td><td>{escape(str(rt.get('spec_version', '')))}</td>"
-                   f"<td>{notes}</td></tr>")
+                   f"<td>{escape(sandbox_note(rt))}</td><td>{notes}</td></tr>")
     out.append("</table>")
     out += _other_hosts(doc)
     out += _overview(cols, areas)

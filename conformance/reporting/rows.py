@@ -35,6 +35,7 @@ class ResultRow(_ResultKeys, total=False):
     oci_version: str | None    # the ociVersion its config.json was written at
     area: str                  # added by the document (model/areas.py)
     invalid: bool              # an invalid scenario file's error cell
+    sandboxed: str             # the runtime runs containers in a sandbox: how its probe on that host saw it
     # negative controls only
     disabled: List[str]        # the switches turned off in ref
     broken: List[str]          # the expectation ids that broke
