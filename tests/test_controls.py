@@ -170,3 +170,15 @@ def test_a_switch_the_reference_runtime_lacks_is_an_error_not_a_proof():
     session._check_switches(fake, ("pid",))
     with pytest.raises(ConformanceError, match="ref has no switch teleport for this negative control"):
         session._check_switches(fake, ("teleport",))
+
+
+def test_the_terminal_names_what_is_unproven():
+    from conformance.reporting.document import build_document
+    from conformance.reporting.text import render_terminal
+
+    control = {"scenario": "s", "runtime": "ref", "host": "local", "verdict": "fail", "evidence": "",
+               "tags": [], "disabled": ["pid"], "control": ["pid"], "broken": ["stdout.equals"],
+               "expectations": ["exit", "stdout.equals"], "corroborating": {}}
+    text = render_terminal(build_document([control], {}, {}))
+    assert "1 proven by a control, 0 corroborating, 1 unproven" in text
+    assert text.endswith("unproven (no control broke it, no mark says why it need not break):\n  s: exit")
