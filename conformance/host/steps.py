@@ -10,8 +10,7 @@ each becomes one checked line of evidence.
 Steps (strings or one-key mappings):
   create | create: fails        start | start: fails        delete | delete: fails
   kill: SIGNAL                  state: created|running|stopped|absent
-  exec: COMMAND | [ARGV…]       (a process joins the running container through the runtime's
-                                 ``exec``; a string runs under sh -c; it must exit 0)
+  exec: {run: CMD, stdout: <text>, exit: N}   (a process through the runtime's exec; exit 0 by default)
   release   (end the entrypoint's stdin: a ``read _`` returns)
   wait      (the entrypoint's exit status becomes the scenario's ``exit``)
   stdout: <text expectation>   (what the entrypoint has written so far)
@@ -22,6 +21,7 @@ and ``lifecycle.held`` deletes it after the last step, however the steps end.
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -33,6 +33,7 @@ from conformance.model.records import StepResult
 from conformance.model.scenario import TextExpectation
 
 from .drivers import VerbFailed
+from .drivers.procs import empty_stdin
 from .lifecycle import Container
 
 STATE_SETTLE_S = 2.0  # a "stopped" state may lag the exit by a moment
@@ -104,17 +105,29 @@ def _stdout(arg: Any, stdout_file: Path) -> StepResult:
                       f"observed {text.strip()[:100]!r}")
 
 
-def _exec(container: Container, arg: Any) -> StepResult:
-    """One process joins the container through the runtime's exec, and must exit 0."""
-    argv = ["sh", "-c", arg] if isinstance(arg, str) else [str(a) for a in arg]
-    name = f"exec {arg if isinstance(arg, str) else ' '.join(argv)}"
+def _exec(container: Container, arg: dict[str, Any]) -> StepResult:
+    """One process through the runtime's exec: its exit (0 by default) and, if given, its stdout.
+
+    Its stdin is an empty pipe, never the host's /dev/null (runsc fchowns the
+    stdio it is handed to its sandbox's user: procs.empty_stdin).
+    """
+    run = arg["run"]
+    argv = ["sh", "-c", run] if isinstance(run, str) else [str(a) for a in run]
+    stdin = empty_stdin()
     try:
-        done = subprocess.run(container.driver.exec_argv(container.cid) + argv, capture_output=True, text=True,
-                              timeout=container.timeout, stdin=subprocess.DEVNULL, start_new_session=True)
+        done = subprocess.run(container.driver.exec_argv(container.cid) + argv, stdin=stdin, capture_output=True,
+                              text=True, timeout=container.timeout, start_new_session=True)
     except subprocess.TimeoutExpired:
-        return StepResult(name, False, f"{name}: no answer in {container.timeout:g}s")
-    said = (done.stderr or done.stdout).strip()[-200:]
-    return StepResult(name, done.returncode == 0, f"{name}: exit {done.returncode}" + (f" ({said})" if said else ""))
+        return StepResult("exec", False, f"exec: no answer in {container.timeout:g}s")
+    finally:
+        os.close(stdin)
+    want = int(arg.get("exit", 0))
+    misses = [] if done.returncode == want else [f"exit: expected {want}, observed {done.returncode}"]
+    if "stdout" in arg:
+        misses += text_failures(TextExpectation.from_yaml(arg["stdout"]), done.stdout, {})
+    said = f"; stderr {done.stderr.strip()[-150:]!r}" if done.stderr.strip() else ""
+    return StepResult("exec", not misses, f"exec: {'; '.join(misses) or 'as expected'}; "
+                      f"stdout {done.stdout.strip()[:150]!r}{said}")
 
 
 def run_step(step: Any, container: Container, stdout_file: Path) -> StepResult | None:
