@@ -10,7 +10,7 @@ from __future__ import annotations
 from conformance.catalog.loader import scenario_schema
 from conformance.host import cgroupfs, hostinfo
 from conformance.host.host_setup import SETUPS
-from conformance.model.scenario import FACT_KINDS, PROCESS_KINDS, SELF_JUDGED
+from conformance.model.scenario import FACT_KINDS, PROCESS_FACTS, SELF_JUDGED
 from runtime_ref.spec import SWITCHES
 
 SCHEMA = scenario_schema()
@@ -31,7 +31,7 @@ def test_control_switches_are_the_reference_runtime_s():
 def test_host_fact_kinds_are_the_model_s():
     kinds = {req for alt in SCHEMA["$defs"]["host_fact"]["oneOf"] for req in alt["required"] if req != "layer"}
     assert kinds == set(FACT_KINDS)
-    assert set(SELF_JUDGED) <= kinds and set(PROCESS_KINDS) <= kinds
+    assert set(SELF_JUDGED) <= kinds and set(PROCESS_FACTS) <= kinds
 
 
 def test_self_judged_facts_take_no_matchers():

@@ -34,7 +34,7 @@ from conformance.model.expectations import MECHANISM, OBSERVABLE, PROPERTY, bloc
 from conformance.model.matchers import inside_failures, text_results
 from conformance.model.placeholders import fill
 from conformance.model.records import FactReading, InsideReading, Observation
-from conformance.model.scenario import PROCESS_KINDS, SELF_JUDGED, Expectations, HostFact, Scenario
+from conformance.model.scenario import PROCESS_FACTS, SELF_JUDGED, Expectations, HostFact, Scenario
 from conformance.model.verdicts import ERROR, FAIL, OTHER_MECHANISM, PASS, UNOBSERVABLE
 
 #: a create or a start the runtime refused: the entrypoint never ran (``expect.or_refused``)
@@ -94,7 +94,7 @@ def _fact_checks(reading: FactReading, ident: str, variables: dict[str, str], ro
         why = (f"the container has no process on the host ({sandbox}): its {fact.target} namespace is the "
                "sandbox kernel's own, not one the host kernel made")
         return [Check(name, True, f"{name}: {why}", ids[0], role, differently=why)]
-    if sandbox and fact.kind in PROCESS_KINDS:
+    if sandbox and fact.kind in PROCESS_FACTS:
         note = f"describes the sandbox, not the container ({sandbox})"
         return [Check(name, False, f"{name}: {note}", i, role, sandbox=note) for i in ids]
     if reading.error is not None:

@@ -23,8 +23,9 @@ FACT_KINDS = ("namespace_differs", "proc", "cgroup", "host_file", "host_hostname
 #: Kinds that judge themselves (the fact is one expectation, it takes no matchers).
 SELF_JUDGED = ("namespace_differs", "host_hostname_unchanged", "host_unchanged", "mounts_declared",
                "runtime_binary_unchanged")
-#: Kinds that read the container's init process on the host: for a sandboxed runtime they describe the sandbox.
-PROCESS_KINDS = ("proc", "mounts_declared")
+#: Facts read from the container's host process (/proc/<pid>: its status, links, mount table): for a
+#: sandboxed runtime they describe the sandbox, not the container (judge/verdict.py does not judge them there).
+PROCESS_FACTS = ("proc", "mounts_declared")
 
 
 #: where a value sits in a YAML document: its keys and list indexes from the top (for line numbers)
