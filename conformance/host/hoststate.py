@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -133,8 +134,14 @@ def environ_view(pid: int, config: dict[str, Any]) -> str:
     enough, its value stays out of the matrix.
     """
     declared = {e.partition("=")[0] for e in (config.get("process") or {}).get("env") or []}
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    for _ in range(50):  # read just as the exec switched the binary: the new stack's strings may not be set yet
+        if raw or not declared:
+            break
+        time.sleep(0.002)
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
     out = []
-    for entry in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+    for entry in raw.split(b"\0"):
         if entry:
             name, _, value = entry.decode(errors="replace").partition("=")
             out.append(f"{name}={value}" if name in declared else f"{name}=<not in config.json: value withheld>")
