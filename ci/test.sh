@@ -5,5 +5,5 @@ cd "$(dirname "$0")/.."
 bash ci/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
 ruff check conformance runtime_ref tests bench conftest.py
-mypy runtime_ref
+mypy
 exec pytest tests -p no:cacheprovider "$@"

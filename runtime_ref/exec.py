@@ -50,6 +50,11 @@ def exec_process(root: str, cid: str, args: list[str], opts: ExecOptions) -> int
     for t in ("pid", "time"):
         if t in fds:
             L.setns(fds[t], namespaces.CLONE_FLAG[t])
+    # Not dumpable, as runc's init is (CVE-2019-5736): the child is in the container's PID
+    # namespace from the fork, and until it execs (which makes it dumpable again) its
+    # /proc/<pid>/exe is this runtime's interpreter on the host — once it has dropped to the
+    # container's capabilities, a container process could otherwise open it.
+    L.prctl(L.PR_SET_DUMPABLE, 0)
     r, w = os.pipe()
     child = os.fork()
     if child == 0:

@@ -299,6 +299,11 @@ def prepare(config: Config, bundle: str, disabled: Switches, ctx: InitContext) -
         if m["destination"].rstrip("/") == "/dev" and (
                 m.get("type") == "bind" or "bind" in options or "rbind" in options):
             dev_is_bind = True
+    if "declared-mounts" in disabled:
+        # switch "declared-mounts": a runtime (or an engine) that mounts more than config.json says —
+        # here the bundle directory, a host path outside the root, read-only
+        mount_one({"destination": "/run/undeclared", "type": "bind", "source": bundle,
+                   "options": ["bind", "ro", "nosuid", "nodev", "noexec"]}, rootfs, bundle, ctx)
     if not dev_is_bind:
         setup_dev(rootfs, config, ctx, all_host_devices="devices" in disabled)
     return rootfs

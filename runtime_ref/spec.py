@@ -50,6 +50,10 @@ SWITCHES = {
     "umask": "process.user.umask ignored: the process keeps the default umask 0022",
     "cwd": "process.cwd ignored: the process starts in /",
     "env": "process.env ignored: the process inherits the runtime's own environment",
+    "state": "`state` does not follow the container: it answers \"created\" for any id, even one deleted or "
+             "never made",
+    "declared-mounts": "one mount more than config.json declares: the bundle directory (a host path outside the "
+                       "root) is bound read-only at /run/undeclared",
     "close-fds": "no descriptor is closed before exec: every one the runtime was started with reaches "
                  "the container, whatever --preserve-fds says",
     "preserve-fds": "--preserve-fds is ignored: the container gets stdio only",

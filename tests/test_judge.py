@@ -173,5 +173,5 @@ def test_controls_count_per_expectation_across_runs_and_hosts():
     assert not control_proven(control("local", "other-mechanism", ["host[1]"]))  # not a fail: proves nothing
     assert not control_proven(control("local", "fail", []))  # failed only on the harness's own checks
     entry = proofs(doc)["s"]
-    assert entry["proven"] == ["stdout.equals", "host[0]"] and entry["unproven"] == ["host[1]"]
+    assert entry.proven == ["stdout.equals", "host[0]"] and entry.unproven == ["host[1]"]
     assert proof_totals(doc) == {"scenarios": 1, "proven": 2, "corroborating": 1, "unproven": 1}

@@ -17,20 +17,20 @@ import yaml
 
 from conformance.model.errors import ScenarioError
 from conformance.model.expectations import expectation_refs, unknown_marks
-from conformance.model.scenario import Scenario, from_document
+from conformance.model.scenario import LinePath, Scenario, from_document
 
 SCHEMA_PATH = Path(__file__).parent.parent / "schema" / "scenario.schema.json"
 
-Path_ = tuple  # a path into the document: keys and list indexes
 
 
 @functools.lru_cache(maxsize=1)
 def scenario_schema() -> dict[str, Any]:
     """The JSON Schema shipped with the package (also used by editors)."""
-    return json.loads(SCHEMA_PATH.read_text())
+    schema: dict[str, Any] = json.loads(SCHEMA_PATH.read_text())
+    return schema
 
 
-def _construct(node: yaml.Node, path: Path_, lines: dict[Path_, int], file: str) -> Any:
+def _construct(node: yaml.Node, path: LinePath, lines: dict[LinePath, int], file: str) -> Any:
     """Turn a composed node into plain Python, recording each value's 1-based line."""
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
@@ -49,7 +49,7 @@ def _construct(node: yaml.Node, path: Path_, lines: dict[Path_, int], file: str)
     return _scalar(node)
 
 
-def _scalar(node: yaml.ScalarNode) -> Any:
+def _scalar(node: yaml.Node) -> Any:
     loader = yaml.SafeLoader("")
     try:
         return loader.construct_object(node, deep=True)
@@ -57,7 +57,7 @@ def _scalar(node: yaml.ScalarNode) -> Any:
         loader.dispose()
 
 
-def parse_documents(text: str, file: str) -> Iterator[tuple[dict[str, Any], dict[Path_, int]]]:
+def parse_documents(text: str, file: str) -> Iterator[tuple[dict[str, Any], dict[LinePath, int]]]:
     """Yield (document, line map) for every YAML document in ``text``."""
     try:
         nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
@@ -66,9 +66,9 @@ def parse_documents(text: str, file: str) -> Iterator[tuple[dict[str, Any], dict
         line = mark.line + 1 if mark else None
         raise ScenarioError(file, line, f"not valid YAML: {exc.problem or exc}") from None
     for node in nodes:
-        if node is None:
-            continue
-        lines: dict[Path_, int] = {}
+        if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null":
+            continue  # an empty document (a trailing ---)
+        lines: dict[LinePath, int] = {}
         doc = _construct(node, (), lines, file)
         if not isinstance(doc, dict):
             raise ScenarioError(file, node.start_mark.line + 1,
@@ -76,7 +76,7 @@ def parse_documents(text: str, file: str) -> Iterator[tuple[dict[str, Any], dict
         yield doc, lines
 
 
-def _line_for(path: Path_, lines: dict[Path_, int]) -> int | None:
+def _line_for(path: LinePath, lines: dict[LinePath, int]) -> int | None:
     """The line of ``path``, or of its nearest ancestor that has one."""
     for end in range(len(path), -1, -1):
         if path[:end] in lines:
@@ -84,7 +84,7 @@ def _line_for(path: Path_, lines: dict[Path_, int]) -> int | None:
     return None
 
 
-def _describe(error: Any, lines: dict[Path_, int]) -> tuple[int | None, str]:
+def _describe(error: Any, lines: dict[LinePath, int]) -> tuple[int | None, str]:
     """A one-line, human message and line for one jsonschema error."""
     path = tuple(error.absolute_path)
     where = ".".join(str(p) for p in path) or "top level"
@@ -115,7 +115,7 @@ def _closest_branch_error(error: Any) -> Any:
     return max(pool, key=lambda e: len(list(e.absolute_path)))
 
 
-def validate(doc: dict[str, Any], lines: dict[Path_, int], file: str) -> None:
+def validate(doc: dict[str, Any], lines: dict[LinePath, int], file: str) -> None:
     """Validate one scenario document; raise ScenarioError at the first error's line."""
     validator = jsonschema.Draft202012Validator(scenario_schema())
     errors = sorted(validator.iter_errors(doc),
@@ -126,7 +126,7 @@ def validate(doc: dict[str, Any], lines: dict[Path_, int], file: str) -> None:
         raise ScenarioError(file, line, message + more)
 
 
-def load_file(path: Path) -> list[tuple[dict[str, Any], dict[Path_, int]]]:
+def load_file(path: Path) -> list[tuple[dict[str, Any], dict[LinePath, int]]]:
     """Parse and validate every scenario document in one file."""
     file = str(path)
     try:

@@ -160,7 +160,7 @@ def _command(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_command(verbs: argparse._SubParsersAction) -> None:
+def add_command(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The ``catalog`` verb of ``python -m conformance``."""
     cat = verbs.add_parser("catalog", help="write docs/catalog.md from the scenarios (--check: exit 1 if stale)")
     cat.add_argument("--scenarios", default=str(SCENARIOS), metavar="DIR", help="default: scenarios/")

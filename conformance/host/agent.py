@@ -18,6 +18,7 @@ import sys
 from typing import Any
 
 from conformance.model.errors import RuntimeNotFound
+from conformance.model.records import HostDescription, RuntimeEntry, SandboxProbe
 from conformance.model.scenario import Scenario
 
 from . import drivers, hostinfo
@@ -26,8 +27,9 @@ from .runtimes import REF_ENV
 from .session import RunSession
 
 
-def describe(request: dict[str, Any]) -> dict[str, Any]:
-    runtimes: dict[str, Any] = {}
+def describe(request: dict[str, Any]) -> HostDescription:
+    """This host's profile and each requested runtime as it would be driven here."""
+    runtimes: dict[str, RuntimeEntry] = {}
     for name in request["runtimes"]:
         try:
             column, entry = drivers.describe(name, request.get("flags", {}))
@@ -41,6 +43,8 @@ def run_one(request: dict[str, Any]) -> dict[str, Any]:
     scenario = Scenario.from_json(request["scenario"])
     session = RunSession(request.get("flags", {}))
     try:
+        if request.get("sandbox"):  # an earlier call probed this runtime on this host: not again
+            session.know_sandbox(request["runtime"], SandboxProbe(**request["sandbox"]))
         done = execute(scenario, request["runtime"], tuple(request.get("disabled", ())), session)
     finally:
         session.close()

@@ -32,7 +32,7 @@ class Bundle:
 
     @property
     def rootfs(self) -> Path:
-        return self.path / self.config["root"]["path"]
+        return self.path / str(self.config["root"]["path"])
 
     def remove(self) -> None:
         if self.image is not None:  # first: rmtree must never walk into a mounted overlay
@@ -47,7 +47,7 @@ def make_config(scenario: Scenario, cid: str, oci_version: str, variables: dict[
     to the runtime), then the per-container fields."""
     base = base_spec()
     base["linux"]["cgroupsPath"] = f"/{cid}"
-    config = apply_patch(base, fill(scenario.patch, variables))
+    config: dict[str, Any] = apply_patch(base, fill(scenario.patch, variables))
     config["ociVersion"] = oci_version
     config["process"]["args"] = list(fill(scenario.args, variables))
     config.setdefault("linux", {})
@@ -75,6 +75,7 @@ def _build_on_image(scenario: Scenario, cid: str, workdir: Path, oci_version: st
     The image's placeholders ({{upperdir}}, {{layer_1}} …) join the variables, and
     anything that fails after the mount unmounts it again: Ctrl-C included.
     """
+    assert scenario.image is not None
     path = workdir / cid
     path.mkdir(parents=True)
     bundle = Bundle(path, {"root": {"path": "rootfs"}})

@@ -9,7 +9,9 @@ runtime names its cgroups.
 """
 from __future__ import annotations
 
+import ctypes
 import os
+import platform
 import signal
 import time
 from dataclasses import dataclass
@@ -25,6 +27,11 @@ class CgroupFile:
     key: str | None = None   # "key value" line to pick
     field: int | None = None  # whitespace-separated field to pick
 
+
+#: what a v2 cgroup's device rules are read as: the eBPF programs attached (BPF_PROG_QUERY)
+DEVICE_PROGRAMS = "<bpf device programs>"
+#: every device allowed, as v1's devices.list writes it (and as a v2 cgroup without a program is read)
+ALL_DEVICES = "a *:* rwm"
 
 V1_CONTROLLERS = frozenset("cpuset cpu cpuacct blkio memory devices freezer net_cls perf_event "
                            "net_prio hugetlb pids rdma misc".split())
@@ -49,6 +56,8 @@ VALUES: dict[str, tuple[CgroupFile, CgroupFile]] = {
     "freezer.state": (CgroupFile("freezer", "freezer.state"), CgroupFile("", "cgroup.events", key="frozen")),
     # one "MAJ:MIN value" line per device on v1; "MAJ:MIN rbps=value wbps=… …" on v2
     "io.read_bps_device": (CgroupFile("blkio", "blkio.throttle.read_bps_device"), CgroupFile("", "io.max")),
+    # v1: the allow-list ("a *:* rwm" = every device); v2 has no file: see device_programs
+    "devices.rules": (CgroupFile("devices", "devices.list"), CgroupFile("", DEVICE_PROGRAMS)),
 }
 
 
@@ -118,6 +127,8 @@ def locate(name: str, proc_paths: dict[str, str], mount_map: dict[str, Path]) ->
 def read_value(name: str, proc_paths: dict[str, str], mount_map: dict[str, Path]) -> str:
     """Read logical value ``name``; raises OSError/LookupError with the path it tried."""
     path, where = locate(name, proc_paths, mount_map)
+    if where.file == DEVICE_PROGRAMS:
+        return device_programs(path.parent)
     text = path.read_text()
     if where.key is not None:
         for line in text.splitlines():
@@ -137,6 +148,37 @@ def _thaw(directory: Path) -> None:
             (directory / name).write_text(value)
         except OSError:
             pass
+SYS_BPF = {"x86_64": 321, "aarch64": 280}
+BPF_PROG_QUERY, BPF_CGROUP_DEVICE, BPF_F_QUERY_EFFECTIVE = 16, 6, 1
+
+
+def device_programs(cgroup_dir: Path) -> str:
+    """A v2 cgroup's device rules, as far as the host can read them: the eBPF programs in effect there.
+
+    The rules are compiled into the programs, so what is told is whether
+    (and which) ``BPF_CGROUP_DEVICE`` programs apply to the cgroup, its own
+    or inherited (``BPF_F_QUERY_EFFECTIVE``); none reads as v1's "every device".
+    """
+    nr = SYS_BPF.get(platform.machine())
+    if nr is None:
+        raise LookupError(f"bpf(2) is not known here ({platform.machine()})")
+    libc = ctypes.CDLL(None, use_errno=True)
+    ids = (ctypes.c_uint32 * 64)()
+    fd = os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        attr = (fd.to_bytes(4, "little") + BPF_CGROUP_DEVICE.to_bytes(4, "little")
+                + BPF_F_QUERY_EFFECTIVE.to_bytes(4, "little") + bytes(4)
+                + ctypes.addressof(ids).to_bytes(8, "little") + (64).to_bytes(4, "little")).ljust(40, b"\0")
+        buf = ctypes.create_string_buffer(attr, len(attr))
+        if libc.syscall(ctypes.c_long(nr), ctypes.c_int(BPF_PROG_QUERY), buf, ctypes.c_uint(len(attr))) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"bpf(BPF_PROG_QUERY) on {cgroup_dir}: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+    count = int.from_bytes(buf.raw[24:28], "little")
+    if not count:
+        return ALL_DEVICES
+    return "\n".join(f"bpf device program id {ids[i]}" for i in range(min(count, 64)))
 
 
 def remove_leftovers(cgroups_path: str, mount_map: dict[str, Path] | None = None) -> list[str]:

@@ -78,12 +78,44 @@ def _kexec_load_unlimited() -> str | None:
     return None
 
 
+def _kexec_load() -> str | None:
+    # without it every kexec_load answers ENOSYS (or EPERM when disabled), filter or not: refusing it proves nothing
+    value = _read("/proc/sys/kernel/kexec_load_disabled")
+    if value is None:
+        return "the kernel has no kexec_load (CONFIG_KEXEC is off): every call answers ENOSYS, filtered or not"
+    if value != "0":
+        return "kernel.kexec_load_disabled is set: the kernel refuses every kexec_load itself, filtered or not"
+    return None
+
+
+def _sys_firmware() -> str | None:
+    try:
+        return None if any(Path("/sys/firmware").iterdir()) else "the host's /sys/firmware is empty"
+    except OSError:
+        return "the host has no /sys/firmware"
+
+
 def _overlayfs() -> str | None:
     if any(line.split()[-1:] == ["overlay"] for line in (_read("/proc/filesystems") or "").splitlines()):
         return None
     if Path(f"/lib/modules/{platform.release()}/kernel/fs/overlayfs").is_dir():  # loaded by the first mount
         return None
     return "the kernel has no overlay file system (CONFIG_OVERLAY_FS; modprobe overlay)"
+
+
+def _host_nic() -> str | None:
+    """A network scenario that sees only loopback inside proves nothing on a host that has only loopback."""
+    try:
+        names = [n for n in os.listdir("/sys/class/net") if n != "lo"]
+    except OSError as exc:
+        return f"/sys/class/net cannot be read ({exc.strerror})"
+    return None if names else "the host has no network interface but loopback"
+
+
+def _host_route() -> str | None:
+    """A scenario that finds no route inside proves nothing on a host that has none either."""
+    routes = (_read("/proc/net/route") or "").splitlines()[1:]
+    return None if routes else "the host's main IPv4 routing table is empty (/proc/net/route)"
 
 
 #: requirement name -> check returning None when met, else the reason to skip
@@ -97,10 +129,18 @@ REQUIREMENTS: dict[str, Callable[[], str | None]] = {
     "proc-kcore": lambda: None if Path("/proc/kcore").exists() else "the kernel has no /proc/kcore (CONFIG_PROC_KCORE is off)",
     "proc-sysrq-trigger": lambda: None if Path("/proc/sysrq-trigger").exists() else "the kernel has no /proc/sysrq-trigger (CONFIG_MAGIC_SYSRQ is off)",
     "loop-device": lambda: None if Path("/sys/dev/block/7:0").exists() else "the host has no block device 7:0 (loop0; modprobe loop)",
+    "loop-control": lambda: None if Path("/sys/dev/char/10:237").exists() else "the host has no character device 10:237 (loop-control; modprobe loop)",
+    "proc-keys": lambda: None if Path("/proc/keys").exists() else "the kernel has no /proc/keys (CONFIG_KEYS is off)",
+    "proc-irq": lambda: None if Path("/proc/irq/default_smp_affinity").exists() else "the kernel has no /proc/irq/default_smp_affinity",
+    "sys-firmware": _sys_firmware,
+    "kexec-load": _kexec_load,
     "x86_64": lambda: None if platform.machine() == "x86_64" else f"the host is {platform.machine()}, the syscall probe is x86-64 code",
     "kexec-load-unlimited": _kexec_load_unlimited,
     "overlayfs": _overlayfs,
     "veth-bridge": bridge_net.unsupported,
+    "host-nic": _host_nic,
+    "host-route": _host_route,
+    "proc-timer-list": lambda: None if Path("/proc/timer_list").exists() else "the kernel has no /proc/timer_list",
     **{f"controller:{c}": _controller(c) for c in ("memory", "pids", "cpu", "io")},
 }
 

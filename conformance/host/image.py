@@ -198,7 +198,8 @@ def mount_image(spec: ImageSpec, bundle_dir: Path, target: Path) -> ImageMount:
 # -- host facts: a path in one layer, the upper dir, or the image as a new container sees it
 def _in_root(root: str, path: str) -> str:
     """``path`` inside ``root``, following symlinks of its parents as the container would (never out)."""
-    parts, resolved, hops = [p for p in path.split("/") if p], [], 0
+    parts, hops = [p for p in path.split("/") if p], 0
+    resolved: list[str] = []
     while len(parts) > 1:
         part = parts.pop(0)
         if part == "..":

@@ -20,14 +20,14 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from conformance.model.errors import DriverError
 from conformance.model.placeholders import fill
 from conformance.model.records import FactReading, Observation
 from conformance.model.scenario import HostFact, Scenario
 
-from . import cgroupfs, facts, handover, inside, lifecycle
+from . import cgroupfs, facts, handover, hoststate, inside, lifecycle
 from .bundle import Bundle
 from .drivers import RuntimeDriver
 from .drivers.base import Launch
@@ -40,11 +40,14 @@ EXEC_WAIT_S = 5.0
 class _HostProbe:
     """Reads host facts about one container init (pid) at a given stage."""
 
-    def __init__(self, pid: int, variables: dict[str, str]) -> None:
+    def __init__(self, pid: int, variables: dict[str, str], config: dict[str, Any]) -> None:
         self.pid = pid
-        self.variables = variables
+        self.variables, self.config = variables, config
         self.mount_map = cgroupfs.mounts()
-        self.cgroups = cgroupfs.process_cgroups(pid)
+        try:  # read while the process exists: cgroup values are read after it exited
+            self.cgroups: dict[str, str] | None = cgroupfs.process_cgroups(pid)
+        except OSError:  # a lifecycle scenario's facts come after its last step: the init may be gone
+            self.cgroups = None
         self.hostname = socket.gethostname()
 
     def read(self, fact: HostFact) -> FactReading:
@@ -58,6 +61,10 @@ class _HostProbe:
             inside = os.stat(f"/proc/{self.pid}/ns/{fact.target}").st_ino
             host = os.stat(f"/proc/self/ns/{fact.target}").st_ino
             return f"container {fact.target}:[{inside}] host {fact.target}:[{host}]"
+        if fact.kind == "proc" and fact.target in hoststate.LINK_FACTS:
+            return hoststate.link_view(self.pid, fact.target)
+        if fact.kind == "proc" and fact.target == "environ":
+            return hoststate.environ_view(self.pid, self.config)
         if fact.kind == "proc":
             path = Path(f"/proc/{self.pid}/{fact.target}")
             if path.is_symlink() or path.is_dir():  # cwd, fd/ …
@@ -65,6 +72,8 @@ class _HostProbe:
             text = path.read_text()
             return _field(text, fact.field) if fact.field else text
         if fact.kind == "cgroup":
+            if self.cgroups is None:
+                raise LookupError(f"the container's init (pid {self.pid}) was gone before its cgroups were read")
             return cgroupfs.read_value(fact.target, self.cgroups, self.mount_map)
         if fact.kind == "host_file":
             return Path(fill(fact.target, self.variables)).read_text()
@@ -77,7 +86,15 @@ class _HostProbe:
         if fact.kind == "cgroup_view":
             return facts.cgroup_view(self.pid)
         if fact.kind == "tasks":
+            if self.cgroups is None:
+                raise LookupError(f"the container's init (pid {self.pid}) was gone before its cgroups were read")
             return facts.tasks(self.cgroups, self.mount_map)
+        if fact.kind == "host_unchanged":
+            return hoststate.net_state(fact.target, self.variables)
+        if fact.kind == "mounts_declared":
+            return hoststate.undeclared_mounts(self.pid, self.config, self.variables["rootfs"])
+        if fact.kind == "runtime_binary_unchanged":
+            return hoststate.runtime_digest(self.variables["runtime_path"])
         raise ValueError(f"unknown host fact {fact.kind}")
 
 
@@ -124,11 +141,16 @@ def _log_file(path: Path) -> IO[bytes]:
     return open(path, "wb", opener=lambda name, flags: os.open(name, flags, 0o600))  # .name: the path
 
 
-def observe(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str) -> Observation:
-    """Run the container once and collect everything the scenario's expectations need."""
-    obs = Observation()
+def observe(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str,
+            sandboxed: str | None = None) -> Observation:
+    """Run the container once and collect everything the scenario's expectations need.
+
+    ``sandboxed``: the sandbox probe's evidence when the runtime's state pid is not the
+    entrypoint (host/sandbox.py); the observation carries it to the judge.
+    """
+    obs = Observation(sandboxed=sandboxed)
     started = time.monotonic()
-    stages = _StageReader(scenario, bundle.variables, obs, driver.sandboxed)
+    stages = _StageReader(scenario, bundle, obs)
     with _log_file(bundle.path / "stdout") as out, _log_file(bundle.path / "stderr") as err, \
             handover.handed(scenario.launch, bundle.path) as (launch, handed_vars):
         bundle.variables.update(handed_vars)
@@ -140,6 +162,7 @@ def observe(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str)
             else:
                 outcome = driver.run(bundle.path, cid, out, err, scenario.timeout, launch)
                 obs.exit, obs.timed_out = outcome.exit, outcome.timed_out
+                obs.runtime_exit = outcome.exit  # the container's status is what `RUNTIME run` returned
         except DriverError as exc:
             obs.runtime_error = str(exc)
         finally:
@@ -156,7 +179,7 @@ def _leftovers(bundle: Bundle, cid: str, stages: _StageReader) -> list[str]:
     given = bundle.config["linux"].get("cgroupsPath")
     if given:
         return cgroupfs.remove_leftovers(given)
-    seen = stages.probe.cgroups.values() if stages.probe is not None else ()
+    seen = (stages.probe.cgroups or {}).values() if stages.probe is not None else ()
     return [leak for path in sorted(set(seen)) if cid in path for leak in cgroupfs.remove_leftovers(path)]
 
 
@@ -173,11 +196,10 @@ class _StageReader:
     """Reads the scenario's host facts at each stage the container passes (lifecycle.running's,
     or a lifecycle scenario's steps: steps.py), each stage once."""
 
-    def __init__(self, scenario: Scenario, variables: dict[str, str], obs: Observation,
-                 sandboxed: bool = False) -> None:
+    def __init__(self, scenario: Scenario, bundle: Bundle, obs: Observation) -> None:
         self.wanted = {stage: [f for f in scenario.host_facts if f.when == stage]
                        for stage in ("created", "running", "paused", "exited", "deleted")}
-        self.variables, self.obs, self.sandboxed = variables, obs, sandboxed
+        self.variables, self.config, self.obs = bundle.variables, bundle.config, obs
         self.timeout = min(EXEC_WAIT_S, scenario.timeout)
         self.probe: _HostProbe | None = None
         self.created_exe: str | None = None
@@ -186,11 +208,11 @@ class _StageReader:
     def at(self, stage: str, container: lifecycle.Container) -> None:
         if stage == "created":
             assert container.pid is not None
-            self.probe = _HostProbe(container.pid, self.variables)
+            self.probe = _HostProbe(container.pid, self.variables, self.config)
             self.created_exe = _exe(container.pid)
         if stage == "running" and self.wanted["running"] and "running" not in self.done:
             assert container.pid is not None
-            if not (self.sandboxed or _wait_exec(container.pid, self.created_exe, self.timeout)):
+            if not (self.obs.sandboxed or _wait_exec(container.pid, self.created_exe, self.timeout)):
                 self.obs.facts += [FactReading(f, error=NOT_SEEN_RUNNING) for f in self.wanted["running"]]
                 self.done.add("running")
                 return
@@ -225,9 +247,10 @@ def _lifecycle(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: s
 
 def _while_running(scenario: Scenario, driver: RuntimeDriver, container: lifecycle.Container,
                    stages: _StageReader, obs: Observation) -> None:
-    """Host facts and testinfra checks, once the entrypoint is seen running (runsc: once started)."""
+    """Host facts and testinfra checks, once the entrypoint is seen running (a sandbox: once started,
+    since its state pid never execs the entrypoint)."""
     assert container.pid is not None
-    if driver.sandboxed or _wait_exec(container.pid, stages.created_exe, min(EXEC_WAIT_S, scenario.timeout)):
+    if obs.sandboxed or _wait_exec(container.pid, stages.created_exe, min(EXEC_WAIT_S, scenario.timeout)):
         stages.read("running")
         if scenario.inside_checks:  # commands inside, through the runtime's exec
             obs.inside = inside.read(scenario, driver.exec_argv(container.cid), container.cid,

@@ -191,8 +191,11 @@ def release_rootfs(rootfs: Path, workdir: Path) -> bool:
     """Keep ``rootfs`` as a spare if it can be brought back to how it was made (True); else leave it to
     its bundle's removal (False)."""
     try:
-        source, made = _made.pop(_identity(rootfs), (None, None))
-        if source is None or not _restore(rootfs, made):
+        entry = _made.pop(_identity(rootfs), None)
+        if entry is None:
+            return False
+        source, made = entry
+        if not _restore(rootfs, made):
             return False
         spares = _spares(source, workdir)
         spares.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from conformance.model.errors import RuntimeNotFound
+from conformance.model.records import RuntimeEntry
 
 from . import cgroupfs
 
@@ -34,17 +35,13 @@ class RuntimeProfile:
     version: str = "unknown"
     spec_version: str = DEFAULT_SPEC_VERSION   # ociVersion written into config.json
     adaptations: list[str] = field(default_factory=list)
-    #: The state pid is a sandbox (gVisor's user-space kernel), not the entrypoint:
-    #: it never execs the entrypoint, and /proc/<pid> on the host describes the sandbox.
-    sandboxed: bool = False
 
     def argv(self, root: Path, *verb: str) -> list[str]:
         return [*self.command, "--root", str(root), *self.global_flags, *verb]
 
-    def as_json(self) -> dict[str, object]:
+    def as_json(self) -> RuntimeEntry:
         return {"path": self.path, "version": self.version, "spec_version": self.spec_version,
-                "global_flags": self.global_flags, "adaptations": self.adaptations,
-                "sandboxed": self.sandboxed}
+                "global_flags": self.global_flags, "adaptations": self.adaptations}
 
 
 def label(name: str) -> str:
@@ -137,10 +134,6 @@ def _runsc_flags(profile: RuntimeProfile) -> None:
         profile.global_flags.append("--platform=ptrace")
         profile.adaptations.append("runsc: --platform=ptrace (works without KVM; /dev/kvm is not trusted "
                                    "to work inside a VM)")
-    profile.sandboxed = True
-    profile.adaptations.append("runsc: host-side facts (/proc/<pid>: namespaces, status) are read from the "
-                               "sandbox process, the container's only host process; the entrypoint is "
-                               "counted as running once `start` returned")
     if not any(f.startswith("--network") for f in profile.global_flags):
         profile.global_flags.append("--network=none")
         profile.adaptations.append("runsc: --network=none (the base spec has a new network namespace "

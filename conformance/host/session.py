@@ -18,8 +18,9 @@ import tempfile
 from pathlib import Path
 
 from conformance.model.errors import ConformanceError, RuntimeNotFound
+from conformance.model.records import SandboxProbe
 
-from . import drivers
+from . import drivers, sandbox
 from .drivers import RuntimeDriver
 from .image import unmount_tree
 from .runtimes import RuntimeProfile, resolve
@@ -79,6 +80,22 @@ class RunSession:
             root.mkdir(parents=True, exist_ok=True)
             self._drivers[key] = lane.driver_class(profile, root)
         return self._drivers[key]
+
+    def sandbox(self, name: str, timeout: float = sandbox.PROBE_TIMEOUT_S) -> SandboxProbe:
+        """Whether the runtime a ``--runtime`` value names runs its containers in a sandbox.
+
+        Probed once (host/sandbox.py) and kept in that runtime's driver; a
+        negative-control variant of it asks the runtime as it is, switches on.
+        ``timeout``: the scenario's own, so a probe never waits longer than it would.
+        """
+        driver = self.driver(name)
+        if driver.sandbox is None:
+            driver.sandbox = sandbox.probe(driver, self.workdir, self.new_container_id(), timeout)
+        return driver.sandbox
+
+    def know_sandbox(self, name: str, found: SandboxProbe) -> None:
+        """What an earlier probe on this host found (the agent is a new process per scenario)."""
+        self.driver(name).sandbox = found
 
     def _check_switches(self, profile: RuntimeProfile, disabled: tuple[str, ...]) -> None:
         """A control needs switches the runtime has: an unknown one must be an error, not a 'fail'.

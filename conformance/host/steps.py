@@ -152,15 +152,19 @@ def _pid_inside(pid: int) -> int:
 
 
 def _exec(container: Container, arg: dict[str, Any], variables: dict[str, str]) -> StepResult:
-    """One process through the runtime's exec, its stdin an empty pipe (never the host's /dev/null)."""
+    """One process through the runtime's exec: its exit (0 by default) and, if given, its stdout.
+
+    Its stdin is an empty pipe, never the host's /dev/null (runsc fchowns the
+    stdio it is handed to its sandbox's user: procs.empty_stdin).
+    """
     run = fill(arg["run"], variables)
-    argv = ["sh", "-c", run] if isinstance(run, str) else list(run)
+    argv = ["sh", "-c", run] if isinstance(run, str) else [str(a) for a in run]
     stdin = empty_stdin()
     try:
-        done = subprocess.run(container.driver.exec_argv(container.cid) + argv, stdin=stdin,
-                              capture_output=True, text=True, timeout=CALL_TIMEOUT_S)
+        done = subprocess.run(container.driver.exec_argv(container.cid) + argv, stdin=stdin, capture_output=True,
+                              text=True, timeout=container.timeout, start_new_session=True)
     except subprocess.TimeoutExpired:
-        return StepResult("exec", False, f"exec: no answer in {CALL_TIMEOUT_S:.0f}s")
+        return StepResult("exec", False, f"exec: no answer in {container.timeout:g}s")
     finally:
         os.close(stdin)
     want = int(arg.get("exit", 0))

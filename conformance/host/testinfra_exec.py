@@ -73,7 +73,7 @@ def _busybox_ip_status(cmd: str, rc: int, err: bytes) -> int:
     return rc
 
 
-class RuntimeExecBackend(base.BaseBackend):
+class RuntimeExecBackend(base.BaseBackend):  # type: ignore[misc]  # testinfra ships no type information
     """Run testinfra's commands inside container ``cid`` through ``RUNTIME exec``."""
 
     NAME = "runtime-exec"
@@ -116,7 +116,10 @@ def _known_linux(host: testinfra.host.Host) -> None:
     kind, _, rest = host.check_output("uname -sm; cat /etc/os-release 2>/dev/null || true").partition(" ")
     arch, _, release = rest.partition("\n")
     fields = dict(line.split("=", 1) for line in release.splitlines() if "=" in line)
-    value = lambda key: fields[key].strip("\"' ") if key in fields else None  # noqa: E731
+
+    def value(key: str) -> str | None:
+        return fields[key].strip("\"' ") if key in fields else None
+
     host.system_info.__dict__["sysinfo"] = {  # functools.cached_property's slot
         "type": kind.lower(), "arch": arch.strip(), "distribution": value("ID"),
         "release": value("VERSION_ID"), "codename": value("VERSION_CODENAME")}
@@ -135,7 +138,8 @@ class _ProcessView:
 
     @functools.cached_property
     def matches(self) -> list[Any]:
-        return self.host.process.filter(**self.filters)
+        found: list[Any] = self.host.process.filter(**self.filters)
+        return found
 
     @property
     def count(self) -> int:

@@ -15,7 +15,7 @@ import testinfra
 from conformance.model.errors import ConformanceError
 
 from .qemu import QemuTarget
-from .targets import BrokenTarget, HostError, LocalTarget, RemoteTarget
+from .targets import BrokenTarget, HostError, LocalTarget, RemoteTarget, Target
 
 
 def expand(specs: list[str], ansible_inventory: str | None) -> list[str]:
@@ -38,9 +38,9 @@ class Targets:
 
     def __init__(self, runtime_flags: dict[str, list[str]], testinfra_options: dict[str, Any], tag: str) -> None:
         self.runtime_flags, self.options, self.tag = runtime_flags, testinfra_options, tag
-        self._targets: dict[str, Any] = {}
+        self._targets: dict[str, Target] = {}
 
-    def get(self, spec: str) -> Any:
+    def get(self, spec: str) -> Target:
         if spec not in self._targets:
             try:
                 self._targets[spec] = self._make(spec)
@@ -48,7 +48,7 @@ class Targets:
                 self._targets[spec] = BrokenTarget(spec, str(exc))
         return self._targets[spec]
 
-    def _make(self, spec: str) -> Any:
+    def _make(self, spec: str) -> Target:
         if spec == "local":
             return LocalTarget(self.runtime_flags)
         if spec.startswith("qemu://"):

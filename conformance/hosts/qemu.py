@@ -32,6 +32,7 @@ import testinfra
 
 from conformance.host.rootfs import cache_root, find_static_busybox
 from conformance.model.errors import ConformanceError
+from conformance.model.records import HostDescription
 
 from .targets import RemoteTarget
 
@@ -248,7 +249,8 @@ def build_initramfs(kernel: Kernel, layout: str, dest: Path) -> None:
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def _kvm_usable() -> bool:
@@ -275,7 +277,7 @@ class Guest:
             raise GuestError(f"qemu://{layout}: unknown layout (known: {', '.join(LAYOUTS)})")
         self.layout, self.kernel_choice, self.memory_mb = layout, kernel_choice, memory_mb
         self.dir: Path | None = None
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.boot_s = 0.0
         self.accel = "kvm" if _kvm_usable() and not _KVM_BROKEN.exists() else "tcg"
@@ -320,6 +322,12 @@ class Guest:
                 "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{self.port}-:22",
                 "-device", "virtio-net-pci,netdev=n0"]
 
+    def _files(self) -> Path:
+        """The guest's own temp dir (made by _prepare, removed by stop)."""
+        if self.dir is None:
+            raise GuestError(f"qemu://{self.layout}: the guest has no files yet (not prepared, or stopped)")
+        return self.dir
+
     def console_tail(self, lines: int = 15) -> str:
         try:
             text = (self.dir / "console.log").read_text(errors="replace") if self.dir else ""
@@ -330,7 +338,7 @@ class Guest:
     def _check_kvm(self, started: float) -> None:
         """Raise _KvmFailed when qemu died at once or the KVM guest stayed silent."""
         if self.proc is not None and self.proc.poll() is not None:
-            err = (self.dir / "qemu.err").read_text(errors="replace").strip().splitlines()
+            err = (self._files() / "qemu.err").read_text(errors="replace").strip().splitlines()
             raise _KvmFailed(f"qemu exit {self.proc.returncode}: {err[-1] if err else ''}"[:200])
         if time.monotonic() - started > KVM_SILENCE_S and not self.console_tail(1):
             raise _KvmFailed(f"no console output in {KVM_SILENCE_S:.0f}s")
@@ -372,14 +380,15 @@ class Guest:
         started = time.monotonic()
         try:
             argv = self._prepare()
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                         stderr=open(self.dir / "qemu.err", "wb"), preexec_fn=_die_with_parent)
+            with open(self._files() / "qemu.err", "wb") as errors:  # the child keeps its own copy
+                self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                             stderr=errors, preexec_fn=_die_with_parent)
             deadline = started + (BOOT_TIMEOUT_KVM_S if self.accel == "kvm" else BOOT_TIMEOUT_TCG_S)
             while not self._ssh_banner():
                 if self.accel == "kvm":
                     self._check_kvm(started)
                 if self.proc.poll() is not None:
-                    err = (self.dir / "qemu.err").read_text(errors="replace").strip()[-300:]
+                    err = (self._files() / "qemu.err").read_text(errors="replace").strip()[-300:]
                     raise GuestError(f"qemu://{self.layout}: the guest stopped during boot (qemu exit "
                                      f"{self.proc.returncode}{': ' + err if err else ''}); console: {self.console_tail()}")
                 failed = self._failure_line()
@@ -412,7 +421,8 @@ class Guest:
 
 
 # -- the target the harness uses ------------------------------------------------------
-def QemuTarget(spec: str, runtime_flags: dict[str, list[str]], tag: str, kernel_choice: str | None = None):
+def QemuTarget(spec: str, runtime_flags: dict[str, list[str]], tag: str,
+               kernel_choice: str | None = None) -> RemoteTarget:
     """A RemoteTarget whose host is a guest booted here, stopped when the target closes."""
     guest = Guest(spec[len("qemu://"):], kernel_choice or os.environ.get("OCI_CONFORMANCE_QEMU_KERNEL")).boot()
     try:
@@ -431,7 +441,7 @@ def QemuTarget(spec: str, runtime_flags: dict[str, list[str]], tag: str, kernel_
                     self.backend.client.close()
                 guest.stop()
 
-        def describe(self, runtimes: list[str]) -> dict:
+        def describe(self, runtimes: list[str]) -> HostDescription:
             out = super().describe(runtimes)
             out["profile"]["guest_boot_s"] = round(guest.boot_s, 2)
             out["profile"]["guest_accel"] = guest.accel_note or guest.accel

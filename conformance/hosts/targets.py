@@ -19,15 +19,16 @@ import os
 import secrets
 import shlex
 import zipfile
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from conformance.host import drivers, hostinfo
+from conformance.host import agent
 from conformance.host.executor import execute
 from conformance.host.runtimes import ref_launcher
 from conformance.host.session import RunSession
-from conformance.model.errors import ConformanceError, RuntimeNotFound
-from conformance.model.records import Execution
+from conformance.model.errors import ConformanceError
+from conformance.model.records import Execution, HostDescription, SandboxProbe
 from conformance.model.scenario import Scenario
 
 PACKAGE_DIR = Path(__file__).parent.parent  # the conformance package
@@ -42,7 +43,7 @@ class Target(Protocol):
     spec: str
 
     def execute(self, scenario: Scenario, runtime: str, disabled: tuple[str, ...]) -> Execution: ...
-    def describe(self, runtimes: list[str]) -> dict[str, Any]: ...
+    def describe(self, runtimes: list[str]) -> HostDescription: ...
     def close(self) -> None: ...
 
 
@@ -58,15 +59,8 @@ class LocalTarget:
     def execute(self, scenario: Scenario, runtime: str, disabled: tuple[str, ...]) -> Execution:
         return execute(scenario, runtime, disabled, self.session)
 
-    def describe(self, runtimes: list[str]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for name in runtimes:
-            try:
-                column, entry = drivers.describe(name, self.runtime_flags)
-                out[column] = entry
-            except RuntimeNotFound as exc:
-                out[name] = {"path": None, "version": None, "error": str(exc)}
-        return {"profile": hostinfo.profile(), "runtimes": out}
+    def describe(self, runtimes: list[str]) -> HostDescription:
+        return agent.describe({"runtimes": runtimes, "flags": self.runtime_flags})
 
     def close(self) -> None:
         self.session.close()
@@ -107,6 +101,8 @@ class RemoteTarget:
         self.spec, self.backend, self.runtime_flags, self.tag = spec, backend, runtime_flags, tag
         self.python = python
         self.agent: str | None = None
+        #: runtime -> what its sandbox probe found on this host (the agent is a new process per call)
+        self.sandbox: dict[str, SandboxProbe] = {}
 
     def _run(self, command: str) -> Any:
         try:
@@ -139,18 +135,24 @@ class RemoteTarget:
         if done.rc != 0 or not lines:
             raise HostError(f"host {self.spec}: agent {op} failed (exit {done.rc}): "
                             f"{(done.stderr or done.stdout).strip()[-400:]}")
-        return json.loads(lines[-1])
+        answer: dict[str, Any] = json.loads(lines[-1])
+        return answer
 
     def execute(self, scenario: Scenario, runtime: str, disabled: tuple[str, ...]) -> Execution:
+        known = self.sandbox.get(runtime)
         try:
             answer = self._call("execute", {"scenario": scenario.to_json(), "runtime": runtime,
-                                            "disabled": list(disabled), "flags": self.runtime_flags})
+                                            "disabled": list(disabled), "flags": self.runtime_flags,
+                                            "sandbox": None if known is None else asdict(known)})
         except HostError as exc:
             return Execution(error=str(exc))
-        return Execution.from_json(answer, scenario)
+        done = Execution.from_json(answer, scenario)
+        if done.sandbox is not None:
+            self.sandbox[runtime] = done.sandbox
+        return done
 
-    def describe(self, runtimes: list[str]) -> dict[str, Any]:
-        return self._call("describe", {"runtimes": runtimes, "flags": self.runtime_flags})
+    def describe(self, runtimes: list[str]) -> HostDescription:
+        return cast(HostDescription, self._call("describe", {"runtimes": runtimes, "flags": self.runtime_flags}))
 
     def close(self) -> None:
         if self.agent is not None:
@@ -170,7 +172,7 @@ class BrokenTarget:
     def execute(self, scenario: Scenario, runtime: str, disabled: tuple[str, ...]) -> Execution:
         return Execution(error=self.reason)
 
-    def describe(self, runtimes: list[str]) -> dict[str, Any]:
+    def describe(self, runtimes: list[str]) -> HostDescription:
         return {"profile": {"error": self.reason}, "runtimes": {}}
 
     def close(self) -> None:

@@ -7,9 +7,46 @@ a remote host and the harness they travel as JSON (``Execution.to_json`` /
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Dict, List, TypedDict
 
 from .scenario import HostFact, Scenario
+
+
+class RuntimeEntry(TypedDict, total=False):
+    """How one runtime was driven on one host, as the matrix prints it (``runtimes``, ``host_runtimes``)."""
+
+    path: str | None
+    version: str | None
+    spec_version: str
+    global_flags: List[str]
+    adaptations: List[str]     # every quirk the harness applied, in words
+    #: how the harness learned that the runtime runs its containers in a sandbox (the probe's
+    #: evidence), or False when its probe found the container's own process; absent: not probed
+    sandboxed: str | bool
+    lane: str                  # bare, containerd, rootless …
+    error: str                 # why the runtime could not be used on that host
+
+
+class HostDescription(TypedDict):
+    """What a host says of itself: its profile (kernel, cgroup layout …) and its runtimes."""
+
+    profile: Dict[str, Any]
+    runtimes: Dict[str, RuntimeEntry]
+
+
+@dataclass(frozen=True)
+class SandboxProbe:
+    """What the harness learned, once per runtime and host, of where a container's processes run.
+
+    ``sandboxed``: the process the runtime names in ``state`` is not running
+    the container's entrypoint once it started (gVisor's user-space kernel, a
+    VM's monitor): host-side facts about that pid describe the sandbox.
+    ``evidence`` says what was seen, in words, either way (or why the probe
+    could not tell: then ``sandboxed`` is False, the strict reading).
+    """
+
+    sandboxed: bool
+    evidence: str
 
 
 @dataclass
@@ -46,6 +83,8 @@ class Observation:
     """Everything one container run showed: its exit and output, host facts, checks inside, steps."""
 
     exit: int | None = None
+    #: what ``RUNTIME run`` returned (its own run, or one more container: executor._second_run)
+    runtime_exit: int | None = None
     stdout: str = ""
     stderr: str = ""
     timed_out: bool = False
@@ -56,7 +95,8 @@ class Observation:
     steps: list[StepResult] = field(default_factory=list)  # lifecycle steps, in order
     inside: list[InsideReading] = field(default_factory=list)  # expect.testinfra, read while running
     #: how the harness knows the container runs inside a sandbox (its host process is not the
-    #: entrypoint, e.g. gVisor's user-space kernel); None for a runtime whose container is a host process
+    #: entrypoint, e.g. gVisor's user-space kernel: SandboxProbe.evidence); None for a runtime whose
+    #: container is a host process
     sandboxed: str | None = None
 
 
@@ -69,10 +109,13 @@ class Execution:
     observation: Observation | None = None
     variables: dict[str, str] = field(default_factory=dict)
     oci_version: str | None = None
+    #: the runtime's sandbox probe, when one was made or known for this run (the harness keeps it per host)
+    sandbox: SandboxProbe | None = None
 
     def to_json(self, scenario: Scenario) -> dict[str, Any]:
         out: dict[str, Any] = {"skip": self.skip, "error": self.error, "variables": self.variables,
-                               "oci_version": self.oci_version, "observation": None}
+                               "oci_version": self.oci_version, "observation": None,
+                               "sandbox": None if self.sandbox is None else asdict(self.sandbox)}
         if self.observation is not None:
             obs = asdict(self.observation)
             facts = scenario.host_facts
@@ -90,5 +133,6 @@ class Execution:
             readings = [InsideReading(**r) for r in obs.pop("inside", [])]
             steps = [StepResult(**s) for s in obs.pop("steps", [])]
             observation = Observation(**obs, facts=facts, inside=readings, steps=steps)
+        sandbox = data.get("sandbox")
         return cls(data.get("skip"), data.get("error"), observation, data.get("variables") or {},
-                   data.get("oci_version"))
+                   data.get("oci_version"), SandboxProbe(**sandbox) if sandbox else None)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Tuple, Union
 
 from .errors import ScenarioError
 from .image_spec import ImageError, ImageSpec
@@ -15,15 +15,29 @@ from .image_spec import ImageError, ImageSpec
 DEFAULT_TIMEOUT_S = 20.0
 
 #: Host facts whose natural moment to be read is after the entrypoint ended.
-_EXITED_BY_DEFAULT = ("cgroup", "layer_file")
-#: Every kind of host fact, in the order a fact's kind is recognised.
+_EXITED_BY_DEFAULT = ("cgroup", "layer_file", "host_unchanged", "runtime_binary_unchanged")
+
+#: Every kind of host fact (the schema's ``host_fact`` alternatives, in the order a fact's kind is recognised).
 FACT_KINDS = ("namespace_differs", "proc", "cgroup", "host_file", "host_hostname_unchanged", "layer_file",
-              "host_stat", "cgroup_view", "tasks")
-#: Facts read from the container's host process (/proc/<pid>, its cgroup's tasks): for a sandboxed
-#: runtime they describe the sandbox, not the container (judge/verdict.py does not judge them there).
-PROCESS_FACTS = ("proc", "cgroup_view", "tasks")
+              "host_unchanged", "mounts_declared", "runtime_binary_unchanged", "host_stat", "cgroup_view", "tasks")
+#: Kinds that judge themselves (the fact is one expectation, it takes no matchers).
+SELF_JUDGED = ("namespace_differs", "host_hostname_unchanged", "host_unchanged", "mounts_declared",
+               "runtime_binary_unchanged")
+#: Facts read from the container's host process (/proc/<pid>: its status, links, mount table; the tasks of
+#: its cgroup): for a sandboxed runtime they describe the sandbox, not the container (judge/verdict.py
+#: does not judge them there).
+PROCESS_FACTS = ("proc", "mounts_declared", "cgroup_view", "tasks")
 #: What the harness can hand a runtime process as an open descriptor (``launch.fds``).
 HANDED_FDS = ("file", "socket", "pipe")
+
+
+#: where a value sits in a YAML document: its keys and list indexes from the top (for line numbers)
+LinePath = Tuple[Union[str, int], ...]
+
+
+def _strings(value: str | list[str] | None) -> tuple[str, ...]:
+    """One string or a list of them, as a tuple."""
+    return (value,) if isinstance(value, str) else tuple(value or ())
 
 
 @dataclass(frozen=True)
@@ -42,9 +56,8 @@ class TextExpectation:
     def from_yaml(cls, raw: Any) -> "TextExpectation":
         if isinstance(raw, str):
             return cls(equals=raw)
-        as_tuple = lambda v: (v,) if isinstance(v, str) else tuple(v or ())  # noqa: E731
-        return cls(equals=raw.get("equals"), contains=as_tuple(raw.get("contains")),
-                   not_contains=as_tuple(raw.get("not_contains")), matches=raw.get("matches"),
+        return cls(equals=raw.get("equals"), contains=_strings(raw.get("contains")),
+                   not_contains=_strings(raw.get("not_contains")), matches=raw.get("matches"),
                    not_matches=raw.get("not_matches"), at_least=raw.get("at_least"),
                    at_most=raw.get("at_most"))
 
@@ -54,7 +67,7 @@ class HostFact:
     """One observation made from the host: what to read, when, and how to judge it."""
 
     kind: str                 # one of FACT_KINDS
-    target: str               # the namespace, /proc file, cgroup value, host path or image path
+    target: str               # the namespace, /proc file, cgroup value, host path, image path, or what stays unchanged
     when: str                 # created | running | exited
     field: str | None = None  # for proc: the "Field:" line to read
     expect: TextExpectation = TextExpectation()
@@ -105,12 +118,14 @@ class Expectations:
     """What must be observed: the entrypoint's exit and output, host facts, checks inside."""
 
     exit: tuple[int, ...] | None = None
+    #: what ``RUNTIME run`` itself returns (scripts and engines read it), a signal death as 128+N
+    runtime_exit: tuple[int, ...] | None = None
     stdout: TextExpectation | None = None
     stderr: TextExpectation | None = None
     host: tuple[HostFact, ...] = ()
     #: checks inside the running container with testinfra's modules (conformance/host/inside.py)
     testinfra: tuple[InsideCheck, ...] = ()
-    or_refused: bool = False  # a runtime refusing to create the container passes too
+    or_refused: bool = False  # a runtime refusing to create (or start) the container passes too
     #: where the checks look must exist, or the verdict is "unobservable" (not a pass, not a fail)
     observable: Expectations | None = None
     #: expectation id (or id prefix) -> why it need not break under a control (it keeps the run honest)
@@ -196,6 +211,11 @@ class Scenario:
         return blocks
 
     @property
+    def wants_runtime_exit(self) -> bool:
+        """True when some block expects what ``RUNTIME run`` returns (observe.runtime_exit)."""
+        return any(block.runtime_exit is not None for block in self._blocks())
+
+    @property
     def host_facts(self) -> tuple[HostFact, ...]:
         """All host facts to read, of every block; an observation refers to them by index."""
         return tuple(f for block in self._blocks() for f in block.host)
@@ -226,10 +246,13 @@ class Scenario:
         return from_document(data["doc"], {(): data["line"]}, Path(data["path"]))
 
 
+def _statuses(raw: Any) -> tuple[int, ...] | None:
+    return None if raw is None else ((raw,) if isinstance(raw, int) else tuple(raw))
+
+
 def _expectations(raw: dict[str, Any]) -> Expectations:
-    exit_ = raw.get("exit")
     return Expectations(
-        exit=None if exit_ is None else ((exit_,) if isinstance(exit_, int) else tuple(exit_)),
+        exit=_statuses(raw.get("exit")), runtime_exit=_statuses(raw.get("runtime_exit")),
         stdout=TextExpectation.from_yaml(raw["stdout"]) if "stdout" in raw else None,
         stderr=TextExpectation.from_yaml(raw["stderr"]) if "stderr" in raw else None,
         host=tuple(HostFact.from_yaml(h) for h in raw.get("host", ())),
@@ -247,7 +270,7 @@ def _controls(raw: list[Any]) -> tuple[tuple[str, ...], ...]:
     return tuple((c,) if isinstance(c, str) else tuple(c) for c in raw)
 
 
-def from_document(doc: dict[str, Any], lines: dict[tuple, int], path: Path) -> Scenario:
+def from_document(doc: dict[str, Any], lines: dict[LinePath, int], path: Path) -> Scenario:
     run = doc.get("run", "true")  # a lifecycle scenario whose steps create nothing (the CLI's) needs none
     return Scenario(
         id=doc["id"], title=doc["title"], tags=tuple(doc["tags"]), controls=_controls(doc["control"]),
@@ -264,14 +287,14 @@ def from_document(doc: dict[str, Any], lines: dict[tuple, int], path: Path) -> S
     )
 
 
-def _image(doc: dict[str, Any], lines: dict[tuple, int], path: Path) -> ImageSpec | None:
+def _image(doc: dict[str, Any], lines: dict[LinePath, int], path: Path) -> ImageSpec | None:
     """The scenario's image, if any; a layer the schema cannot judge (a path twice) names its line."""
     if "image" not in doc:
         return None
     try:
         return ImageSpec.from_yaml(doc["image"])
     except ImageError as exc:
-        line = lines.get(("image", "layers", exc.layer), lines.get(("image",)))
+        line = lines.get(("image", "layers", exc.layer or 0), lines.get(("image",)))
         raise ScenarioError(str(path), line, f"image.layers.{exc.layer}: {exc}") from None
 
 

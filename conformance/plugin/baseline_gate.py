@@ -5,7 +5,6 @@ diff``); this is the pytest side, which decides the session's exit status.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import pytest
 
 from conformance.reporting.baseline import BaselineError, Comparison, Key, compare, label, load
 
-from .stash import RESULT_KEY
+from .stash import recorded_result
 
 
 class BaselineGate:
@@ -38,7 +37,7 @@ class BaselineGate:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if not report.failed:
             return
-        result = next((json.loads(v) for k, v in report.user_properties if k == RESULT_KEY), None)
+        result = recorded_result(report)
         # a negative control, an invalid file (or a duplicate id) is never a cell a baseline can accept
         if result is None or result.get("disabled") or result.get("invalid") or report.when != "call":
             self.other_failures += 1

@@ -37,6 +37,7 @@ from conformance.host import cgroupfs, lifecycle
 from conformance.host.bundle import build
 from conformance.host.session import RunSession
 from conformance.host.testinfra_exec import container_host as _host_for
+from conformance.hosts.targets import LocalTarget
 from conformance.model.scenario import Expectations, Scenario
 
 from .stash import targets_key
@@ -67,13 +68,16 @@ def running_container(session: RunSession, runtime: str, patch: dict[str, Any] |
 @pytest.fixture(scope="session")
 def container_session(pytestconfig: pytest.Config) -> RunSession:
     """The run's own session on this machine (work dir, state roots), which the plugin removes at the end."""
-    return pytestconfig.stash[targets_key].get("local").session
+    local = pytestconfig.stash[targets_key].get("local")
+    if not isinstance(local, LocalTarget):
+        raise pytest.UsageError(f"container_session: this machine could not be set up: {local.describe([])}")
+    return local.session
 
 
 @pytest.fixture
 def container_runtime(request: pytest.FixtureRequest) -> str:
     given = request.config.getoption("runtime", None) or ["ref"]
-    return given[0].split(",")[0].strip()
+    return str(given[0]).split(",")[0].strip()
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from conformance.model.errors import ScenarioError
 from conformance.model.expectations import expectation_refs
 from conformance.model.scenario import Scenario, id_clashes
 from conformance.model.verdicts import ERROR, FAIL, OTHER_MECHANISM, PASS, SKIP, UNOBSERVABLE
+from conformance.reporting.rows import ResultRow
 
 from .stash import RESULT_KEY, hosts_key, runtimes_key, scenarios_dir, targets_key
 
@@ -108,7 +109,7 @@ class ScenarioFailure(Exception):
         self.verdict = verdict
 
 
-def _record(item: pytest.Item, result: dict[str, Any]) -> None:
+def _record(item: pytest.Item, result: ResultRow) -> None:
     item.user_properties.append((RESULT_KEY, json.dumps(result)))
 
 
@@ -152,13 +153,19 @@ class ScenarioItem(pytest.Item):
         super().__init__(**kw)
         self.scenario, self.runtime, self.host = scenario, runtime, host
 
-    def _result(self, verdict: str, evidence: str, duration: float = 0.0, **extra: Any) -> dict[str, Any]:
+    def _result(self, verdict: str, evidence: str, duration: float = 0.0, oci_version: str | None = None,
+                checks: Verdict | None = None) -> ResultRow:
+        """This cell as the matrix records it (a control's also says what broke: ``checks``)."""
         sc = self.scenario
-        return {"scenario": sc.id, "runtime": runtime_label(self.runtime), "host": self.host, "verdict": verdict,
-                "tags": list(sc.tags), "duration_s": round(duration, 4), "evidence": evidence,
-                "title": sc.title, "control": list(sc.control), "clause": sc.clause,
-                "file": f"{sc.path.name}:{sc.line}",
-                **({"disabled": list(self.disabled)} if self.disabled else {}), **extra}
+        row: ResultRow = {"scenario": sc.id, "runtime": runtime_label(self.runtime), "host": self.host,
+                          "verdict": verdict, "tags": list(sc.tags), "duration_s": round(duration, 4),
+                          "evidence": evidence, "title": sc.title, "control": list(sc.control), "clause": sc.clause,
+                          "file": f"{sc.path.name}:{sc.line}", "oci_version": oci_version}
+        if self.disabled:
+            row["disabled"] = list(self.disabled)
+        if checks is not None:
+            self._add_proof(row, checks)
+        return row
 
     def runtest(self) -> None:
         target = self.config.stash[targets_key].get(self.host)
@@ -171,13 +178,14 @@ class ScenarioItem(pytest.Item):
         else:
             verdict = judge(self.scenario, done.observation, done.variables)
             duration = done.observation.duration_s
-        _record(self, self._result(verdict.verdict, verdict.evidence, duration, oci_version=done.oci_version,
-                                   **self._extra(verdict)))
+        row = self._result(verdict.verdict, verdict.evidence, duration, done.oci_version, verdict)
+        if done.sandbox is not None and done.sandbox.sandboxed:  # the matrix header says how it was learned
+            row["sandboxed"] = done.sandbox.evidence
+        _record(self, row)
         self._conclude(verdict)
 
-    def _extra(self, verdict: Verdict) -> dict[str, Any]:
-        """Fields only some items record (a control's switches and what broke)."""
-        return {}
+    def _add_proof(self, row: ResultRow, verdict: Verdict) -> None:
+        """What only some items record: a negative control says what broke."""
 
     def _conclude(self, verdict: Verdict) -> None:
         """pass: the item passes; other-mechanism: passes, the mechanism seen kept as a junit property;
@@ -196,7 +204,7 @@ class ScenarioItem(pytest.Item):
                      f"  scenario: {self.scenario.location}"]
             lines += [f"  ✗ {c.detail}" for c in v.checks if not c.ok and c.judged] or [f"  {v.evidence}"]
             return "\n".join(lines)
-        return super().repr_failure(excinfo)
+        return str(super().repr_failure(excinfo))
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         return self.scenario.path, self.scenario.line - 1, f"{self.scenario.id} [{self.runtime}@{self.host}]"
@@ -221,11 +229,11 @@ class ControlItem(ScenarioItem):
         super().__init__(**kw)
         self.disabled = switches
 
-    def _extra(self, verdict: Verdict) -> dict[str, Any]:
+    def _add_proof(self, row: ResultRow, verdict: Verdict) -> None:
         refs = expectation_refs(self.scenario)
-        return {"broken": verdict.broken,
-                "expectations": [r.id for r in refs if r.needs_proof],
-                "corroborating": {r.id: r.corroborating for r in refs if not r.needs_proof}}
+        row["broken"] = verdict.broken
+        row["expectations"] = [r.id for r in refs if r.needs_proof]
+        row["corroborating"] = {r.id: r.corroborating for r in refs if r.corroborating is not None}
 
     def _conclude(self, verdict: Verdict) -> None:
         off = ", ".join(self.disabled)

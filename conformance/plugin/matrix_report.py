@@ -1,21 +1,22 @@
 """The matrix reporter: gathers results on the controller and writes the matrix once."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conformance.hosts.targets import HostError
+from conformance.hosts.targets import HostError, Target
+from conformance.model.records import HostDescription
 from conformance.reporting.document import build_document
 from conformance.reporting.files import write_all
+from conformance.reporting.rows import Matrix, ResultRow
 from conformance.reporting.text import render_terminal
 
-from .stash import RESULT_KEY, hosts_key, runtimes_key, targets_key
+from .stash import hosts_key, recorded_result, runtimes_key, targets_key
 
 
-def _describe(target: Any, runtimes: list[str]) -> dict[str, Any]:
+def _describe(target: Target, runtimes: list[str]) -> HostDescription:
     """A host's profile and runtime versions, as seen on that host (an error stays readable)."""
     try:
         return target.describe(runtimes)
@@ -32,14 +33,14 @@ class MatrixReporter:
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
-        self.results: list[dict[str, Any]] = []
+        self.results: list[ResultRow] = []
         self.written: list[Path] = []
-        self.doc: dict[str, Any] | None = None
+        self.doc: Matrix | None = None
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        for key, value in report.user_properties:
-            if key == RESULT_KEY and report.when == "call":
-                self.results.append(json.loads(value))
+        result = recorded_result(report) if report.when == "call" else None
+        if result is not None:
+            self.results.append(result)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if not self.results:
@@ -51,7 +52,7 @@ class MatrixReporter:
         self.doc = build_document(self.results, local["profile"], local["runtimes"],
                                          hosts={spec: d["profile"] for spec, d in described.items()},
                                          host_runtimes={spec: d["runtimes"] for spec, d in described.items()})
-        self.written = write_all(self.doc, Path(self.config.getoption("matrix_dir")))
+        self.written = write_all(self.doc, Path(str(self.config.getoption("matrix_dir"))))
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.doc is None:

@@ -26,13 +26,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Tuple, cast
 
 from conformance.model.verdicts import BAD, HOLDS, SKIP
 
 from .document import SCHEMA_VERSION, column
+from .rows import Matrix, ResultRow
 
-Key = tuple  # (scenario, runtime, host)
+Key = Tuple[str, str, str]  # (scenario, runtime, host)
 
 
 class BaselineError(Exception):
@@ -124,7 +125,7 @@ def _key_of(change: Change) -> Key:
     return (change.scenario, runtime, host or "local")
 
 
-def load(path: Path | str) -> dict[str, Any]:
+def load(path: Path | str) -> Matrix:
     """A matrix.json document; raises BaselineError with a sentence a person can act on."""
     path = Path(path)
     try:
@@ -137,14 +138,14 @@ def load(path: Path | str) -> dict[str, Any]:
         raise BaselineError(f"{path}: not a matrix.json (no 'results' list); pass the matrix.json a run wrote")
     if doc.get("schema") != SCHEMA_VERSION:
         raise BaselineError(f"{path}: matrix schema {doc.get('schema')!r}, this suite reads schema {SCHEMA_VERSION}")
-    return doc
+    return cast(Matrix, doc)  # the fields this code reads were checked above
 
 
-def _cells(doc: dict[str, Any]) -> dict[Key, dict[str, Any]]:
+def _cells(doc: Matrix) -> dict[Key, ResultRow]:
     return {(r["scenario"], r["runtime"], r.get("host", "local")): r for r in doc["results"]}
 
 
-def _versions(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+def _versions(old: Matrix, new: Matrix) -> list[str]:
     lines = []
     for name, rt in new.get("runtimes", {}).items():
         was = old.get("runtimes", {}).get(name)
@@ -153,7 +154,7 @@ def _versions(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return lines
 
 
-def compare(old: dict[str, Any], new: dict[str, Any]) -> Comparison:
+def compare(old: Matrix, new: Matrix) -> Comparison:
     """Compare two matrix documents cell by cell (see the module doc for the rules)."""
     before, after = _cells(old), _cells(new)
     out = Comparison(versions=_versions(old, new))

@@ -8,44 +8,80 @@ matrix can be re-rendered, merged or compared from a saved JSON alone.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Dict
+from typing import Any, Iterable
 
 from conformance.model.areas import AREAS, OTHER_AREA, area
-from conformance.model.verdicts import BAD, FAIL, HOLDS, PASS, READING, SKIP, VERDICTS
+from conformance.model.verdicts import BAD, ERROR, FAIL, HOLDS, PASS, READING, SKIP, VERDICTS
+
+from .rows import Cells, Matrix, ResultRow, RuntimeEntry
 
 SCHEMA_VERSION = 1
 
 
-def build_document(results: list[dict[str, Any]], host: dict[str, Any], runtimes: dict[str, Any],
-                   hosts: dict[str, Any] | None = None,
-                   host_runtimes: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_document(results: Iterable[ResultRow], host: dict[str, Any], runtimes: dict[str, RuntimeEntry],
+                   hosts: dict[str, dict[str, Any]] | None = None,
+                   host_runtimes: dict[str, dict[str, RuntimeEntry]] | None = None) -> Matrix:
     """The matrix document; results are sorted so two runs diff cleanly.
 
     Negative-control runs (ref with switches off, marked by ``disabled``) go
     to their own list: they answer "what breaks when X is off", not "does
     this runtime isolate".
     """
-    key = lambda r: (r["scenario"], r["runtime"], r["host"])  # noqa: E731
+    rows = list(results)
+    runtimes = _sandboxes(runtimes, rows, "local")
     return {
         "schema": SCHEMA_VERSION,
         "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "host": host,
         "hosts": hosts if hosts is not None else {"local": host},
         "runtimes": runtimes,
-        "host_runtimes": host_runtimes if host_runtimes is not None else {"local": runtimes},
-        "results": sorted(({**r, "area": area(r.get("tags", []))} for r in results if not r.get("disabled")),
-                          key=key),
-        "controls": sorted((r for r in results if r.get("disabled")), key=key),
+        "host_runtimes": {spec: _sandboxes(rts, rows, spec) for spec, rts in host_runtimes.items()}
+        if host_runtimes is not None else {"local": runtimes},
+        "results": sorted((_with_area(r) for r in rows if not r.get("disabled")), key=_cell_key),
+        "controls": sorted((r for r in rows if r.get("disabled")), key=_cell_key),
     }
 
 
-def control_proven(result: dict[str, Any]) -> bool:
+def _sandboxes(runtimes: dict[str, RuntimeEntry], rows: list[ResultRow], host: str) -> dict[str, RuntimeEntry]:
+    """Each runtime entry of ``host`` says whether its column ran in a sandbox, and how that was seen.
+
+    The harness probes each runtime once per host (host/sandbox.py) and its
+    cells carry the evidence when the probe found a sandbox; a column with
+    cells judged on that host and no such evidence is not sandboxed.  An entry
+    that already says (a merged or re-rendered matrix) keeps its word.
+    """
+    out: dict[str, RuntimeEntry] = {}
+    for name, entry in runtimes.items():
+        cells = [r for r in rows if r["runtime"] == name and r.get("host", "local") == host
+                 and not r.get("disabled")]
+        seen = next((r["sandboxed"] for r in cells if r.get("sandboxed")), None)
+        entry = entry.copy()
+        if seen is not None:
+            entry["sandboxed"] = seen
+        elif "sandboxed" not in entry and any(r["verdict"] not in (SKIP, ERROR) for r in cells):
+            entry["sandboxed"] = False
+        out[name] = entry
+    return out
+
+
+def _cell_key(r: ResultRow) -> tuple[str, str, str]:
+    return (r["scenario"], r["runtime"], r["host"])
+
+
+def _with_area(r: ResultRow) -> ResultRow:
+    row = r.copy()
+    row["area"] = area(r.get("tags", []))
+    return row
+
+
+def control_proven(result: ResultRow) -> bool:
     """A control run proves something when the scenario failed on at least one of its expectations."""
-    return result["verdict"] == FAIL and bool(result.get("broken", [True]))
+    return result["verdict"] == FAIL and bool(result.get("broken", ["(a matrix from before broken was recorded)"]))
 
 
-def control_rows(doc: dict[str, Any]) -> list[list[str]]:
+def control_rows(doc: Matrix) -> list[list[str]]:
     """[switches off, host, scenario, proven?, verdict, what broke, evidence] per negative control run."""
     rows = []
     for r in sorted(doc.get("controls", []), key=lambda r: ("+".join(r["disabled"]), r["scenario"], r["host"])):
@@ -55,41 +91,56 @@ def control_rows(doc: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-def proofs(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+@dataclass
+class Proof:
+    """What a scenario's control runs showed of its expectations (over every run on every host)."""
+
+    expectations: list[str] = field(default_factory=list)   # the ids that need a control's proof
+    corroborating: dict[str, str] = field(default_factory=dict)
+    broken: set[str] = field(default_factory=set)            # what some failing control run broke
+    runs: int = 0
+    proving_runs: int = 0
+
+    @property
+    def proven(self) -> list[str]:
+        return [e for e in self.expectations if e in self.broken]
+
+    @property
+    def unproven(self) -> list[str]:
+        return [e for e in self.expectations if e not in self.broken]
+
+
+def proofs(doc: Matrix) -> dict[str, Proof]:
     """Per scenario, over every control run on every host: which expectations a control broke
     (proven), which are marked corroborating, which nothing broke yet (unproven)."""
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, Proof] = {}
     for r in doc.get("controls", []):
         if "expectations" not in r:  # a matrix from before expectations were proven one by one
             continue
-        entry = out.setdefault(r["scenario"], {"expectations": [], "corroborating": {}, "proven": set(),
-                                               "runs": 0, "proving_runs": 0})
-        entry["expectations"] = list(dict.fromkeys(entry["expectations"] + list(r["expectations"])))
-        entry["corroborating"].update(r.get("corroborating") or {})
-        entry["runs"] += 1
+        entry = out.setdefault(r["scenario"], Proof())
+        entry.expectations = list(dict.fromkeys(entry.expectations + r["expectations"]))
+        entry.corroborating.update(r.get("corroborating") or {})
+        entry.runs += 1
         if control_proven(r):
-            entry["proving_runs"] += 1
-            entry["proven"] |= set(r.get("broken", [])) & set(r["expectations"])
-    for entry in out.values():
-        entry["unproven"] = [e for e in entry["expectations"] if e not in entry["proven"]]
-        entry["proven"] = [e for e in entry["expectations"] if e in entry["proven"]]
+            entry.proving_runs += 1
+            entry.broken |= set(r.get("broken", []))
     return out
 
 
-def proof_totals(doc: dict[str, Any]) -> dict[str, int]:
+def proof_totals(doc: Matrix) -> dict[str, int]:
     """The catalog's count: expectations proven, corroborating, unproven (over the scenarios controlled)."""
     found = proofs(doc).values()
-    return {"scenarios": len(found), "proven": sum(len(e["proven"]) for e in found),
-            "corroborating": sum(len(e["corroborating"]) for e in found),
-            "unproven": sum(len(e["unproven"]) for e in found)}
+    return {"scenarios": len(found), "proven": sum(len(e.proven) for e in found),
+            "corroborating": sum(len(e.corroborating) for e in found),
+            "unproven": sum(len(e.unproven) for e in found)}
 
 
 # -- the grid ---------------------------------------------------------------------
-def column(result: dict[str, Any]) -> str:
+def column(result: ResultRow) -> str:
     return result["runtime"] if result["host"] == "local" else f"{result['runtime']}@{result['host']}"
 
 
-def columns(doc: dict[str, Any]) -> list[str]:
+def columns(doc: Matrix) -> list[str]:
     seen: list[str] = []
     for name in doc["runtimes"]:
         seen.append(name)
@@ -99,10 +150,7 @@ def columns(doc: dict[str, Any]) -> list[str]:
     return [c for c in seen if any(column(r) == c for r in doc["results"])]
 
 
-Cells = Dict[str, Dict[str, Any]]  # {column: result} for one scenario
-
-
-def grid(doc: dict[str, Any]) -> tuple[list[str], dict[str, Cells]]:
+def grid(doc: Matrix) -> tuple[list[str], dict[str, Cells]]:
     """(columns, {scenario: {column: result}})."""
     rows: dict[str, Cells] = {}
     for r in doc["results"]:
@@ -110,7 +158,7 @@ def grid(doc: dict[str, Any]) -> tuple[list[str], dict[str, Cells]]:
     return columns(doc), rows
 
 
-def grouped(doc: dict[str, Any]) -> tuple[list[str], list[tuple[str, list[tuple[str, Cells]]]]]:
+def grouped(doc: Matrix) -> tuple[list[str], list[tuple[str, list[tuple[str, Cells]]]]]:
     """(columns, [(area, [(scenario, cells), …]), …]) in AREAS order, scenarios sorted."""
     cols, rows = grid(doc)
     by_area: dict[str, list[tuple[str, Cells]]] = {}
@@ -126,7 +174,7 @@ def differs(cells: Cells) -> bool:
     return len({r["verdict"] for r in cells.values()} - {SKIP}) > 1
 
 
-def count(results: Any) -> dict[str, int]:
+def count(results: Iterable[ResultRow]) -> dict[str, int]:
     """Cells per verdict; a verdict this version does not know gets its own key (DESIGN: neither pass nor fail)."""
     counts = dict.fromkeys(VERDICTS, 0)
     for r in results:
@@ -155,26 +203,34 @@ def pass_ratio(counts: dict[str, int]) -> float | None:
     return holds / judged if judged else None
 
 
-def totals(doc: dict[str, Any]) -> dict[str, dict[str, int]]:
+def totals(doc: Matrix) -> dict[str, dict[str, int]]:
     cols, rows = grid(doc)
     return {c: count(cells[c] for cells in rows.values() if c in cells) for c in cols}
 
 
-def runtime_notes(rt: dict[str, Any]) -> str:
+def runtime_notes(rt: RuntimeEntry) -> str:
     return "; ".join(rt.get("adaptations") or []) or rt.get("error") or "—"
 
 
-def merge(docs: list[dict[str, Any]]) -> dict[str, Any]:
+def sandbox_note(rt: RuntimeEntry) -> str:
+    """The header's word on a column: sandboxed, and how the harness saw it; or not; or not probed."""
+    seen = rt.get("sandboxed")
+    if isinstance(seen, str) and seen:
+        return f"yes: {seen} (probe: after start, /proc/<state pid>/exe against the entrypoint, by device and inode)"
+    return "no" if seen is False else "—"
+
+
+def merge(docs: list[Matrix]) -> Matrix:
     """One matrix from several (one per CI job, say): results and runtimes side by side.
 
     The host profile is the first document's; a runtime or cell that two
     documents both have is taken from the later one.
     """
-    results: dict[tuple, dict[str, Any]] = {}
-    controls: dict[tuple, dict[str, Any]] = {}
-    runtimes: dict[str, Any] = {}
-    hosts: dict[str, Any] = {}
-    host_runtimes: dict[str, dict[str, Any]] = {}
+    results: dict[tuple[str, str, str], ResultRow] = {}
+    controls: dict[tuple[str, tuple[str, ...], str], ResultRow] = {}
+    runtimes: dict[str, RuntimeEntry] = {}
+    hosts: dict[str, dict[str, Any]] = {}
+    host_runtimes: dict[str, dict[str, RuntimeEntry]] = {}
     for doc in docs:
         runtimes.update(doc.get("runtimes", {}))
         hosts.update(doc.get("hosts") or {"local": doc["host"]})

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 from .html import render_html
+from .rows import Matrix
 from .text import render_markdown
 
 
-def write_all(doc: dict[str, Any], out_dir: Path) -> list[Path]:
+def write_all(doc: Matrix, out_dir: Path) -> list[Path]:
     """Write matrix.json, matrix.md and matrix.html; returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / "matrix.json", out_dir / "matrix.md", out_dir / "matrix.html"]

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import re
 from html import escape
-from typing import Any
 
 from conformance.model.verdicts import BAD, HOLDS, VERDICTS
 
 from .document import (
-    Cells,
     control_rows,
     count,
     differs,
@@ -27,8 +25,10 @@ from .document import (
     proofs,
     reading,
     runtime_notes,
+    sandbox_note,
     totals,
 )
+from .rows import Cells, Matrix, ResultRow
 from .text import LEGEND
 
 CSS = """
@@ -62,7 +62,7 @@ function applyFilters(){
 """
 
 
-def _cell(result: dict[str, Any] | None) -> str:
+def _cell(result: ResultRow | None) -> str:
     if result is None:
         return '<td class="v">—</td>'
     v = result["verdict"]
@@ -71,7 +71,7 @@ def _cell(result: dict[str, Any] | None) -> str:
             f'<div>{evidence}\n({result.get("duration_s", 0):.3f}s)</div></details></td>')
 
 
-def _row(scenario: str, cells: dict[str, dict[str, Any]], cols: list[str]) -> str:
+def _row(scenario: str, cells: Cells, cols: list[str]) -> str:
     first = next(iter(cells.values()))
     verdicts = {cells[c]["verdict"] for c in cols if c in cells}
     tags = first.get("tags", [])
@@ -83,7 +83,7 @@ def _row(scenario: str, cells: dict[str, dict[str, Any]], cols: list[str]) -> st
             + "".join(_cell(cells.get(c)) for c in cols) + "</tr>")
 
 
-def render_html(doc: dict[str, Any]) -> str:
+def render_html(doc: Matrix) -> str:
     cols, areas = grouped(doc)
     host = doc["host"]
     all_tags = sorted({t for r in doc["results"] for t in r.get("tags", [])})
@@ -94,13 +94,13 @@ def render_html(doc: dict[str, Any]) -> str:
         out.append(f"<tr><td>{escape(key)}</td><td><b>{escape(str(host.get(key, '')))}</b></td></tr>")
     out.append(f"<tr><td>generated</td><td>{escape(doc.get('generated', ''))}</td></tr></table>")
     out.append("<h2>Runtimes</h2><table><tr><th>runtime</th><th>version</th><th>path</th>"
-               "<th>config ociVersion</th><th>adaptations</th></tr>")
+               "<th>config ociVersion</th><th>sandboxed</th><th>adaptations</th></tr>")
     for name, rt in doc["runtimes"].items():
         adaptations = rt.get("adaptations") or []
         notes = "<br>".join(escape(a) for a in adaptations) if adaptations else escape(runtime_notes(rt))
         out.append(f"<tr><td>{escape(name)}</td><td>{escape(str(rt.get('version')))}</td>"
                    f"<td><code>{escape(str(rt.get('path')))}</code></td><td>{escape(str(rt.get('spec_version', '')))}</td>"
-                   f"<td>{notes}</td></tr>")
+                   f"<td>{escape(sandbox_note(rt))}</td><td>{notes}</td></tr>")
     out.append("</table>")
     out += _other_hosts(doc)
     out += _overview(cols, areas)
@@ -185,7 +185,7 @@ def _overview(cols: list[str], areas: list[tuple[str, list[tuple[str, Cells]]]])
     return out
 
 
-def _other_hosts(doc: dict[str, Any]) -> list[str]:
+def _other_hosts(doc: Matrix) -> list[str]:
     """One row per --hosts entry besides local: its kernel, cgroup layout and runtimes as seen there."""
     others = {spec: prof for spec, prof in (doc.get("hosts") or {}).items() if spec != "local"}
     if not others:
@@ -204,7 +204,7 @@ def _other_hosts(doc: dict[str, Any]) -> list[str]:
     return out
 
 
-def _controls(doc: dict[str, Any]) -> list[str]:
+def _controls(doc: Matrix) -> list[str]:
     """The negative-control view: with X switched off in ref, these scenarios fail, and these expectations broke."""
     rows = control_rows(doc)
     if not rows:
@@ -225,16 +225,16 @@ def _controls(doc: dict[str, Any]) -> list[str]:
     out += ["<h3>Expectations per scenario</h3><table><thead><tr><th>scenario</th><th>proven</th>"
             "<th>corroborating</th><th>unproven</th></tr></thead><tbody>"]
     for scenario, entry in sorted(proofs(doc).items()):
-        css = "fail" if entry["unproven"] else "pass"
-        marks = "<br>".join(f"<code>{escape(i)}</code>: {escape(why)}" for i, why in entry["corroborating"].items())
-        out.append(f"<tr><td>{escape(scenario)}</td><td title='{escape(', '.join(entry['proven']))}'>"
-                   f"{len(entry['proven'])}</td><td>{len(entry['corroborating'])}<br><span class='tags'>{marks}</span>"
-                   f"</td><td class='v {css}'>{len(entry['unproven'])} {escape(', '.join(entry['unproven']))}</td></tr>")
+        css = "fail" if entry.unproven else "pass"
+        marks = "<br>".join(f"<code>{escape(i)}</code>: {escape(why)}" for i, why in entry.corroborating.items())
+        out.append(f"<tr><td>{escape(scenario)}</td><td title='{escape(', '.join(entry.proven))}'>"
+                   f"{len(entry.proven)}</td><td>{len(entry.corroborating)}<br><span class='tags'>{marks}</span>"
+                   f"</td><td class='v {css}'>{len(entry.unproven)} {escape(', '.join(entry.unproven))}</td></tr>")
     out.append("</tbody></table>")
     return out
 
 
-def _proof_summary(doc: dict[str, Any]) -> str:
+def _proof_summary(doc: Matrix) -> str:
     n = proof_totals(doc)
     return (f"Expectations of {n['scenarios']} controlled scenario(s): {n['proven']} proven by a control, "
             f"{n['corroborating']} corroborating, {n['unproven']} unproven")

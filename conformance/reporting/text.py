@@ -1,8 +1,6 @@
 """The matrix as text: Markdown (matrix.md, a CI job summary) and the terminal summary."""
 from __future__ import annotations
 
-from typing import Any
-
 from tabulate import tabulate
 
 from conformance.model.verdicts import BAD, OTHER_MECHANISM, SKIP, UNOBSERVABLE
@@ -18,8 +16,10 @@ from .document import (
     proofs,
     reading,
     runtime_notes,
+    sandbox_note,
     totals,
 )
+from .rows import Matrix, ResultRow
 
 SYMBOL = {"pass": "pass", "other-mechanism": "pass~", "unobservable": "unobs.", "fail": "FAIL", "skip": "skip",
           "error": "ERROR"}
@@ -30,11 +30,13 @@ LEGEND = ("pass: the property holds; other mechanism: it holds, provided another
           "fail: violated; error: the runtime could not set the container up; skip: the host lacks what it needs")
 
 
-def _table(doc: dict[str, Any], symbols: dict[str, str], fmt: str) -> str:
+def _table(doc: Matrix, symbols: dict[str, str], fmt: str) -> str:
     """One row per scenario under a heading row per area (which carries the area's pass counts)."""
     cols, areas = grouped(doc)
-    strong = (lambda t: f"**{t}**") if fmt == "github" else (lambda t: f"[{t}]")
-    body = []
+    def strong(text: str) -> str:
+        return f"**{text}**" if fmt == "github" else f"[{text}]"
+
+    body: list[list[str]] = []
     for name, scenarios in areas:
         body.append([strong(name), ""] + [strong(holds_ratio(count(cells[c] for _, cells in scenarios if c in cells)))
                                           for c in cols])
@@ -48,10 +50,11 @@ def _table(doc: dict[str, Any], symbols: dict[str, str], fmt: str) -> str:
     return tabulate(body, headers=["scenario", "tags", *cols], tablefmt=fmt)
 
 
-def render_terminal(doc: dict[str, Any]) -> str:
+def render_terminal(doc: Matrix) -> str:
     host = doc["host"]
     head = f"host: kernel {host.get('kernel')}, cgroup {host.get('cgroup')}; " + "; ".join(
-        f"{n} {rt.get('version')}" for n, rt in doc["runtimes"].items())
+        f"{n} {rt.get('version')}" + (" (sandboxed)" if isinstance(rt.get("sandboxed"), str) else "")
+        for n, rt in doc["runtimes"].items())
     text = head + "\n" + _table(doc, SYMBOL, "simple") if doc["results"] else head
     different = sum(1 for _, scenarios in grouped(doc)[1] for _, cells in scenarios if differs(cells))
     if different:
@@ -64,14 +67,18 @@ def render_terminal(doc: dict[str, Any]) -> str:
                  + tabulate([r[:5] for r in controls], headers=["switch off", "host", "scenario", "proven", "verdict"],
                             tablefmt="simple"))
         text += "\n" + _proof_line(doc)
+        unproven = [(s, e.unproven) for s, e in sorted(proofs(doc).items()) if e.unproven]
+        if unproven:
+            text += "\nunproven (no control broke it, no mark says why it need not break):\n" + "\n".join(
+                f"  {scenario}: {', '.join(ids)}" for scenario, ids in unproven)
     return text
 
 
-def _failures(doc: dict[str, Any]) -> list[dict[str, Any]]:
+def _failures(doc: Matrix) -> list[ResultRow]:
     return [r for r in doc["results"] if r["verdict"] in BAD]
 
 
-def _proof_line(doc: dict[str, Any]) -> str:
+def _proof_line(doc: Matrix) -> str:
     n = proof_totals(doc)
     total = n["proven"] + n["corroborating"] + n["unproven"]
     share = f"{100 * (n['proven'] + n['corroborating']) / total:.0f} %" if total else "—"
@@ -79,15 +86,15 @@ def _proof_line(doc: dict[str, Any]) -> str:
             f"{n['corroborating']} corroborating, {n['unproven']} unproven ({share} earn their place)")
 
 
-def render_markdown(doc: dict[str, Any]) -> str:
+def render_markdown(doc: Matrix) -> str:
     host = doc["host"]
     lines = ["# Container runtime conformance matrix", "",
              f"Generated {doc.get('generated', '')} on {host.get('os', '')}, kernel `{host.get('kernel')}`, "
-             f"cgroup **{host.get('cgroup')}**.", "", "| runtime | version | path | config ociVersion | adaptations |",
-             "|---|---|---|---|---|"]
+             f"cgroup **{host.get('cgroup')}**.", "",
+             "| runtime | version | path | config ociVersion | sandboxed | adaptations |", "|---|---|---|---|---|---|"]
     for name, rt in doc["runtimes"].items():
         lines.append(f"| {name} | {rt.get('version')} | `{rt.get('path')}` | {rt.get('spec_version', '')} | "
-                     f"{_md_escape(runtime_notes(rt))} |")
+                     f"{_md_escape(sandbox_note(rt))} | {_md_escape(runtime_notes(rt))} |")
     others = {spec: prof for spec, prof in (doc.get("hosts") or {}).items() if spec != "local"}
     if others:
         lines += ["", "| host | kernel | cgroup | runtimes |", "|---|---|---|---|"]
@@ -119,8 +126,8 @@ def render_markdown(doc: dict[str, Any]) -> str:
                   tabulate([[c[0], c[1], c[2], c[3], _md_escape(c[5]), _md_escape(c[6])] for c in controls],
                            headers=["switch off", "host", "scenario", "fails as it must", "broke", "evidence"],
                            tablefmt="github"), "",
-                  tabulate([[s, len(e["proven"]), len(e["corroborating"]), len(e["unproven"]),
-                             ", ".join(e["unproven"]) or "—"] for s, e in sorted(proofs(doc).items())],
+                  tabulate([[s, len(e.proven), len(e.corroborating), len(e.unproven),
+                             ", ".join(e.unproven) or "—"] for s, e in sorted(proofs(doc).items())],
                            headers=["scenario", "proven", "corroborating", "unproven", "unproven ids"],
                            tablefmt="github"), ""]
     skips = [r for r in doc["results"] if r["verdict"] == SKIP]

@@ -15,7 +15,8 @@ the containerd or the rootless lane is one class and one entry here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+
+from conformance.model.records import RuntimeEntry
 
 from .. import runtimes
 from .base import RunOutcome, RuntimeDriver, VerbFailed
@@ -58,7 +59,7 @@ def label(value: str) -> str:
     return lane.driver_class.qualify(runtimes.label(lane.runtime))
 
 
-def describe(value: str, flags: dict[str, list[str]]) -> tuple[str, dict[str, Any]]:
+def describe(value: str, flags: dict[str, list[str]]) -> tuple[str, RuntimeEntry]:
     """(column name, matrix ``runtimes`` entry) for a ``--runtime`` value; raises RuntimeNotFound.
 
     ``flags`` are ``--runtime-flags``, keyed by the runtime's own name.

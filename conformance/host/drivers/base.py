@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any, ClassVar, Mapping, Sequence
 
 from conformance.model.errors import DriverError
+from conformance.model.records import RuntimeEntry, SandboxProbe
 
 from ..runtimes import RuntimeProfile
 
@@ -88,6 +89,9 @@ class RuntimeDriver(abc.ABC):
     def __init__(self, profile: RuntimeProfile, root: Path) -> None:
         self.profile = profile
         self.root = root
+        #: whether this runtime runs its containers in a sandbox, as its probe found
+        #: (host/sandbox.py, made once per driver by the session); None until then
+        self.sandbox: SandboxProbe | None = None
 
     # -- identity: the matrix's column and its runtimes entry ------------------
     @classmethod
@@ -103,7 +107,7 @@ class RuntimeDriver(abc.ABC):
         return inner if inner and text.startswith(prefix) and text.endswith(suffix) else None
 
     @classmethod
-    def describe(cls, profile: RuntimeProfile) -> dict[str, Any]:
+    def describe(cls, profile: RuntimeProfile) -> RuntimeEntry:
         """The matrix's ``runtimes`` entry: how the runtime was found and driven."""
         return profile.as_json()
 
@@ -127,9 +131,10 @@ class RuntimeDriver(abc.ABC):
         return self.profile.adaptations
 
     @property
-    def sandboxed(self) -> bool:
-        """The state pid is a sandbox (gVisor), not the entrypoint: host facts describe the sandbox."""
-        return self.profile.sandboxed
+    def sandboxed(self) -> str | None:
+        """How the probe saw that the state pid is a sandbox, not the entrypoint (host facts then
+        describe the sandbox); None when it is the entrypoint, or before the probe."""
+        return self.sandbox.evidence if self.sandbox is not None and self.sandbox.sandboxed else None
 
     # -- verbs ---------------------------------------------------------------
     @abc.abstractmethod

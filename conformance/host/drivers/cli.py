@@ -78,7 +78,7 @@ class CliDriver(RuntimeDriver):
         return done
 
     @staticmethod
-    def _wait_runtime(proc: subprocess.Popen, timeout: float) -> bool:
+    def _wait_runtime(proc: subprocess.Popen[Any], timeout: float) -> bool:
         """Wait for a runtime process; on timeout kill its whole process group. True if it timed out."""
         if block_until_exit(proc.pid, timeout) is not False:  # exited (or no pidfd: wait polls)
             try:
@@ -237,9 +237,12 @@ class CliDriver(RuntimeDriver):
     def state(self, cid: str) -> dict[str, Any]:
         out = self._call("state", cid).stdout
         try:
-            return json.loads(out)
+            answer = json.loads(out)
         except ValueError:
-            raise DriverError(f"{self.label} state {cid}: not JSON: {out[:200]!r}") from None
+            answer = None
+        if not isinstance(answer, dict):
+            raise DriverError(f"{self.label} state {cid}: not a JSON object: {out[:200]!r}") from None
+        return answer
 
     def kill(self, cid: str, sig: str = "KILL") -> None:
         self._call("kill", cid, sig)

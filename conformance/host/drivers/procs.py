@@ -68,7 +68,7 @@ def with_fds_at_3(argv: list[str], fds: Sequence[int], env: Mapping[str, str] | 
 def become_subreaper() -> bool:
     """Adopt orphaned descendants (the containers' inits); False if the kernel refuses."""
     libc = ctypes.CDLL(None, use_errno=True)
-    return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
 
 
 def exit_status(returncode: int) -> int:
