@@ -74,15 +74,25 @@ def _read(path: str) -> str:
 
 
 def _mkdirs(base: str, rel: str, created: list[str]) -> str:
-    """mkdir -p base/rel, remembering each directory made."""
-    path = base
-    for part in rel.strip("/").split("/"):
-        path = os.path.join(path, part)
+    """mkdir -p base/rel, remembering each directory made.
+
+    A parent shared with other containers (our default /runtime-ref) may be
+    removed by the last of them between our two mkdirs: start again then.
+    """
+    for attempt in range(3):
+        path = base
         try:
-            os.mkdir(path)
-            created.append(path)
-        except FileExistsError:
-            pass
+            for part in rel.strip("/").split("/"):
+                path = os.path.join(path, part)
+                try:
+                    os.mkdir(path)
+                    created.append(path)
+                except FileExistsError:
+                    pass
+            return path
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
     return path
 
 
@@ -381,6 +391,16 @@ def pids(leaves: Iterable[str]) -> list[int]:
         except FileNotFoundError:
             continue
     return []
+
+
+def remove_shared_parents(leaves: Iterable[str]) -> None:
+    """rmdir the parent of each leaf if no other container's cgroup is left in it (our default
+    /runtime-ref, which whichever container came first made): the kernel refuses while it has one."""
+    for d in leaves:
+        try:
+            os.rmdir(os.path.dirname(d))
+        except OSError:
+            pass  # another container's cgroup is still there (EBUSY), or it is gone already
 
 
 def remove(created: list[str], timeout: float = 2.0) -> None:

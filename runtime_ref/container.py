@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 else:
     import _signal as signal  # the C module: `signal` imports enum (~3 ms)
 
+#: where a container goes when its config names no cgroupsPath: DEFAULT_CGROUP_PARENT/<id>
+DEFAULT_CGROUP_PARENT = "/runtime-ref"
+
 #: the signals ``run`` and ``exec`` pass on to the process they wait for
 FORWARD = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH")
 
@@ -128,7 +131,7 @@ def _cgroups_path(linux: Config, cid: str, disabled: Switches) -> str | None:
     given = linux.get("cgroupsPath")
     if given:
         return str(given)
-    return None if "default-cgroup" in disabled else "/runtime-ref/" + cid
+    return None if "default-cgroup" in disabled else DEFAULT_CGROUP_PARENT + "/" + cid
 
 
 def _make_cgroups(cgpath: str | None, linux: Config, disabled: Switches, warm_up: bool) -> CgroupSet:
@@ -347,6 +350,8 @@ def _destroy(c: Container, config: Config, run_hooks: bool) -> None:
     if cg:
         try:
             cgroups.remove(cg["created"])
+            if c.data.get("cgroups_path") == DEFAULT_CGROUP_PARENT + "/" + c.id:
+                cgroups.remove_shared_parents(cg["leaves"])  # made by another container, maybe
         except Error as e:
             errors.append(str(e))
     if run_hooks and (config.get("hooks") or {}).get("poststop"):

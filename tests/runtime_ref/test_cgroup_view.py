@@ -100,3 +100,24 @@ def test_delete_of_a_default_placed_container_removes_its_cgroups(ref):
     assert ref.cmd("delete", "--force", cid).returncode == 0
     reap(pid)
     assert glob.glob(f"/sys/fs/cgroup/*/runtime-ref/{cid}") + glob.glob(f"/sys/fs/cgroup/runtime-ref/{cid}") == []
+    # the shared parent goes with the last container in it, whichever made it
+    for parent in glob.glob("/sys/fs/cgroup/*/runtime-ref") + glob.glob("/sys/fs/cgroup/runtime-ref"):
+        assert [e for e in os.scandir(parent) if e.is_dir()], f"{parent} left empty"
+
+
+def test_the_shared_parent_goes_with_the_last_container_whoever_made_it(ref):
+    cfg = json.loads(json.dumps(ref.config))
+    cfg["process"]["args"] = ["sleep", "91"]
+    first, second = ref.new_id(), ref.new_id()
+    pids = []
+    with open(ref.tmp / "out", "w") as out:
+        for cid in (first, second):
+            (ref.bundle / "config.json").write_text(json.dumps(cfg))
+            assert ref.cmd("create", "--bundle", str(ref.bundle), cid, stdout=out, stderr=out,
+                           capture_output=False).returncode == 0
+            pids.append(ref.state(cid)["pid"])
+    for cid, pid in zip((first, second), pids):  # the one that made /runtime-ref goes first
+        assert ref.cmd("delete", "--force", cid).returncode == 0
+        reap(pid)
+    for parent in glob.glob("/sys/fs/cgroup/*/runtime-ref") + glob.glob("/sys/fs/cgroup/runtime-ref"):
+        assert [e for e in os.scandir(parent) if e.is_dir()], f"{parent} left empty"
