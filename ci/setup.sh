@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(runc crun runsc busybox-static golang-github-opencontainers-specs-dev util-linux iproute2
+APT_PACKAGES=(runc crun runsc containerd busybox-static golang-github-opencontainers-specs-dev util-linux iproute2
               qemu-system-x86 openssh-server openssh-client kmod)
 VENV=${VENV:-.venv}
 

@@ -20,12 +20,14 @@ from pathlib import Path
 from conformance.model.errors import ConformanceError, RuntimeNotFound
 from conformance.model.records import SandboxProbe
 
-from . import drivers, sandbox
+from . import cgroupfs, drivers, sandbox
 from .drivers import RuntimeDriver
 from .image import unmount_tree
 from .runtimes import RuntimeProfile, resolve
 
 STATE_BASE = Path("/run")
+#: beside each driver's state root: the runtime's argv up to the verb, for sweep_dead
+SWEEP_SUFFIX = ".argv"
 
 
 class RunSession:
@@ -43,7 +45,8 @@ class RunSession:
     def workdir(self) -> Path:
         """Where bundles are written (one sub-directory per container, removed after it)."""
         if self._workdir is None:
-            self._workdir = Path(tempfile.mkdtemp(prefix=f"oci-conformance-{self._tag}-"))
+            # the pid in the name lets a later run sweep what a killed one left (sweep_dead)
+            self._workdir = Path(tempfile.mkdtemp(prefix=f"oci-conformance-{self._tag}-{os.getpid()}-"))
             # mkdtemp makes it 0700; a user-namespaced container's root (a mapped,
             # unprivileged host uid) must be able to traverse it to reach its rootfs.
             self._workdir.chmod(0o711)
@@ -78,7 +81,9 @@ class RunSession:
             column = lane.driver_class.qualify(profile.name)
             root = self._state_root / (re.sub(r"[^\w.-]", "-", column) + "".join(f"-no-{d}" for d in disabled))
             root.mkdir(parents=True, exist_ok=True)
-            self._drivers[key] = lane.driver_class(profile, root)
+            made = self._drivers[key] = lane.driver_class(profile, root)
+            # how to reach this root's containers without this process: for sweep_dead
+            root.with_name(root.name + SWEEP_SUFFIX).write_text(json.dumps(made.sweep_argv()))
         return self._drivers[key]
 
     def sandbox(self, name: str, timeout: float = sandbox.PROBE_TIMEOUT_S) -> SandboxProbe:
@@ -125,3 +130,66 @@ class RunSession:
             leftovers += [f"mount {p}" for p in unmount_tree(self._workdir)]
             shutil.rmtree(self._workdir, ignore_errors=True)
         return leftovers
+
+
+def _alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+def sweep_dead(tag: str | None = None) -> list[str]:
+    """Remove what sessions left when their process was killed (SIGKILL: no cleanup ran).
+
+    A session's state root (``/run/oci-conformance-TAG-PID``) and work dir
+    (``$TMPDIR/oci-conformance-TAG-PID-…``) carry the pid of the process that
+    made them; for each such pid that no longer runs (of run ``tag``, or of
+    any run whose tag the harness generated), each lane removes what it keeps beyond its runtime's
+    containers (containerd's daemon and shims: ``RuntimeDriver.sweep_dead``),
+    every container still listed under a driver's root is force-deleted with
+    the runtime's argv saved beside it, and the roots and work dirs go
+    (unmounted first).  A live session's things are never touched; nothing
+    that is not named so is looked at.  Returns what was removed, for the log.
+    """
+    removed: list[str] = []
+    for state in _dead(STATE_BASE, tag, r"-(?P<pid>\d+)"):
+        for cls in drivers.DRIVERS.values():
+            removed += cls.sweep_dead(state)
+        for saved in state.glob(f"*{SWEEP_SUFFIX}"):
+            try:
+                removed += _delete_all(json.loads(saved.read_text()))
+            except (OSError, ValueError):
+                pass
+        unmount_tree(state)
+        shutil.rmtree(state, ignore_errors=True)
+        removed.append(str(state))
+    for work in _dead(Path(tempfile.gettempdir()), tag, r"-(?P<pid>\d+)-[^-/]+"):
+        unmount_tree(work)
+        shutil.rmtree(work, ignore_errors=True)
+        removed.append(str(work))
+    return removed
+
+
+#: a run's tag as RunSession makes it (secrets.token_hex(4)); OCI_CONFORMANCE_TAG may say otherwise
+GENERATED_TAG = "[0-9a-f]{8}"
+
+
+def _dead(base: Path, tag: str | None, tail: str) -> list[Path]:
+    """Directories under ``base`` named ``oci-conformance-TAG`` + ``tail`` whose pid no longer runs."""
+    named = re.compile(f"oci-conformance-{GENERATED_TAG if tag is None else re.escape(tag)}{tail}")
+    found = []
+    for path in base.glob("oci-conformance-*"):
+        match = named.fullmatch(path.name)
+        if match and path.is_dir() and not path.is_symlink() and not _alive(int(match.group("pid"))):
+            found.append(path)
+    return found
+
+
+def _delete_all(argv: list[str]) -> list[str]:
+    """Force-delete every container the runtime lists at the root ``argv`` names, and its cgroup."""
+    try:
+        listed = subprocess.run([*argv, "list", "-q"], capture_output=True, text=True, timeout=30).stdout.split()
+        for cid in listed:
+            subprocess.run([*argv, "delete", "--force", cid], capture_output=True, timeout=30)
+            cgroupfs.remove_leftovers(f"/{cid}")
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [f"container {cid}" for cid in listed]

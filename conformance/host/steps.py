@@ -199,7 +199,7 @@ def _update(container: Container, arg: dict[str, int]) -> StepResult:
 
 def _delete_force(container: Container) -> StepResult:
     """``delete --force`` as a checked verb (the driver's own delete stays quiet: it is the cleanup)."""
-    rc, output = container.driver.call(["delete", "--force", container.cid], CALL_TIMEOUT_S)
+    rc, output = container.driver.force_delete(container.cid)
     return _expect_rc("delete --force", rc, output.strip()[-200:], False)
 
 

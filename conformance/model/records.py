@@ -24,6 +24,9 @@ class RuntimeEntry(TypedDict, total=False):
     #: evidence), or False when its probe found the container's own process; absent: not probed
     sandboxed: str | bool
     lane: str                  # bare, containerd, rootless …
+    engine: str                # the engine that drove the runtime: "containerd 1.6.20"
+    shim: str                  # the engine's shim: "io.containerd.runc.v2"
+    snapshotter: str           # who unpacked and mounted a scenario's image layers
     error: str                 # why the runtime could not be used on that host
 
 

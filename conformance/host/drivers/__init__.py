@@ -10,7 +10,7 @@ the containerd or the rootless lane is one class and one entry here.
 
     parse("runc")            -> Lane("bare", "runc")
     parse("/opt/my-runc")    -> Lane("bare", "/opt/my-runc")
-    parse("containerd/runc") -> Lane("containerd", "runc")   once that lane is registered
+    parse("containerd/runc") -> Lane("containerd", "runc")
 """
 from __future__ import annotations
 
@@ -21,10 +21,12 @@ from conformance.model.records import RuntimeEntry
 from .. import runtimes
 from .base import RunOutcome, RuntimeDriver, VerbFailed
 from .cli import CliDriver
+from .containerd import ContainerdDriver
 
 #: lane name -> driver class
 DRIVERS: dict[str, type[RuntimeDriver]] = {
     CliDriver.lane: CliDriver,
+    ContainerdDriver.lane: ContainerdDriver,
 }
 #: the lane of a value no other lane's spelling claims (a runtime name or a path)
 DEFAULT_LANE = CliDriver.lane

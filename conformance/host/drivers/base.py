@@ -201,6 +201,26 @@ class RuntimeDriver(abc.ABC):
     def exec_argv(self, cid: str) -> list[str]:
         """The argv prefix that runs a command inside the running container: append the command's argv."""
 
+    def force_delete(self, cid: str) -> tuple[int, str]:
+        """A forced delete as a checked verb (a lifecycle step): (exit status, what was said).
+
+        ``delete(force=True)`` is the quiet cleanup; this one reports.  The
+        bare lane asks the CLI (``delete --force ID``); an engine lane does
+        what the engine's own forced removal does.
+        """
+        return self.call(["delete", "--force", cid], 30.0)
+
+    def sweep_argv(self) -> list[str]:
+        """The runtime's argv at the state root its containers live under, without this process:
+        saved beside the root, so a later run can list and delete what a killed one left."""
+        return self.profile.argv(self.root)
+
+    @classmethod
+    def sweep_dead(cls, state_root: Path) -> list[str]:
+        """Remove what this lane left under a killed session's ``state_root`` beyond its runtime's
+        containers (an engine's daemon, its shims); returns what was removed.  The bare lane has none."""
+        return []
+
     @abc.abstractmethod
     def list_ids(self) -> list[str]:
         """Ids of the containers this driver's state root still holds."""
