@@ -15,7 +15,7 @@ from conformance.model.placeholders import fill
 
 from ..model.scenario import Scenario
 from .base_spec import base_spec
-from .image import ImageMount, mount_image
+from .image import ImageMount, Snapshotter, mount_image
 from .patch import apply_patch
 from .rootfs import busybox_rootfs, release_rootfs, take_rootfs
 
@@ -55,10 +55,11 @@ def make_config(scenario: Scenario, cid: str, oci_version: str, variables: dict[
 
 
 def build(scenario: Scenario, cid: str, workdir: Path, oci_version: str,
-          variables: dict[str, str]) -> Bundle:
-    """Write a bundle for one container under ``workdir/cid``."""
+          variables: dict[str, str], images: Snapshotter | None = None) -> Bundle:
+    """Write a bundle for one container under ``workdir/cid``; a scenario's image is unpacked and
+    mounted by ``images`` (the lane's snapshotter), or by the harness itself (image.py)."""
     if scenario.image is not None:
-        return _build_on_image(scenario, cid, workdir, oci_version, variables)
+        return _build_on_image(scenario, cid, workdir, oci_version, variables, images)
     path = workdir / cid
     path.mkdir(parents=True)
     variables = {**variables, "bundle": str(path), "rootfs": str(path / "rootfs"), "id": cid}
@@ -69,7 +70,7 @@ def build(scenario: Scenario, cid: str, workdir: Path, oci_version: str,
 
 
 def _build_on_image(scenario: Scenario, cid: str, workdir: Path, oci_version: str,
-                    variables: dict[str, str]) -> Bundle:
+                    variables: dict[str, str], images: Snapshotter | None) -> Bundle:
     """The bundle with the scenario's image mounted as its rootfs (an overlay, see image.py).
 
     The image's placeholders ({{upperdir}}, {{layer_1}} …) join the variables, and
@@ -80,8 +81,9 @@ def _build_on_image(scenario: Scenario, cid: str, workdir: Path, oci_version: st
     path.mkdir(parents=True)
     bundle = Bundle(path, {"root": {"path": "rootfs"}})
     try:
-        bundle.image = mount_image(scenario.image, path, path / "rootfs")
-        bundle.variables = {**variables, "bundle": str(path), "rootfs": str(path / "rootfs"), "id": cid,
+        mount = images.mount if images is not None else mount_image
+        bundle.image = mount(scenario.image, path, path / "rootfs")
+        bundle.variables = {**variables, "bundle": str(path), "rootfs": str(bundle.image.target), "id": cid,
                             **bundle.image.variables()}
         bundle.config = make_config(scenario, cid, oci_version, bundle.variables)
         (path / "config.json").write_text(json.dumps(bundle.config, indent=1))

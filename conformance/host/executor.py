@@ -42,7 +42,7 @@ def execute(scenario: Scenario, runtime: str, disabled: tuple[str, ...], session
             variables["host_hostname"] = socket.gethostname()
             variables.update(hoststate.before(((f.kind, f.target) for f in scenario.host_facts), variables,
                                               driver.profile.path))
-            bundle = build(scenario, cid, session.workdir, driver.spec_version, variables)
+            bundle = build(scenario, cid, session.workdir, driver.spec_version, variables, driver.images)
             try:
                 obs = observe(scenario, driver, bundle, cid, found.evidence if found.sandboxed else None)
             finally:
@@ -64,7 +64,7 @@ def _second_run(scenario: Scenario, driver: RuntimeDriver, session: RunSession, 
     create/start): the same config under a new id, run in the foreground.
     """
     cid = session.new_container_id()
-    bundle = build(scenario, cid, session.workdir, driver.spec_version, variables)
+    bundle = build(scenario, cid, session.workdir, driver.spec_version, variables, driver.images)
     try:
         obs.runtime_exit, leaks = run_exit(scenario, driver, bundle, cid)
         obs.leaks += leaks

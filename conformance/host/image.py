@@ -38,11 +38,14 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from ..model.image_spec import OPAQUE_MARKER, WHITEOUT_PREFIX, ImageError, ImageSpec
 from .rootfs import busybox_rootfs, cache_root, cached_build
 
 OPAQUE_XATTR = "trusted.overlay.opaque"
+#: who the bare lane's snapshotter is (the matrix says so beside each image scenario's cell)
+HARNESS_SNAPSHOTTER = "the harness (conformance/host/image.py: containerd's overlay conversion, done by hand)"
 UNPACK_VERSION = 1  # bump when unpack() changes, so stale cached layers are not reused
 MNT_DETACH = 2
 
@@ -170,13 +173,20 @@ class ImageMount:
     def variables(self) -> dict[str, str]:
         """Placeholders for host facts: {{upperdir}}, {{lowerdirs}}, {{layer_1}} … (1 = the lowest)."""
         out = {"upperdir": str(self.upper), "lowerdirs": ":".join(map(str, self.lowers)),
-               "image_base": str(self.base)}
+               "image_base": str(self.base), "snapshotter": HARNESS_SNAPSHOTTER}
         out.update({f"layer_{i}": str(p) for i, p in enumerate(self.layers, 1)})
         return out
 
     def unmount(self) -> None:
         """Unmount the overlay (and anything a runtime left mounted on it); idempotent."""
         unmount_tree(self.target)
+
+
+class Snapshotter(Protocol):
+    """Who unpacks and mounts a scenario's image for a lane: the harness itself (``mount_image``, the
+    bare lane), or an engine's own snapshotter (engine/images.py)."""
+
+    def mount(self, spec: ImageSpec, bundle_dir: Path, target: Path) -> ImageMount: ...
 
 
 def mount_image(spec: ImageSpec, bundle_dir: Path, target: Path) -> ImageMount:

@@ -181,6 +181,7 @@ class ScenarioItem(pytest.Item):
         row = self._result(verdict.verdict, verdict.evidence, duration, done.oci_version, verdict)
         if done.sandbox is not None and done.sandbox.sandboxed:  # the matrix header says how it was learned
             row["sandboxed"] = done.sandbox.evidence
+        _note_image(row, done.variables)
         _record(self, row)
         self._conclude(verdict)
 
@@ -251,3 +252,16 @@ class ControlItem(ScenarioItem):
         if isinstance(excinfo.value, ControlFailure):
             return f"negative control not proven: {excinfo.value}"
         return super().repr_failure(excinfo)
+
+
+def _note_image(row: ResultRow, variables: dict[str, str]) -> None:
+    """An image scenario's cell names who unpacked and mounted the layers (containerd's snapshotter on the
+    engine lane, the harness on the bare one) and, when an engine imported it, the image's digest."""
+    snapshotter = variables.get("snapshotter")
+    if not snapshotter:
+        return
+    row["snapshotter"] = snapshotter
+    digest = variables.get("image_digest")
+    if digest:
+        row["image_digest"] = digest
+    row["evidence"] += f" | image {digest + ' ' if digest else ''}unpacked and mounted by {snapshotter}"

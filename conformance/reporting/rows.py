@@ -36,6 +36,8 @@ class ResultRow(_ResultKeys, total=False):
     area: str                  # added by the document (model/areas.py)
     invalid: bool              # an invalid scenario file's error cell
     sandboxed: str             # the runtime runs containers in a sandbox: how its probe on that host saw it
+    snapshotter: str           # a scenario with an image: who unpacked and mounted its layers
+    image_digest: str          # … and the image's manifest digest, when an engine imported it
     # negative controls only
     disabled: List[str]        # the switches turned off in ref
     broken: List[str]          # the expectation ids that broke

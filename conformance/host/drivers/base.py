@@ -24,6 +24,7 @@ from typing import IO, Any, ClassVar, Mapping, Sequence
 from conformance.model.errors import DriverError
 from conformance.model.records import RuntimeEntry, SandboxProbe
 
+from ..image import Snapshotter
 from ..runtimes import RuntimeProfile
 
 
@@ -129,6 +130,12 @@ class RuntimeDriver(abc.ABC):
     def adaptations(self) -> list[str]:
         """Every way the runtime is driven differently from the plain CLI; the matrix prints them."""
         return self.profile.adaptations
+
+    @property
+    def images(self) -> Snapshotter | None:
+        """Who unpacks and mounts a scenario's image on this lane; None: the harness (image.py), as the
+        bare lane has no engine to do it."""
+        return None
 
     @property
     def sandboxed(self) -> str | None:

@@ -44,7 +44,9 @@ from conformance.model.errors import DriverError, RuntimeNotFound
 from conformance.model.records import RuntimeEntry
 
 from ..engine import api, daemon
+from ..engine.images import Images, snapshot_of
 from ..engine.wire import NOT_FOUND, Message, RpcError
+from ..image import Snapshotter
 from ..runtimes import RuntimeProfile
 from .base import NO_LAUNCH, Launch, RunOutcome, RuntimeDriver, VerbFailed
 
@@ -52,8 +54,6 @@ from .base import NO_LAUNCH, Launch, RunOutcome, RuntimeDriver, VerbFailed
 KILL_WAIT_S = 5.0
 #: after the task is gone: how long the copies of its stdout and stderr get to drain
 DRAIN_S = 2.0
-#: in a bundle written for this lane: the snapshot its rootfs is (engine/images.py writes it)
-SNAPSHOT_FILE = "containerd-snapshot.json"
 
 #: UPDATE_FLAGS' names -> where runtime-spec's LinuxResources keeps them
 _RESOURCES = {"memory": ("memory", "limit"), "memory_swap": ("memory", "swap"),
@@ -222,6 +222,8 @@ class ContainerdDriver(RuntimeDriver):
         self.client = api.Client(self.engine.address, self.namespace)
         self.runtime_root = root / "runc"  # the shim appends the namespace: runtime_root/NAMESPACE
         self.binary = self._binary()
+        self._images = Images(self.client, self._ctr(), self.engine.base / "state" / "io.containerd.runtime.v2.task"
+                              / self.namespace)
 
     # -- identity ----------------------------------------------------------------------
     @classmethod
@@ -244,6 +246,15 @@ class ContainerdDriver(RuntimeDriver):
                         f"`{' '.join([*profile.command, *profile.global_flags])}` (the shim runs a binary, "
                         "without extra arguments)")
         return said
+
+    @property
+    def images(self) -> Snapshotter | None:
+        """containerd's importer and overlayfs snapshotter (engine/images.py)."""
+        return self._images
+
+    def _ctr(self) -> list[str]:
+        """``ctr`` on this daemon, in this column's namespace."""
+        return [shutil.which("ctr") or "ctr", "--address", self.engine.address, "--namespace", self.namespace]
 
     @property
     def adaptations(self) -> list[str]:
@@ -292,9 +303,8 @@ class ContainerdDriver(RuntimeDriver):
     def _spec(self, bundle: Path) -> tuple[dict[str, Any], list[api.Mount]]:
         """The bundle's config.json as containerd gets it, and the rootfs mounts (an image's snapshot)."""
         spec: dict[str, Any] = json.loads((bundle / "config.json").read_text())
-        snapshot = bundle / SNAPSHOT_FILE
-        if snapshot.exists():
-            saved = json.loads(snapshot.read_text())
+        saved = snapshot_of(bundle)
+        if saved is not None:
             spec.setdefault("root", {})["path"] = "rootfs"  # the shim mounts the snapshot at its bundle's rootfs
             return spec, [api.Mount(m["type"], m["source"], m["options"]) for m in saved["mounts"]]
         root = spec.setdefault("root", {"path": "rootfs"})
@@ -447,11 +457,9 @@ class ContainerdDriver(RuntimeDriver):
 
     def exec_argv(self, cid: str) -> list[str]:
         """``ctr task exec`` with an exec id of its own (the shell's pid: unique among running execs)."""
-        ctr = shutil.which("ctr") or "ctr"
         fifo_dir = self.engine.base / "fifo"  # ctr's default is /run/containerd/fifo: not ours
-        command = (f"exec {shlex.quote(ctr)} --address {shlex.quote(self.engine.address)} --namespace "
-                   f"{shlex.quote(self.namespace)} task exec --fifo-dir {shlex.quote(str(fifo_dir))} "
-                   f'--exec-id "exec-$$" {shlex.quote(cid)} "$@"')
+        command = (f"exec {' '.join(shlex.quote(a) for a in self._ctr())} task exec "
+                   f'--fifo-dir {shlex.quote(str(fifo_dir))} --exec-id "exec-$$" {shlex.quote(cid)} "$@"')
         return ["sh", "-c", command, "sh"]
 
     def list_ids(self) -> list[str]:

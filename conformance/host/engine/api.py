@@ -128,8 +128,8 @@ class Client:
         self._call("tasks.v1.Tasks", "Update", Message().data(1, cid).data(2, any_resources))
 
     # -- snapshots -----------------------------------------------------------------------
-    def prepare(self, snapshotter: str, key: str, parent: str) -> List[Mount]:
-        request = Message().data(1, snapshotter).data(2, key).data(3, parent)
+    def prepare(self, snapshotter: str, key: str, parent: str, labels: Dict[str, str]) -> List[Mount]:
+        request = Message().data(1, snapshotter).data(2, key).data(3, parent).entries(4, labels)
         answer = wire.fields(self._call("snapshots.v1.Snapshots", "Prepare", request))
         return [Mount.decode(m) for m in answer.get(1, []) if isinstance(m, bytes)]
 
