@@ -91,6 +91,9 @@ def host_leftovers() -> set[str]:
     with open("/proc/self/mountinfo") as f:
         found |= {f"mount {line.split()[4]}" for line in f if f"oci-conformance-{RUN_TAG}" in line}
     found |= {f"netns {p}" for p in glob.glob(f"/run/netns/cf-{RUN_TAG}-*")}  # host_setup bridge_net
+    # containerd 1.6's shims put their sockets there, whatever the daemon's config says (engine/daemon.py)
+    found |= {f"shim socket {p}" for p in glob.glob("/run/containerd/s/*")}
+    found |= {f"dir {p}" for p in glob.glob("/run/containerd")}
     found |= {f"link {name}" for name in os.listdir("/sys/class/net")}  # the host's own: none may come or go
     for pid in os.listdir("/proc"):
         if pid.isdigit():
@@ -99,7 +102,8 @@ def host_leftovers() -> set[str]:
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
             except OSError:
                 continue
-            if f"/cf-{RUN_TAG}-" in cgroups:
+            # … and so is one naming this run's state root (a private containerd, its shims)
+            if f"/cf-{RUN_TAG}-" in cgroups or f"/run/oci-conformance-{RUN_TAG}-" in cmdline:
                 found.add(f"process {pid} {cmdline.strip()}")
     return found
 

@@ -24,7 +24,7 @@ from conformance.model.scenario import Scenario
 from . import drivers, hostinfo
 from .executor import execute
 from .runtimes import REF_ENV
-from .session import RunSession
+from .session import RunSession, sweep_dead
 
 
 def describe(request: dict[str, Any]) -> HostDescription:
@@ -41,6 +41,7 @@ def describe(request: dict[str, Any]) -> HostDescription:
 
 def run_one(request: dict[str, Any]) -> dict[str, Any]:
     scenario = Scenario.from_json(request["scenario"])
+    sweep_dead()  # what an agent killed on this host left (its state root and work dir name its pid)
     session = RunSession(request.get("flags", {}))
     try:
         if request.get("sandbox"):  # an earlier call probed this runtime on this host: not again

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import pytest
 
 from conformance.catalog.loader import scenario_schema
 from conformance.hosts.connect import Targets, expand
+from conformance.host.session import sweep_dead
 from conformance.hosts.targets import HostError
 from conformance.model.scenario import id_clashes
 
@@ -103,11 +105,21 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["OCI_CONFORMANCE_TAG"] = tag  # one tag for this process's objects on every host
     config.stash[targets_key] = Targets(_runtime_flags(config), _testinfra_options(config), tag)
     if not hasattr(config, "workerinput"):  # xdist workers only run items; the controller reports
+        _sweep_killed_runs()
         config.pluginmanager.register(MatrixReporter(config), "conformance-matrix")
         if config.getoption("baseline"):
             config.pluginmanager.register(BaselineGate(config, config.getoption("baseline")), "conformance-baseline")
     if hasattr(signal, "SIGTERM") and signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
         signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # so cleanup runs on `kill`/CI timeouts
+
+
+def _sweep_killed_runs() -> None:
+    """What runs killed here (SIGKILL, no cleanup) left — containers, daemons, mounts, state roots, work
+    dirs, found by their dead pid — is removed before this run makes its own (host/session.py)."""
+    removed = sweep_dead()
+    if removed:
+        print(f"oci-conformance: removed what {len([r for r in removed if r.startswith('/run/')])} killed run(s) "
+              f"left: {', '.join(removed)[:600]}", file=sys.stderr)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

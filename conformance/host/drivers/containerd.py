@@ -200,6 +200,14 @@ class _TaskIO:
         return str(path)
 
     def finish(self, timeout: float = DRAIN_S) -> None:
+        """After the task is gone: drain the outputs, stop the stdin copy.  A writer opened and closed on
+        each output FIFO ends a copy whose FIFO the shim never opened (a create that failed); one the
+        shim still writes ends when the shim closes it."""
+        for fifo in (self.stdout, self.stderr):
+            try:
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:  # the copy ended already and closed its reader
+                pass
         for copy in self.copies:
             copy.finish(timeout if copy.at_end is None else 0)
 

@@ -1,0 +1,218 @@
+"""The engine lane on a real containerd: its private daemon, its images, its cleanup, one scenario per area.
+
+containerd is the Debian package ci/setup.sh installs; every test here
+starts daemons of its own (never the system's service or socket) and checks
+that nothing of them outlives it: no process, mount, shim socket, state
+root or work dir — after an orderly end, after Ctrl-C, and, swept by the
+next run, after SIGKILL.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conformance.host.engine import api, daemon, images, wire
+from conformance.host.session import RunSession, sweep_dead
+from conformance.model.errors import DriverError
+from conformance.model.image_spec import ImageSpec
+from tests.conftest import REPO, RUN_TAG, SUITE_ENV, host_leftovers, run_suite, suite_command, write_scenarios
+
+pytestmark = pytest.mark.skipif(daemon.binary() is None or shutil.which("runc") is None,
+                                reason="containerd or runc is not installed (ci/setup.sh installs both)")
+
+LONG = """
+id: long
+title: runs long
+tags: [pid]
+control: [pid]
+run: sleep 91
+expect: {exit: 0}
+"""
+
+
+# -- the wire, without a daemon -------------------------------------------------------------------
+def test_hpack_reads_rfc_7541s_huffman_examples():
+    """RFC 7541 C.4: the Huffman-coded strings of its request examples, decoded."""
+    assert wire.huffman_decode(bytes.fromhex("f1e3c2e5f23a6ba0ab90f4ff")) == b"www.example.com"
+    assert wire.huffman_decode(bytes.fromhex("a8eb10649cbf")) == b"no-cache"
+    assert wire.huffman_decode(bytes.fromhex("25a849e95ba97d7f")) == b"custom-key"
+    assert wire.huffman_decode(bytes.fromhex("25a849e95bb8e8b4bf")) == b"custom-value"
+    with pytest.raises(wire.WireError):
+        wire.huffman_decode(b"\x00")  # padding must be ones
+
+
+def test_hpack_keeps_its_dynamic_table_across_blocks():
+    """RFC 7541 C.4.1 and C.4.2: a field added with indexing is named by index in the next block."""
+    decoder = wire.HeaderDecoder()
+    first = decoder.decode(bytes.fromhex("828684418cf1e3c2e5f23a6ba0ab90f4ff"))
+    assert first == [(":method", "GET"), (":scheme", "http"), (":path", "/"), (":authority", "www.example.com")]
+    second = decoder.decode(bytes.fromhex("828684be5886a8eb10649cbf"))
+    assert second[-2:] == [(":authority", "www.example.com"), ("cache-control", "no-cache")]
+
+
+def test_protobuf_fields_round_trip():
+    message = wire.Message().data(1, "id").number(3, 300).strings(4, ["a", "b"]).entries(2, {"k": "v"}).done()
+    found = wire.fields(message)
+    assert wire.first_str(found, 1) == "id" and wire.first_int(found, 3) == 300
+    assert found[4] == [b"a", b"b"] and wire.fields(found[2][0]) == {1: [b"k"], 2: [b"v"]}
+
+
+# -- the private daemon -------------------------------------------------------------------------
+def _processes_naming(mark: str) -> list[str]:
+    found = []
+    for pid in os.listdir("/proc"):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if mark in cmdline and int(pid) != os.getpid():
+            found.append(f"{pid} {cmdline}")
+    return found
+
+
+def test_the_private_daemon_starts_answers_and_goes(tmp_path):
+    base = Path(f"/run/oci-conformance-{RUN_TAG}-{os.getpid()}-daemon") / "containerd"
+    engine = daemon.Daemon.start(base)
+    try:
+        assert engine.address == str(base / "grpc.sock") and Path(engine.address).is_socket()
+        assert "/run/containerd/containerd.sock" not in (base / "config.toml").read_text()
+        installed = subprocess.run([daemon.binary(), "--version"], capture_output=True, text=True).stdout
+        assert engine.version and engine.version in installed
+        assert api.version(engine.address) == engine.version
+        assert _processes_naming(str(base))  # the daemon, by its own config
+    finally:
+        assert engine.stop() == []  # an orderly end: nothing had to be killed or unmounted
+        shutil.rmtree(base.parent, ignore_errors=True)
+    assert not base.exists() and _processes_naming(str(base)) == []
+
+
+def test_a_daemon_that_never_answers_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    fake = tmp_path / "containerd"
+    fake.write_text("#!/bin/sh\nexec sleep 60\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(daemon, "binary", lambda: str(fake))
+    base = tmp_path / "run" / "containerd"
+    with pytest.raises(DriverError, match=r"containerd did not answer on .*grpc.sock within 1s"):
+        daemon.Daemon.start(base, timeout=1.0)
+    assert not base.exists() and _processes_naming(str(base)) == []
+
+
+def test_a_column_without_containerd_is_an_error_in_every_cell_and_the_others_run(tmp_path, monkeypatch):
+    """PATH without containerd: the containerd column's cells are errors saying so, runc's run."""
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    for tool in ("runc", "sh", "unshare", "python3"):
+        if shutil.which(tool):
+            (bare / tool).symlink_to(shutil.which(tool))
+    sc = write_scenarios(tmp_path / "sc", {"p.yaml": LONG.replace("sleep 91", "echo $$").replace(
+        "expect: {exit: 0}", 'expect: {exit: 0, stdout: "1"}')})
+    env = {**SUITE_ENV, "PATH": f"{bare}:{Path(sys.executable).parent}"}
+    done = subprocess.run(suite_command(sc, tmp_path / "out", "--runtime=runc,containerd/runc"), cwd=REPO,
+                          capture_output=True, text=True, timeout=300, env=env)
+    import json
+
+    matrix = json.loads((tmp_path / "out" / "matrix.json").read_text())
+    cells = {r["runtime"]: r for r in matrix["results"]}
+    assert cells["runc"]["verdict"] == "pass", done.stdout[-2000:]
+    assert cells["containerd/runc"]["verdict"] == "error"
+    assert "containerd is not installed on this host" in cells["containerd/runc"]["evidence"]
+
+
+# -- images through containerd's importer and snapshotter ------------------------------------------
+IMAGE = ImageSpec.from_yaml({"layers": [
+    {"files": {"/etc/app.conf": "v1\n", "/srv/data/old": "1\n", "/srv/keep": "k\n"}},
+    {"whiteouts": ["/etc/hostname"], "opaque": ["/srv/data"], "files": {"/srv/data/new": "2\n"}},
+]})
+
+
+def test_an_image_with_whiteouts_and_an_opaque_dir_is_unpacked_by_containerd(no_leftovers):
+    session = RunSession()
+    try:
+        driver = session.driver("containerd/runc")
+        cid = session.new_container_id()
+        bundle = session.workdir / cid
+        bundle.mkdir()
+        mounted = driver.images.mount(IMAGE, bundle, bundle / "rootfs")
+        notes = mounted.variables()
+        snapshots = driver.engine.base / "root" / "io.containerd.snapshotter.v1.overlayfs" / "snapshots"
+        # the layers are containerd's snapshots, not the harness's cache
+        assert all(Path(p).parent.parent == snapshots for p in [*map(str, mounted.layers), str(mounted.base),
+                                                                  str(mounted.upper)])
+        assert notes["snapshotter"] == "containerd overlayfs" and notes["image_digest"].startswith("sha256:")
+        tag = driver.client.image_target(images.layout(IMAGE).name)
+        assert tag == notes["image_digest"]
+        top = mounted.layers[1]
+        whiteout = os.lstat(top / "etc" / "hostname")  # containerd's applier: a 0/0 character device
+        assert stat.S_ISCHR(whiteout.st_mode) and whiteout.st_rdev == os.makedev(0, 0)
+        assert os.getxattr(top / "srv" / "data", "trusted.overlay.opaque") == b"y"
+        assert (top / "srv" / "data" / "new").read_text() == "2\n"
+        assert (mounted.layers[0] / "srv" / "data" / "old").read_text() == "1\n"
+        assert not (top / "etc" / ".wh.hostname").exists()
+        key = notes["snapshot"]
+        mounted.unmount()
+        with pytest.raises(wire.RpcError):
+            driver.client.prepare(images.SNAPSHOTTER, key, "nope", {})  # gone: a new prepare needs a parent
+    finally:
+        session.close()
+
+
+# -- one scenario per area on each containerd column --------------------------------------------
+PER_AREA = ["pid-ns-init-is-pid1", "memory-limit-written", "overlay-whiteout-hides-lower-file", "caps-drop-one",
+            "lifecycle-create-start-stop", "freezer-delete-force-paused-leaves-nothing", "cli-unknown-verb-refused"]
+
+
+@pytest.mark.parametrize("runtime", ["runc", "crun", "ref"])
+def test_one_scenario_per_area_on_each_containerd_column(tmp_path, runtime, no_leftovers):
+    if runtime != "ref" and shutil.which(runtime) is None:
+        pytest.skip(f"{runtime} is not installed")
+    selected = " or ".join(PER_AREA)
+    run = run_suite(None, tmp_path / "out", f"--runtime=containerd/{runtime}", "-k", selected)
+    column = f"containerd/{runtime}"
+    verdicts = {s: v for (s, r), v in run.verdicts().items() if r == column}
+    assert verdicts == {s: "pass" for s in PER_AREA}, run.output[-3000:]
+    entry = run.matrix["runtimes"][column]
+    assert entry["engine"].startswith("containerd 1.") and entry["shim"] == "io.containerd.runc.v2"
+    assert any(a.startswith("containerd:") for a in entry["adaptations"])
+    overlay = run.result("overlay-whiteout-hides-lower-file", column)
+    assert overlay["snapshotter"] == "containerd overlayfs" and overlay["image_digest"].startswith("sha256:")
+    assert f"image {overlay['image_digest']} unpacked and mounted by containerd overlayfs" in overlay["evidence"]
+
+
+# -- cleanup: Ctrl-C, and a later run after SIGKILL ----------------------------------------------
+def _start_long_run(tmp_path: Path) -> subprocess.Popen[bytes]:
+    sc = write_scenarios(tmp_path / "sc", {"t.yaml": LONG})
+    proc = subprocess.Popen(suite_command(sc, tmp_path / "out", "--runtime=containerd/runc"), cwd=REPO,
+                            env=SUITE_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while not any("containerd-shim" in x for x in host_leftovers()) or \
+            not any(x.startswith("process") and "sleep" in x for x in host_leftovers()):
+        assert time.monotonic() < deadline and proc.poll() is None, "the container never started"
+        time.sleep(0.05)
+    return proc
+
+
+def test_ctrl_c_stops_the_daemon_and_its_shims(tmp_path, no_leftovers):
+    proc = _start_long_run(tmp_path)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert b"KeyboardInterrupt" in out
+
+
+def test_a_later_run_sweeps_what_a_killed_one_left(tmp_path, no_leftovers):
+    proc = _start_long_run(tmp_path)
+    proc.kill()  # SIGKILL: no cleanup runs; the daemon, shim and container live on
+    proc.wait()
+    left = host_leftovers()
+    assert any("containerd --config" in x for x in left) and any("containerd-shim" in x for x in left)
+    assert any(x.startswith("state ") for x in left)
+    removed = sweep_dead(RUN_TAG)  # what the next run's start does (plugin/hooks.py), for this run's tag
+    assert any(r.startswith(f"/run/oci-conformance-{RUN_TAG}-") for r in removed), removed
+    assert any("container cf-" in r for r in removed), removed
