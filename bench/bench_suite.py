@@ -18,6 +18,15 @@ that a scenario checking `RUNTIME run`'s own exit takes on every runtime
 aside), and the harness's peak memory (the pytest processes only —
 controller and xdist workers, summed — never the runtimes or containers).
 
+The engine lane (``containerd/NAME``, when containerd is installed): one
+serial run of the whole catalog on each bare column and its containerd twin
+side by side, and per scenario the time of each cell (pytest's own, from
+junit: bundle, image import, run, observation, removal), bare beside
+containerd; then per column the mean per scenario and the ratio (goal ≤ 2),
+the first cell of each column apart (it carries the column's one-off costs:
+the sandbox probe, and on the containerd columns the private daemon's start,
+which is also timed alone).
+
 Not a test: it asserts nothing.  Everything it makes is removed.
 
     python3 bench/bench_suite.py                        # ref runc crun, then runsc
@@ -38,6 +47,7 @@ import sys
 import tempfile
 import threading
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import psutil
@@ -53,6 +63,7 @@ sys.path.insert(0, str(REPO))
 from conformance.catalog.loader import load_scenarios  # noqa: E402
 from conformance.host import cgroupfs, host_setup, hostinfo  # noqa: E402
 from conformance.host.bundle import build  # noqa: E402
+from conformance.host.engine import daemon  # noqa: E402
 from conformance.host.runtimes import resolve  # noqa: E402
 from conformance.reporting.document import proof_totals  # noqa: E402
 
@@ -197,12 +208,69 @@ def controls_cost() -> str:
             f"{n['unproven']} unproven   ({summary})")
 
 
+def cell_times(junit: Path) -> dict[tuple[str, str], float]:
+    """(scenario, column) -> pytest's seconds for that cell, in the order the run took them."""
+    times: dict[tuple[str, str], float] = {}
+    for case in ET.parse(junit).iter("testcase"):
+        name = case.get("name", "")
+        if "[" in name and name.endswith("@local]"):
+            scenario, _, column = name[:-len("@local]")].partition("[")
+            times[(scenario, column)] = float(case.get("time", 0))
+    return times
+
+
+def daemon_start() -> float:
+    """Seconds from starting a private containerd to its first answer (then it is stopped and removed)."""
+    base = Path(tempfile.mkdtemp(prefix=f"oci-conformance-{TAG}-engine-")) / "containerd"
+    started = time.perf_counter()
+    engine = daemon.Daemon.start(base)
+    took = time.perf_counter() - started
+    engine.stop()
+    shutil.rmtree(base.parent, ignore_errors=True)
+    return took
+
+
+def engine_costs(names: list[str]) -> list[str]:
+    """Each bare column beside its containerd twin, per scenario, from one serial run of the catalog."""
+    columns = [c for n in names for c in (n, f"containerd/{n}")]
+    junit = Path(tempfile.mkdtemp(prefix=f"{TAG}-junit-")) / "junit.xml"
+    try:
+        wall, _, summary = run_suite(",".join(columns), f"--junitxml={junit}", whole=True)
+        times = cell_times(junit)
+    finally:
+        shutil.rmtree(junit.parent, ignore_errors=True)
+    first = {c: next(s for (s, col) in times if col == c) for c in columns if any(col == c for _, col in times)}
+    scenarios = sorted({s for s, _ in times})
+    out = [f"engine lane: {','.join(columns)}, serial, whole catalog: {wall:.1f} s   ({summary})",
+           "per scenario, ms (pytest's time for the cell: bundle, image import, run, observation, removal):",
+           f"{'scenario':<46}" + "".join(f"{c:>17}" for c in columns)]
+    for scenario in scenarios:
+        out.append(f"{scenario:<46}" + "".join(
+            f"{times[(scenario, c)] * 1000:>16.0f}{'*' if first.get(c) == scenario else ' '}"
+            if (scenario, c) in times else f"{'—':>17}" for c in columns))
+    out.append("* the column's first cell: its one-off costs (sandbox probe; the daemon's start), counted once")
+    for name in names:
+        engine = f"containerd/{name}"
+        shared = [s for s in scenarios if (s, name) in times and (s, engine) in times
+                  and s not in (first.get(name), first.get(engine))]
+        if not shared:
+            continue
+        bare = sum(times[(s, name)] for s in shared) / len(shared)
+        via = sum(times[(s, engine)] for s in shared) / len(shared)
+        out.append(f"{engine:<17} {via * 1000:5.0f} ms per scenario against {name}'s {bare * 1000:5.0f} ms: "
+                   f"ratio {via / bare:4.2f} (goal ≤ 2) over {len(shared)} scenarios; first cell "
+                   f"{times[(first[engine], engine)] * 1000:.0f} ms against {times[(first[name], name)] * 1000:.0f} ms")
+    out.append(f"a private containerd's start, alone: {daemon_start() * 1000:.0f} ms (once per session and host)")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runtimes", default="ref,runc,crun", help="compared one by one (default: ref,runc,crun)")
     ap.add_argument("--no-runsc", action="store_true", help="leave out runsc's own line")
     ap.add_argument("--no-matrix", action="store_true", help="leave out the full -n 2 matrix")
     ap.add_argument("--no-controls", action="store_true", help="leave out the cost of --controls")
+    ap.add_argument("--no-engine", action="store_true", help="leave out the containerd columns beside the bare ones")
     args = ap.parse_args()
     names = [n for n in args.runtimes.split(",") if n]
     print(f"host: {hostinfo.profile()['os']}, kernel {hostinfo.profile()['kernel']}, "
@@ -220,6 +288,9 @@ def main() -> None:
         peaks.append(peak)
         print(f"matrix {','.join(names)} -n 2: {wall:.1f} s (goal ≤ 60 s)   peak harness RSS "
               f"{peak / 2**20:.0f} MiB   ({summary})", flush=True)
+    if not args.no_engine and daemon.binary():
+        for text in engine_costs([n for n in names if n != "runsc"]):
+            print(text, flush=True)
     if not args.no_controls:
         print(controls_cost(), flush=True)
     print(f"harness peak memory: {max(peaks, default=0) / 2**20:.0f} MiB (pytest controller + workers, RSS summed); "
