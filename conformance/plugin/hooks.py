@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from conformance.catalog.loader import scenario_schema
-from conformance.hosts.connect import Targets, expand
 from conformance.host.session import sweep_dead
+from conformance.hosts.connect import Targets, expand
 from conformance.hosts.targets import HostError
 from conformance.model.scenario import id_clashes
 

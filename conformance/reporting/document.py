@@ -208,8 +208,22 @@ def totals(doc: Matrix) -> dict[str, dict[str, int]]:
     return {c: count(cells[c] for cells in rows.values() if c in cells) for c in cols}
 
 
+def runtime_note_list(rt: RuntimeEntry) -> list[str]:
+    """What the header says of how a column was driven: its engine, every adaptation, who unpacked images."""
+    notes = [f"driven by {rt['engine']} through {rt.get('shim', 'its shim')}"] if rt.get("engine") else []
+    notes += rt.get("adaptations") or []
+    if rt.get("snapshotter"):
+        notes.append(f"image layers unpacked and mounted by {rt['snapshotter']}")
+    return notes
+
+
 def runtime_notes(rt: RuntimeEntry) -> str:
-    return "; ".join(rt.get("adaptations") or []) or rt.get("error") or "—"
+    return "; ".join(runtime_note_list(rt)) or rt.get("error") or "—"
+
+
+def version_note(rt: RuntimeEntry) -> str:
+    """A column's version, and its engine's when an engine drove it: ``1.1.5 (containerd 1.6.20)``."""
+    return f"{rt.get('version')}" + (f" ({rt['engine']})" if rt.get("engine") else "")
 
 
 def sandbox_note(rt: RuntimeEntry) -> str:

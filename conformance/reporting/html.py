@@ -24,9 +24,11 @@ from .document import (
     proof_totals,
     proofs,
     reading,
+    runtime_note_list,
     runtime_notes,
     sandbox_note,
     totals,
+    version_note,
 )
 from .rows import Cells, Matrix, ResultRow
 from .text import LEGEND
@@ -96,9 +98,9 @@ def render_html(doc: Matrix) -> str:
     out.append("<h2>Runtimes</h2><table><tr><th>runtime</th><th>version</th><th>path</th>"
                "<th>config ociVersion</th><th>sandboxed</th><th>adaptations</th></tr>")
     for name, rt in doc["runtimes"].items():
-        adaptations = rt.get("adaptations") or []
-        notes = "<br>".join(escape(a) for a in adaptations) if adaptations else escape(runtime_notes(rt))
-        out.append(f"<tr><td>{escape(name)}</td><td>{escape(str(rt.get('version')))}</td>"
+        listed = runtime_note_list(rt)
+        notes = "<br>".join(escape(a) for a in listed) if listed else escape(runtime_notes(rt))
+        out.append(f"<tr><td>{escape(name)}</td><td>{escape(version_note(rt))}</td>"
                    f"<td><code>{escape(str(rt.get('path')))}</code></td><td>{escape(str(rt.get('spec_version', '')))}</td>"
                    f"<td>{escape(sandbox_note(rt))}</td><td>{notes}</td></tr>")
     out.append("</table>")

@@ -18,6 +18,7 @@ from .document import (
     runtime_notes,
     sandbox_note,
     totals,
+    version_note,
 )
 from .rows import Matrix, ResultRow
 
@@ -53,7 +54,7 @@ def _table(doc: Matrix, symbols: dict[str, str], fmt: str) -> str:
 def render_terminal(doc: Matrix) -> str:
     host = doc["host"]
     head = f"host: kernel {host.get('kernel')}, cgroup {host.get('cgroup')}; " + "; ".join(
-        f"{n} {rt.get('version')}" + (" (sandboxed)" if isinstance(rt.get("sandboxed"), str) else "")
+        f"{n} {version_note(rt)}" + (" (sandboxed)" if isinstance(rt.get("sandboxed"), str) else "")
         for n, rt in doc["runtimes"].items())
     text = head + "\n" + _table(doc, SYMBOL, "simple") if doc["results"] else head
     different = sum(1 for _, scenarios in grouped(doc)[1] for _, cells in scenarios if differs(cells))
@@ -93,7 +94,7 @@ def render_markdown(doc: Matrix) -> str:
              f"cgroup **{host.get('cgroup')}**.", "",
              "| runtime | version | path | config ociVersion | sandboxed | adaptations |", "|---|---|---|---|---|---|"]
     for name, rt in doc["runtimes"].items():
-        lines.append(f"| {name} | {rt.get('version')} | `{rt.get('path')}` | {rt.get('spec_version', '')} | "
+        lines.append(f"| {name} | {version_note(rt)} | `{rt.get('path')}` | {rt.get('spec_version', '')} | "
                      f"{_md_escape(sandbox_note(rt))} | {_md_escape(runtime_notes(rt))} |")
     others = {spec: prof for spec, prof in (doc.get("hosts") or {}).items() if spec != "local"}
     if others:

@@ -24,7 +24,7 @@ from typing import IO, Any, ClassVar, Mapping, Sequence
 from conformance.model.errors import DriverError
 from conformance.model.records import RuntimeEntry, SandboxProbe
 
-from ..image import Snapshotter
+from ..image import HARNESS_SNAPSHOTTER, Snapshotter
 from ..runtimes import RuntimeProfile
 
 
@@ -109,8 +109,11 @@ class RuntimeDriver(abc.ABC):
 
     @classmethod
     def describe(cls, profile: RuntimeProfile) -> RuntimeEntry:
-        """The matrix's ``runtimes`` entry: how the runtime was found and driven."""
-        return profile.as_json()
+        """The matrix's ``runtimes`` entry: how the runtime was found and driven (on the bare lane the
+        harness itself unpacks and mounts a scenario's image: the entry says so)."""
+        entry = profile.as_json()
+        entry.update({"lane": cls.lane, "snapshotter": HARNESS_SNAPSHOTTER})
+        return entry
 
     @property
     def label(self) -> str:
