@@ -108,7 +108,7 @@ def _init(ctx: InitContext) -> NoReturn:
         _send(ctx, b"H")
         _expect(ctx, b"G")
         from . import hooks
-        hooks.run(config, "createContainer", ctx["hook_state"])
+        hooks.run(config, "createContainer", ctx["hook_state"], disabled=disabled)
     rootfs.enter(root, use_pivot=ctx["mntns"] and "pivot_root" not in disabled)
 
     ctx["step"] = "cwd"
@@ -156,4 +156,5 @@ def _ready(ctx: InitContext) -> None:
     config = ctx["config"]
     if (config.get("hooks") or {}).get("startContainer"):
         from . import hooks
-        hooks.run(config, "startContainer", dict(ctx["hook_state"], status="running"))
+        hooks.run(config, "startContainer", dict(ctx["hook_state"], status="running"),
+                  disabled=ctx["disabled"])

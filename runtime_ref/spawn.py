@@ -146,8 +146,8 @@ def _handshake(pid: int, config: Config, disabled: Switches, nss: Namespaces, cg
         msg = os.read(from_init, 65536)
         if msg == b"H":
             from . import hooks as H
-            H.run(config, "prestart", hook_state)
-            H.run(config, "createRuntime", hook_state)
+            H.run(config, "prestart", hook_state, disabled=disabled)
+            H.run(config, "createRuntime", hook_state, disabled=disabled)
             os.write(to_init, b"G")
         elif msg == b"R":
             return

@@ -54,6 +54,12 @@ def make_config(scenario: Scenario, cid: str, oci_version: str, variables: dict[
     return config
 
 
+def _name_cgroups_path(bundle: Bundle) -> None:
+    """``{{cgroups_path}}``: the config's cgroupsPath ("" when the patch leaves it to the runtime),
+    where a ``cgroup: absent`` step looks."""
+    bundle.variables["cgroups_path"] = str(bundle.config["linux"].get("cgroupsPath") or "")
+
+
 def build(scenario: Scenario, cid: str, workdir: Path, oci_version: str,
           variables: dict[str, str]) -> Bundle:
     """Write a bundle for one container under ``workdir/cid``."""
@@ -63,6 +69,7 @@ def build(scenario: Scenario, cid: str, workdir: Path, oci_version: str,
     path.mkdir(parents=True)
     variables = {**variables, "bundle": str(path), "rootfs": str(path / "rootfs"), "id": cid}
     bundle = Bundle(path, make_config(scenario, cid, oci_version, variables), variables)
+    _name_cgroups_path(bundle)
     take_rootfs(busybox_rootfs(), bundle.rootfs, workdir)
     (path / "config.json").write_text(json.dumps(bundle.config, indent=1))
     return bundle
@@ -84,6 +91,7 @@ def _build_on_image(scenario: Scenario, cid: str, workdir: Path, oci_version: st
         bundle.variables = {**variables, "bundle": str(path), "rootfs": str(path / "rootfs"), "id": cid,
                             **bundle.image.variables()}
         bundle.config = make_config(scenario, cid, oci_version, bundle.variables)
+        _name_cgroups_path(bundle)
         (path / "config.json").write_text(json.dumps(bundle.config, indent=1))
     except BaseException:
         bundle.remove()

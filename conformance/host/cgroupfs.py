@@ -181,6 +181,14 @@ def device_programs(cgroup_dir: Path) -> str:
     return "\n".join(f"bpf device program id {ids[i]}" for i in range(min(count, 64)))
 
 
+def existing_dirs(cgroups_path: str, mount_map: dict[str, Path] | None = None) -> list[str]:
+    """The directories at an absolute ``cgroups_path`` in each hierarchy mounted here (none once
+    a runtime removed its container's cgroups)."""
+    m = mounts() if mount_map is None else mount_map
+    rel = cgroups_path.strip("/")
+    return [str(mp / rel) for mp in sorted(set(m.values())) if rel and (mp / rel).is_dir()]
+
+
 def remove_leftovers(cgroups_path: str, mount_map: dict[str, Path] | None = None) -> list[str]:
     """After delete, a container's cgroups must be gone: remove and report any that are not.
 
