@@ -103,6 +103,8 @@ def _init(ctx: InitContext) -> NoReturn:
     # 3. The filesystem: mounts inside the rootfs, /dev, then the hooks that
     #    want to see the mounts but not yet the pivot.
     root = rootfs.prepare(config, ctx["bundle"], disabled, ctx)
+    if config.get("hooks"):
+        _learn_host_pid(ctx)
     if ctx["hooks_before_pivot"]:
         _in_cgroups(ctx)
         _send(ctx, b"H")
@@ -134,6 +136,15 @@ def _init(ctx: InitContext) -> NoReturn:
     #    before the exec.
     process.finish(config["process"], disabled, ctx.get("seccomp"), ctx, lambda: _ready(ctx),
                    pass_fds=ctx.get("pass_fds", 0))
+
+
+def _learn_host_pid(ctx: InitContext) -> None:
+    """The state a container-side hook reads names the init's host pid (getpid() answers 1 in a
+    PID namespace): what /proc/self is in the runtime's /proc, still mounted here until the pivot."""
+    try:
+        ctx["hook_state"]["pid"] = int(os.readlink("/proc/self"))
+    except (OSError, ValueError):
+        pass  # no /proc of the runtime's: the state says 0, as before
 
 
 def _ready(ctx: InitContext) -> None:

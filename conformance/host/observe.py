@@ -208,6 +208,7 @@ class _StageReader:
     def at(self, stage: str, container: lifecycle.Container) -> None:
         if stage == "created":
             assert container.pid is not None
+            self.variables["init_pid"] = str(container.pid)  # {{init_pid}}: the init's host pid
             self.probe = _HostProbe(container.pid, self.variables, self.config)
             self.created_exe = _exe(container.pid)
         if stage == "running" and self.wanted["running"] and "running" not in self.done:
