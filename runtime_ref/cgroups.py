@@ -280,7 +280,7 @@ def create(cgpath: str, res: Resources, disabled: Switches, spec_devices: Device
     Returns {"version", "leaves": [dirs to place the process in], "created": [dirs made]}.
     """
     version, mounts = detect()
-    at = placement(cgpath, "cgroups-path" in disabled)
+    at = placement(cgpath)
     created: list[str] = []
     leaves: list[str] = []
     ctrls: list[str] = []
@@ -313,15 +313,15 @@ def create(cgpath: str, res: Resources, disabled: Switches, spec_devices: Device
     return {"version": version, "leaves": leaves, "created": created, "controllers": ctrls}
 
 
-def placement(cgpath: str, from_root: bool = False) -> Callable[[str], str]:
+def placement(cgpath: str) -> Callable[[str], str]:
     """hierarchy key (v1 controller or name=…, "" on v2) -> the container's path in it.
 
     An absolute cgroupsPath is that path in every hierarchy; a relative one
-    goes below this runtime's own cgroup there (runc's rule), or, with
-    ``from_root`` (switch ``cgroups-path``), below the root.
+    goes below this runtime's own cgroup there (runc's rule; crun's is below
+    the root: the spec leaves it to the runtime).
     """
-    if cgpath.startswith("/") or from_root:
-        return lambda ctrl: "/" + cgpath.lstrip("/")
+    if cgpath.startswith("/"):
+        return lambda ctrl: cgpath
     own = _own_paths()
     return lambda ctrl: os.path.join(own.get(ctrl, "/"), cgpath)
 
@@ -399,10 +399,10 @@ def _v2_enable(base: str, cgpath: str) -> None:
             break
 
 
-def find(cgpath: str, from_root: bool = False) -> CgroupSet:
+def find(cgpath: str) -> CgroupSet:
     """The leaf directories at ``cgpath`` that exist (for cleaning up after a killed create)."""
     version, mounts = detect()
-    at = placement(cgpath, from_root)
+    at = placement(cgpath)
     found = [(ctrl, os.path.join(m, at(ctrl).strip("/"))) for ctrl, m in mounts.items()]
     found = [(ctrl, d) for ctrl, d in found if os.path.isdir(d)]
     leaves = [d for _, d in found]

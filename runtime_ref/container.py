@@ -126,11 +126,13 @@ def _cgroups_path(linux: Config, cid: str, disabled: Switches) -> str | None:
     container under its own cgroup, named by the id.  Ours is
     /runtime-ref/<id> from each hierarchy's root, whoever calls us, so that
     every container of this runtime is found in one place.  None (switch
-    ``default-cgroup``): no cgroup of its own, the runtime's are kept.
+    ``default-cgroup``): no cgroup of its own, the runtime's are kept.  A
+    relative cgroupsPath goes below our own cgroup (cgroups.placement).
     """
-    given = linux.get("cgroupsPath")
-    if given:
-        return str(given)
+    given = str(linux.get("cgroupsPath") or "")
+    dropped = not given.startswith("/") and "cgroups-path" in disabled  # the switch: a relative one
+    if given and not dropped:
+        return given
     return None if "default-cgroup" in disabled else DEFAULT_CGROUP_PARENT + "/" + cid
 
 
@@ -375,7 +377,7 @@ def _destroy(c: Container, config: Config, run_hooks: bool) -> None:
     from . import rootfs
     cg = c.data.get("cgroups")
     if not cg and c.data.get("cgroups_path"):  # create was stopped while making them
-        cg = cgroups.find(c.data["cgroups_path"], "cgroups-path" in (c.data.get("disabled") or []))
+        cg = cgroups.find(c.data["cgroups_path"])
     if cg and not _left_frozen(c):
         _thaw(c)
         # without a pid namespace, killing the init does not kill the rest

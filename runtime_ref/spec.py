@@ -99,8 +99,8 @@ SWITCHES = {
     "hook-args": "a hook runs with its path as argv[0] and the runtime's environment under its own env",
     "hook-timeout": "a hook's timeout is ignored",
     "poststop-warning": "a failing poststop hook is fatal: delete fails and the later hooks do not run",
-    "cgroups-path": "a relative linux.cgroupsPath is taken from each hierarchy's root, not from the "
-                    "runtime's own cgroup",
+    "cgroups-path": "a relative linux.cgroupsPath is ignored: the container gets the default cgroup, "
+                    "/runtime-ref/<id>",
     "cgroup-cleanup": "delete leaves the container's cgroup directories behind",
     "unified": "linux.resources.unified is ignored",
     "hugetlb": "linux.resources.hugepageLimits are not written",
