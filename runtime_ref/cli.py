@@ -314,7 +314,7 @@ def dispatch(g: Flags, verb: str, argv: list[str], disabled: set[str]) -> int:
         return _spec(opts)
     from .features import features
     from .jsonfast import dumps
-    sys.stdout.write(dumps(features(), 4) + "\n")
+    sys.stdout.write(dumps(features() if "features" not in disabled else {}, 4) + "\n")
     return 0
 
 

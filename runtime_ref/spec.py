@@ -90,7 +90,8 @@ SWITCHES = {
     "id-check": "container ids are not checked beyond being one directory name: spaces, colons and the "
                 "like are taken",
     "validate": "config.json is not validated: ociVersion not checked, unknown capability names and rlimit "
-                "types dropped, empty process.args taken",
+                "types dropped, empty process.args taken (as `true`), a user namespace without mappings "
+                "taken (root mapped to root)",
     "extensions": "a property the runtime-spec does not define is refused (the spec says: ignore it)",
     "hook-order": "the hooks of each kind run in the reverse of their listed order",
     "hook-state": "hooks get only id and status on stdin",
@@ -105,6 +106,7 @@ SWITCHES = {
     "unified": "linux.resources.unified is ignored",
     "hugetlb": "linux.resources.hugepageLimits are not written",
     "log-format": "--log-format is ignored: the log is text",
+    "features": "features prints an empty document",
 }
 
 NAMESPACE_SWITCH = {
@@ -215,6 +217,7 @@ def validate(config: Config, disabled: Iterable[str] = ()) -> Config:
     proc = config.get("process")
     if "validate" in disabled:
         _drop_unknown_names(proc or {})
+        _map_root_if_unmapped(config)
     version = str(config.get("ociVersion") or "")
     if not version.startswith("1.") and "validate" not in disabled:
         raise Error("unsupported config field ociVersion: %r (runtime-ref reads 1.x configs)" % version)
@@ -243,6 +246,15 @@ def _drop_unknown_names(proc: dict[str, Any]) -> None:
         caps[kind] = [n for n in names or [] if n in CAP_NUMBER]
     if proc.get("rlimits"):
         proc["rlimits"] = [r for r in proc["rlimits"] if hasattr(resource, str(r.get("type", "")))]
+
+
+def _map_root_if_unmapped(config: Config) -> None:
+    """Switch ``validate``: a new user namespace without mappings gets root mapped to root (what a
+    runtime that never looks would end up running), rather than a refusal."""
+    linux = config.get("linux") or {}
+    if any(ns.get("type") == "user" and not ns.get("path") for ns in linux.get("namespaces") or []):
+        for kind in ("uidMappings", "gidMappings"):
+            linux[kind] = linux.get(kind) or [{"containerID": 0, "hostID": 0, "size": 1}]
 
 
 def version_at_least(config: Config, least: tuple[int, int]) -> bool:

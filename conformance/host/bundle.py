@@ -42,14 +42,16 @@ class Bundle:
 
 
 def make_config(scenario: Scenario, cid: str, oci_version: str, variables: dict[str, str]) -> dict[str, Any]:
-    """The scenario's config.json: base with the container's cgroupsPath (/<id>, so the harness
-    finds what a run leaves), then the patch (``linux: {cgroupsPath: null}`` leaves the choice
-    to the runtime), then the per-container fields."""
+    """The scenario's config.json: base with the per-container fields (the container's
+    cgroupsPath, /<id>, so the harness finds what a run leaves; the ociVersion the runtime
+    accepts; the entrypoint), then the patch, which may change any of them (``linux:
+    {cgroupsPath: null}`` leaves the choice to the runtime; a scenario about refused configs
+    sets an ociVersion or process.args no runtime may take)."""
     base = base_spec()
     base["linux"]["cgroupsPath"] = f"/{cid}"
+    base["ociVersion"] = oci_version
+    base["process"]["args"] = list(fill(scenario.args, variables))
     config: dict[str, Any] = apply_patch(base, fill(scenario.patch, variables))
-    config["ociVersion"] = oci_version
-    config["process"]["args"] = list(fill(scenario.args, variables))
     config.setdefault("linux", {})
     return config
 
