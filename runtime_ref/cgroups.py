@@ -280,6 +280,11 @@ def create(cgpath: str, res: Resources, disabled: Switches, spec_devices: Device
     Returns {"version", "leaves": [dirs to place the process in], "created": [dirs made]}.
     """
     version, mounts = detect()
+    if res.get("hugepageLimits") and "hugetlb" not in disabled:
+        _hugepage_limits(res)  # a size the host has not: refused before anything is made
+        if version == "v1" and "hugetlb" not in mounts:
+            raise Error("linux.resources.hugepageLimits: this host has no cgroup v1 hugetlb hierarchy "
+                        "(on a hybrid host the cgroup2 one holds no container)")
     at = placement(cgpath)
     created: list[str] = []
     leaves: list[str] = []

@@ -283,7 +283,7 @@ def delete(root: str, cid: str, force: bool = False, disabled: Switches = frozen
         _kill_and_wait(c)
     try:
         config = _config(c)
-    except (OSError, ValueError):
+    except (OSError, ValueError, Error):  # Error: switch reread-config met a broken config.json
         config = {}
     _destroy(c, config, run_hooks=True)
 

@@ -263,6 +263,16 @@ ELSEWHERE = {
     "hook-env": "test_hooks.py", "poststart-warning": "test_hooks.py",
     "freezer": "test_pause.py", "thaw": "test_pause.py", "ps": "test_pause.py",
     "cli-checks": "test_cli.py", "stdio": "test_run.py",
+    "delete-check": "test_lifecycle_checks.py", "start-check": "test_lifecycle_checks.py",
+    "kill-check": "test_lifecycle_checks.py", "state-fields": "test_lifecycle_checks.py",
+    "pid-file": "test_lifecycle_checks.py", "reread-config": "test_lifecycle_checks.py",
+    "run-cleanup": "test_lifecycle_checks.py", "id-check": "test_lifecycle_checks.py",
+    "features": "test_lifecycle_checks.py", "log-format": "test_lifecycle_checks.py",
+    "validate": "test_config.py", "extensions": "test_config.py",
+    "hook-order": "test_hooks.py", "hook-state": "test_hooks.py", "hook-namespace": "test_hooks.py",
+    "hook-args": "test_hooks.py", "hook-timeout": "test_hooks.py", "poststop-warning": "test_hooks.py",
+    "cgroups-path": "test_cgroup_switches.py", "cgroup-cleanup": "test_cgroup_switches.py",
+    "unified": "test_cgroup_switches.py", "hugetlb": "test_cgroup_switches.py",
 }
 
 
