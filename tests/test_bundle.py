@@ -45,8 +45,11 @@ def test_every_scenario_config_is_valid_per_the_runtime_spec(scenario):
         pytest.skip("uses runtime-spec 1.2 (time namespace): newer than the installed schema; "
                     "every other field validated")
     assert errors == []
-    if (scenario.patch.get("linux") or {}).get("cgroupsPath", "") is None:
+    given = (scenario.patch.get("linux") or {}).get("cgroupsPath", "")
+    if given is None:
         assert "cgroupsPath" not in config["linux"]  # null deletes: the runtime places the container
+    elif given:  # a scenario about the path itself (a relative one)
+        assert config["linux"]["cgroupsPath"] == placeholders.fill(given, variables)
     else:
         assert config["linux"]["cgroupsPath"] == "/cf-x"
 
