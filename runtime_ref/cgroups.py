@@ -352,6 +352,19 @@ def own_dirs(cg: CgroupSet) -> dict[str, str]:
     return by_mount
 
 
+def dirs_of(pid: int) -> list[str]:
+    """The cgroup directories process ``pid`` is in, one per hierarchy mounted here."""
+    version, mounts = detect()
+    paths: dict[str, str] = {}
+    with open("/proc/%d/cgroup" % pid) as f:
+        for line in f:
+            _, ctrls, path = line.rstrip("\n").split(":", 2)
+            for ctrl in ctrls.split(",") if ctrls else [""]:
+                paths[ctrl] = path
+    return [os.path.join(mnt, paths[ctrl].lstrip("/")) for ctrl, mnt in mounts.items()
+            if ctrl in paths and paths[ctrl] != "/"]
+
+
 def _own_paths() -> dict[str, str]:
     """controller (v2: "") -> this process's cgroup path, from /proc/self/cgroup."""
     paths: dict[str, str] = {}

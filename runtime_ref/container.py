@@ -170,6 +170,8 @@ def start(root: str, cid: str, disabled: Switches = frozenset()) -> None:
     if (config.get("hooks") or {}).get(HOST_START_CONTAINER):  # switch hook-namespace
         from . import hooks
         hooks.run(config, HOST_START_CONTAINER, c.oci_state(), disabled=disabled)
+    if "cgroup-ownership" in disabled:
+        _claim_current_cgroups(c)  # while the init waits: once it runs it may be gone
     import select
     fd = os.open(c.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
@@ -185,6 +187,16 @@ def start(root: str, cid: str, disabled: Switches = frozenset()) -> None:
         os.close(fd)
     os.unlink(c.fifo)
     _poststart(c, config, disabled)
+
+
+def _claim_current_cgroups(c: Container) -> None:
+    """Switch ``cgroup-ownership``: the cgroups the init is in now join those delete removes, as a
+    runtime that reads them from /proc rather than remembering what it made."""
+    cg = c.data.get("cgroups") or {}
+    for d in cgroups.dirs_of(c.pid):
+        if d not in cg.get("created", []):
+            cg.setdefault("created", []).append(d)
+    c.save()
 
 
 def _poststart(c: Container, config: Config, disabled: Switches) -> None:

@@ -103,6 +103,8 @@ SWITCHES = {
     "cgroups-path": "a relative linux.cgroupsPath is ignored: the container gets the default cgroup, "
                     "/runtime-ref/<id>",
     "cgroup-cleanup": "delete leaves the container's cgroup directories behind",
+    "cgroup-ownership": "start takes the cgroups the init is in as the container's own (even one another "
+                        "program moved it to), and delete removes them",
     "unified": "linux.resources.unified is ignored",
     "hugetlb": "linux.resources.hugepageLimits are not written",
     "log-format": "--log-format is ignored: the log is text",

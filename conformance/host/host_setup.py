@@ -16,6 +16,10 @@ over loopback to TEST-NET-2 (``{{net_canary_metric}}``) that a scenario's
 container may add in its own network namespace; if a broken runtime (or a
 negative control) let them reach the host's, they are deleted from there
 afterwards (``host_unchanged`` leaves other runs' canaries out of its view).
+``foreign_cgroup``: a cgroup of the harness's own (``{{foreign_cgroup}}``, its
+directory: in the v1 pids hierarchy, or cgroup2's on a v2 host) that a
+scenario may move the container's init into: a runtime's delete must remove
+what its create made, not a cgroup someone else made.
 All are the harness's own canaries: nothing else on the host is touched.
 """
 from __future__ import annotations
@@ -173,9 +177,24 @@ def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], capture_output=True, timeout=10, stdin=subprocess.DEVNULL)
 
 
+@contextlib.contextmanager
+def foreign_cgroup(workdir: Path) -> Iterator[dict[str, str]]:
+    from . import cgroupfs
+    m = cgroupfs.mounts()
+    top = m.get("pids") or (m[""] if cgroupfs.layout(m) == "v2" else None)
+    if top is None:
+        raise OSError("foreign_cgroup needs a v1 pids hierarchy or a cgroup v2 host")
+    name = "oci-conformance-foreign-" + secrets.token_hex(4)
+    (top / name).mkdir()
+    try:
+        yield {"foreign_cgroup": str(top / name)}
+    finally:
+        cgroupfs.remove_leftovers("/" + name)  # tasks a broken run left in it are the container's
+
+
 SETUPS = {"marker": marker, "sysv_shm": sysv_shm, "posix_mqueue": posix_mqueue,
           "shared_mount": shared_mount, "syscall_probe": syscall_probe, "bridge_net": bridge_net,
-          "net_canary": net_canary}
+          "net_canary": net_canary, "foreign_cgroup": foreign_cgroup}
 
 
 @contextlib.contextmanager

@@ -79,3 +79,20 @@ def test_hugepage_limits_are_written_unless_hugetlb(ref):
         cid = ref.create(["sleep", "91"], config=cfg, disable=disable)
         assert ((top / cid / name).read_text().strip() == "4194304") is written
         ref.cmd("delete", "--force", cid)
+
+
+@pytest.mark.skipif(V2 or not V1_PIDS.is_dir(), reason="the foreign cgroup is made in the v1 pids hierarchy")
+def test_delete_leaves_a_cgroup_it_did_not_make_unless_cgroup_ownership(ref):
+    from conftest import reap
+    for disable, kept in ((None, True), ("cgroup-ownership", False)):
+        foreign = V1_PIDS / f"{ref.tag}-foreign"
+        foreign.mkdir()
+        cid = ref.create(["true"], disable=disable)
+        pid = ref.state(cid)["pid"]
+        (foreign / "cgroup.procs").write_text(str(pid))
+        ref.cmd("start", cid)
+        reap(pid)
+        assert ref.cmd("delete", cid).returncode == 0
+        assert foreign.is_dir() is kept
+        if kept:
+            foreign.rmdir()

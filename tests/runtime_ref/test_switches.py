@@ -272,6 +272,7 @@ ELSEWHERE = {
     "hook-order": "test_hooks.py", "hook-state": "test_hooks.py", "hook-namespace": "test_hooks.py",
     "hook-args": "test_hooks.py", "hook-timeout": "test_hooks.py", "poststop-warning": "test_hooks.py",
     "cgroups-path": "test_cgroup_switches.py", "cgroup-cleanup": "test_cgroup_switches.py",
+    "cgroup-ownership": "test_cgroup_switches.py",
     "unified": "test_cgroup_switches.py", "hugetlb": "test_cgroup_switches.py",
 }
 
