@@ -77,7 +77,7 @@ def _init(ctx: InitContext) -> NoReturn:
     #    new user namespace works before.
     if nss.get("user", 1) is None:
         _expect(ctx, b"M")
-    namespaces.join(ctx.get("join_fds") or {})
+    namespaces.join(ctx.get("join_fds") or {}, typed="ns-path-type" not in disabled)
     if "user" in nss:
         # become the namespace's root (uid 0 inside): mounts and mknods
         # below are then owned by the container's root, not by "nobody"

@@ -107,6 +107,14 @@ def in_root(root: str, path: str) -> str:
     return os.path.join(root, *resolved)
 
 
+def _resolve(rootfs: str, path: str, ctx: InitContext) -> str:
+    """A container path on the host: ``in_root``; switch ``securejoin``: the host's own resolution,
+    which follows a symlink of the rootfs wherever it points (the bug securejoin exists to prevent)."""
+    if "securejoin" in ctx["disabled"]:
+        return os.path.realpath(rootfs + "/" + path.lstrip("/"))
+    return in_root(rootfs, path)
+
+
 def _mkdir_p(path: str) -> None:
     try:
         os.makedirs(path, exist_ok=True)
@@ -138,7 +146,7 @@ def mount_one(m: dict[str, Any], rootfs: str, bundle: str, ctx: InitContext) -> 
     mtype = m.get("type") or ""
     flags, prop, data = parse_options(m.get("options"))
     src = m.get("source") or mtype or "none"
-    dest = in_root(rootfs, m["destination"])
+    dest = _resolve(rootfs, m["destination"], ctx)
     if flags & L.MS_BIND or mtype == "bind":
         flags |= L.MS_BIND
         if not src.startswith("/"):
@@ -233,7 +241,7 @@ def _make_node(path: str, kind: int, major: int, minor: int, mode: int, uid: int
 
 def setup_dev(rootfs: str, config: Config, ctx: InitContext, all_host_devices: bool = False) -> None:
     """Default device nodes, spec devices, and the /dev/fd-style symlinks."""
-    dev = in_root(rootfs, "/dev")
+    dev = _resolve(rootfs, "/dev", ctx)
     _mkdir_p(dev)
     userns = bool(ctx.get("userns"))
     old = os.umask(0)
@@ -250,7 +258,7 @@ def setup_dev(rootfs: str, config: Config, ctx: InitContext, all_host_devices: b
             _make_node(os.path.join(dev, name), kind, ma, mi, mode, 0, 0, userns)
         kinds = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
         for d in (config.get("linux") or {}).get("devices") or []:
-            path = in_root(rootfs, d["path"])
+            path = _resolve(rootfs, d["path"], ctx)
             _mkdir_p(os.path.dirname(path))
             if os.path.lexists(path):
                 os.unlink(path)

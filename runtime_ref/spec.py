@@ -74,6 +74,22 @@ SWITCHES = {
                   "values, and state of an unknown id (answered as stopped)",
     "stdio": "the regular files among the runtime's stdio are handed to nobody (fchown 65534:65534), "
              "as gVisor's runsc does to its sandbox's user",
+    "sysctl": "linux.sysctl ignored: neither checked nor written",
+    "rootfs-propagation": "linux.rootfsPropagation ignored: the container's root is made rprivate whatever the "
+                          "config says",
+    "mount-propagation": "the mounts' propagation options (rslave, rprivate, rshared …) are not applied: each "
+                         "mount keeps what it inherits from the root",
+    "mount-options": "the mounts' options are ignored but bind/rbind and propagation: each is mounted with the "
+                     "kernel's default flags and no data (no ro, nosuid, noexec, mode=, size= …)",
+    "mount-order": "the mounts are made in the reverse of config order",
+    "securejoin": "mount destinations and /dev are resolved on the host: a symlink in the rootfs is followed "
+                  "out of it",
+    "device-nodes": "linux.devices ignored: no node is made (nor allowed in the device cgroup)",
+    "device-rules": "linux.resources.devices ignored: the device cgroup denies every device but runtime-ref's "
+                    "default list",
+    "ns-path-type": "a namespace given by path is joined without checking its type (setns with nstype 0)",
+    "force-namespaces": "the pid, network, ipc and uts namespaces are created even when the config leaves them "
+                        "out (it must then share the runtime's)",
 }
 
 NAMESPACE_SWITCH = {

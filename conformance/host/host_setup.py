@@ -11,6 +11,14 @@ system call with integer arguments and exits with its errno, so a scenario
 can try a call busybox has no applet for.  ``bridge_net``: network
 namespaces of the suite's own holding a bridge, a veth pair into the
 namespace the container joins by path, and a peer (``conformance/host/bridge_net.py``).
+``ns_holder``: a process holding PID, IPC, UTS and network namespaces, each
+with something of its own to see, for a container to join by path
+(``conformance/host/ns_holder.py``).  ``host_sysctls``: the host's values of a
+few sysctls (``{{host_kernel_printk_ratelimit}}`` …, SYSCTL_CANARIES) for a
+config to name unchanged: a runtime that wrongly writes one changes nothing,
+and one that changed anyway is put back.  ``host_mount`` (a step, not a
+setup): a tmpfs mounted under the ``shared_mount`` canary while the container
+runs, which propagation must or must not carry into it.
 ``net_canary``: a name for a link (``{{net_canary_link}}``) and a metric for a route
 over loopback to TEST-NET-2 (``{{net_canary_metric}}``) that a scenario's
 container may add in its own network namespace; if a broken runtime (or a
@@ -33,6 +41,7 @@ from typing import Iterator
 
 from .bridge_net import bridge_net
 from .hoststate import CANARY_ROUTE_DEST, CANARY_ROUTE_HEX
+from .ns_holder import ns_holder
 
 IPC_CREAT, IPC_RMID = 0o1000, 0
 
@@ -100,6 +109,46 @@ def shared_mount(workdir: Path) -> Iterator[dict[str, str]]:
             libc.umount2(target, MNT_DETACH)
     finally:
         path.rmdir()
+
+
+def mount_under_shared(variables: dict[str, str], name: str) -> str:
+    """Mount a small tmpfs at ``{{host_shared_mount}}/NAME`` (step ``host_mount``); returns its path.
+
+    Only under the suite's own shared canary, whose teardown detaches it with
+    whatever propagated under it; ``name`` is one path component.
+    """
+    base = variables.get("host_shared_mount")
+    if base is None:
+        raise OSError("host_mount needs host_setup shared_mount (it mounts only under that canary)")
+    if not name or "/" in name or name in (".", ".."):
+        raise OSError(f"host_mount: {name!r} is not one path component")
+    target = Path(base) / name
+    target.mkdir(exist_ok=True)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mount(b"conformance-late", str(target).encode(), b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                  b"size=16k,mode=755") != 0:
+        raise OSError(ctypes.get_errno(), f"cannot mount a tmpfs on {target}")
+    return str(target)
+
+
+#: sysctls whose host values ``host_sysctls`` names {{host_<key with _ for .>}}: one that no namespace holds,
+#: and one of the network namespace (a config naming it without one would write the host's)
+SYSCTL_CANARIES = ("kernel.printk_ratelimit", "net.ipv4.ip_unprivileged_port_start")
+
+
+def _sysctl_path(key: str) -> Path:
+    return Path("/proc/sys") / key.replace(".", "/")
+
+
+@contextlib.contextmanager
+def host_sysctls(workdir: Path) -> Iterator[dict[str, str]]:
+    before = {key: _sysctl_path(key).read_text().strip() for key in SYSCTL_CANARIES}
+    try:
+        yield {"host_" + key.replace(".", "_"): value for key, value in before.items()}
+    finally:
+        for key, value in before.items():  # the values were the host's own: only a runtime gone astray
+            if _sysctl_path(key).read_text().strip() != value:  # could have changed them
+                _sysctl_path(key).write_text(value)
 
 
 #: syscall-probe NR [ARG...] (x86-64), built from this source with
@@ -175,7 +224,7 @@ def _ip(*args: str) -> None:
 
 SETUPS = {"marker": marker, "sysv_shm": sysv_shm, "posix_mqueue": posix_mqueue,
           "shared_mount": shared_mount, "syscall_probe": syscall_probe, "bridge_net": bridge_net,
-          "net_canary": net_canary}
+          "net_canary": net_canary, "ns_holder": ns_holder, "host_sysctls": host_sysctls}
 
 
 @contextlib.contextmanager

@@ -21,6 +21,8 @@ Steps (strings or one-key mappings):
   wait      (the entrypoint's exit status becomes the scenario's ``exit``)
   stdout: <text expectation>   (what the entrypoint has written so far)
   sleep: SECONDS               (let time pass, e.g. while paused)
+  host_mount: NAME             (the harness mounts a tmpfs at {{host_shared_mount}}/NAME on the host, while
+                                the container lives: what mount propagation must or must not carry inside)
 
 Each step is one verb of ``lifecycle.Container`` or of its driver, the same
 ones every other path uses; ``wait`` kills the container past the timeout,
@@ -45,6 +47,7 @@ from conformance.model.scenario import TextExpectation
 
 from .drivers import VerbFailed
 from .drivers.procs import empty_stdin
+from .host_setup import mount_under_shared
 from .lifecycle import Container, Stage
 
 CALL_TIMEOUT_S = 30.0  # a cli or exec step
@@ -192,6 +195,15 @@ def _cli(container: Container, arg: dict[str, Any], variables: dict[str, str]) -
                       f"said {output.strip()[-200:]!r}")
 
 
+def _host_mount(name: str, variables: dict[str, str]) -> StepResult:
+    """A mount made on the host after the container started (only under the suite's shared canary)."""
+    try:
+        where = mount_under_shared(variables, name)
+    except OSError as exc:
+        return StepResult(f"host_mount {name}", False, f"host_mount {name}: {exc}")
+    return StepResult(f"host_mount {name}", True, f"host_mount {name}: a tmpfs mounted at {where} on the host")
+
+
 def _update(container: Container, arg: dict[str, int]) -> StepResult:
     name = "update " + " ".join(f"{k}={v}" for k, v in arg.items())
     return _expect_rc(name, *_answer(lambda: container.driver.update(container.cid, arg)), False)
@@ -265,6 +277,8 @@ def _verb(verb: str, arg: Any, container: Container, stdout_file: Path,
         return None
     if verb == "stdout":
         return _stdout(arg, stdout_file)
+    if verb == "host_mount":
+        return _host_mount(str(arg), variables)
     return StepResult(str(verb), False, f"{verb}: not a lifecycle step (see conformance/host/steps.py)")
 
 
