@@ -282,6 +282,19 @@ def _verb(verb: str, arg: Any, container: Container, stdout_file: Path,
     return StepResult(str(verb), False, f"{verb}: not a lifecycle step (see conformance/host/steps.py)")
 
 
+def refused_create(steps: list[Any] | tuple[Any, ...], results: list[StepResult]) -> str | None:
+    """The runtime's refusal when a ``create`` step that must succeed failed, else None.
+
+    Such a scenario never had a container to look at: like a refused ``run``,
+    that is an error of the runtime's set-up (the verdict ``error``), not a
+    failed or unobservable check.
+    """
+    for result in results:
+        if not result.ok and 0 <= result.index < len(steps) and steps[result.index] == "create":
+            return result.detail
+    return None
+
+
 def run_steps(steps: list[Any], container: Container, stdout_file: Path,
               variables: Optional[dict[str, str]] = None, at: Optional[Stage] = None) -> list[StepResult]:
     """Run the steps in order; the caller's ``lifecycle.held`` deletes the container afterwards."""
