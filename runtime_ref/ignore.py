@@ -39,6 +39,8 @@ def apply(config: Config, disabled: Switches) -> None:
             options = [o for o in options if o not in _PROPAGATION]
         if "mount-options" in disabled:
             options = [o for o in options if o in _KEPT_BY_MOUNT_OPTIONS]
+        if "rbind" in disabled:
+            options = ["bind" if o == "rbind" else o for o in options]
         if "options" in m:
             m["options"] = options
     if "mount-order" in disabled:

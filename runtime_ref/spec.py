@@ -82,6 +82,7 @@ SWITCHES = {
     "mount-options": "the mounts' options are ignored but bind/rbind and propagation: each is mounted with the "
                      "kernel's default flags and no data (no ro, nosuid, noexec, mode=, size= …)",
     "mount-order": "the mounts are made in the reverse of config order",
+    "rbind": "rbind is mounted as bind: the source's submounts are not carried along",
     "securejoin": "mount destinations and /dev are resolved on the host: a symlink in the rootfs is followed "
                   "out of it",
     "device-nodes": "linux.devices ignored: no node is made (nor allowed in the device cgroup)",

@@ -13,7 +13,8 @@ namespaces of the suite's own holding a bridge, a veth pair into the
 namespace the container joins by path, and a peer (``conformance/host/bridge_net.py``).
 ``ns_holder``: a process holding PID, IPC, UTS and network namespaces, each
 with something of its own to see, for a container to join by path
-(``conformance/host/ns_holder.py``).  ``host_sysctls``: the host's values of a
+(``conformance/host/ns_holder.py``).  ``host_dir``: a directory to bind, with a
+file, an executable script and a submount (``{{host_dir}}/sub``).  ``host_sysctls``: the host's values of a
 few sysctls (``{{host_kernel_printk_ratelimit}}`` …, SYSCTL_CANARIES) for a
 config to name unchanged: a runtime that wrongly writes one changes nothing,
 and one that changed anyway is put back.  ``host_mount`` (a step, not a
@@ -109,6 +110,33 @@ def shared_mount(workdir: Path) -> Iterator[dict[str, str]]:
             libc.umount2(target, MNT_DETACH)
     finally:
         path.rmdir()
+
+
+@contextlib.contextmanager
+def host_dir(workdir: Path) -> Iterator[dict[str, str]]:
+    """A host directory to bind into a container: ``file`` (``{{host_dir_token}}``), ``run.sh`` (an
+    executable script printing it), and ``sub``, a tmpfs mounted there holding ``marker`` (rbind carries
+    it, bind does not).  Detached and removed afterwards, whatever a container did to it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    token = "host-dir-" + secrets.token_hex(8)
+    path = workdir / ("hostdir-" + secrets.token_hex(6))
+    sub = path / "sub"
+    sub.mkdir(parents=True)
+    try:
+        (path / "file").write_text(token + "\n")
+        script = path / "run.sh"
+        script.write_text(f"#!/bin/sh\necho ran {token}\n")
+        script.chmod(0o755)
+        if libc.mount(b"conformance-sub", str(sub).encode(), b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                      b"size=16k,mode=755") != 0:
+            raise OSError(ctypes.get_errno(), f"cannot mount the submount tmpfs on {sub}")
+        try:
+            (sub / "marker").write_text(token + "-sub\n")
+            yield {"host_dir": str(path), "host_dir_token": token}
+        finally:
+            libc.umount2(str(sub).encode(), MNT_DETACH)
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def mount_under_shared(variables: dict[str, str], name: str) -> str:
@@ -224,7 +252,7 @@ def _ip(*args: str) -> None:
 
 SETUPS = {"marker": marker, "sysv_shm": sysv_shm, "posix_mqueue": posix_mqueue,
           "shared_mount": shared_mount, "syscall_probe": syscall_probe, "bridge_net": bridge_net,
-          "net_canary": net_canary, "ns_holder": ns_holder, "host_sysctls": host_sysctls}
+          "net_canary": net_canary, "ns_holder": ns_holder, "host_sysctls": host_sysctls, "host_dir": host_dir}
 
 
 @contextlib.contextmanager
