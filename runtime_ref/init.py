@@ -110,6 +110,8 @@ def _init(ctx: InitContext) -> NoReturn:
         from . import hooks
         hooks.run(config, "createContainer", ctx["hook_state"])
     rootfs.enter(root, use_pivot=ctx["mntns"] and "pivot_root" not in disabled)
+    if ctx["mntns"]:
+        rootfs.root_propagation(linux.get("rootfsPropagation"))
 
     ctx["step"] = "cwd"
     # 4. After the pivot, paths are container paths.  A missing cwd is made

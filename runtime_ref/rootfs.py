@@ -288,7 +288,9 @@ def prepare(config: Config, bundle: str, disabled: Switches, ctx: InitContext) -
         prop = linux.get("rootfsPropagation") or "rslave"
         if prop not in _PROPAGATION:
             raise Error("linux.rootfsPropagation: unknown value %r" % prop)
-        L.mount(None, "/", None, _PROPAGATION[prop])
+        # an unbindable "/" could not give us the rootfs bind below: private now, unbindable
+        # once the rootfs is "/" (root_propagation)
+        L.mount(None, "/", None, _PROPAGATION["private" if "unbindable" in prop else prop])
         if "shared" in prop:
             # pivot_root refuses a shared parent mount: make the rootfs's parent private
             parent = os.path.dirname(rootfs)
@@ -378,6 +380,21 @@ def enter(rootfs: str, use_pivot: bool) -> None:
     finally:
         os.close(old)
         os.close(new)
+
+
+def root_propagation(prop: str | None) -> None:
+    """After the pivot, the container's "/" (the rootfs mount) gets ``linux.rootfsPropagation``.
+
+    Before the pivot it went to the namespace's copy of the host's tree, which
+    governs what reaches the container's mounts from the host; the rootfs
+    mount itself was bound from a private parent.  The spec's "shared: the
+    rootfs mount belongs to a new peer group" and "unbindable: cannot be
+    bind-mounted" are about that mount, and pivot_root refuses a shared new
+    root, so they are applied here.  (slave and private change nothing on a
+    mount that has no master.)
+    """
+    if prop:
+        L.mount(None, "/", None, _PROPAGATION[prop])
 
 
 def mask(paths: Iterable[str]) -> None:
