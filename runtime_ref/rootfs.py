@@ -155,6 +155,9 @@ def mount_one(m: dict[str, Any], rootfs: str, bundle: str, ctx: InitContext) -> 
             _mkdir_p(dest)
         else:
             _touch(dest)
+            if "bind-nondir" in ctx["disabled"]:
+                _copy_instead(src, dest)
+                return
         L.mount(src, dest, None, flags & (L.MS_BIND | L.MS_REC))
         if flags & ~(L.MS_BIND | L.MS_REC):
             _remount(dest, flags)
@@ -174,6 +177,14 @@ def mount_one(m: dict[str, Any], rootfs: str, bundle: str, ctx: InitContext) -> 
                 raise
     for p in prop:
         L.mount(None, dest, None, p)
+
+
+def _copy_instead(src: str, dest: str) -> None:
+    """Switch ``bind-nondir``: a bind source that is not a directory becomes a regular file with the
+    source's bytes (none for a fifo or socket), as a runtime that copies what it cannot bind."""
+    if stat.S_ISREG(os.stat(src).st_mode):
+        with open(src, "rb") as f, open(dest, "wb") as out:
+            out.write(f.read())
 
 
 def _overlay_data(data: str, bundle: str) -> str:

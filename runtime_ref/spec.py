@@ -83,6 +83,7 @@ SWITCHES = {
                      "kernel's default flags and no data (no ro, nosuid, noexec, mode=, size= …)",
     "mount-order": "the mounts are made in the reverse of config order",
     "rbind": "rbind is mounted as bind: the source's submounts are not carried along",
+    "bind-nondir": "a bind source that is not a directory is copied into a regular file, not bound",
     "securejoin": "mount destinations and /dev are resolved on the host: a symlink in the rootfs is followed "
                   "out of it",
     "device-nodes": "linux.devices ignored: no node is made (nor allowed in the device cgroup)",

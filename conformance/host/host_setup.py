@@ -14,7 +14,8 @@ namespace the container joins by path, and a peer (``conformance/host/bridge_net
 ``ns_holder``: a process holding PID, IPC, UTS and network namespaces, each
 with something of its own to see, for a container to join by path
 (``conformance/host/ns_holder.py``).  ``host_dir``: a directory to bind, with a
-file, an executable script and a submount (``{{host_dir}}/sub``).  ``host_sysctls``: the host's values of a
+file, an executable script and a submount (``{{host_dir}}/sub``).
+``special_files``: a file, a fifo, a unix socket and a symlink to bind.  ``host_sysctls``: the host's values of a
 few sysctls (``{{host_kernel_printk_ratelimit}}`` …, SYSCTL_CANARIES) for a
 config to name unchanged: a runtime that wrongly writes one changes nothing,
 and one that changed anyway is put back.  ``host_mount`` (a step, not a
@@ -139,6 +140,28 @@ def host_dir(workdir: Path) -> Iterator[dict[str, str]]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def special_files(workdir: Path) -> Iterator[dict[str, str]]:
+    """A host file (holding ``{{special_token}}``), a fifo, a bound unix socket and a symlink to the file,
+    for a container to bind: each must keep its kind inside (the symlink is resolved on the host)."""
+    import socket
+    token = "special-" + secrets.token_hex(8)
+    path = workdir / ("special-" + secrets.token_hex(6))
+    path.mkdir()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        (path / "file").write_text(token + "\n")
+        os.mkfifo(path / "fifo", 0o600)
+        sock.bind(str(path / "socket"))
+        (path / "link").symlink_to(path / "file")
+        yield {"special_file": str(path / "file"), "special_fifo": str(path / "fifo"),
+               "special_socket": str(path / "socket"), "special_symlink": str(path / "link"),
+               "special_token": token}
+    finally:
+        sock.close()
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def mount_under_shared(variables: dict[str, str], name: str) -> str:
     """Mount a small tmpfs at ``{{host_shared_mount}}/NAME`` (step ``host_mount``); returns its path.
 
@@ -252,7 +275,8 @@ def _ip(*args: str) -> None:
 
 SETUPS = {"marker": marker, "sysv_shm": sysv_shm, "posix_mqueue": posix_mqueue,
           "shared_mount": shared_mount, "syscall_probe": syscall_probe, "bridge_net": bridge_net,
-          "net_canary": net_canary, "ns_holder": ns_holder, "host_sysctls": host_sysctls, "host_dir": host_dir}
+          "net_canary": net_canary, "ns_holder": ns_holder, "host_sysctls": host_sysctls, "host_dir": host_dir,
+          "special_files": special_files}
 
 
 @contextlib.contextmanager
