@@ -73,17 +73,22 @@ def open_joins(nss: Namespaces, check_type: bool = True) -> dict[str, int]:
     return fds
 
 
+#: ioctl(2) on a namespace fd: its CLONE_NEW* type (Linux 4.11)
+NS_GET_NSTYPE = 0xB703
+
+
 def _check_type(t: str, path: str, fd: int) -> None:
-    """The namespace open at ``fd`` is of type ``t`` (its link reads "TYPE:[inode]")."""
+    """The namespace open at ``fd`` is of type ``t`` (asked of the kernel: a path under
+    /run/netns reads as that path, not as "net:[inode]")."""
+    import fcntl
     try:
-        link = os.readlink("/proc/self/fd/%d" % fd)
+        kind = fcntl.ioctl(fd, NS_GET_NSTYPE)
     except OSError as e:
-        raise Error("linux.namespaces: %s is not a namespace (%s)" % (path, e.strerror)) from None
-    kind = link.split(":", 1)[0]
-    want = PROC_NAME[t]
-    if kind != want and not (t == "pid" and kind == "pid_for_children"):
-        raise Error("linux.namespaces: the %s namespace path %s is %s, not a %s namespace"
-                    % (t, path, link if ":[" in link else "not a namespace", want))
+        raise Error("linux.namespaces: the %s namespace path %s is not a namespace (%s)"
+                    % (t, path, e.strerror)) from None
+    if kind != CLONE_FLAG[t]:
+        named = next((n for n, flag in CLONE_FLAG.items() if flag == kind), "unknown")
+        raise Error("linux.namespaces: the %s namespace path %s names a namespace of type %s" % (t, path, named))
 
 
 def before_clone(nss: Namespaces, fds: dict[str, int], config: Config) -> list[tuple[int, int]]:

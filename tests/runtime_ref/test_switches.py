@@ -263,6 +263,9 @@ ELSEWHERE = {
     "hook-env": "test_hooks.py", "poststart-warning": "test_hooks.py",
     "freezer": "test_pause.py", "thaw": "test_pause.py", "ps": "test_pause.py",
     "cli-checks": "test_cli.py", "stdio": "test_run.py",
+    **{s: "test_mounts_and_namespaces.py" for s in (
+        "sysctl", "rootfs-propagation", "mount-propagation", "mount-options", "mount-order", "rbind",
+        "bind-nondir", "securejoin", "device-nodes", "device-rules", "ns-path-type", "force-namespaces")},
 }
 
 
