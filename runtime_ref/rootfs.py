@@ -165,6 +165,8 @@ def mount_one(m: dict[str, Any], rootfs: str, bundle: str, ctx: InitContext) -> 
         _mkdir_p(dest)
         _mount_cgroup(dest, flags, ctx)
     else:
+        if mtype == "tmpfs" and "tmpfs-mode" not in ctx["disabled"]:
+            data = _tmpfs_mode(data, dest)
         _mkdir_p(dest)
         if mtype == "overlay":
             data = _overlay_data(data, bundle)
@@ -172,11 +174,34 @@ def mount_one(m: dict[str, Any], rootfs: str, bundle: str, ctx: InitContext) -> 
             L.mount(src, dest, mtype, flags, data or None)
         except OSError as e:
             if e.errno == 1 and ctx.get("userns") and mtype in ("sysfs", "mqueue"):
+                # a user namespace that does not own the network (or IPC) namespace may not mount
+                # sysfs (mqueue) afresh: bind the host's instead, as crun does
+                if "sysfs-fallback" in ctx["disabled"]:
+                    return  # switch: /sys stays what the rootfs has there
                 _rbind_fallback("/sys" if mtype == "sysfs" else "/dev/mqueue", dest, flags)
             else:
                 raise
     for p in prop:
         L.mount(None, dest, None, p)
+
+
+def _tmpfs_mode(data: str, dest: str) -> str:
+    """A tmpfs without ``mode=`` over an existing directory takes that directory's mode.
+
+    The spec leaves it open; runc does so (the image's mode of a directory
+    such as /run or /var/tmp survives a tmpfs mounted on it), and crun since
+    1.9.  Without it the kernel's 1777 would open a 0700 directory to all.
+    Switch ``tmpfs-mode``: not done.
+    """
+    if any(opt.startswith("mode=") for opt in data.split(",")):
+        return data
+    try:
+        st = os.stat(dest)
+    except FileNotFoundError:
+        return data
+    if not stat.S_ISDIR(st.st_mode):
+        return data
+    return ",".join(filter(None, [data, "mode=%o" % stat.S_IMODE(st.st_mode)]))
 
 
 def _copy_instead(src: str, dest: str) -> None:
@@ -320,6 +345,8 @@ def prepare(config: Config, bundle: str, disabled: Switches, ctx: InitContext) -
         if m["destination"].rstrip("/") == "/dev" and (
                 m.get("type") == "bind" or "bind" in options or "rbind" in options):
             dev_is_bind = True
+    if "implicit-mounts" in disabled:
+        _implicit_mounts(config, rootfs, bundle, ctx)
     if "declared-mounts" in disabled:
         # switch "declared-mounts": a runtime (or an engine) that mounts more than config.json says —
         # here the bundle directory, a host path outside the root, read-only
@@ -328,6 +355,14 @@ def prepare(config: Config, bundle: str, disabled: Switches, ctx: InitContext) -
     if not dev_is_bind:
         setup_dev(rootfs, config, ctx, all_host_devices="devices" in disabled)
     return rootfs
+
+
+def _implicit_mounts(config: Config, rootfs: str, bundle: str, ctx: InitContext) -> None:
+    """Switch ``implicit-mounts``: /proc and /sys mounted though the config does not ask for them."""
+    named = {m["destination"].rstrip("/") for m in config.get("mounts") or []}
+    for dest, mtype in (("/proc", "proc"), ("/sys", "sysfs")):
+        if dest not in named:
+            mount_one({"destination": dest, "type": mtype, "source": mtype}, rootfs, bundle, ctx)
 
 
 def _private_layer(rootfs: str) -> str:

@@ -84,6 +84,10 @@ SWITCHES = {
     "mount-order": "the mounts are made in the reverse of config order",
     "rbind": "rbind is mounted as bind: the source's submounts are not carried along",
     "bind-nondir": "a bind source that is not a directory is copied into a regular file, not bound",
+    "sysfs-fallback": "where sysfs cannot be mounted (a user namespace without a network namespace of its "
+                      "own) /sys is left as the rootfs has it, not bound read-only from the host",
+    "implicit-mounts": "/proc and /sys are mounted even when the config does not ask for them",
+    "tmpfs-mode": "a tmpfs without mode= gets the kernel's 1777, not the mode of the directory it covers",
     "securejoin": "mount destinations and /dev are resolved on the host: a symlink in the rootfs is followed "
                   "out of it",
     "device-nodes": "linux.devices ignored: no node is made (nor allowed in the device cgroup)",

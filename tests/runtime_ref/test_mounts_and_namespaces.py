@@ -149,6 +149,39 @@ def test_a_namespace_path_of_another_type_is_refused_unless_switched_off(ref):
     assert ref.run("true", patch=wrong, disable="ns-path-type").returncode == 0
 
 
+def test_a_tmpfs_without_mode_keeps_its_mountpoint_s_unless_switched_off(ref):
+    (ref.bundle / "rootfs" / "m2").mkdir(mode=0o712)
+    (ref.bundle / "rootfs" / "m2").chmod(0o712)
+
+    def tmpfs(cfg):
+        cfg["mounts"].append({"destination": "/m2", "type": "tmpfs", "source": "tmpfs", "options": ["ro"]})
+    assert ref.run("stat -c %a /m2", patch=tmpfs).stdout.strip() == "712"
+    assert ref.run("stat -c %a /m2", patch=tmpfs, disable="tmpfs-mode").stdout.strip() == "1777"
+
+
+def _userns_without_netns(cfg):
+    cfg["linux"]["namespaces"] = [ns for ns in cfg["linux"]["namespaces"] if ns["type"] != "network"]
+    cfg["linux"]["namespaces"].append({"type": "user"})
+    cfg["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    cfg["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+
+
+def test_sysfs_in_a_userns_without_netns_is_the_host_s_bound_read_only(ref):
+    shell = "awk '$5 == \"/sys\" {print $6}' /proc/self/mountinfo; ls /sys/class/net"
+    bound = ref.run(shell, patch=_userns_without_netns).stdout.split()
+    assert bound[0].startswith("ro,") and "lo" in bound[1:], bound
+    left = ref.run(shell, patch=_userns_without_netns, disable="sysfs-fallback")
+    assert left.returncode != 0 and left.stdout.strip() == "", (left.stdout, left.stderr)
+
+
+def test_implicit_mounts_switch_mounts_proc_unasked(ref):
+    def minimal(cfg):
+        cfg["mounts"] = [m for m in cfg["mounts"] if m["destination"] not in ("/proc", "/sys")]
+        cfg["linux"]["maskedPaths"] = cfg["linux"]["readonlyPaths"] = []
+    assert ref.run("ls -A /proc | wc -l", patch=minimal).stdout.strip() == "0"
+    assert int(ref.run("ls -A /proc | wc -l", patch=minimal, disable="implicit-mounts").stdout) > 0
+
+
 def test_a_fifo_in_linux_devices_is_made_without_a_cgroup_rule(ref):
     def fifo(cfg):
         cfg["linux"]["devices"] = [{"path": "/dev/pipe", "type": "p", "fileMode": 0o640, "uid": 1, "gid": 2}]

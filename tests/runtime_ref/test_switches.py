@@ -265,7 +265,7 @@ ELSEWHERE = {
     "cli-checks": "test_cli.py", "stdio": "test_run.py",
     **{s: "test_mounts_and_namespaces.py" for s in (
         "sysctl", "rootfs-propagation", "mount-propagation", "mount-options", "mount-order", "rbind",
-        "bind-nondir", "securejoin", "device-nodes", "device-rules", "ns-path-type", "force-namespaces")},
+        "bind-nondir", "tmpfs-mode", "sysfs-fallback", "implicit-mounts", "securejoin", "device-nodes", "device-rules", "ns-path-type", "force-namespaces")},
 }
 
 
