@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 #: what a mount keeps under switch ``mount-options`` (the kind of mount, and its propagation)
 _KEPT_BY_MOUNT_OPTIONS = {"bind", "rbind", *_PROPAGATION}
 #: the namespaces switch ``force-namespaces`` creates when the config leaves them out
-FORCED_NAMESPACES = ("pid", "network", "ipc", "uts")
+FORCED_NAMESPACES = ("pid", "network", "ipc", "uts", "cgroup")
 
 
 def apply(config: Config, disabled: Switches) -> None:

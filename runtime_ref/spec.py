@@ -94,8 +94,8 @@ SWITCHES = {
     "device-rules": "linux.resources.devices ignored: the device cgroup denies every device but runtime-ref's "
                     "default list",
     "ns-path-type": "a namespace given by path is joined without checking its type (setns with nstype 0)",
-    "force-namespaces": "the pid, network, ipc and uts namespaces are created even when the config leaves them "
-                        "out (it must then share the runtime's)",
+    "force-namespaces": "the pid, network, ipc, uts and cgroup namespaces are created even when the config "
+                        "leaves them out (it must then share the runtime's)",
 }
 
 NAMESPACE_SWITCH = {
