@@ -112,7 +112,7 @@ def device_rules(res: Resources, spec_devices: Devices) -> list[tuple[bool, str]
     rules = [(bool(r.get("allow")), _device_rule(r)) for r in res.get("devices") or []]
     rules += [(True, r) for r in DEFAULT_DEVICE_RULES]
     rules += [(True, "%s %d:%d rwm" % ("b" if d["type"] == "b" else "c", d["major"], d["minor"]))
-              for d in spec_devices]
+              for d in spec_devices if d["type"] != "p"]  # a fifo is no device: the cgroup has no say
     return rules
 
 

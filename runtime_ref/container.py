@@ -65,6 +65,9 @@ def create(root: str, cid: str, bundle: str | None, disabled: Switches,
     bundle = os.path.abspath(bundle or ".")
     config, raw = spec.load(bundle, disabled)
     _switch_hooks(config, disabled)
+    if disabled:  # negative controls that make us ignore part of the config
+        from . import ignore
+        ignore.apply(config, disabled)
     if launch["listen_fds"]:  # socket activation, as runc: the process learns which fds are its sockets
         config["process"]["env"] = list(config["process"].get("env") or []) + [
             "LISTEN_FDS=%d" % launch["listen_fds"], "LISTEN_PID=1"]

@@ -77,7 +77,7 @@ def _init(ctx: InitContext) -> NoReturn:
     #    new user namespace works before.
     if nss.get("user", 1) is None:
         _expect(ctx, b"M")
-    namespaces.join(ctx.get("join_fds") or {})
+    namespaces.join(ctx.get("join_fds") or {}, typed="ns-path-type" not in disabled)
     if "user" in nss:
         # become the namespace's root (uid 0 inside): mounts and mknods
         # below are then owned by the container's root, not by "nobody"
@@ -112,6 +112,8 @@ def _init(ctx: InitContext) -> NoReturn:
         from . import hooks
         hooks.run(config, "createContainer", ctx["hook_state"], disabled=disabled)
     rootfs.enter(root, use_pivot=ctx["mntns"] and "pivot_root" not in disabled)
+    if ctx["mntns"]:
+        rootfs.root_propagation(linux.get("rootfsPropagation"))
 
     ctx["step"] = "cwd"
     # 4. After the pivot, paths are container paths.  A missing cwd is made

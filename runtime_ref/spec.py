@@ -109,6 +109,28 @@ SWITCHES = {
     "hugetlb": "linux.resources.hugepageLimits are not written",
     "log-format": "--log-format is ignored: the log is text",
     "features": "features prints an empty document",
+    "sysctl": "linux.sysctl ignored: neither checked nor written",
+    "rootfs-propagation": "linux.rootfsPropagation ignored: the container's root is made rprivate whatever the "
+                          "config says",
+    "mount-propagation": "the mounts' propagation options (rslave, rprivate, rshared …) are not applied: each "
+                         "mount keeps what it inherits from the root",
+    "mount-options": "the mounts' options are ignored but bind/rbind and propagation: each is mounted with the "
+                     "kernel's default flags and no data (no ro, nosuid, noexec, mode=, size= …)",
+    "mount-order": "the mounts are made in the reverse of config order",
+    "rbind": "rbind is mounted as bind: the source's submounts are not carried along",
+    "bind-nondir": "a bind source that is not a directory is copied into a regular file, not bound",
+    "sysfs-fallback": "where sysfs cannot be mounted (a user namespace without a network namespace of its "
+                      "own) /sys is left as the rootfs has it, not bound read-only from the host",
+    "implicit-mounts": "/proc and /sys are mounted even when the config does not ask for them",
+    "tmpfs-mode": "a tmpfs without mode= gets the kernel's 1777, not the mode of the directory it covers",
+    "securejoin": "mount destinations and /dev are resolved on the host: a symlink in the rootfs is followed "
+                  "out of it",
+    "device-nodes": "linux.devices ignored: no node is made (nor allowed in the device cgroup)",
+    "device-rules": "linux.resources.devices ignored: the device cgroup denies every device but runtime-ref's "
+                    "default list",
+    "ns-path-type": "a namespace given by path is joined without checking its type (setns with nstype 0)",
+    "force-namespaces": "the pid, network, ipc, uts and cgroup namespaces are created even when the config "
+                        "leaves them out (it must then share the runtime's)",
 }
 
 NAMESPACE_SWITCH = {

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from conformance.host.steps import run_step
+from conformance.host.steps import refused_create, run_step
+from conformance.model.records import StepResult
 
 
 class _FakeDriver:
@@ -33,3 +34,12 @@ def test_exec_judges_the_exit_and_the_output(tmp_path):
     assert failed is not None and not failed.ok and "exit: expected 0, observed 3" in failed.detail
     expected = run_step({"exec": {"run": ["sh", "-c", "exit 3"], "exit": 3}}, _container(), tmp_path / "stdout")
     assert expected is not None and expected.ok, expected
+
+
+def test_a_create_step_the_runtime_refused_is_an_error_of_its_set_up():
+    """A scenario whose ``create`` must succeed never had a container when the runtime refused it: the
+    refusal becomes the observation's runtime error (verdict ``error``), unless the step expects it."""
+    refused = StepResult("create", False, "create: expected to succeed, exit 1 (x create failed (exit 128): no)", 0)
+    assert refused_create(["create", "start"], [refused]) == refused.detail
+    assert refused_create([{"create": "fails"}], [StepResult("create", False, "create: expected to fail", 0)]) is None
+    assert refused_create(["create", "start"], [StepResult("start", False, "start: …", 1)]) is None

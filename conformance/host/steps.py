@@ -31,6 +31,8 @@ Steps (strings or one-key mappings):
   host_file: {path: P, <text expectation>}   (a host file as it is now; a missing one reads "<absent>")
   cgroup: absent|present       (the config's cgroupsPath, in every hierarchy mounted here: no directory
                                 left, or at least one there)
+  host_mount: NAME             (the harness mounts a tmpfs at {{host_shared_mount}}/NAME on the host, while
+                                the container lives: what mount propagation must or must not carry inside)
 
 Variables the steps add for later steps and the judge: ``{{init_pid}}`` (the init's host pid, as
 create reported it: the driver's --pid-file) and ``{{state_pid}}`` (the pid the last ``state``
@@ -61,6 +63,7 @@ from conformance.model.scenario import TextExpectation
 from . import cgroupfs
 from .drivers import VerbFailed
 from .drivers.procs import empty_stdin
+from .host_setup import mount_under_shared
 from .lifecycle import Container, Stage
 
 CALL_TIMEOUT_S = 30.0  # a cli or exec step
@@ -228,6 +231,15 @@ def _cli(container: Container, arg: dict[str, Any], variables: dict[str, str]) -
                       f"said {output.strip()[-200:]!r}")
 
 
+def _host_mount(name: str, variables: dict[str, str]) -> StepResult:
+    """A mount made on the host after the container started (only under the suite's shared canary)."""
+    try:
+        where = mount_under_shared(variables, name)
+    except OSError as exc:
+        return StepResult(f"host_mount {name}", False, f"host_mount {name}: {exc}")
+    return StepResult(f"host_mount {name}", True, f"host_mount {name}: a tmpfs mounted at {where} on the host")
+
+
 def _update(container: Container, arg: dict[str, int]) -> StepResult:
     name = "update " + " ".join(f"{k}={v}" for k, v in arg.items())
     return _expect_rc(name, *_answer(lambda: container.driver.update(container.cid, arg)), False)
@@ -344,7 +356,22 @@ def _verb(verb: str, arg: Any, container: Container, stdout_file: Path,
         return None
     if verb == "stdout":
         return _stdout(arg, stdout_file)
+    if verb == "host_mount":
+        return _host_mount(str(arg), variables)
     return StepResult(str(verb), False, f"{verb}: not a lifecycle step (see conformance/host/steps.py)")
+
+
+def refused_create(steps: list[Any] | tuple[Any, ...], results: list[StepResult]) -> str | None:
+    """The runtime's refusal when a ``create`` step that must succeed failed, else None.
+
+    Such a scenario never had a container to look at: like a refused ``run``,
+    that is an error of the runtime's set-up (the verdict ``error``), not a
+    failed or unobservable check.
+    """
+    for result in results:
+        if not result.ok and 0 <= result.index < len(steps) and steps[result.index] == "create":
+            return result.detail
+    return None
 
 
 def run_steps(steps: list[Any], container: Container, stdout_file: Path,

@@ -274,6 +274,9 @@ ELSEWHERE = {
     "cgroups-path": "test_cgroup_switches.py", "cgroup-cleanup": "test_cgroup_switches.py",
     "cgroup-ownership": "test_cgroup_switches.py",
     "unified": "test_cgroup_switches.py", "hugetlb": "test_cgroup_switches.py",
+    **{s: "test_mounts_and_namespaces.py" for s in (
+        "sysctl", "rootfs-propagation", "mount-propagation", "mount-options", "mount-order", "rbind",
+        "bind-nondir", "tmpfs-mode", "sysfs-fallback", "implicit-mounts", "securejoin", "device-nodes", "device-rules", "ns-path-type", "force-namespaces")},
 }
 
 
