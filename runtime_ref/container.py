@@ -34,9 +34,10 @@ FORWARD = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGW
 
 def _prepare(config: Config, disabled: Switches, nss: Namespaces) -> SeccompProgram | None:
     """Every check that does not need a process; returns the seccomp program."""
-    from . import rootfs, security
+    from . import attributes, rootfs, security
     proc = config["process"]
     security.check(proc)
+    attributes.check(config, proc, disabled)
     rootfs.check_sysctl((config.get("linux") or {}).get("sysctl"), nss)
     for m in config.get("mounts") or []:
         if not (m.get("destination") or "").startswith("/"):

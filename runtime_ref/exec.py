@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from . import cgroups, namespaces, process, security
+from . import attributes, cgroups, namespaces, process, security
 from . import linux as L
 from .container import FORWARD, wait_status
 from .errors import Error
@@ -43,6 +43,7 @@ def exec_process(root: str, cid: str, args: list[str], opts: ExecOptions) -> int
     disabled = set(c.data.get("disabled") or [])
     proc = _process(config, args, opts)
     security.check(proc)
+    attributes.check(config, proc, disabled)
     prog = _seccomp(config, disabled)
     fds = _namespaces_to_join(c.pid)
     rootfd = os.open("/proc/%d/root" % c.pid, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -61,7 +62,7 @@ def exec_process(root: str, cid: str, args: list[str], opts: ExecOptions) -> int
         os.close(r)
         progress: Progress = {"step": "join"}
         try:
-            _child(c, proc, disabled, prog, fds, rootfd, opts["pass_fds"], progress)
+            _child(c, proc, config.get("linux") or {}, disabled, prog, fds, rootfd, opts["pass_fds"], progress)
         except BaseException as e:  # the message names the step, as the init's do
             msg = str(e) if isinstance(e, Error) else "exec (%s): %s" % (progress.get("step"), e)
             os.write(w, msg.encode(errors="replace"))
@@ -130,11 +131,16 @@ def _namespaces_to_join(pid: int) -> dict[str, int]:
     return fds
 
 
-def _child(c: Container, proc: Process, disabled: Switches, prog: SeccompProgram | None,
+def _child(c: Container, proc: Process, linux: Config, disabled: Switches, prog: SeccompProgram | None,
            fds: dict[str, int], rootfd: int, pass_fds: int, progress: Progress) -> NoReturn:
     """In the forked child: into the container, then the same last steps as the init."""
+    affinity = (proc.get("execCPUAffinity") or {}) if "cpu-affinity" not in disabled else {}
+    # process.execCPUAffinity: "initial" before the move into the container's cgroup (the
+    # cpuset there may not hold our CPUs), "final" once in it
+    attributes.set_affinity(affinity.get("initial"), "process.execCPUAffinity.initial")
     # cgroups first: /sys/fs/cgroup is only visible from the host mount namespace
     cgroups.add(c.data["cgroups"]["leaves"], 0)
+    attributes.set_affinity(affinity.get("final"), "process.execCPUAffinity.final")
     namespaces.join(fds)
     if "user" in fds:
         L.setresgid(0)
@@ -145,4 +151,4 @@ def _child(c: Container, proc: Process, disabled: Switches, prog: SeccompProgram
     progress["step"] = "cwd"
     # a missing cwd is made as the init makes one (by the container's root, before the user changes)
     os.makedirs(process.process_cwd(proc, disabled), 0o755, exist_ok=True)
-    process.finish(proc, disabled, prog, progress, pass_fds=pass_fds)
+    process.finish(proc, disabled, prog, progress, pass_fds=pass_fds, linux=linux)

@@ -131,7 +131,7 @@ def environment(proc: Process, disabled: Switches = frozenset()) -> dict[str, st
     for e in proc.get("env") or []:
         k, _, v = e.partition("=")
         env[k] = v
-    if "HOME" not in env:
+    if not env.get("HOME") and "home" not in disabled:  # missing or empty, as runc's setupUser
         uid = (proc.get("user") or {}).get("uid", 0)
         env["HOME"] = "/"
         try:
@@ -146,14 +146,17 @@ def environment(proc: Process, disabled: Switches = frozenset()) -> dict[str, st
     return env
 
 
-def lookup(arg0: str, env: dict[str, str]) -> str:
-    """Find the executable like execvp would, with the container's PATH."""
+def lookup(arg0: str, env: dict[str, str], cwd: str = "/") -> str:
+    """Find the executable like execvp would in ``cwd``, the process's working directory (we are
+    not there yet): a name with a slash is taken relative to it, a bare name searched in the
+    container's PATH (a relative PATH entry, too, is relative to it)."""
     if "/" in arg0:
-        if not os.path.exists(arg0):
+        path = os.path.join(cwd, arg0)
+        if not os.path.exists(path):
             raise Error('exec: "%s": stat %s: no such file or directory' % (arg0, arg0))
-        return arg0
+        return path
     for d in env.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin").split(":"):
-        p = os.path.join(d or ".", arg0)
+        p = os.path.join(cwd, d or ".", arg0)
         if os.path.isfile(p) and os.access(p, os.X_OK):
             return p
     raise Error('exec: "%s": executable file not found in $PATH' % arg0)

@@ -74,6 +74,15 @@ SWITCHES = {
                   "values, and state of an unknown id (answered as stopped)",
     "stdio": "the regular files among the runtime's stdio are handed to nobody (fchown 65534:65534), "
              "as gVisor's runsc does to its sandbox's user",
+    # the process's kernel attributes (attributes.py): each field left alone, unchecked
+    "oom-score-adj": "process.oomScoreAdj ignored: oom_score_adj stays the runtime's",
+    "scheduler": "process.scheduler ignored (and not checked): the runtime's policy and nice value",
+    "ioprio": "process.ioPriority ignored: the runtime's I/O class and level",
+    "personality": "linux.personality ignored: the runtime's execution domain",
+    "mempolicy": "linux.memoryPolicy ignored (and not checked): the runtime's NUMA policy",
+    "cpu-affinity": "process.execCPUAffinity ignored: an exec'd process keeps the runtime's CPUs",
+    "home": "HOME is not filled in from the container's /etc/passwd when process.env lacks it",
+    "args-lookup": "a relative process.args[0] is looked up from / instead of process.cwd",
 }
 
 NAMESPACE_SWITCH = {
@@ -100,7 +109,9 @@ SCHEMA: dict[str, Any] = {
         "rlimits": [{"type": True, "hard": True, "soft": True}],
         "noNewPrivileges": True, "oomScoreAdj": True,
         "apparmorProfile": "AppArmor " + _U, "selinuxLabel": "SELinux " + _U,
-        "ioPriority": _U, "scheduler": _U, "execCPUAffinity": _U,
+        "ioPriority": {"class": True, "priority": True},
+        "scheduler": {k: True for k in ("policy", "nice", "priority", "flags", "runtime", "deadline", "period")},
+        "execCPUAffinity": {"initial": True, "final": True},
     },
     "root": {"path": True, "readonly": True},
     "hostname": True, "domainname": True,
@@ -139,8 +150,8 @@ SCHEMA: dict[str, Any] = {
                     "syscalls": [{"names": True, "action": True, "errnoRet": True,
                                   "args": [{"index": True, "value": True, "valueTwo": True, "op": True}]}]},
         "rootfsPropagation": True, "maskedPaths": True, "readonlyPaths": True,
-        "mountLabel": "SELinux " + _U, "personality": _U, "intelRdt": "Intel RDT " + _U,
-        "memoryPolicy": _U, "netDevices": _U,
+        "mountLabel": "SELinux " + _U, "personality": {"domain": True, "flags": True}, "intelRdt": "Intel RDT " + _U,
+        "memoryPolicy": {"mode": True, "nodes": True, "flags": True}, "netDevices": _U,
     },
 }
 

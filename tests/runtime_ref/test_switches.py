@@ -263,6 +263,9 @@ ELSEWHERE = {
     "hook-env": "test_hooks.py", "poststart-warning": "test_hooks.py",
     "freezer": "test_pause.py", "thaw": "test_pause.py", "ps": "test_pause.py",
     "cli-checks": "test_cli.py", "stdio": "test_run.py",
+    "oom-score-adj": "test_attributes.py", "scheduler": "test_attributes.py", "ioprio": "test_attributes.py",
+    "personality": "test_attributes.py", "mempolicy": "test_attributes.py", "cpu-affinity": "test_attributes.py",
+    "home": "test_attributes.py", "args-lookup": "test_attributes.py",
 }
 
 
