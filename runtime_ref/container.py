@@ -36,7 +36,7 @@ def _prepare(config: Config, disabled: Switches, nss: Namespaces) -> SeccompProg
     """Every check that does not need a process; returns the seccomp program."""
     from . import attributes, rootfs, security
     proc = config["process"]
-    security.check(proc)
+    security.check(proc, spec.version_at_least(config, (1, 1)), disabled)
     attributes.check(config, proc, disabled)
     rootfs.check_sysctl((config.get("linux") or {}).get("sysctl"), nss)
     for m in config.get("mounts") or []:
@@ -46,7 +46,7 @@ def _prepare(config: Config, disabled: Switches, nss: Namespaces) -> SeccompProg
     sc = (config.get("linux") or {}).get("seccomp")
     if sc and "seccomp" not in disabled:
         from . import seccomp
-        return seccomp.compile(sc)
+        return seccomp.compile(sc, ignore_args="seccomp-args" in disabled)
     return None
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from . import attributes, cgroups, namespaces, process, security
+from . import attributes, cgroups, namespaces, process, security, spec
 from . import linux as L
 from .container import FORWARD, wait_status
 from .errors import Error
@@ -42,7 +42,7 @@ def exec_process(root: str, cid: str, args: list[str], opts: ExecOptions) -> int
     config = c.config()
     disabled = set(c.data.get("disabled") or [])
     proc = _process(config, args, opts)
-    security.check(proc)
+    security.check(proc, spec.version_at_least(config, (1, 1)), disabled)
     attributes.check(config, proc, disabled)
     prog = _seccomp(config, disabled)
     fds = _namespaces_to_join(c.pid)
@@ -116,7 +116,7 @@ def _seccomp(config: Config, disabled: Switches) -> SeccompProgram | None:
     sc = (config.get("linux") or {}).get("seccomp")
     if sc and "seccomp" not in disabled:
         from . import seccomp
-        return seccomp.compile(sc)
+        return seccomp.compile(sc, ignore_args="seccomp-args" in disabled)
     return None
 
 

@@ -63,7 +63,7 @@ def finish(proc: Process, disabled: Switches, seccomp: SeccompProgram | None,
     # CAP_SYS_ADMIN, so it must happen before capabilities go; with it, the
     # filter waits until the very end so that it never has to allow what the
     # runtime itself still does.
-    nnp = bool(proc.get("noNewPrivileges")) and "nnp" not in disabled
+    nnp = (bool(proc.get("noNewPrivileges")) or "force-nnp" in disabled) and "nnp" not in disabled
     if nnp:
         security.no_new_privs()
     if seccomp and not nnp:

@@ -51,10 +51,26 @@ def cap_mask(names: Iterable[str] | None, where: str) -> int:
     return mask
 
 
-def check(proc: Process) -> None:
-    """Validate capability names and rlimit types at create time, not in the init."""
-    for kind, names in (proc.get("capabilities") or {}).items():
-        cap_mask(names, "process.capabilities." + kind)
+def check(proc: Process, warn_unknown_caps: bool = False, disabled: Switches = frozenset()) -> None:
+    """Validate capability names and rlimit types at create time, not in the init.
+
+    A capability name this runtime cannot map is an error for a config written
+    at runtime-spec 1.0.x ("MUST cause an error"); from 1.1.0 on the spec asks
+    for a warning instead, and that the runtime not fail (``warn_unknown_caps``):
+    the name is then dropped from ``proc`` with one line on stderr.  Switch
+    ``cap-names``: dropped without a word, whatever the version (crun 1.8).
+    """
+    caps = proc.get("capabilities") or {}
+    for kind, names in caps.items():
+        unknown = [n for n in names or [] if n not in CAP_NUMBER]
+        if unknown and not (warn_unknown_caps or "cap-names" in disabled):
+            cap_mask(names, "process.capabilities." + kind)  # raises, naming the first
+        if unknown:
+            if "cap-names" not in disabled:
+                import sys
+                sys.stderr.write("runtime-ref: warning: process.capabilities.%s: ignoring unknown capabilities %s\n"
+                                 % (kind, ", ".join(unknown)))
+            caps[kind] = [n for n in names if n in CAP_NUMBER]
     import resource
     for r in proc.get("rlimits") or []:
         if not hasattr(resource, r.get("type", "")):

@@ -83,6 +83,11 @@ SWITCHES = {
     "cpu-affinity": "process.execCPUAffinity ignored: an exec'd process keeps the runtime's CPUs",
     "home": "HOME is not filled in from the container's /etc/passwd when process.env lacks it",
     "args-lookup": "a relative process.args[0] is looked up from / instead of process.cwd",
+    # privilege (security.py, seccomp.py)
+    "cap-names": "a capability name runtime-ref does not know is dropped without a word (no error, no warning)",
+    "force-nnp": "no_new_privs is set even when process.noNewPrivileges is false",
+    "seccomp-args": "the argument conditions of seccomp rules are ignored: a rule applies to every call of "
+                    "its system calls",
 }
 
 NAMESPACE_SWITCH = {
