@@ -105,14 +105,14 @@ def set_user(user: dict[str, Any]) -> None:
     L.setresuid(uid)
 
 
-def apply_caps(caps: dict[str, list[str]]) -> None:
+def apply_caps(caps: dict[str, list[str]], disabled: Switches = frozenset()) -> None:
     """Effective, permitted and inheritable with capset; then raise the ambient set."""
     eff = cap_mask(caps.get("effective"), "process.capabilities.effective")
     perm = cap_mask(caps.get("permitted"), "process.capabilities.permitted")
     inh = cap_mask(caps.get("inheritable"), "process.capabilities.inheritable")
     L.capset(eff, perm, inh)
     ambient = caps.get("ambient") or []
-    if ambient:
+    if ambient and "ambient" not in disabled:
         L.prctl(L.PR_CAP_AMBIENT, L.PR_CAP_AMBIENT_CLEAR_ALL)
         for n in ambient:
             L.prctl(L.PR_CAP_AMBIENT, L.PR_CAP_AMBIENT_RAISE, CAP_NUMBER[n])
@@ -128,11 +128,25 @@ def finalize(proc: Process, disabled: Switches) -> None:
     set_user(proc.get("user") or {})
     L.prctl(L.PR_SET_KEEPCAPS, 0)
     if drop:
-        apply_caps(caps)
+        apply_caps(caps, disabled)
     elif (proc.get("user") or {}).get("uid", 0) != 0:
-        # switch "caps": a non-root user keeps every capability it had as root
-        full = (1 << (last_cap() + 1)) - 1
-        L.capset(full, full, full)
+        # switch "caps": a non-root user keeps every capability it had as root, across execve
+        # too (ambient). The uid change emptied the effective set; the permitted one was
+        # kept, and may lack what the runtime's caller lacked: capset can only keep, never add.
+        kept = _permitted()
+        L.capset(kept, kept, kept)
+        for cap in range(last_cap() + 1):
+            if kept & (1 << cap):
+                L.prctl(L.PR_CAP_AMBIENT, L.PR_CAP_AMBIENT_RAISE, cap)
+
+
+def _permitted() -> int:
+    """This process's permitted set, as /proc/self/status shows it."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapPrm:"):
+                return int(line.split()[1], 16)
+    return 0
 
 
 def no_new_privs() -> None:

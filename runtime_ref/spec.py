@@ -84,6 +84,7 @@ SWITCHES = {
     "home": "HOME is not filled in from the container's /etc/passwd when process.env lacks it",
     "args-lookup": "a relative process.args[0] is looked up from / instead of process.cwd",
     # privilege (security.py, seccomp.py)
+    "ambient": "process.capabilities.ambient ignored: a non-root process loses its capabilities at execve",
     "cap-names": "a capability name runtime-ref does not know is dropped without a word (no error, no warning)",
     "force-nnp": "no_new_privs is set even when process.noNewPrivileges is false",
     "seccomp-args": "the argument conditions of seccomp rules are ignored: a rule applies to every call of "

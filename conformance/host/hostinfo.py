@@ -118,6 +118,14 @@ def _host_route() -> str | None:
     return None if routes else "the host's main IPv4 routing table is empty (/proc/net/route)"
 
 
+def _caller_nnp_clear() -> str | None:
+    """With no_new_privs on the caller every process it starts has it too: a container could not show it clear."""
+    for line in (_read("/proc/self/status") or "").splitlines():
+        if line.startswith("NoNewPrivs:"):
+            return None if line.split()[1] == "0" else "the harness itself runs with no_new_privs set (inherited by every runtime)"
+    return "the kernel shows no NoNewPrivs line in /proc/self/status"
+
+
 #: requirement name -> check returning None when met, else the reason to skip
 REQUIREMENTS: dict[str, Callable[[], str | None]] = {
     "cgroup-v1": lambda: None if cgroupfs.layout() in ("v1", "hybrid") else "the host has no cgroup v1 hierarchies (pure v2)",
@@ -142,6 +150,9 @@ REQUIREMENTS: dict[str, Callable[[], str | None]] = {
     "host-route": _host_route,
     "proc-timer-list": lambda: None if Path("/proc/timer_list").exists() else "the kernel has no /proc/timer_list",
     **{f"controller:{c}": _controller(c) for c in ("memory", "pids", "cpu", "io")},
+    "numa": lambda: None if Path("/proc/self/numa_maps").exists() else "the kernel has no NUMA support (CONFIG_NUMA: no /proc/<pid>/numa_maps)",
+    "cpus-2": lambda: None if (os.cpu_count() or 1) >= 2 else f"the host has {os.cpu_count()} CPU: an affinity of one CPU cannot be told from the default",
+    "caller-nnp-clear": _caller_nnp_clear,
 }
 
 

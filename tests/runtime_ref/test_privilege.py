@@ -53,3 +53,23 @@ def test_switch_seccomp_args_applies_a_rule_to_every_call(ref):
     assert ref.run(shell, patch=patch).stdout.split() == ["newuser=1", "fork=0"]
     blind = ref.run(shell, patch=patch, disable="seccomp-args")  # the shell itself cannot fork now
     assert "fork=0" not in blind.stdout and "can't fork" in blind.stderr, (blind.stdout, blind.stderr)
+
+
+def _non_root_with_ambient(cfg):
+    cfg["process"]["user"] = {"uid": 1000, "gid": 1000}
+    cfg["process"]["capabilities"] = {k: ["CAP_NET_BIND_SERVICE"] for k in
+                                      ("bounding", "effective", "permitted", "inheritable", "ambient")}
+
+
+def test_ambient_capabilities_survive_exec_for_a_non_root_user_unless_switched_off(ref):
+    shell = "grep -E '^Cap(Eff|Amb)' /proc/self/status"
+    assert ref.run(shell, patch=_non_root_with_ambient).stdout.split() == [
+        "CapEff:", "0000000000000400", "CapAmb:", "0000000000000400"]
+    lost = ref.run(shell, patch=_non_root_with_ambient, disable="ambient")
+    assert lost.stdout.split() == ["CapEff:", "0000000000000000", "CapAmb:", "0000000000000000"], lost.stderr
+
+
+def test_switch_caps_lets_a_non_root_user_keep_root_s_capabilities_across_exec(ref):
+    kept = ref.run("grep -E '^Cap(Eff|Amb)' /proc/self/status", patch=_non_root_with_ambient, disable="caps")
+    eff, amb = kept.stdout.split()[1], kept.stdout.split()[3]
+    assert eff == amb and int(eff, 16) > 0x400, (kept.stdout, kept.stderr)
