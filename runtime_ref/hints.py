@@ -45,6 +45,7 @@ class ExecOptions(TypedDict):
     no_new_privs: bool         #: --no-new-privs
     ignore_paused: bool        #: --ignore-paused: exec even into a paused container
     additional_gids: Optional[List[int]]
+    cap: Optional[List[str]]   #: --cap CAP_X: added to the bounding, effective and permitted sets
 
 
 class Launch(TypedDict):

@@ -89,6 +89,16 @@ SWITCHES = {
     "force-nnp": "no_new_privs is set even when process.noNewPrivileges is false",
     "seccomp-args": "the argument conditions of seccomp rules are ignored: a rule applies to every call of "
                     "its system calls",
+    # exec (exec.py)
+    "exec-namespaces": "an exec'd process joins none of the init's namespaces (only its root): it runs in the "
+                       "runtime's",
+    "exec-cgroup": "an exec'd process is not placed in the container's cgroups: it stays in the runtime's",
+    "exec-confine": "an exec'd process keeps the runtime's privileges: capabilities not dropped, no "
+                    "no_new_privs, no seccomp filter",
+    "exec-opts": "exec's own flags are ignored: --env, --cwd, --user, --cap, --additional-gids, "
+                 "--no-new-privs, --process",
+    "exec-status": "exec exits 0 whatever happened: the process's exit status and exec's own failures "
+                   "are dropped",
 }
 
 NAMESPACE_SWITCH = {

@@ -14,7 +14,7 @@ from conformance.host.steps import run_step
 class _FakeDriver:
     """exec_argv runs a shell that says what its stdin is, then the command's exit status."""
 
-    def exec_argv(self, cid: str) -> list[str]:
+    def exec_argv(self, cid: str, flags: tuple[str, ...] = ()) -> list[str]:
         return ["sh", "-c", 'echo "stdin: $(readlink /proc/$$/fd/0)"; exec "$@"', "-"]
 
 

@@ -15,7 +15,8 @@ Steps (strings or one-key mappings):
   ps: <text expectation>       (the container's processes as the runtime's ``ps`` lists them, as pids of
                                 the container's own PID namespace, ascending: "1 2 3"; or ps: as-stdout,
                                 the pids the entrypoint's last line of output lists)
-  exec: {run: CMD, stdout: <text>, exit: N}   (a process through the runtime's exec; exit 0 by default)
+  exec: {run: CMD, stdout: <text>, exit: N, …}   (a process through the runtime's exec; exit 0 by default;
+                                exec's flags and the comparison with the init: exec_step.py)
   cli: {args: [...], fails: BOOL, output: <text>}   (the runtime's command line itself, as given)
   release   (end the entrypoint's stdin: a ``read _`` returns)
   wait      (the entrypoint's exit status becomes the scenario's ``exit``)
@@ -31,8 +32,6 @@ after pause, ``exited`` after wait, ``deleted`` after a delete.
 """
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -43,8 +42,8 @@ from conformance.model.placeholders import fill
 from conformance.model.records import StepResult
 from conformance.model.scenario import TextExpectation
 
+from . import exec_step
 from .drivers import VerbFailed
-from .drivers.procs import empty_stdin
 from .lifecycle import Container, Stage
 
 CALL_TIMEOUT_S = 30.0  # a cli or exec step
@@ -151,31 +150,6 @@ def _pid_inside(pid: int) -> int:
     return -pid
 
 
-def _exec(container: Container, arg: dict[str, Any], variables: dict[str, str]) -> StepResult:
-    """One process through the runtime's exec: its exit (0 by default) and, if given, its stdout.
-
-    Its stdin is an empty pipe, never the host's /dev/null (runsc fchowns the
-    stdio it is handed to its sandbox's user: procs.empty_stdin).
-    """
-    run = fill(arg["run"], variables)
-    argv = ["sh", "-c", run] if isinstance(run, str) else [str(a) for a in run]
-    stdin = empty_stdin()
-    try:
-        done = subprocess.run(container.driver.exec_argv(container.cid) + argv, stdin=stdin, capture_output=True,
-                              text=True, timeout=container.timeout, start_new_session=True)
-    except subprocess.TimeoutExpired:
-        return StepResult("exec", False, f"exec: no answer in {container.timeout:g}s")
-    finally:
-        os.close(stdin)
-    want = int(arg.get("exit", 0))
-    misses = [] if done.returncode == want else [f"exit: expected {want}, observed {done.returncode}"]
-    if "stdout" in arg:
-        misses += text_failures(TextExpectation.from_yaml(arg["stdout"]), done.stdout, variables)
-    said = f"; stderr {done.stderr.strip()[-150:]!r}" if done.stderr.strip() else ""
-    return StepResult("exec", not misses, f"exec: {'; '.join(misses) or 'as expected'}; "
-                      f"stdout {done.stdout.strip()[:150]!r}{said}")
-
-
 def _cli(container: Container, arg: dict[str, Any], variables: dict[str, str]) -> StepResult:
     """The runtime's command line: a refusal must be a non-zero exit, with words that say why."""
     args = [str(a) for a in fill(arg["args"], variables)]
@@ -245,7 +219,7 @@ def _verb(verb: str, arg: Any, container: Container, stdout_file: Path,
     if verb == "ps":
         return _ps(container, arg, stdout_file)
     if verb == "exec":
-        return _exec(container, dict(arg), variables)
+        return exec_step.run(container, dict(arg), variables, stdout_file.parent)
     if verb == "cli":
         return _cli(container, dict(arg), variables)
     if verb == "sleep":

@@ -266,6 +266,8 @@ ELSEWHERE = {
     "oom-score-adj": "test_attributes.py", "scheduler": "test_attributes.py", "ioprio": "test_attributes.py",
     "personality": "test_attributes.py", "mempolicy": "test_attributes.py", "cpu-affinity": "test_attributes.py",
     "home": "test_attributes.py", "args-lookup": "test_attributes.py",
+    "exec-namespaces": "test_exec.py", "exec-cgroup": "test_exec.py", "exec-confine": "test_exec.py",
+    "exec-opts": "test_exec.py", "exec-status": "test_exec.py",
     "ambient": "test_privilege.py", "cap-names": "test_privilege.py", "force-nnp": "test_privilege.py", "seccomp-args": "test_privilege.py",
 }
 

@@ -294,8 +294,8 @@ class CliDriver(RuntimeDriver):
         done = self._call_reaping(*args, timeout=timeout)
         return done.returncode, (done.stderr or "") + (done.stdout or "")
 
-    def exec_argv(self, cid: str) -> list[str]:
-        return self._argv("exec", cid)
+    def exec_argv(self, cid: str, flags: Sequence[str] = ()) -> list[str]:
+        return self._argv("exec", *flags, cid)
 
     def list_ids(self) -> list[str]:
         if not self.root.exists():
