@@ -7,8 +7,7 @@ runtime: ``exec``'s own flags (``user``, ``env``, ``cwd``, ``cap``,
 
 ``like_init`` compares the exec'd process with the container's init from the
 host, while both live, group by group (runc's setns_init: an exec'd process
-is confined like the first one): ``namespaces`` (every /proc/<pid>/ns link),
-``root`` (the directory /proc/<pid>/root leads to), ``cgroup``
+is confined like the first one): ``namespaces`` (every /proc/<pid>/ns link), ``cgroup``
 (/proc/<pid>/cgroup), ``credentials`` (the ids, every capability set,
 NoNewPrivs and the seccomp mode of /proc/<pid>/status), ``lsm`` (the LSM
 label, /proc/<pid>/attr/current).  The harness learns the exec'd process's
@@ -34,7 +33,7 @@ from conformance.model.placeholders import fill
 from conformance.model.records import StepResult
 from conformance.model.scenario import TextExpectation
 
-from .drivers.procs import empty_stdin
+from .drivers.procs import empty_stdin, reap_adopted
 from .lifecycle import Container
 
 #: how long the exec'd process may take to appear (pid file) and to exec the command
@@ -44,7 +43,7 @@ APPEAR_S = 10.0
 CREDENTIAL_FIELDS = ("Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs",
                      "Seccomp")
 NAMESPACES = ("cgroup", "ipc", "mnt", "net", "pid", "pid_for_children", "time", "time_for_children", "user", "uts")
-LIKE_INIT = ("namespaces", "root", "cgroup", "credentials", "lsm")
+LIKE_INIT = ("namespaces", "cgroup", "credentials", "lsm")
 
 
 def flags(arg: dict[str, Any], variables: dict[str, str], workdir: Path) -> list[str]:
@@ -86,6 +85,7 @@ def run(container: Container, arg: dict[str, Any], variables: dict[str, str], wo
         return StepResult("exec", False, f"exec: no answer in {container.timeout:g}s")
     finally:
         os.close(stdin)
+        _reap_orphans(container)
     misses = _exit_misses(arg, done.returncode)
     if "stdout" in arg:
         misses += text_failures(TextExpectation.from_yaml(arg["stdout"]), done.stdout, variables)
@@ -94,6 +94,13 @@ def run(container: Container, arg: dict[str, Any], variables: dict[str, str], wo
     said = f"; stderr {done.stderr.strip()[-150:]!r}" if done.stderr.strip() else ""
     return StepResult("exec", not misses, f"exec{_shown(given)}: {'; '.join(misses) or 'as expected'}; "
                       f"exit {done.returncode}, stdout {done.stdout.strip()[:150]!r}{said}")
+
+
+def _reap_orphans(container: Container) -> None:
+    """Reap what an exec left to us, the subreaper (crun 1.8 leaves the child of a failed exec): a
+    zombie in the container's PID namespace would hold its init's exit until someone reaps it, as
+    a shim reaps every child.  Never the init itself: its status is the scenario's."""
+    reap_adopted(exclude=container.pid if container.pid is not None else -1)
 
 
 def _exit_misses(arg: dict[str, Any], returncode: int) -> list[str]:
@@ -119,8 +126,9 @@ def _like_init(container: Container, given: list[str], argv: list[str], groups: 
                                 stderr=subprocess.PIPE, text=True, start_new_session=True)
     finally:
         os.close(read_end)
+    seen: list[str] = []
     try:
-        pid = _appeared(pid_file, container.pid, proc)
+        pid = _appeared(pid_file, container.pid, proc, max(APPEAR_S, container.timeout), seen)
         differences = _compare(container.pid, pid, groups) if pid else None
     finally:
         os.close(write_end)  # the exec'd process reads EOF and ends
@@ -129,9 +137,10 @@ def _like_init(container: Container, given: list[str], argv: list[str], groups: 
         except subprocess.TimeoutExpired:
             proc.kill()
             _out, err = proc.communicate()
+        _reap_orphans(container)
     if pid is None:
         return StepResult(name, False, f"{name}: the exec'd process was not seen running (exec exit "
-                          f"{proc.returncode}, stderr {err.strip()[-200:]!r})")
+                          f"{proc.returncode}, stderr {err.strip()[-200:]!r}; {'; '.join(seen) or 'no pid file'})")
     sandbox = container.driver.sandboxed
     detail = f"{name}: exec'd pid {pid}, init pid {container.pid}: " + (
         "; ".join(differences) if differences else "the same")
@@ -141,18 +150,19 @@ def _like_init(container: Container, given: list[str], argv: list[str], groups: 
     return StepResult(name, not differences, detail)
 
 
-def _appeared(pid_file: Path, init_pid: int | None, proc: subprocess.Popen[str]) -> int | None:
+def _appeared(pid_file: Path, init_pid: int | None, proc: subprocess.Popen[str], timeout: float,
+              seen: list[str]) -> int | None:
     """The exec'd pid, once it runs the init's executable (the runtime's own code is gone); None if
-    the exec ended or never got there."""
-    deadline = time.monotonic() + APPEAR_S
+    the exec ended or never got there (``seen`` then says what was read last)."""
+    deadline = time.monotonic() + timeout
     want = _exe_id(init_pid) if init_pid else None
-    pid = None
     while time.monotonic() < deadline and proc.poll() is None:
-        if pid is None:
-            text = pid_file.read_text().strip() if pid_file.exists() else ""
-            pid = int(text) if text.isdigit() else None
-        if pid is not None and want is not None and _exe_id(pid) == want:
+        text = pid_file.read_text().strip() if pid_file.exists() else ""
+        pid = int(text) if text.isdigit() else None
+        exe = _exe_id(pid) if pid is not None else None
+        if exe is not None and exe == want:
             return pid
+        seen[:] = [f"pid file {text!r}, its exe {exe}, the init's {want}"]
         time.sleep(0.005)
     return None
 
@@ -182,12 +192,6 @@ def _read(group: str, pid: int) -> dict[str, str]:
     base = Path(f"/proc/{pid}")
     if group == "namespaces":
         return {f"ns/{n}": _readlink(base / "ns" / n) for n in NAMESPACES if (base / "ns" / n).exists()}
-    if group == "root":
-        try:
-            st = os.stat(base / "root")
-            return {"root": f"dev {st.st_dev} inode {st.st_ino}"}
-        except OSError as exc:
-            return {"root": f"unreadable ({exc.strerror})"}
     if group == "cgroup":
         return {"cgroup": _text(base / "cgroup")}
     if group == "credentials":
