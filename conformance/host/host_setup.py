@@ -16,6 +16,9 @@ over loopback to TEST-NET-2 (``{{net_canary_metric}}``) that a scenario's
 container may add in its own network namespace; if a broken runtime (or a
 negative control) let them reach the host's, they are deleted from there
 afterwards (``host_unchanged`` leaves other runs' canaries out of its view).
+``oom_sibling``: a ``sleep`` of the harness's own with oom_score_adj 1000
+(``{{oom_sibling_pid}}``), beside a container the OOM killer is about to act
+in: it must survive.
 All are the harness's own canaries: nothing else on the host is touched.
 """
 from __future__ import annotations
@@ -169,13 +172,28 @@ def net_canary(workdir: Path) -> Iterator[dict[str, str]]:
             _ip("route", "del", f"{CANARY_ROUTE_DEST}/24", "dev", "lo", "metric", metric)
 
 
+@contextlib.contextmanager
+def oom_sibling(workdir: Path) -> Iterator[dict[str, str]]:
+    """A host process beside the container, as attractive to the OOM killer as a process can be
+    (oom_score_adj 1000): a container's memory cgroup OOM must choose inside the container, never it.
+    It is the harness's own child, stopped and reaped afterwards, whatever happened to it."""
+    sibling = subprocess.Popen(["sleep", "3600"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        Path(f"/proc/{sibling.pid}/oom_score_adj").write_text("1000")
+        yield {"oom_sibling_pid": str(sibling.pid)}
+    finally:
+        sibling.kill()
+        sibling.wait()
+
+
 def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], capture_output=True, timeout=10, stdin=subprocess.DEVNULL)
 
 
 SETUPS = {"marker": marker, "sysv_shm": sysv_shm, "posix_mqueue": posix_mqueue,
           "shared_mount": shared_mount, "syscall_probe": syscall_probe, "bridge_net": bridge_net,
-          "net_canary": net_canary}
+          "net_canary": net_canary, "oom_sibling": oom_sibling}
 
 
 @contextlib.contextmanager
