@@ -90,7 +90,6 @@ _VERB_ALIASES = {"delete": {"-f": "--force"}, "list": {"-f": "--format"}, "ps": 
 _REFUSED = {
     "--console-socket": "no terminal or console socket (stdio is inherited)",
     "--tty": "no terminal (stdio is inherited)",
-    "--apparmor": "no AppArmor", "--process-label": "no SELinux",
     "--cgroup": "exec --cgroup (a sub-cgroup) is not implemented",
     "--systemd-cgroup": "no systemd cgroup driver",
     "--kernel-memory": "kernel memory limits are gone from Linux 6.x",
@@ -356,7 +355,8 @@ def _exec_verb(root: str, opts: Flags, pos: list[str], strict: bool) -> int:
         "detach": "--detach" in opts, "pid_file": _last(opts, "--pid-file"),
         "process": _last(opts, "--process"), "pass_fds": _passed_fds_exec(opts, strict),
         "no_new_privs": "--no-new-privs" in opts, "ignore_paused": "--ignore-paused" in opts,
-        "additional_gids": [int(g) for g in gids] or None, "cap": opts.get("--cap")})
+        "additional_gids": [int(g) for g in gids] or None, "cap": opts.get("--cap"),
+        "apparmor": _last(opts, "--apparmor"), "process_label": _last(opts, "--process-label")})
 
 
 def _passed_fds_exec(opts: Flags, strict: bool) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from . import attributes, cgroups, namespaces, process, security, spec
+from . import attributes, cgroups, lsm, namespaces, process, security, spec
 from . import linux as L
 from .container import FORWARD, wait_status
 from .errors import Error
@@ -46,6 +46,7 @@ def exec_process(root: str, cid: str, args: list[str], opts: ExecOptions) -> int
     proc = _process(config, args, opts, disabled)
     security.check(proc, spec.version_at_least(config, (1, 1)), disabled)
     attributes.check(config, proc, disabled)
+    lsm.check(config, proc, disabled)
     prog = _seccomp(config, disabled)
     fds = {} if "exec-namespaces" in disabled else _namespaces_to_join(c.pid)
     rootfd = os.open("/proc/%d/root" % c.pid, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -90,7 +91,7 @@ def _process(config: Config, args: list[str], opts: ExecOptions, disabled: Switc
     none of them)."""
     if "exec-opts" in disabled:
         opts = dict(opts, env=None, cwd=None, user=None, cap=None, additional_gids=None,  # type: ignore[assignment]
-                    no_new_privs=False, process=None)
+                    no_new_privs=False, process=None, apparmor=None, process_label=None)
     proc = dict(config["process"])
     if opts["process"]:
         from .jsonfast import loads
@@ -115,6 +116,10 @@ def _process(config: Config, args: list[str], opts: ExecOptions, disabled: Switc
         proc["noNewPrivileges"] = True
     if opts["cap"]:
         proc["capabilities"] = _add_caps(proc.get("capabilities") or {}, opts["cap"])
+    if opts["apparmor"]:
+        proc["apparmorProfile"] = opts["apparmor"]
+    if opts["process_label"]:
+        proc["selinuxLabel"] = opts["process_label"]
     if proc.get("terminal"):
         raise Error("exec: a terminal is not supported by runtime-ref (use no -t)")
     return proc

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from . import attributes, security
+from . import attributes, lsm, security
 from . import linux as L
 
 TYPE_CHECKING = False
@@ -57,6 +57,11 @@ def finish(proc: Process, disabled: Switches, seccomp: SeccompProgram | None,
     args = proc["args"]
     cwd = process_cwd(proc, disabled)
     path = security.lookup(args[0], env, "/" if "args-lookup" in disabled else cwd)
+
+    progress["step"] = "LSM label"
+    # The AppArmor profile or SELinux label the execve below takes on (runc applies it here, before
+    # no_new_privs: from unconfined any profile may be entered on exec, with no_new_privs too).
+    lsm.apply(proc, disabled)
 
     progress["step"] = "no_new_privs/seccomp"
     # no_new_privs, then seccomp: without no_new_privs loading a filter needs

@@ -89,6 +89,9 @@ SWITCHES = {
     "force-nnp": "no_new_privs is set even when process.noNewPrivileges is false",
     "seccomp-args": "the argument conditions of seccomp rules are ignored: a rule applies to every call of "
                     "its system calls",
+    # LSM labels (lsm.py)
+    "apparmor": "process.apparmorProfile ignored (and not checked): the process runs unconfined",
+    "selinux": "process.selinuxLabel ignored (and not checked): the process keeps the runtime's label",
     # exec (exec.py)
     "exec-namespaces": "an exec'd process joins none of the init's namespaces (only its root): it runs in the "
                        "runtime's",
@@ -124,7 +127,7 @@ SCHEMA: dict[str, Any] = {
         "capabilities": {k: True for k in ("bounding", "effective", "inheritable", "permitted", "ambient")},
         "rlimits": [{"type": True, "hard": True, "soft": True}],
         "noNewPrivileges": True, "oomScoreAdj": True,
-        "apparmorProfile": "AppArmor " + _U, "selinuxLabel": "SELinux " + _U,
+        "apparmorProfile": True, "selinuxLabel": True,
         "ioPriority": {"class": True, "priority": True},
         "scheduler": {k: True for k in ("policy", "nice", "priority", "flags", "runtime", "deadline", "period")},
         "execCPUAffinity": {"initial": True, "final": True},
@@ -166,7 +169,7 @@ SCHEMA: dict[str, Any] = {
                     "syscalls": [{"names": True, "action": True, "errnoRet": True,
                                   "args": [{"index": True, "value": True, "valueTwo": True, "op": True}]}]},
         "rootfsPropagation": True, "maskedPaths": True, "readonlyPaths": True,
-        "mountLabel": "SELinux " + _U, "personality": {"domain": True, "flags": True}, "intelRdt": "Intel RDT " + _U,
+        "mountLabel": "SELinux mount labels " + _U, "personality": {"domain": True, "flags": True}, "intelRdt": "Intel RDT " + _U,
         "memoryPolicy": {"mode": True, "nodes": True, "flags": True}, "netDevices": _U,
     },
 }

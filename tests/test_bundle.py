@@ -36,7 +36,8 @@ def test_every_scenario_config_is_valid_per_the_runtime_spec(scenario):
                  "net_addr": "198.18.0.2", "net_peer_addr": "198.18.0.3", "net_subnet": "198.18.0.0/24",
                  "net_bridge": "cfbx", "upperdir": "/b/upper", "layer_1": "/l1", "lowerdirs": "/l1:/base",
                  "image_base": "/base", "net_canary_link": "cfk01234567", "net_canary_metric": "100001",
-                 "net_canary_route": "198.51.100.0/24 dev lo metric 100001", "oom_sibling_pid": "1"}
+                 "net_canary_route": "198.51.100.0/24 dev lo metric 100001", "oom_sibling_pid": "1",
+                 "apparmor_profile": "oci-conformance-x", "apparmor_denied": "/tmp/d"}
     config = bundle.make_config(scenario, "cf-x", "1.0.2-dev", variables)
     errors = config_errors(config)
     if "time" in {n.get("type") for n in config["linux"]["namespaces"]}:

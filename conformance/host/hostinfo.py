@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -118,6 +119,17 @@ def _host_route() -> str | None:
     return None if routes else "the host's main IPv4 routing table is empty (/proc/net/route)"
 
 
+def _apparmor() -> str | None:
+    """A profile can be loaded and entered: the LSM is on, securityfs is there, and so is the parser."""
+    if _read("/sys/module/apparmor/parameters/enabled") != "Y":
+        return "the kernel's AppArmor is off (not built in, or not enabled: apparmor=1 security=apparmor)"
+    if not Path("/sys/kernel/security/apparmor").is_dir():
+        return "securityfs is not mounted at /sys/kernel/security: no AppArmor profile can be loaded"
+    if shutil.which("apparmor_parser") is None:
+        return "apparmor_parser is not installed (Debian package apparmor)"
+    return None
+
+
 def _caller_nnp_clear() -> str | None:
     """With no_new_privs on the caller every process it starts has it too: a container could not show it clear."""
     for line in (_read("/proc/self/status") or "").splitlines():
@@ -153,6 +165,8 @@ REQUIREMENTS: dict[str, Callable[[], str | None]] = {
     "numa": lambda: None if Path("/proc/self/numa_maps").exists() else "the kernel has no NUMA support (CONFIG_NUMA: no /proc/<pid>/numa_maps)",
     "cpus-2": lambda: None if (os.cpu_count() or 1) >= 2 else f"the host has {os.cpu_count()} CPU: an affinity of one CPU cannot be told from the default",
     "caller-nnp-clear": _caller_nnp_clear,
+    "apparmor": _apparmor,
+    "selinux": lambda: None if Path("/sys/fs/selinux/enforce").exists() else "SELinux is not enabled on this host (no /sys/fs/selinux)",
 }
 
 

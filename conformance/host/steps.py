@@ -104,12 +104,12 @@ def _state(container: Container, want: str) -> StepResult:
     return StepResult(name, ok, f"{name}: observed status {answer.get('status')!r}, pid {answer.get('pid')}")
 
 
-def _stdout(arg: Any, stdout_file: Path) -> StepResult:
+def _stdout(arg: Any, stdout_file: Path, variables: dict[str, str]) -> StepResult:
     """What the entrypoint has written so far; it writes on its own schedule, so give it a moment."""
     deadline = time.monotonic() + OUTPUT_SETTLE_S
     while True:
         text = stdout_file.read_text(errors="replace")
-        misses = text_failures(TextExpectation.from_yaml(arg), text, {})
+        misses = text_failures(TextExpectation.from_yaml(arg), text, variables)
         if not misses or time.monotonic() > deadline:
             break
         time.sleep(0.01)
@@ -238,7 +238,7 @@ def _verb(verb: str, arg: Any, container: Container, stdout_file: Path,
         container.wait()  # kills it on timeout
         return None
     if verb == "stdout":
-        return _stdout(arg, stdout_file)
+        return _stdout(arg, stdout_file, variables)
     return StepResult(str(verb), False, f"{verb}: not a lifecycle step (see conformance/host/steps.py)")
 
 

@@ -73,3 +73,20 @@ def test_switch_caps_lets_a_non_root_user_keep_root_s_capabilities_across_exec(r
     kept = ref.run("grep -E '^Cap(Eff|Amb)' /proc/self/status", patch=_non_root_with_ambient, disable="caps")
     eff, amb = kept.stdout.split()[1], kept.stdout.split()[3]
     assert eff == amb and int(eff, 16) > 0x400, (kept.stdout, kept.stderr)
+
+
+@pytest.mark.parametrize("switch, field, enabled", [
+    ("apparmor", "apparmorProfile", "/sys/kernel/security/apparmor"),
+    ("selinux", "selinuxLabel", "/sys/fs/selinux/enforce")])
+def test_a_label_the_host_cannot_give_is_refused_unless_switched_off(ref, switch, field, enabled):
+    """Where the LSM is off the label would be a lie: create refuses it; the switch ignores the field.
+    (Applied labels are seen in the qemu guests, which boot with AppArmor: apparmor-profile-applied.)"""
+    import os
+    if os.path.exists(enabled):
+        pytest.skip(f"{switch} is on here: the refusal cannot be seen")
+
+    def patch(cfg):
+        cfg["process"][field] = "some-label"
+    refused = ref.run("true", patch=patch)
+    assert refused.returncode != 0 and f"process.{field}" in refused.stderr and "not enabled" in refused.stderr
+    assert ref.run("echo ran", patch=patch, disable=switch).stdout == "ran\n"
