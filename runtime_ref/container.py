@@ -34,9 +34,11 @@ FORWARD = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGW
 
 def _prepare(config: Config, disabled: Switches, nss: Namespaces) -> SeccompProgram | None:
     """Every check that does not need a process; returns the seccomp program."""
-    from . import rootfs, security
+    from . import attributes, lsm, rootfs, security
     proc = config["process"]
-    security.check(proc)
+    security.check(proc, spec.version_at_least(config, (1, 1)), disabled)
+    attributes.check(config, proc, disabled)
+    lsm.check(config, proc, disabled)
     rootfs.check_sysctl((config.get("linux") or {}).get("sysctl"), nss)
     for m in config.get("mounts") or []:
         if not (m.get("destination") or "").startswith("/"):
@@ -45,7 +47,7 @@ def _prepare(config: Config, disabled: Switches, nss: Namespaces) -> SeccompProg
     sc = (config.get("linux") or {}).get("seccomp")
     if sc and "seccomp" not in disabled:
         from . import seccomp
-        return seccomp.compile(sc)
+        return seccomp.compile(sc, ignore_args="seccomp-args" in disabled)
     return None
 
 

@@ -137,7 +137,7 @@ def _init(ctx: InitContext) -> NoReturn:
     #    seccomp, cwd, descriptors (process.py), waiting in _ready for `start`
     #    before the exec.
     process.finish(config["process"], disabled, ctx.get("seccomp"), ctx, lambda: _ready(ctx),
-                   pass_fds=ctx.get("pass_fds", 0))
+                   pass_fds=ctx.get("pass_fds", 0), linux=linux)
 
 
 def _learn_host_pid(ctx: InitContext) -> None:

@@ -131,6 +131,34 @@ SWITCHES = {
     "ns-path-type": "a namespace given by path is joined without checking its type (setns with nstype 0)",
     "force-namespaces": "the pid, network, ipc, uts and cgroup namespaces are created even when the config "
                         "leaves them out (it must then share the runtime's)",
+    # the process's kernel attributes (attributes.py): each field left alone, unchecked
+    "oom-score-adj": "process.oomScoreAdj ignored: oom_score_adj stays the runtime's",
+    "scheduler": "process.scheduler ignored (and not checked): the runtime's policy and nice value",
+    "ioprio": "process.ioPriority ignored: the runtime's I/O class and level",
+    "personality": "linux.personality ignored: the runtime's execution domain",
+    "mempolicy": "linux.memoryPolicy ignored (and not checked): the runtime's NUMA policy",
+    "cpu-affinity": "process.execCPUAffinity ignored: an exec'd process keeps the runtime's CPUs",
+    "home": "HOME is not filled in from the container's /etc/passwd when process.env lacks it",
+    "args-lookup": "a relative process.args[0] is looked up from / instead of process.cwd",
+    # privilege (security.py, seccomp.py)
+    "ambient": "process.capabilities.ambient ignored: a non-root process loses its capabilities at execve",
+    "cap-names": "a capability name runtime-ref does not know is dropped without a word (no error, no warning)",
+    "force-nnp": "no_new_privs is set even when process.noNewPrivileges is false",
+    "seccomp-args": "the argument conditions of seccomp rules are ignored: a rule applies to every call of "
+                    "its system calls",
+    # LSM labels (lsm.py)
+    "apparmor": "process.apparmorProfile ignored (and not checked): the process runs unconfined",
+    "selinux": "process.selinuxLabel ignored (and not checked): the process keeps the runtime's label",
+    # exec (exec.py)
+    "exec-namespaces": "an exec'd process joins none of the init's namespaces (only its root): it runs in the "
+                       "runtime's",
+    "exec-cgroup": "an exec'd process is not placed in the container's cgroups: it stays in the runtime's",
+    "exec-confine": "an exec'd process keeps the runtime's privileges: capabilities not dropped, no "
+                    "no_new_privs, no seccomp filter",
+    "exec-opts": "exec's own flags are ignored: --env, --cwd, --user, --cap, --additional-gids, "
+                 "--no-new-privs, --process",
+    "exec-status": "exec exits 0 whatever happened: the process's exit status and exec's own failures "
+                   "are dropped",
 }
 
 NAMESPACE_SWITCH = {
@@ -156,8 +184,10 @@ SCHEMA: dict[str, Any] = {
         "capabilities": {k: True for k in ("bounding", "effective", "inheritable", "permitted", "ambient")},
         "rlimits": [{"type": True, "hard": True, "soft": True}],
         "noNewPrivileges": True, "oomScoreAdj": True,
-        "apparmorProfile": "AppArmor " + _U, "selinuxLabel": "SELinux " + _U,
-        "ioPriority": _U, "scheduler": _U, "execCPUAffinity": _U,
+        "apparmorProfile": True, "selinuxLabel": True,
+        "ioPriority": {"class": True, "priority": True},
+        "scheduler": {k: True for k in ("policy", "nice", "priority", "flags", "runtime", "deadline", "period")},
+        "execCPUAffinity": {"initial": True, "final": True},
     },
     "root": {"path": True, "readonly": True},
     "hostname": True, "domainname": True,
@@ -195,8 +225,8 @@ SCHEMA: dict[str, Any] = {
                     "syscalls": [{"names": True, "action": True, "errnoRet": True,
                                   "args": [{"index": True, "value": True, "valueTwo": True, "op": True}]}]},
         "rootfsPropagation": True, "maskedPaths": True, "readonlyPaths": True,
-        "mountLabel": "SELinux " + _U, "personality": _U, "intelRdt": "Intel RDT " + _U,
-        "memoryPolicy": _U, "netDevices": _U,
+        "mountLabel": "SELinux mount labels " + _U, "personality": {"domain": True, "flags": True}, "intelRdt": "Intel RDT " + _U,
+        "memoryPolicy": {"mode": True, "nodes": True, "flags": True}, "netDevices": _U,
     },
 }
 

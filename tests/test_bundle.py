@@ -43,7 +43,8 @@ def test_every_scenario_config_is_valid_per_the_runtime_spec(scenario):
                  "special_token": "special-x", "ns_holder": "4242", "ns_holder_token": "cf-holder-x", "ns_holder_hostname": "cf-holder-x",
                  "ns_holder_shm_key": "1", "ns_holder_ttl": "65",
                  **{f"ns_holder_ns_{t}": f"{t}:[1]" for t in ("pid", "ipc", "uts", "net")},
-                 **{f"host_ns_{t}": f"{t}:[2]" for t in ("pid", "net", "ipc", "uts", "mnt", "cgroup", "user", "time")}}
+                 **{f"host_ns_{t}": f"{t}:[2]" for t in ("pid", "net", "ipc", "uts", "mnt", "cgroup", "user", "time")},
+                 "oom_sibling_pid": "1", "apparmor_profile": "oci-conformance-x", "apparmor_denied": "/tmp/d"}
     config = bundle.make_config(scenario, "cf-x", "1.0.2-dev", variables)
     errors = config_errors(config)
     if "time" in {n.get("type") for n in config["linux"]["namespaces"]}:

@@ -30,6 +30,10 @@ afterwards (``host_unchanged`` leaves other runs' canaries out of its view).
 directory: in the v1 pids hierarchy, or cgroup2's on a v2 host) that a
 scenario may move the container's init into: a runtime's delete must remove
 what its create made, not a cgroup someone else made.
+``oom_sibling``: a ``sleep`` of the harness's own with oom_score_adj 1000
+(``{{oom_sibling_pid}}``), beside a container the OOM killer is about to act
+in: it must survive.  ``apparmor_profile``: an AppArmor profile loaded for one
+scenario (``{{apparmor_profile}}``), which denies reading ``{{apparmor_denied}}``.
 All are the harness's own canaries: nothing else on the host is touched.
 """
 from __future__ import annotations
@@ -274,6 +278,61 @@ def net_canary(workdir: Path) -> Iterator[dict[str, str]]:
             _ip("route", "del", f"{CANARY_ROUTE_DEST}/24", "dev", "lo", "metric", metric)
 
 
+@contextlib.contextmanager
+def oom_sibling(workdir: Path) -> Iterator[dict[str, str]]:
+    """A host process beside the container, as attractive to the OOM killer as a process can be
+    (oom_score_adj 1000): a container's memory cgroup OOM must choose inside the container, never it.
+    It is the harness's own child, stopped and reaped afterwards, whatever happened to it."""
+    sibling = subprocess.Popen(["sleep", "3600"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        Path(f"/proc/{sibling.pid}/oom_score_adj").write_text("1000")
+        yield {"oom_sibling_pid": str(sibling.pid)}
+    finally:
+        sibling.kill()
+        sibling.wait()
+
+
+#: a profile that lets everything through but reading one path, so that being confined by it shows
+APPARMOR_PROFILE = """profile {name} flags=(attach_disconnected,mediate_deleted) {{
+  file,
+  capability,
+  network,
+  signal,
+  ptrace,
+  unix,
+  mount,
+  umount,
+  pivot_root,
+  deny {denied} r,
+}}
+"""
+APPARMOR_DENIED = "/tmp/apparmor-denied"
+
+
+@contextlib.contextmanager
+def apparmor_profile(workdir: Path) -> Iterator[dict[str, str]]:
+    """An AppArmor profile of our own (``{{apparmor_profile}}``), loaded into the kernel with
+    apparmor_parser for one scenario and removed after: it allows everything but reading
+    ``{{apparmor_denied}}`` (a path in the container's view)."""
+    name = "oci-conformance-" + secrets.token_hex(4)
+    path = workdir / name
+    path.write_text(APPARMOR_PROFILE.format(name=name, denied=APPARMOR_DENIED))
+    _apparmor_parser("--replace", str(path))
+    try:
+        yield {"apparmor_profile": name, "apparmor_denied": APPARMOR_DENIED}
+    finally:
+        _apparmor_parser("--remove", str(path))
+        path.unlink(missing_ok=True)
+
+
+def _apparmor_parser(*args: str) -> None:
+    done = subprocess.run(["apparmor_parser", "--skip-cache", "--quiet", *args], capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        raise OSError(f"apparmor_parser {' '.join(args)} failed (exit {done.returncode}): {done.stderr.strip()[-300:]}")
+
+
 def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], capture_output=True, timeout=10, stdin=subprocess.DEVNULL)
 
@@ -295,7 +354,8 @@ def foreign_cgroup(workdir: Path) -> Iterator[dict[str, str]]:
 SETUPS = {"marker": marker, "sysv_shm": sysv_shm, "posix_mqueue": posix_mqueue,
           "shared_mount": shared_mount, "syscall_probe": syscall_probe, "bridge_net": bridge_net,
           "net_canary": net_canary, "foreign_cgroup": foreign_cgroup, "ns_holder": ns_holder,
-          "host_sysctls": host_sysctls, "host_dir": host_dir, "special_files": special_files}
+          "host_sysctls": host_sysctls, "host_dir": host_dir, "special_files": special_files,
+          "oom_sibling": oom_sibling, "apparmor_profile": apparmor_profile}
 
 
 @contextlib.contextmanager

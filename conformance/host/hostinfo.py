@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -188,6 +189,25 @@ def _io_bfq() -> str | None:
     return None if "bfq" in offered else "no block device offers the BFQ I/O scheduler (io weights need it)"
 
 
+def _apparmor() -> str | None:
+    """A profile can be loaded and entered: the LSM is on, securityfs is there, and so is the parser."""
+    if _read("/sys/module/apparmor/parameters/enabled") != "Y":
+        return "the kernel's AppArmor is off (not built in, or not enabled: apparmor=1 security=apparmor)"
+    if not Path("/sys/kernel/security/apparmor").is_dir():
+        return "securityfs is not mounted at /sys/kernel/security: no AppArmor profile can be loaded"
+    if shutil.which("apparmor_parser") is None:
+        return "apparmor_parser is not installed (Debian package apparmor)"
+    return None
+
+
+def _caller_nnp_clear() -> str | None:
+    """With no_new_privs on the caller every process it starts has it too: a container could not show it clear."""
+    for line in (_read("/proc/self/status") or "").splitlines():
+        if line.startswith("NoNewPrivs:"):
+            return None if line.split()[1] == "0" else "the harness itself runs with no_new_privs set (inherited by every runtime)"
+    return "the kernel shows no NoNewPrivs line in /proc/self/status"
+
+
 #: requirement name -> check returning None when met, else the reason to skip
 REQUIREMENTS: dict[str, Callable[[], str | None]] = {
     "cgroup-v1": lambda: None if cgroupfs.layout() in ("v1", "hybrid") else "the host has no cgroup v1 hierarchies (pure v2)",
@@ -219,6 +239,10 @@ REQUIREMENTS: dict[str, Callable[[], str | None]] = {
     "cpu-idle": _cpu_file("cpu.idle", "cpu.idle", "SCHED_IDLE groups, Linux 5.15+"),
     "rt-group-sched": _rt_group_sched,
     "io-bfq": _io_bfq,
+    "numa": lambda: None if Path("/proc/self/numa_maps").exists() else "the kernel has no NUMA support (CONFIG_NUMA: no /proc/<pid>/numa_maps)",
+    "caller-nnp-clear": _caller_nnp_clear,
+    "apparmor": _apparmor,
+    "selinux": lambda: None if Path("/sys/fs/selinux/enforce").exists() else "SELinux is not enabled on this host (no /sys/fs/selinux)",
 }
 
 

@@ -19,7 +19,8 @@ Steps (strings or one-key mappings):
   ps: <text expectation>       (the container's processes as the runtime's ``ps`` lists them, as pids of
                                 the container's own PID namespace, ascending: "1 2 3"; or ps: as-stdout,
                                 the pids the entrypoint's last line of output lists)
-  exec: {run: CMD, stdout: <text>, exit: N}   (a process through the runtime's exec; exit 0 by default)
+  exec: {run: CMD, stdout: <text>, exit: N, …}   (a process through the runtime's exec; exit 0 by default;
+                                exec's flags and the comparison with the init: exec_step.py)
   cli: {args: [...], fails: BOOL, output: <text>}   (the runtime's command line itself, as given;
                                 with cleanup: true an action whose answer is not judged, e.g. removing
                                 what a runtime should have refused to make)
@@ -48,8 +49,6 @@ after pause, ``exited`` after wait, ``deleted`` after a delete.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -60,9 +59,8 @@ from conformance.model.placeholders import fill
 from conformance.model.records import StepResult
 from conformance.model.scenario import TextExpectation
 
-from . import cgroupfs
+from . import cgroupfs, exec_step
 from .drivers import VerbFailed
-from .drivers.procs import empty_stdin
 from .host_setup import mount_under_shared
 from .lifecycle import Container, Stage
 
@@ -142,12 +140,12 @@ def _state(container: Container, arg: Any, variables: dict[str, str]) -> StepRes
     return StepResult(name, not misses, f"{name}: {'; '.join(misses) or 'as expected'}; observed {shown}")
 
 
-def _stdout(arg: Any, stdout_file: Path) -> StepResult:
+def _stdout(arg: Any, stdout_file: Path, variables: dict[str, str]) -> StepResult:
     """What the entrypoint has written so far; it writes on its own schedule, so give it a moment."""
     deadline = time.monotonic() + OUTPUT_SETTLE_S
     while True:
         text = stdout_file.read_text(errors="replace")
-        misses = text_failures(TextExpectation.from_yaml(arg), text, {})
+        misses = text_failures(TextExpectation.from_yaml(arg), text, variables)
         if not misses or time.monotonic() > deadline:
             break
         time.sleep(0.01)
@@ -186,31 +184,6 @@ def _pid_inside(pid: int) -> int:
     except OSError:
         pass
     return -pid
-
-
-def _exec(container: Container, arg: dict[str, Any], variables: dict[str, str]) -> StepResult:
-    """One process through the runtime's exec: its exit (0 by default) and, if given, its stdout.
-
-    Its stdin is an empty pipe, never the host's /dev/null (runsc fchowns the
-    stdio it is handed to its sandbox's user: procs.empty_stdin).
-    """
-    run = fill(arg["run"], variables)
-    argv = ["sh", "-c", run] if isinstance(run, str) else [str(a) for a in run]
-    stdin = empty_stdin()
-    try:
-        done = subprocess.run(container.driver.exec_argv(container.cid) + argv, stdin=stdin, capture_output=True,
-                              text=True, timeout=container.timeout, start_new_session=True)
-    except subprocess.TimeoutExpired:
-        return StepResult("exec", False, f"exec: no answer in {container.timeout:g}s")
-    finally:
-        os.close(stdin)
-    want = int(arg.get("exit", 0))
-    misses = [] if done.returncode == want else [f"exit: expected {want}, observed {done.returncode}"]
-    if "stdout" in arg:
-        misses += text_failures(TextExpectation.from_yaml(arg["stdout"]), done.stdout, variables)
-    said = f"; stderr {done.stderr.strip()[-150:]!r}" if done.stderr.strip() else ""
-    return StepResult("exec", not misses, f"exec: {'; '.join(misses) or 'as expected'}; "
-                      f"stdout {done.stdout.strip()[:150]!r}{said}")
 
 
 def _cli(container: Container, arg: dict[str, Any], variables: dict[str, str]) -> StepResult | None:
@@ -329,7 +302,7 @@ def _verb(verb: str, arg: Any, container: Container, stdout_file: Path,
     if verb == "ps":
         return _ps(container, arg, stdout_file)
     if verb == "exec":
-        return _exec(container, dict(arg), variables)
+        return exec_step.run(container, dict(arg), variables, stdout_file.parent)
     if verb == "cli":
         return _cli(container, dict(arg), variables)
     if verb == "sleep":
@@ -355,7 +328,7 @@ def _verb(verb: str, arg: Any, container: Container, stdout_file: Path,
         container.wait()  # kills it on timeout
         return None
     if verb == "stdout":
-        return _stdout(arg, stdout_file)
+        return _stdout(arg, stdout_file, variables)
     if verb == "host_mount":
         return _host_mount(str(arg), variables)
     return StepResult(str(verb), False, f"{verb}: not a lifecycle step (see conformance/host/steps.py)")

@@ -277,6 +277,13 @@ ELSEWHERE = {
     **{s: "test_mounts_and_namespaces.py" for s in (
         "sysctl", "rootfs-propagation", "mount-propagation", "mount-options", "mount-order", "rbind",
         "bind-nondir", "tmpfs-mode", "sysfs-fallback", "implicit-mounts", "securejoin", "device-nodes", "device-rules", "ns-path-type", "force-namespaces")},
+    "oom-score-adj": "test_attributes.py", "scheduler": "test_attributes.py", "ioprio": "test_attributes.py",
+    "personality": "test_attributes.py", "mempolicy": "test_attributes.py", "cpu-affinity": "test_attributes.py",
+    "home": "test_attributes.py", "args-lookup": "test_attributes.py",
+    "exec-namespaces": "test_exec.py", "exec-cgroup": "test_exec.py", "exec-confine": "test_exec.py",
+    "exec-opts": "test_exec.py", "exec-status": "test_exec.py",
+    "apparmor": "test_privilege.py", "selinux": "test_privilege.py",
+    "ambient": "test_privilege.py", "cap-names": "test_privilege.py", "force-nnp": "test_privilege.py", "seccomp-args": "test_privilege.py",
 }
 
 

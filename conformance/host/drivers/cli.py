@@ -303,8 +303,8 @@ class CliDriver(RuntimeDriver):
             out.seek(0)
             return done.returncode, out.read().decode(errors="replace")
 
-    def exec_argv(self, cid: str) -> list[str]:
-        return self._argv("exec", cid)
+    def exec_argv(self, cid: str, flags: Sequence[str] = ()) -> list[str]:
+        return self._argv("exec", *flags, cid)
 
     def list_ids(self) -> list[str]:
         if not self.root.exists():
