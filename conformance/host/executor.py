@@ -35,6 +35,9 @@ def execute(scenario: Scenario, runtime: str, disabled: tuple[str, ...], session
         driver = session.driver(runtime, disabled)
     except ConformanceError as exc:  # a missing runtime, or a control switch it does not have
         return Execution(error=str(exc))
+    reason = driver.unsupported(scenario)
+    if reason:
+        return Execution(skip=reason)
     cid = session.new_container_id()
     try:
         found = session.sandbox(runtime, scenario.timeout)

@@ -23,6 +23,7 @@ from typing import IO, Any, ClassVar, Mapping, Sequence
 
 from conformance.model.errors import DriverError
 from conformance.model.records import RuntimeEntry, SandboxProbe
+from conformance.model.scenario import Scenario
 
 from ..image import HARNESS_SNAPSHOTTER, Snapshotter
 from ..runtimes import RuntimeProfile
@@ -145,6 +146,12 @@ class RuntimeDriver(abc.ABC):
         """How the probe saw that the state pid is a sandbox, not the entrypoint (host facts then
         describe the sandbox); None when it is the entrypoint, or before the probe."""
         return self.sandbox.evidence if self.sandbox is not None and self.sandbox.sandboxed else None
+
+    def unsupported(self, scenario: Scenario) -> str | None:
+        """Why this lane cannot express ``scenario`` (a step or a launch the lane has no equivalent of),
+        or None.  The executor skips the cell with this sentence instead of running half of it: a step
+        the lane cannot drive must never pass silently.  The bare lane expresses everything."""
+        return None
 
     # -- verbs ---------------------------------------------------------------
     @abc.abstractmethod

@@ -29,22 +29,24 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import shlex
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
-from typing import IO, Any, Callable, Mapping, Sequence
+from typing import IO, Any, Mapping, Sequence
 
 from conformance.model.errors import DriverError, RuntimeNotFound
 from conformance.model.records import RuntimeEntry
+from conformance.model.scenario import Scenario
 
 from ..engine import api, daemon
 from ..engine.images import Images, snapshot_of
+from ..engine.stdio import TaskIO
 from ..engine.wire import NOT_FOUND, Message, RpcError
 from ..image import Snapshotter
 from ..runtimes import RuntimeProfile
@@ -52,8 +54,6 @@ from .base import NO_LAUNCH, Launch, RunOutcome, RuntimeDriver, VerbFailed
 
 #: after a forced kill: how long the task gets to be reported exited before it is deleted anyway
 KILL_WAIT_S = 5.0
-#: after the task is gone: how long the copies of its stdout and stderr get to drain
-DRAIN_S = 2.0
 
 #: UPDATE_FLAGS' names -> where runtime-spec's LinuxResources keeps them
 _RESOURCES = {"memory": ("memory", "limit"), "memory_swap": ("memory", "swap"),
@@ -102,6 +102,10 @@ def _release(state_root: Path, user: object) -> list[str]:
 
 _VERSION: dict[str, str] = {}
 
+#: the exec helper as a command: this package's root on its path (a directory, or the agent's zip on a remote host)
+_EXEC_BOOT = (f"import sys; sys.path.insert(0, {str(Path(__file__).parents[3])!r}); "
+              "from conformance.host.engine.exec_process import main; main(sys.argv[1:])")
+
 
 def containerd_version() -> str:
     """``containerd --version``'s version (1.6.20~ds1), asked once; RuntimeNotFound without containerd."""
@@ -115,103 +119,6 @@ def containerd_version() -> str:
     return _VERSION["v"]
 
 
-# -- the task's stdio -------------------------------------------------------------------------------
-class _Copy(threading.Thread):
-    """Copies from one descriptor to another until the source ends, then calls ``at_end``.
-
-    Both descriptors are this copy's own (it closes them); a source that never
-    ends (a shim that died, a stdin never closed) is cut off by ``finish``.
-    """
-
-    def __init__(self, source: int, target: int, at_end: Callable[[], None] | None = None) -> None:
-        super().__init__(daemon=True)
-        os.set_blocking(source, False)
-        self.source, self.target, self.at_end = source, target, at_end
-        self.stop_r, self.stop_w = os.pipe()
-
-    def run(self) -> None:
-        poller = select.poll()
-        poller.register(self.source, select.POLLIN | select.POLLHUP)
-        poller.register(self.stop_r, select.POLLIN)
-        ended = False
-        try:
-            while not ended:
-                ready = dict(poller.poll())
-                if self.source in ready:
-                    ended = not self._copy_some()
-                elif self.stop_r in ready:
-                    break
-        finally:
-            os.close(self.source)
-            os.close(self.target)
-        if ended and self.at_end is not None:
-            self.at_end()
-
-    def _copy_some(self) -> bool:
-        """One read's worth; False at the source's end."""
-        try:
-            data = os.read(self.source, 65536)
-        except BlockingIOError:
-            return True
-        if not data:
-            return False
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self.target, view):]
-        return True
-
-    def finish(self, timeout: float) -> None:
-        self.join(timeout)
-        if self.is_alive():
-            os.write(self.stop_w, b"x")
-            self.join()
-        os.close(self.stop_r)
-        os.close(self.stop_w)
-
-
-class _TaskIO:
-    """A task's stdio: FIFOs in the bundle that the shim opens, and the harness's ends copied to and from them.
-
-    stdin: the harness's pipe is copied into ``stdin.fifo``; at its end the
-    shim is told (``CloseIO``: it holds the FIFO open itself until then), so an
-    entrypoint's ``read _`` ends when the harness closes its end, as on the bare
-    lane.  stdout, stderr: what the shim writes into ``stdout.fifo`` and
-    ``stderr.fifo`` is copied into the harness's files.
-    """
-
-    def __init__(self, bundle: Path, stdin: int | None, stdout: IO[bytes], stderr: IO[bytes],
-                 close_stdin: Callable[[], None]) -> None:
-        self.copies: list[_Copy] = []
-        self.stdin = ""
-        if stdin is not None:
-            self.stdin = self._fifo(bundle / "stdin.fifo")
-            # read and write: opens without a reader, and is no reader the shim competes with (never read)
-            self.copies.append(_Copy(os.dup(stdin), os.open(self.stdin, os.O_RDWR), close_stdin))
-        self.stdout, self.stderr = self._fifo(bundle / "stdout.fifo"), self._fifo(bundle / "stderr.fifo")
-        for fifo, target in ((self.stdout, stdout), (self.stderr, stderr)):
-            # no writer yet: poll stays quiet until the shim opens it, and reports its end after
-            self.copies.append(_Copy(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK), os.dup(target.fileno())))
-        for copy in self.copies:
-            copy.start()
-
-    @staticmethod
-    def _fifo(path: Path) -> str:
-        os.mkfifo(path, 0o600)
-        return str(path)
-
-    def finish(self, timeout: float = DRAIN_S) -> None:
-        """After the task is gone: drain the outputs, stop the stdin copy.  A writer opened and closed on
-        each output FIFO ends a copy whose FIFO the shim never opened (a create that failed); one the
-        shim still writes ends when the shim closes it."""
-        for fifo in (self.stdout, self.stderr):
-            try:
-                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-            except OSError:  # the copy ended already and closed its reader
-                pass
-        for copy in self.copies:
-            copy.finish(timeout if copy.at_end is None else 0)
-
-
 # -- the driver ---------------------------------------------------------------------------------------
 class ContainerdDriver(RuntimeDriver):
     """One runtime behind the session's private containerd and its runc shim."""
@@ -222,7 +129,7 @@ class ContainerdDriver(RuntimeDriver):
     def __init__(self, profile: RuntimeProfile, root: Path) -> None:
         super().__init__(profile, root)
         self.live: set[str] = set()
-        self._io: dict[str, _TaskIO] = {}
+        self._io: dict[str, TaskIO] = {}
         self._state_root = root.parent
         self.engine = _acquire(self._state_root, self)
         #: this column's own namespace in the session's daemon (its containers, nobody else's)
@@ -248,7 +155,11 @@ class ContainerdDriver(RuntimeDriver):
                 "root.path is made absolute (the bundle's busybox copy, as `ctr run --rootfs`); with one the "
                 "rootfs is containerd's overlayfs snapshot, mounted by the shim",
                 "containerd: stdin is the harness's pipe, stdout and stderr FIFOs the shim writes "
-                "(the harness copies them into the bundle's files); exec is `ctr task exec`"]
+                "(the harness copies them into the bundle's files); BUNDLE/init.pid is a link to the shim's bundle's "
+                "init.pid (the runtime's --pid-file under the shim); exec is containerd's Tasks.Exec with runc's exec "
+                "flags applied to the container's process spec (as `ctr task exec` does for --user and --cwd)",
+                "containerd: scenarios with `cli` steps or a `launch` (descriptors, --preserve-fds) are skipped: "
+                "an engine exposes neither the runtime's command line nor its own descriptors to the runtime"]
         if len(profile.command) > 1 or profile.global_flags:
             said.append(f"containerd: the shim's BinaryName is a wrapper script running "
                         f"`{' '.join([*profile.command, *profile.global_flags])}` (the shim runs a binary, "
@@ -289,6 +200,19 @@ class ContainerdDriver(RuntimeDriver):
 
     def _options(self) -> Message:
         return api.runc_options(self.binary, str(self.runtime_root))
+
+    def unsupported(self, scenario: Scenario) -> str | None:
+        """An engine hands the runtime no descriptor of its caller's and exposes no runtime command line:
+        ``launch`` and ``cli`` steps have no equivalent through containerd (the bare column judges them)."""
+        if scenario.launch.fds or scenario.launch.preserve_fds:
+            return ("containerd lane: the shim starts the runtime, so no descriptor of the caller's reaches it "
+                    "(launch.fds / --preserve-fds have no engine equivalent); the bare column judges this")
+        cli = [step for step in scenario.steps if isinstance(step, dict) and "cli" in step]
+        if cli:
+            return ("containerd lane: the `cli` steps run the runtime's own command line "
+                    f"({' '.join(map(str, cli[0]['cli'].get('args', [])))} …), which an engine does not expose; "
+                    "the bare column judges this")
+        return None
 
     # -- plumbing ----------------------------------------------------------------------
     def _refused(self, verb: str, exc: RpcError) -> VerbFailed:
@@ -355,7 +279,8 @@ class ContainerdDriver(RuntimeDriver):
         except OSError as exc:
             raise DriverError(f"{self.label} create: containerd did not answer: {exc}") from None
         self.live.add(cid)
-        self._io[cid] = io = _TaskIO(bundle, stdin, stdout, stderr, lambda: _quietly(self.client.close_stdin, cid))
+        self._io[cid] = io = TaskIO(bundle, stdin, stdout, stderr, lambda: _quietly(self.client.close_stdin, cid))
+        self._link_pid_file(bundle, cid)
         try:
             return self.client.create_task(cid, io.stdin, io.stdout, io.stderr, self._options(), rootfs, timeout)
         except RpcError as exc:
@@ -368,13 +293,24 @@ class ContainerdDriver(RuntimeDriver):
             self.delete(cid)
             raise DriverError(f"{self.label} create: containerd did not answer: {exc}") from None
 
+    def _link_pid_file(self, bundle: Path, cid: str) -> None:
+        """BUNDLE/init.pid, where the bare lane's create writes its --pid-file, points at the file the shim's
+        create --pid-file makes the runtime write (in the shim's bundle): host facts read the runtime's own."""
+        link = bundle / "init.pid"
+        if not link.exists() and not link.is_symlink():
+            link.symlink_to(self._shim_bundle(cid) / "init.pid")
+
     def start(self, cid: str) -> None:
         self._rpc("start", cid, self.client.start)
 
     def state(self, cid: str) -> dict[str, Any]:
         task = self._rpc("state", cid, self.client.get)
         return {"ociVersion": self.spec_version, "id": cid, "status": task.status, "pid": task.pid,
-                "bundle": str(self.engine.base / "state" / "io.containerd.runtime.v2.task" / self.namespace / cid)}
+                "bundle": str(self._shim_bundle(cid))}
+
+    def _shim_bundle(self, cid: str) -> Path:
+        """The bundle the shim makes for the task and hands the runtime (its config.json, init.pid)."""
+        return self.engine.base / "state" / "io.containerd.runtime.v2.task" / self.namespace / cid
 
     def kill(self, cid: str, sig: str = "KILL") -> None:
         self._rpc("kill", cid, self.client.kill, _signal_number(sig))
@@ -463,12 +399,11 @@ class ContainerdDriver(RuntimeDriver):
             raise DriverError(f"{self.label} {' '.join(args)}: no answer in {timeout:.0f}s") from None
         return done.returncode, (done.stderr or "") + (done.stdout or "")
 
-    def exec_argv(self, cid: str) -> list[str]:
-        """``ctr task exec`` with an exec id of its own (the shell's pid: unique among running execs)."""
-        fifo_dir = self.engine.base / "fifo"  # ctr's default is /run/containerd/fifo: not ours
-        command = (f"exec {' '.join(shlex.quote(a) for a in self._ctr())} task exec "
-                   f'--fifo-dir {shlex.quote(str(fifo_dir))} --exec-id "exec-$$" {shlex.quote(cid)} "$@"')
-        return ["sh", "-c", command, "sh"]
+    def exec_argv(self, cid: str, flags: Sequence[str] = ()) -> list[str]:
+        """containerd's ``Tasks.Exec`` with runc's exec flags applied to the container's process spec
+        (engine/exec_process.py: ``ctr task exec`` expresses only ``--user``, ``--cwd``, ``--detach``)."""
+        return [sys.executable, "-IS", "-c", _EXEC_BOOT, "--address", self.engine.address, "--namespace",
+                self.namespace, "--fifo-dir", str(self.engine.base / "fifo"), *flags, cid]
 
     def list_ids(self) -> list[str]:
         try:
