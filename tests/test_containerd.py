@@ -23,7 +23,16 @@ from conformance.host.engine import api, daemon, images, wire
 from conformance.host.session import RunSession, sweep_dead
 from conformance.model.errors import DriverError
 from conformance.model.image_spec import ImageSpec
-from tests.conftest import REPO, RUN_TAG, SUITE_ENV, host_leftovers, run_suite, suite_command, write_scenarios
+from tests.conftest import (
+    REPO,
+    RUN_TAG,
+    SUITE_ENV,
+    host_leftovers,
+    known_gaps,
+    run_suite,
+    suite_command,
+    write_scenarios,
+)
 
 pytestmark = pytest.mark.skipif(daemon.binary() is None or shutil.which("runc") is None,
                                 reason="containerd or runc is not installed (ci/setup.sh installs both)")
@@ -166,24 +175,42 @@ def test_an_image_with_whiteouts_and_an_opaque_dir_is_unpacked_by_containerd(no_
 
 # -- one scenario per area on each containerd column --------------------------------------------
 PER_AREA = ["pid-ns-init-is-pid1", "memory-limit-written", "overlay-whiteout-hides-lower-file", "caps-drop-one",
-            "lifecycle-create-start-stop", "freezer-delete-force-paused-leaves-nothing", "cli-unknown-verb-refused"]
+            "lifecycle-create-start-stop", "freezer-delete-force-paused-leaves-nothing", "exec-process-flags"]
+#: a scenario the engine lane cannot express (a `cli` step: the runtime's own command line): skipped, saying so
+NOT_EXPRESSED = "cli-unknown-verb-refused"
 
 
 @pytest.mark.parametrize("runtime", ["runc", "crun", "ref"])
 def test_one_scenario_per_area_on_each_containerd_column(tmp_path, runtime, no_leftovers):
     if runtime != "ref" and shutil.which(runtime) is None:
         pytest.skip(f"{runtime} is not installed")
-    selected = " or ".join(PER_AREA)
+    selected = " or ".join([*PER_AREA, NOT_EXPRESSED])
     run = run_suite(None, tmp_path / "out", f"--runtime=containerd/{runtime}", "-k", selected)
     column = f"containerd/{runtime}"
     verdicts = {s: v for (s, r), v in run.verdicts().items() if r == column}
-    assert verdicts == {s: "pass" for s in PER_AREA}, run.output[-3000:]
+    assert verdicts == {**{s: "pass" for s in PER_AREA}, NOT_EXPRESSED: "skip"}, run.output[-3000:]
+    assert "the `cli` steps run the runtime's own command line" in run.result(NOT_EXPRESSED, column)["evidence"]
     entry = run.matrix["runtimes"][column]
     assert entry["engine"].startswith("containerd 1.") and entry["shim"] == "io.containerd.runc.v2"
     assert any(a.startswith("containerd:") for a in entry["adaptations"])
     overlay = run.result("overlay-whiteout-hides-lower-file", column)
     assert overlay["snapshotter"] == "containerd overlayfs" and overlay["image_digest"].startswith("sha256:")
     assert f"image {overlay['image_digest']} unpacked and mounted by containerd overlayfs" in overlay["evidence"]
+
+
+# -- what the stack changes: tests/known_gaps.yaml's containerd/ref list -------------------------
+def test_the_stack_findings_hold_ref_passes_them_bare_and_fails_them_through_containerd(tmp_path, no_leftovers):
+    """Each containerd/ref gap is the stack's, not ref's: the same scenario passes on bare ref, fails through
+    containerd, and the matrix lists it where the stack changes the verdict."""
+    gaps = known_gaps("containerd/ref")
+    assert gaps, "tests/known_gaps.yaml lists what containerd changes for ref"
+    out = tmp_path / "out"
+    run = run_suite(None, out, "--runtime=ref,containerd/ref", "-k", " or ".join(gaps))
+    verdicts = run.verdicts()
+    assert {s: verdicts[(s, "ref")] for s in gaps} == {s: "pass" for s in gaps}, run.output[-3000:]
+    assert {s: verdicts[(s, "containerd/ref")] for s in gaps} == {s: "fail" for s in gaps}, run.output[-3000:]
+    listed = (out / "matrix.md").read_text().split("## Where the stack changes the verdict", 1)[1]
+    assert all(f"**{s}** on local: ref pass, containerd/ref fail" in listed for s in gaps), listed[:3000]
 
 
 # -- cleanup: Ctrl-C, and a later run after SIGKILL ----------------------------------------------

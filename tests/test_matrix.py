@@ -239,3 +239,21 @@ def test_overview_colours_follow_the_pass_ratio_on_one_hue():
 def test_overview_and_page_stay_self_contained():
     html = render_html(_overview_doc())
     assert "<link" not in html and "src=" not in html and "url(" not in html and "http" not in html
+
+
+def test_an_engine_column_that_differs_from_its_bare_twin_is_listed_with_its_evidence():
+    """containerd/runc against runc on the same host and scenario: a changed verdict is listed in Markdown and
+    HTML with the engine cell's evidence; an agreeing cell, and a column without an engine, are not."""
+    runtimes = {**RUNTIMES, "containerd/runc": {**RUNTIMES["runc"], "lane": "containerd", "engine": "containerd 1.6.20",
+                                                "shim": "io.containerd.runc.v2"}}
+    results = [_result("pid-a", "runc", "pass"), _result("pid-a", "containerd/runc", "fail", "bundle: the shim's"),
+               _result("net-b", "runc", "pass"), _result("net-b", "containerd/runc", "pass"),
+               _result("pid-a", "crun", "fail")]
+    doc = matrix.build_document(results, HOST, runtimes)
+    stacked = matrix.stack_differences(doc)
+    assert [(b["runtime"], e["runtime"], e["scenario"]) for b, e in stacked] == [("runc", "containerd/runc", "pid-a")]
+    md = views.render_markdown(doc)
+    assert "## Where the stack changes the verdict" in md
+    assert "**pid-a** on local: runc pass, containerd/runc fail: bundle: the shim's" in md
+    assert "Where the stack changes the verdict" in render_html(doc)
+    assert "Where the stack changes" not in views.render_markdown(_doc())

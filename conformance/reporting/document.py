@@ -208,6 +208,30 @@ def totals(doc: Matrix) -> dict[str, dict[str, int]]:
     return {c: count(cells[c] for cells in rows.values() if c in cells) for c in cols}
 
 
+def twin(doc: Matrix, result: ResultRow) -> str | None:
+    """The bare column an engine column drives through its engine (``containerd/runc`` -> ``runc``), or None
+    for a bare column; its runtime entry says its lane."""
+    entry = ((doc.get("host_runtimes") or {}).get(result.get("host", "local")) or doc["runtimes"]).get(
+        result["runtime"]) or doc["runtimes"].get(result["runtime"]) or {}
+    lane = entry.get("lane")
+    prefix = f"{lane}/"
+    return result["runtime"][len(prefix):] if entry.get("engine") and result["runtime"].startswith(prefix) else None
+
+
+def stack_differences(doc: Matrix) -> list[tuple[ResultRow, ResultRow]]:
+    """(bare cell, engine cell) wherever an engine column's verdict differs from its bare twin's on the same
+    host and scenario: what the stack changed.  The engine cell's evidence says why; a skip on the engine
+    lane (a step it cannot express) is listed too, so no cell goes unaccounted."""
+    by_key = {(r["scenario"], r["runtime"], r.get("host", "local")): r for r in doc["results"]}
+    out = []
+    for r in doc["results"]:
+        bare = twin(doc, r)
+        other = by_key.get((r["scenario"], bare, r.get("host", "local"))) if bare else None
+        if other is not None and other["verdict"] != r["verdict"]:
+            out.append((other, r))
+    return out
+
+
 def runtime_note_list(rt: RuntimeEntry) -> list[str]:
     """What the header says of how a column was driven: its engine, every adaptation, who unpacked images."""
     notes = [f"driven by {rt['engine']} through {rt.get('shim', 'its shim')}"] if rt.get("engine") else []

@@ -27,6 +27,7 @@ from .document import (
     runtime_note_list,
     runtime_notes,
     sandbox_note,
+    stack_differences,
     totals,
     version_note,
 )
@@ -125,9 +126,25 @@ def render_html(doc: Matrix) -> str:
     out.append("<tfoot><tr><th>total</th>" + "".join(f"<th>{escape(reading(tot[c]))}</th>" for c in cols)
                + "</tr></tfoot></table>")
     out.append(f"<p class='tags'>{escape(LEGEND)}.</p>")
+    out += _stack(doc)
     out += _controls(doc)
     out.append("</body></html>")
     return "\n".join(out)
+
+
+def _stack(doc: Matrix) -> list[str]:
+    """Engine columns against their bare twins: the cells whose verdict the stack changed, with its evidence."""
+    stacked = stack_differences(doc)
+    if not stacked:
+        return []
+    out = ["<h2>Where the stack changes the verdict</h2><table><tr><th>scenario</th><th>host</th><th>bare</th>"
+           "<th>through the engine</th><th>evidence</th></tr>"]
+    for bare, engine in stacked:
+        out.append(f"<tr><td>{escape(engine['scenario'])}</td><td>{escape(engine.get('host', 'local'))}</td>"
+                   f"<td>{escape(bare['runtime'])}: {escape(bare['verdict'])}</td>"
+                   f"<td>{escape(engine['runtime'])}: {escape(engine['verdict'])}</td>"
+                   f"<td>{escape(engine['evidence'])}</td></tr>")
+    return out + ["</table>"]
 
 
 def area_anchor(area: str) -> str:

@@ -17,6 +17,7 @@ from .document import (
     reading,
     runtime_notes,
     sandbox_note,
+    stack_differences,
     totals,
     version_note,
 )
@@ -131,9 +132,17 @@ def render_markdown(doc: Matrix) -> str:
                              ", ".join(e.unproven) or "—"] for s, e in sorted(proofs(doc).items())],
                            headers=["scenario", "proven", "corroborating", "unproven", "unproven ids"],
                            tablefmt="github"), ""]
+    stacked = stack_differences(doc)
+    if stacked:
+        lines += ["## Where the stack changes the verdict", "",
+                  "An engine column (containerd/NAME) against its bare twin (NAME) on the same host: the engine "
+                  "cell's evidence says what the stack did.", ""]
+        lines += [f"- **{e['scenario']}** on {e.get('host', 'local')}: {b['runtime']} {b['verdict']}, "
+                  f"{e['runtime']} {e['verdict']}: {_md_escape(e['evidence'])}" for b, e in stacked]
+        lines.append("")
     skips = [r for r in doc["results"] if r["verdict"] == SKIP]
     if skips:
-        lines += ["## Skipped (host reasons)", ""]
+        lines += ["## Skipped (host or lane reasons)", ""]
         lines += [f"- **{r['scenario']}** on {column(r)}: {_md_escape(r['evidence'])}" for r in skips]
         lines.append("")
     return "\n".join(lines)
