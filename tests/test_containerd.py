@@ -198,19 +198,21 @@ def test_one_scenario_per_area_on_each_containerd_column(tmp_path, runtime, no_l
     assert f"image {overlay['image_digest']} unpacked and mounted by containerd overlayfs" in overlay["evidence"]
 
 
-# -- what the stack changes: tests/known_gaps.yaml's containerd/ref list -------------------------
-def test_the_stack_findings_hold_ref_passes_them_bare_and_fails_them_through_containerd(tmp_path, no_leftovers):
-    """Each containerd/ref gap is the stack's, not ref's: the same scenario passes on bare ref, fails through
-    containerd, and the matrix lists it where the stack changes the verdict."""
-    gaps = known_gaps("containerd/ref")
-    assert gaps, "tests/known_gaps.yaml lists what containerd changes for ref"
+# -- what the stack changes: tests/known_gaps.yaml's containerd/NAME lists ------------------------
+@pytest.mark.parametrize("runtime", ["ref", "runc"])
+def test_the_stack_findings_hold_they_pass_bare_and_fail_through_containerd(tmp_path, runtime, no_leftovers):
+    """Each containerd/NAME gap that is not NAME's own is the stack's: the scenario passes on bare NAME, fails
+    through containerd, and the matrix lists it where the stack changes the verdict."""
+    gaps = sorted(set(known_gaps(f"containerd/{runtime}")) - set(known_gaps(runtime)))
+    assert gaps, f"tests/known_gaps.yaml lists what containerd changes for {runtime}"
+    assert set(known_gaps(runtime)) <= set(known_gaps(f"containerd/{runtime}")), "NAME's own gaps hold through it"
     out = tmp_path / "out"
-    run = run_suite(None, out, "--runtime=ref,containerd/ref", "-k", " or ".join(gaps))
+    run = run_suite(None, out, f"--runtime={runtime},containerd/{runtime}", "-k", " or ".join(gaps))
     verdicts = run.verdicts()
-    assert {s: verdicts[(s, "ref")] for s in gaps} == {s: "pass" for s in gaps}, run.output[-3000:]
-    assert {s: verdicts[(s, "containerd/ref")] for s in gaps} == {s: "fail" for s in gaps}, run.output[-3000:]
+    assert {s: verdicts[(s, runtime)] for s in gaps} == {s: "pass" for s in gaps}, run.output[-3000:]
+    assert {s: verdicts[(s, f"containerd/{runtime}")] for s in gaps} == {s: "fail" for s in gaps}, run.output[-3000:]
     listed = (out / "matrix.md").read_text().split("## Where the stack changes the verdict", 1)[1]
-    assert all(f"**{s}** on local: ref pass, containerd/ref fail" in listed for s in gaps), listed[:3000]
+    assert all(f"**{s}** on local: {runtime} pass, containerd/{runtime} fail" in listed for s in gaps), listed[:3000]
 
 
 # -- cleanup: Ctrl-C, and a later run after SIGKILL ----------------------------------------------
