@@ -142,6 +142,28 @@ def test_cgroup_scenarios_pass_on_runc_and_crun_in_a_v2_guest(tmp_path):
     assert _guests_left() == []
 
 
+@pytest.mark.skipif(os.environ.get("CONFORMANCE_SKIP_GUEST") == "1" or shutil.which("containerd") is None,
+                    reason="CONFORMANCE_SKIP_GUEST=1, or containerd is not installed (ci/setup.sh installs it)")
+def test_the_containerd_lane_runs_in_a_v2_guest(tmp_path):
+    """containerd's cgroup v2 path, as modern hosts use it: the private daemon started in the guest drives
+    runc and ref through the shim (a cgroup limit, the pid namespace, an image through its overlayfs
+    snapshotter, pause through cgroup.freeze, exec's flags, an OOM kill), and goes with the session."""
+    selected = ("memory-limit-written or pid-ns-init-is-pid1 or overlay-whiteout-hides-lower-file or "
+                "freezer-pause-freezes-every-process or exec-process-flags or memory-oom-kill")
+    run = run_suite(None, tmp_path / "out", "--runtime=containerd/runc,containerd/ref", "--hosts=qemu://cgroup-v2",
+                    "-k", selected, timeout=1500)
+    assert run.returncode == 0, run.output[-4000:]
+    results = run.matrix["results"]
+    assert len(results) == 12 and {r["host"] for r in results} == {"qemu://cgroup-v2"}
+    assert {r["verdict"] for r in results} == {"pass"}, run.output[-3000:]
+    assert run.matrix["hosts"]["qemu://cgroup-v2"]["cgroup"] == "v2"
+    entry = run.matrix["host_runtimes"]["qemu://cgroup-v2"]["containerd/runc"]
+    assert entry["engine"].startswith("containerd 1.")
+    overlay = run.result("overlay-whiteout-hides-lower-file", "containerd/ref")
+    assert overlay["snapshotter"] == "containerd overlayfs", overlay
+    assert _guests_left() == []
+
+
 @pytest.mark.skipif(os.environ.get("CONFORMANCE_SKIP_GUEST") == "1", reason="CONFORMANCE_SKIP_GUEST=1")
 def test_the_reference_runtime_s_cgroup_v2_code_and_its_controls_in_a_v2_guest(tmp_path):
     """pause/resume (cgroup.freeze), update (the v2 limit files), delete --force of a paused container
