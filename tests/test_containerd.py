@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conformance.host.engine import api, daemon, images, wire
+from conformance.host.engine import api, daemon, exec_process, images, wire
 from conformance.host.session import RunSession, sweep_dead
 from conformance.model.errors import DriverError
 from conformance.model.image_spec import ImageSpec
@@ -75,6 +75,29 @@ def test_protobuf_fields_round_trip():
 
 
 # -- the private daemon -------------------------------------------------------------------------
+def test_exec_flags_change_the_container_s_process_as_runc_s_exec_does(tmp_path):
+    """Tasks.Exec gets the container's process with runc's exec flags applied (runc 1.1 exec.go): the command,
+    uid[:gid], env appended, extra gids, --cap in bounding/effective/permitted (ambient only beside an
+    inheritable set), no_new_privs; a --process file replaces the process whole."""
+    base = {"args": ["sh"], "env": ["PATH=/bin"], "cwd": "/", "user": {"uid": 0, "gid": 7},
+            "capabilities": {"bounding": ["CAP_CHOWN"], "effective": ["CAP_CHOWN"], "permitted": ["CAP_CHOWN"]},
+            "ioPriority": {"class": "IOPRIO_CLASS_BE", "priority": 4}}
+    args = exec_process.parser().parse_args(
+        ["--address", "a", "--namespace", "n", "--fifo-dir", "f", "--user", "1000", "--env", "FOO=bar", "--cwd",
+         "/tmp", "--cap", "CAP_SYS_NICE", "--additional-gids", "10", "--no-new-privs", "cid", "id", "-u"])
+    got = exec_process.process_spec(base, args)
+    assert got["args"] == ["id", "-u"] and got["cwd"] == "/tmp" and got["env"] == ["PATH=/bin", "FOO=bar"]
+    assert got["user"] == {"uid": 1000, "gid": 7, "additionalGids": [10]} and got["noNewPrivileges"] is True
+    assert got["capabilities"] == {k: ["CAP_CHOWN", "CAP_SYS_NICE"] for k in ("bounding", "effective", "permitted")}
+    assert got["ioPriority"] == base["ioPriority"] and base["user"]["uid"] == 0  # kept; the container's untouched
+    with_inh = {**base, "capabilities": {**base["capabilities"], "inheritable": ["CAP_CHOWN"]}}
+    assert "CAP_SYS_NICE" in exec_process.process_spec(with_inh, args)["capabilities"]["ambient"]
+    (tmp_path / "p.json").write_text('{"args": ["true"], "cwd": "/"}')
+    whole = exec_process.parser().parse_args(["--address", "a", "--namespace", "n", "--fifo-dir", "f",
+                                              "--process", str(tmp_path / "p.json"), "cid"])
+    assert exec_process.process_spec(base, whole) == {"args": ["true"], "cwd": "/"}
+
+
 def _processes_naming(mark: str) -> list[str]:
     found = []
     for pid in os.listdir("/proc"):
