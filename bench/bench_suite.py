@@ -175,7 +175,7 @@ def bare_runs(name: str) -> tuple[float, int]:
                     total += timed_run(argv, out, err, scenario.timeout)
                 count += 1
                 subprocess.run(profile.argv(state, "delete", "--force", cid), capture_output=True)
-                cgroupfs.remove_leftovers(bundle.config["linux"]["cgroupsPath"])
+                cgroupfs.remove_leftovers(bundle.config.get("linux", {}).get("cgroupsPath") or "")
                 bundle.remove()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
