@@ -120,8 +120,23 @@ def test_the_private_daemon_starts_answers_and_goes(tmp_path):
         assert engine.version and engine.version in installed
         assert api.version(engine.address) == engine.version
         assert _processes_naming(str(base))  # the daemon, by its own config
+        assert engine.health() == ""
     finally:
         assert engine.stop() == []  # an orderly end: nothing had to be killed or unmounted
+        shutil.rmtree(base.parent, ignore_errors=True)
+    assert not base.exists() and _processes_naming(str(base)) == []
+    assert f"exited with status {engine.proc.returncode}" in engine.health()  # what a failed call then says
+
+
+def test_a_vanished_socket_is_said_in_the_error(tmp_path):
+    """A daemon whose socket something else removed: the cell's error says so, not just ENOENT."""
+    base = Path(f"/run/oci-conformance-{RUN_TAG}-{os.getpid()}-vanish") / "containerd"
+    engine = daemon.Daemon.start(base)
+    try:
+        Path(engine.address).unlink()
+        assert "still runs but its socket" in engine.health() and engine.address in engine.health()
+    finally:
+        engine.stop()
         shutil.rmtree(base.parent, ignore_errors=True)
     assert not base.exists() and _processes_naming(str(base)) == []
 

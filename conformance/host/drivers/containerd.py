@@ -224,7 +224,7 @@ class ContainerdDriver(RuntimeDriver):
         except RpcError as exc:
             raise self._refused(verb, exc) from None
         except OSError as exc:
-            raise DriverError(f"{self.label} {verb} {cid}: containerd did not answer: {exc}") from None
+            raise DriverError(f"{self.label} {verb} {cid}: containerd did not answer: {exc}{self.engine.health()}") from None
 
     @staticmethod
     def _check_launch(launch: Launch) -> None:
@@ -277,7 +277,7 @@ class ContainerdDriver(RuntimeDriver):
         except RpcError as exc:
             raise self._refused("create", exc) from None
         except OSError as exc:
-            raise DriverError(f"{self.label} create: containerd did not answer: {exc}") from None
+            raise DriverError(f"{self.label} create: containerd did not answer: {exc}{self.engine.health()}") from None
         self.live.add(cid)
         self._io[cid] = io = TaskIO(bundle, stdin, stdout, stderr, lambda: _quietly(self.client.close_stdin, cid))
         self._link_pid_file(bundle, cid)
@@ -291,7 +291,7 @@ class ContainerdDriver(RuntimeDriver):
             raise DriverError(f"{self.label} create did not return within {timeout:.0f}s") from None
         except OSError as exc:
             self.delete(cid)
-            raise DriverError(f"{self.label} create: containerd did not answer: {exc}") from None
+            raise DriverError(f"{self.label} create: containerd did not answer: {exc}{self.engine.health()}") from None
 
     def _link_pid_file(self, bundle: Path, cid: str) -> None:
         """BUNDLE/init.pid, where the bare lane's create writes its --pid-file, points at the file the shim's

@@ -101,6 +101,19 @@ class Daemon:
             raise
         return cls(base, proc, version)
 
+    def health(self) -> str:
+        """Why a call may have found no daemon, as evidence: '' while it runs with its socket in place;
+        otherwise that it exited (its status, its log's last words) or that its socket is gone."""
+        status = self.proc.poll()
+        if status is not None:
+            said = _tail(self.base / "containerd.log", 200)
+            return f" (the private containerd, pid {self.proc.pid}, exited with status {status}{': ' + said if said else ''})"
+        if not Path(self.address).exists():
+            gone = "its directory" if not self.base.exists() else "its socket"
+            return (f" (the private containerd, pid {self.proc.pid}, still runs but {gone} {self.address} is gone: "
+                    "something else removed it)")
+        return ""
+
     def stop(self) -> list[str]:
         """Stop the daemon and every shim of it, unmount and remove its directory; returns what had to be
         killed or unmounted (empty after an orderly end: the driver deleted its containers first)."""
