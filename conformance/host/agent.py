@@ -44,7 +44,7 @@ from conformance.model.scenario import Scenario
 from . import drivers, hostinfo
 from .executor import execute
 from .runtimes import REF_ENV
-from .session import RunSession
+from .session import RunSession, sweep_dead
 
 
 def describe(request: dict[str, Any], session: RunSession | None = None) -> HostDescription:
@@ -183,6 +183,8 @@ def serve(cleanup: bool) -> int:
                 continue
             if session is None:
                 _set_up(request)
+                if request.get("tag"):  # an agent of this run killed before (it hung): remove what it left
+                    sweep_dead(request["tag"])
                 session = RunSession(request.get("flags", {}))
             answers.write(json.dumps(_answer(request, session)).encode() + b"\n")
     except (_Stop, BrokenPipeError):
