@@ -13,6 +13,8 @@ from __future__ import annotations
 import functools
 import importlib.util
 import io
+import py_compile
+import tempfile
 import zipfile
 from dataclasses import asdict
 from pathlib import Path
@@ -76,8 +78,12 @@ AGENT_PARTS = ("__init__.py", "model", "host")
 def agent_zip() -> bytes:
     """The host-side layers and the reference runtime as one runnable zip.
 
-    ``python3 agent.pyz OP ARG`` runs the agent; ``python3 -IS agent.pyz runtime-ref …``
+    ``python3 agent.pyz serve`` runs the agent; ``python3 -IS agent.pyz runtime-ref …``
     runs the reference runtime, so ``ref`` exists on any host the suite reaches.
+    Each module also comes compiled by this Python (unchecked-hash .pyc beside the
+    .py, which zipimport prefers): a host running the same Python version does not
+    compile the agent at every start (seconds under emulation); another version
+    ignores them and compiles the sources.
     """
     buf = io.BytesIO()
     files = [(f"conformance/{p.relative_to(PACKAGE_DIR)}", p) for part in AGENT_PARTS
@@ -86,12 +92,19 @@ def agent_zip() -> bytes:
     if ref is not None and ref.origin:
         ref_dir = Path(ref.origin).parent
         files += [(f"runtime_ref/{p.relative_to(ref_dir)}", p) for p in sorted(ref_dir.rglob("*.py"))]
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf, tempfile.TemporaryDirectory() as tmp:
         for name, path in files:
             if "__pycache__" not in path.parts:
                 zf.write(path, name)
+                zf.writestr(name + "c", _compiled(path, name, Path(tmp) / "out.pyc"))
         zf.writestr("__main__.py", "import sys\nfrom conformance.host.agent import main\nsys.exit(main())\n")
     return buf.getvalue()
+
+
+def _compiled(source: Path, name: str, scratch: Path) -> bytes:
+    py_compile.compile(str(source), cfile=str(scratch), dfile=name, doraise=True,
+                       invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+    return scratch.read_bytes()
 
 
 class RemoteTarget:
