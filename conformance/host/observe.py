@@ -117,6 +117,8 @@ def observe(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str,
         try:
             if scenario.steps:
                 _steps(scenario, driver, bundle, cid, out, err, obs)
+            elif _only_while_running(scenario) and _init_exe(driver):
+                _attached(scenario, driver, bundle, cid, out, err, obs)
             elif scenario.needs_lifecycle:
                 _lifecycle(scenario, driver, bundle, cid, out, err, obs)
             else:
@@ -160,26 +162,74 @@ class _StageReader:
         self.obs.facts += [self.probe.read(f) for f in self.wanted[stage]]
 
 
+def _only_while_running(scenario: Scenario) -> bool:
+    """Everything the scenario reads on the host or inside, it reads while the entrypoint runs:
+    one ``run`` can serve it (nothing before start, after the exit, or from a refused create)."""
+    return (scenario.needs_lifecycle and not scenario.steps and not scenario.expect.or_refused
+            and all(f.when == "running" for f in scenario.host_facts))
+
+
+def _init_exe(driver: RuntimeDriver) -> str:
+    """What the runtime's own init reads as /proc/<pid>/exe before it execs the entrypoint (its probe
+    learned it); "" when unknown: then only create/start tells the two moments apart."""
+    return driver.sandbox.init_exe if driver.sandbox is not None else ""
+
+
+def _attached(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str,
+              out: IO[bytes], err: IO[bytes], obs: Observation) -> None:
+    """One foreground run: facts and checks read once the init was started and exec'd the entrypoint,
+    then its stdin let go."""
+    stages = _StageReader(scenario, bundle.variables, obs)
+    stdin_r, stdin_w = os.pipe()
+
+    def while_running(pid: int) -> None:
+        stages.probe, stages.created_exe = _HostProbe(pid, bundle.variables), _init_exe(driver)
+        _while_running(scenario, driver, pid, cid, stages, obs)
+        _let_go(stdin_w)
+
+    try:
+        outcome = driver.run_attached(bundle.path, cid, stdin_r, out, err, scenario.timeout, while_running)
+    finally:
+        os.close(stdin_r)
+        _let_go(stdin_w)
+    if stages.probe is None:  # the pid was never seen: the entrypoint ended (or failed) first
+        _not_seen_running(scenario, stages, obs, "the container ended before its pid was known")
+    obs.exit, obs.timed_out = outcome.exit, outcome.timed_out
+
+
+def _let_go(fd: int) -> None:
+    """The entrypoint's ``read _`` returns: one line, then end of input (closed once)."""
+    try:
+        os.write(fd, b"\n")
+        os.close(fd)
+    except OSError:  # closed already, or the container is gone
+        pass
+
+
 def _lifecycle(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str,
                out: IO[bytes], err: IO[bytes], obs: Observation) -> None:
     stages = _StageReader(scenario, bundle.variables, obs)
     with lifecycle.running(driver, bundle.path, cid, out, err, scenario.timeout, at=stages.at) as container:
         if stages.wanted["running"] or scenario.inside_checks:
-            _while_running(scenario, driver, container, stages, obs)
+            assert container.pid is not None
+            _while_running(scenario, driver, container.pid, cid, stages, obs)
     obs.exit, obs.timed_out = container.exit, container.timed_out
 
 
-def _while_running(scenario: Scenario, driver: RuntimeDriver, container: lifecycle.Container,
+def _while_running(scenario: Scenario, driver: RuntimeDriver, pid: int, cid: str,
                    stages: _StageReader, obs: Observation) -> None:
     """Host facts and testinfra checks, once the entrypoint is seen running (a sandbox: once started,
     since its state pid never execs the entrypoint)."""
-    assert container.pid is not None
-    if obs.sandboxed or _wait_exec(container.pid, stages.created_exe, min(EXEC_WAIT_S, scenario.timeout)):
+    if obs.sandboxed or _wait_exec(pid, stages.created_exe, min(EXEC_WAIT_S, scenario.timeout)):
         stages.read("running")
         if scenario.inside_checks:  # commands inside, through the runtime's exec
-            obs.inside = inside.read(scenario, driver.exec_argv(container.cid), container.cid,
-                                     stages.variables)
+            obs.inside = inside.read(scenario, driver.exec_argv(cid), cid, stages.variables)
     else:
-        why = "the entrypoint was not seen running (it exited first, or exec never happened)"
-        obs.facts += [FactReading(f, error=why) for f in stages.wanted["running"]]
+        _not_seen_running(scenario, stages, obs,
+                          "the entrypoint was not seen running (it exited first, or exec never happened)")
+
+
+def _not_seen_running(scenario: Scenario, stages: _StageReader, obs: Observation, why: str) -> None:
+    obs.facts += [FactReading(f, error=why) for f in stages.wanted["running"]]
+    if scenario.inside_checks:
         obs.inside = inside.not_running(scenario, why)

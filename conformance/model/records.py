@@ -47,6 +47,9 @@ class SandboxProbe:
 
     sandboxed: bool
     evidence: str
+    #: what ``/proc/<pid>/exe`` of a created, not yet started init reads: the runtime's own init
+    #: ("" when the probe did not get that far); an init whose exe reads otherwise has exec'd the entrypoint
+    init_exe: str = ""
 
 
 @dataclass

@@ -20,7 +20,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Callable
 
 from conformance.model.errors import DriverError
 
@@ -182,6 +182,35 @@ class CliDriver(RuntimeDriver):
             else:
                 self.delete(cid)
 
+    def run_attached(self, bundle: Path, cid: str, stdin: int, stdout: IO[bytes], stderr: IO[bytes],
+                     timeout: float, while_running: Callable[[int], None]) -> RunOutcome:
+        """``RUNTIME run --pid-file``: one runtime process where create, start and delete are three.
+
+        runc, crun, runsc and ref write the pid file once the container was
+        started; ``while_running`` gets the pid then (the caller still checks
+        that the entrypoint was exec'd before reading anything).  The exit
+        status is the runtime's, which ``run`` makes the container's.
+        """
+        started = time.monotonic()
+        self.live.add(cid)
+        pid_file = bundle / "init.pid"
+        ended = False
+        try:
+            proc = subprocess.Popen(self._argv("run", "--pid-file", str(pid_file), "--bundle", str(bundle), cid),
+                                    stdin=stdin, stdout=stdout, stderr=stderr, start_new_session=True)
+            pid = _pid_when_written(pid_file, proc, started + timeout)
+            if pid is not None:
+                while_running(pid)
+            timed_out = self._wait_runtime(proc, max(0.0, started + timeout - time.monotonic()))
+            ended = not timed_out
+            return RunOutcome(None if timed_out else exit_status(proc.returncode), timed_out,
+                              time.monotonic() - started)
+        finally:
+            if ended and not self.has_state(cid):
+                self.live.discard(cid)  # run deleted it itself
+            else:
+                self.delete(cid)
+
     def create(self, bundle: Path, cid: str, stdin: int, stdout: IO[bytes], stderr: IO[bytes],
                timeout: float) -> int:
         """``RUNTIME create``; returns the init's host pid. The container stays until delete."""
@@ -264,6 +293,23 @@ class CliDriver(RuntimeDriver):
         self._inits.clear()
         shutil.rmtree(self.root, ignore_errors=True)
         return leftovers
+
+
+def _pid_when_written(pid_file: Path, proc: subprocess.Popen[bytes], deadline: float) -> int | None:
+    """The pid in ``pid_file`` once the runtime wrote it; None if the runtime ended first or time ran out."""
+    delay = 0.0005
+    while time.monotonic() < deadline:
+        try:
+            text = pid_file.read_text().strip()
+            if text:
+                return int(text)
+        except (FileNotFoundError, ValueError):
+            pass
+        if proc.poll() is not None:
+            return None
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.01)
+    return None
 
 
 def _tail(stream: IO[bytes], limit: int = 600) -> str:
