@@ -49,18 +49,27 @@ def _construct(node: yaml.Node, path: LinePath, lines: dict[LinePath, int], file
     return _scalar(node)
 
 
+#: PyYAML's C parser when it was built with libyaml (several times faster than the pure-Python one,
+#: with the same nodes and marks); the pure-Python one otherwise
+_COMPOSER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+#: one constructor for every scalar (making a loader per scalar cost more than parsing the file)
+_SCALARS = yaml.constructor.SafeConstructor()
+
+
 def _scalar(node: yaml.Node) -> Any:
-    loader = yaml.SafeLoader("")
     try:
-        return loader.construct_object(node, deep=True)
+        return _SCALARS.construct_object(node, deep=True)
     finally:
-        loader.dispose()
+        _SCALARS.constructed_objects.clear()  # its memo would keep every node of every file
 
 
 def parse_documents(text: str, file: str) -> Iterator[tuple[dict[str, Any], dict[LinePath, int]]]:
     """Yield (document, line map) for every YAML document in ``text``."""
     try:
-        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        try:
+            nodes = list(yaml.compose_all(text, Loader=_COMPOSER))
+        except yaml.MarkedYAMLError:  # said again by the pure-Python parser, whose marks point closer
+            nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -115,9 +124,15 @@ def _closest_branch_error(error: Any) -> Any:
     return max(pool, key=lambda e: len(list(e.absolute_path)))
 
 
+@functools.lru_cache(maxsize=1)
+def _validator() -> Any:
+    """The schema's validator, made once (making it compiles the schema's references)."""
+    return jsonschema.Draft202012Validator(scenario_schema())
+
+
 def validate(doc: dict[str, Any], lines: dict[LinePath, int], file: str) -> None:
     """Validate one scenario document; raise ScenarioError at the first error's line."""
-    validator = jsonschema.Draft202012Validator(scenario_schema())
+    validator = _validator()
     errors = sorted(validator.iter_errors(doc),
                     key=lambda e: (_line_for(tuple(e.absolute_path), lines) or 0, str(e.message)))
     if errors:

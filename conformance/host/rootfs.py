@@ -7,6 +7,7 @@ next one.  The copy is ~400 symlinks and one 2 MB file.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -43,7 +44,8 @@ def find_static_busybox() -> Path:
 
 def _is_dynamic(path: Path) -> bool:
     """True if the ELF file has a PT_INTERP program header (needs a loader)."""
-    head = path.read_bytes()[:4096]
+    with open(path, "rb") as f:
+        head = f.read(4096)
     return b"ld-linux" in head or b"/lib64/ld" in head
 
 
@@ -97,9 +99,16 @@ def cached_build(target: Path, build: Callable[[Path], None]) -> Path:
 def busybox_rootfs() -> Path:
     """Path of the cached pristine rootfs, building it on first use (atomically)."""
     busybox = find_static_busybox()
-    digest = hashlib.sha256(busybox.read_bytes()).hexdigest()[:16]
-    target = cache_root() / "rootfs" / f"busybox-{digest}-v{LAYOUT_VERSION}"
+    st = busybox.stat()
+    target = cache_root() / "rootfs" / f"busybox-{_digest(str(busybox), st.st_size, st.st_mtime_ns)}-v{LAYOUT_VERSION}"
     return cached_build(target, lambda staging: _build(busybox, staging))
+
+
+@functools.lru_cache(maxsize=4)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    """The binary's content hash, computed once per process and version of the file (2 MB read and
+    hashed for every bundle was a measurable part of a scenario's cost)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 def copy_rootfs(source: Path, dest: Path) -> None:
