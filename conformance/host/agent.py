@@ -42,6 +42,7 @@ from conformance.model.records import HostDescription, RuntimeEntry, SandboxProb
 from conformance.model.scenario import Scenario
 
 from . import drivers, hostinfo
+from .bare import bare_runs
 from .executor import execute
 from .runtimes import REF_ENV
 from .session import RunSession, sweep_dead
@@ -74,8 +75,19 @@ def run_one(request: dict[str, Any], session: RunSession | None = None) -> dict[
     return done.to_json(scenario)
 
 
+def bare(request: dict[str, Any], session: RunSession | None = None) -> list[float | None]:
+    """The benchmarks' yardstick on this host: one bare ``RUNTIME run`` of each scenario's bundle (bare.py)."""
+    own = session is None
+    session = session or RunSession(request.get("flags", {}))
+    try:
+        return bare_runs([Scenario.from_json(doc) for doc in request["scenarios"]], request["runtime"], session)
+    finally:
+        if own:
+            session.close()
+
+
 Op = Callable[[dict[str, Any], "RunSession | None"], Any]
-OPS: dict[str, Op] = {"describe": describe, "execute": run_one}
+OPS: dict[str, Op] = {"describe": describe, "execute": run_one, "bare": bare}
 
 
 def _ref_from_this_zip() -> str | None:

@@ -60,7 +60,7 @@ def build(scenario: Scenario, cid: str, workdir: Path, oci_version: str,
     variables = {**variables, "bundle": str(path), "rootfs": str(path / "rootfs"), "id": cid}
     bundle = Bundle(path, make_config(scenario, cid, oci_version, variables), variables)
     take_rootfs(busybox_rootfs(), bundle.rootfs, workdir)
-    (path / "config.json").write_text(json.dumps(bundle.config, indent=1))
+    (path / "config.json").write_text(json.dumps(bundle.config))
     return bundle
 
 
@@ -80,7 +80,7 @@ def _build_on_image(scenario: Scenario, cid: str, workdir: Path, oci_version: st
         bundle.variables = {**variables, "bundle": str(path), "rootfs": str(path / "rootfs"), "id": cid,
                             **bundle.image.variables()}
         bundle.config = make_config(scenario, cid, oci_version, bundle.variables)
-        (path / "config.json").write_text(json.dumps(bundle.config, indent=1))
+        (path / "config.json").write_text(json.dumps(bundle.config))
     except BaseException:
         bundle.remove()
         raise

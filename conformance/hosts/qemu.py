@@ -37,6 +37,7 @@ from conformance.host.rootfs import cache_root, find_static_busybox
 from conformance.model.errors import ConformanceError
 from conformance.model.records import HostDescription
 
+from .agent_link import AgentLink
 from .targets import RemoteTarget
 
 LAYOUTS = ("cgroup-v2", "cgroup-v1")
@@ -572,31 +573,46 @@ class Guest:
 # -- the target the harness uses ------------------------------------------------------
 def QemuTarget(spec: str, runtime_flags: dict[str, list[str]], tag: str,
                kernel_choice: str | None = None) -> RemoteTarget:
-    """A RemoteTarget whose host is a guest booted here, stopped when the target closes."""
+    """A RemoteTarget whose host is a guest booted here, stopped when the target closes.
+
+    Its agent is started at once, so the host profile can say how long the
+    guest took to be usable: ``guest_boot_s`` (qemu's start to sshd),
+    ``guest_usable_s`` (to the agent's hello) and the boot's milestones.
+    """
     guest = Guest(spec[len("qemu://"):], kernel_choice or os.environ.get("OCI_CONFORMANCE_QEMU_KERNEL")).boot()
     try:
         host = testinfra.get_host(f"paramiko://root@127.0.0.1:{guest.port}", ssh_identity_file=str(guest.key))
-        host.run("true")
+        target = _GuestTarget(spec, host.backend, runtime_flags, tag, python="/usr/bin/python3")
+        target.guest = guest
+        started = time.monotonic()
+        if isinstance(target.agent, AgentLink):
+            target.agent.start()
+        guest.timeline["agent"] = round(guest.boot_s + time.monotonic() - started, 2)
     except BaseException:
         guest.stop()
         raise
+    return target
 
-    class _GuestTarget(RemoteTarget):
-        def close(self) -> None:
-            try:
-                super().close()
-            finally:
-                with contextlib.suppress(Exception):
-                    self.backend.client.close()
-                guest.stop()
 
-        def describe(self, runtimes: list[str]) -> HostDescription:
-            out = super().describe(runtimes)
-            out["profile"]["guest_boot_s"] = round(guest.boot_s, 2)
-            out["profile"]["guest_accel"] = guest.accel_note or guest.accel
-            return out
+class _GuestTarget(RemoteTarget):
+    guest: Guest
 
-    return _GuestTarget(spec, host.backend, runtime_flags, tag, python="/usr/bin/python3")
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            with contextlib.suppress(Exception):
+                self.backend.client.close()
+            self.guest.stop()
+
+    def describe(self, runtimes: list[str]) -> HostDescription:
+        out = super().describe(runtimes)
+        out["profile"]["guest_boot_s"] = round(self.guest.boot_s, 2)
+        out["profile"]["guest_usable_s"] = self.guest.timeline.get("agent")
+        out["profile"]["guest_boot_timeline"] = dict(self.guest.timeline)
+        out["profile"]["guest_kernel_image"] = self.guest.image_note
+        out["profile"]["guest_accel"] = self.guest.accel_note or self.guest.accel
+        return out
 
 
 def main(argv: list[str] | None = None) -> int:

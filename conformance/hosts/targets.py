@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol, cast
 
 from conformance.host import agent
+from conformance.host.bare import bare_runs
 from conformance.host.executor import execute
 from conformance.host.runtimes import ref_launcher
 from conformance.host.session import RunSession
@@ -64,6 +65,10 @@ class LocalTarget:
 
     def describe(self, runtimes: list[str]) -> HostDescription:
         return agent.describe({"runtimes": runtimes, "flags": self.runtime_flags})
+
+    def bare_runs(self, scenarios: list[Scenario], runtime: str) -> list[float | None]:
+        """One bare ``RUNTIME run`` per scenario's bundle (host/bare.py): for bench/."""
+        return bare_runs(scenarios, runtime, self.session)
 
     def close(self) -> None:
         self.session.close()
@@ -170,6 +175,12 @@ class RemoteTarget:
             return cast(HostDescription, self._request("describe", {"runtimes": runtimes}, DESCRIBE_TIMEOUT_S))
         except AgentError as exc:
             raise HostError(str(exc)) from None
+
+    def bare_runs(self, scenarios: list[Scenario], runtime: str) -> list[float | None]:
+        """One bare ``RUNTIME run`` per scenario's bundle, timed on the host (host/bare.py): for bench/."""
+        timeout = sum(sc.timeout for sc in scenarios) + self.grace_s
+        answer = self._request("bare", {"scenarios": [sc.to_json() for sc in scenarios], "runtime": runtime}, timeout)
+        return cast("list[float | None]", answer)
 
     def close(self) -> None:
         self.agent.close()

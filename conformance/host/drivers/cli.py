@@ -105,12 +105,14 @@ class CliDriver(RuntimeDriver):
         finally:
             os.close(stdin)
         deadline = time.monotonic() + timeout
+        between = 0.005  # communicate returns the moment the verb ends; this only paces the reaping
         while True:
             reap_adopted(exclude=proc.pid)
             try:
-                out, err = proc.communicate(timeout=0.005)
+                out, err = proc.communicate(timeout=between)
                 break
             except subprocess.TimeoutExpired:
+                between = min(between * 2, 0.05)
                 if time.monotonic() > deadline:
                     self._wait_runtime(proc, 0)
                     proc.communicate()
@@ -300,9 +302,8 @@ def _pid_when_written(pid_file: Path, proc: subprocess.Popen[bytes], deadline: f
     delay = 0.0005
     while time.monotonic() < deadline:
         try:
-            text = pid_file.read_text().strip()
-            if text:
-                return int(text)
+            if pid_file.stat().st_size:
+                return int(pid_file.read_text().strip())
         except (FileNotFoundError, ValueError):
             pass
         if proc.poll() is not None:
