@@ -183,8 +183,12 @@ def _attached(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: st
     stdin_r, stdin_w = os.pipe()
 
     def while_running(pid: int) -> None:
-        stages.probe, stages.created_exe = _HostProbe(pid, bundle.variables), _init_exe(driver)
-        _while_running(scenario, driver, pid, cid, stages, obs)
+        try:
+            stages.probe, stages.created_exe = _HostProbe(pid, bundle.variables), _init_exe(driver)
+        except OSError:  # its /proc entry is gone: it ended before it could be looked at
+            stages.probe = None
+        else:
+            _while_running(scenario, driver, pid, cid, stages, obs)
         _let_go(stdin_w)
 
     try:
@@ -192,8 +196,9 @@ def _attached(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: st
     finally:
         os.close(stdin_r)
         _let_go(stdin_w)
-    if stages.probe is None:  # the pid was never seen: the entrypoint ended (or failed) first
-        _not_seen_running(scenario, stages, obs, "the container ended before its pid was known")
+    if stages.probe is None:  # the entrypoint ended (or failed) before it could be looked at
+        _not_seen_running(scenario, stages, obs,
+                          "the entrypoint was not seen running (it exited first, or exec never happened)")
     obs.exit, obs.timed_out = outcome.exit, outcome.timed_out
 
 
