@@ -42,9 +42,13 @@ class _HostProbe:
     def __init__(self, pid: int, variables: dict[str, str]) -> None:
         self.pid = pid
         self.variables = variables
-        self.mount_map = cgroupfs.mounts()
-        self.cgroups = cgroupfs.process_cgroups(pid)
-        self.hostname = socket.gethostname()
+        self._cgroups: tuple[dict[str, Path], dict[str, str]] | None = None
+
+    def cgroups(self) -> tuple[dict[str, Path], dict[str, str]]:
+        """(the host's cgroup mounts, the init's cgroup per hierarchy), read once, while it exists."""
+        if self._cgroups is None:
+            self._cgroups = cgroupfs.mounts(), cgroupfs.process_cgroups(self.pid)
+        return self._cgroups
 
     def read(self, fact: HostFact) -> FactReading:
         try:
@@ -61,7 +65,8 @@ class _HostProbe:
             text = Path(f"/proc/{self.pid}/{fact.target}").read_text()
             return _field(text, fact.field) if fact.field else text
         if fact.kind == "cgroup":
-            return cgroupfs.read_value(fact.target, self.cgroups, self.mount_map)
+            mount_map, cgroups = self.cgroups()
+            return cgroupfs.read_value(fact.target, cgroups, mount_map)
         if fact.kind == "host_file":
             return Path(fill(fact.target, self.variables)).read_text()
         if fact.kind == "host_hostname_unchanged":
@@ -117,7 +122,7 @@ def observe(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str,
         try:
             if scenario.steps:
                 _steps(scenario, driver, bundle, cid, out, err, obs)
-            elif _only_while_running(scenario) and _init_exe(driver):
+            elif _one_run_serves(scenario, driver):
                 _attached(scenario, driver, bundle, cid, out, err, obs)
             elif scenario.needs_lifecycle:
                 _lifecycle(scenario, driver, bundle, cid, out, err, obs)
@@ -154,6 +159,7 @@ class _StageReader:
         if stage == "created":
             assert container.pid is not None
             self.probe = _HostProbe(container.pid, self.variables)
+            self.probe.cgroups()  # while the init surely exists: an "exited" fact reads them later
             self.created_exe = _exe(container.pid)
         self.read(stage)
 
@@ -162,11 +168,20 @@ class _StageReader:
         self.obs.facts += [self.probe.read(f) for f in self.wanted[stage]]
 
 
-def _only_while_running(scenario: Scenario) -> bool:
-    """Everything the scenario reads on the host or inside, it reads while the entrypoint runs:
-    one ``run`` can serve it (nothing before start, after the exit, or from a refused create)."""
+def _one_run_serves(scenario: Scenario, driver: RuntimeDriver) -> bool:
+    """Everything the scenario reads, it reads while the entrypoint runs, or after it ended when the
+    runtime's ``run`` can keep the stopped container: one ``run`` serves it (nothing is read before
+    start or after delete, and no refused create is told apart from the entrypoint's own exit)."""
+    def served(fact: HostFact) -> bool:
+        return fact.when == "running" or (fact.when == "exited" and fact.kind in PID_FREE and driver.keeps_after_run)
+
     return (scenario.needs_lifecycle and not scenario.steps and not scenario.expect.or_refused
-            and all(f.when == "running" for f in scenario.host_facts))
+            and all(served(f) for f in scenario.host_facts) and bool(_init_exe(driver)))
+
+
+#: facts that need no process to be read (an entrypoint that ended before its pid was seen does not
+#: keep them from being read after the exit); a cgroup fact needs the init's cgroups, read while it lives
+PID_FREE = ("host_file", "layer_file")
 
 
 def _init_exe(driver: RuntimeDriver) -> str:
@@ -183,22 +198,33 @@ def _attached(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: st
     stdin_r, stdin_w = os.pipe()
 
     def while_running(pid: int) -> None:
+        stages.probe, stages.created_exe = _HostProbe(pid, bundle.variables), _init_exe(driver)
         try:
-            stages.probe, stages.created_exe = _HostProbe(pid, bundle.variables), _init_exe(driver)
+            stages.probe.cgroups()
         except OSError:  # its /proc entry is gone: it ended before it could be looked at
-            stages.probe = None
-        else:
+            seen_gone.append(pid)
+        if not seen_gone:
             _while_running(scenario, driver, pid, cid, stages, obs)
         _let_go(stdin_w)
 
+    seen_gone: list[int] = []
+
+    keep = bool(stages.wanted["exited"])
     try:
-        outcome = driver.run_attached(bundle.path, cid, stdin_r, out, err, scenario.timeout, while_running)
+        outcome = driver.run_attached(bundle.path, cid, stdin_r, out, err, scenario.timeout, while_running, keep)
+        try:
+            if stages.probe is None or seen_gone:  # the entrypoint ended (or failed) before it was looked at
+                _not_seen_running(scenario, stages, obs,
+                                  "the entrypoint was not seen running (it exited first, or exec never happened)")
+            if keep:  # facts that need no process (PID_FREE)
+                stages.probe = stages.probe or _HostProbe(0, bundle.variables)
+                stages.read("exited")
+        finally:
+            if keep:
+                driver.delete(cid, force=True)
     finally:
         os.close(stdin_r)
         _let_go(stdin_w)
-    if stages.probe is None:  # the entrypoint ended (or failed) before it could be looked at
-        _not_seen_running(scenario, stages, obs,
-                          "the entrypoint was not seen running (it exited first, or exec never happened)")
     obs.exit, obs.timed_out = outcome.exit, outcome.timed_out
 
 

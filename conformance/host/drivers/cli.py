@@ -184,21 +184,29 @@ class CliDriver(RuntimeDriver):
             else:
                 self.delete(cid)
 
+    @property
+    def keeps_after_run(self) -> bool:
+        return self.profile.run_keeps
+
     def run_attached(self, bundle: Path, cid: str, stdin: int, stdout: IO[bytes], stderr: IO[bytes],
-                     timeout: float, while_running: Callable[[int], None]) -> RunOutcome:
-        """``RUNTIME run --pid-file``: one runtime process where create, start and delete are three.
+                     timeout: float, while_running: Callable[[int], None], keep: bool = False) -> RunOutcome:
+        """``RUNTIME run --pid-file [--keep]``: one runtime process where create, start and delete are three.
 
         runc, crun, runsc and ref write the pid file once the container was
         started; ``while_running`` gets the pid then (the caller still checks
         that the entrypoint was exec'd before reading anything).  The exit
         status is the runtime's, which ``run`` makes the container's.
+        ``keep`` (a runtime whose ``run`` has ``--keep``): the stopped
+        container stays for the caller, who deletes it.
         """
         started = time.monotonic()
+        keep = keep and self.keeps_after_run
         self.live.add(cid)
         pid_file = bundle / "init.pid"
         ended = False
         try:
-            proc = subprocess.Popen(self._argv("run", "--pid-file", str(pid_file), "--bundle", str(bundle), cid),
+            proc = subprocess.Popen(self._argv("run", *(["--keep"] if keep else []), "--pid-file", str(pid_file),
+                                               "--bundle", str(bundle), cid),
                                     stdin=stdin, stdout=stdout, stderr=stderr, start_new_session=True)
             pid = _pid_when_written(pid_file, proc, started + timeout)
             if pid is not None:
@@ -208,7 +216,9 @@ class CliDriver(RuntimeDriver):
             return RunOutcome(None if timed_out else exit_status(proc.returncode), timed_out,
                               time.monotonic() - started)
         finally:
-            if ended and not self.has_state(cid):
+            if ended and keep:
+                pass  # stopped, kept for the caller (and in ``live`` until its delete)
+            elif ended and not self.has_state(cid):
                 self.live.discard(cid)  # run deleted it itself
             else:
                 self.delete(cid)
