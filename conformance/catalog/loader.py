@@ -8,11 +8,12 @@ value, or of the unknown key, which is what a person editing the file needs.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Iterator
 
-import jsonschema
 import yaml
 
 from conformance.model.errors import ScenarioError
@@ -127,11 +128,36 @@ def _closest_branch_error(error: Any) -> Any:
 @functools.lru_cache(maxsize=1)
 def _validator() -> Any:
     """The schema's validator, made once (making it compiles the schema's references)."""
+    import jsonschema  # only when a document is not known valid: its import is a tenth of pytest's start
+
     return jsonschema.Draft202012Validator(scenario_schema())
 
 
+def _known_valid_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return Path(base) / "oci-conformance" / "valid-scenarios"
+
+
+@functools.lru_cache(maxsize=1)
+def _schema_digest() -> bytes:
+    return hashlib.sha256(SCHEMA_PATH.read_bytes()).digest()
+
+
+def _known_valid(doc: dict[str, Any]) -> Path:
+    """Where a mark says this document passed this schema: named by the hash of both."""
+    text = json.dumps(doc, sort_keys=True, default=repr).encode()
+    return _known_valid_dir() / hashlib.sha256(_schema_digest() + text).hexdigest()
+
+
 def validate(doc: dict[str, Any], lines: dict[LinePath, int], file: str) -> None:
-    """Validate one scenario document; raise ScenarioError at the first error's line."""
+    """Validate one scenario document; raise ScenarioError at the first error's line.
+
+    A document that passed the same schema before (a mark in the user's cache,
+    named by the hash of the schema and the document) is not validated again.
+    """
+    mark = _known_valid(doc)
+    if mark.exists():
+        return
     validator = _validator()
     errors = sorted(validator.iter_errors(doc),
                     key=lambda e: (_line_for(tuple(e.absolute_path), lines) or 0, str(e.message)))
@@ -139,6 +165,11 @@ def validate(doc: dict[str, Any], lines: dict[LinePath, int], file: str) -> None
         line, message = _describe(errors[0], lines)
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise ScenarioError(file, line, message + more)
+    try:
+        mark.parent.mkdir(parents=True, exist_ok=True)
+        mark.touch()
+    except OSError:  # a read-only cache: validated every time, as before
+        pass
 
 
 def load_file(path: Path) -> list[tuple[dict[str, Any], dict[LinePath, int]]]:
