@@ -26,7 +26,16 @@ from conformance.model.errors import DriverError
 
 from ..runtimes import RuntimeProfile
 from .base import RunOutcome, RuntimeDriver, VerbFailed
-from .procs import become_subreaper, block_until_exit, empty_stdin, exit_status, process_state, reap_adopted, wait_exit
+from .procs import (
+    become_subreaper,
+    block_until_exit,
+    empty_stdin,
+    exit_status,
+    process_state,
+    reap_adopted,
+    wait_exit,
+    wait_for_file,
+)
 
 RUNTIME_CALL_TIMEOUT_S = 30.0
 
@@ -309,18 +318,12 @@ class CliDriver(RuntimeDriver):
 
 def _pid_when_written(pid_file: Path, proc: subprocess.Popen[bytes], deadline: float) -> int | None:
     """The pid in ``pid_file`` once the runtime wrote it; None if the runtime ended first or time ran out."""
-    delay = 0.0005
-    while time.monotonic() < deadline:
-        try:
-            if pid_file.stat().st_size:
-                return int(pid_file.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            pass
-        if proc.poll() is not None:
-            return None
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.01)
-    return None
+    if not wait_for_file(pid_file, lambda: proc.poll() is None, deadline):
+        return None
+    try:
+        return int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
 
 
 def _tail(stream: IO[bytes], limit: int = 600) -> str:
