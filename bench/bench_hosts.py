@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import secrets
 import shutil
 import statistics
@@ -130,7 +131,9 @@ def whole_catalog_in_guest(layout: str) -> None:
         wall = time.perf_counter() - started
     finally:
         shutil.rmtree(out, ignore_errors=True)
-    summary = next((line for line in reversed(done.stdout.splitlines()) if " in " in line and "=" in line), "")
+    lines = done.stdout.strip().splitlines()
+    summary = next((line for line in reversed(lines) if re.search(r"\d+ (passed|failed)", line)),
+                   lines[-1] if lines else f"exit {done.returncode}")
     print(f"whole catalog, runc and crun, qemu://{layout} (boot included): {wall:.0f} s (goal < 300 s)   "
           f"({summary.strip('= ')})", flush=True)
 

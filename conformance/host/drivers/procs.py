@@ -112,12 +112,17 @@ def wait_for_file(path: Path, alive: Callable[[], bool], deadline: float) -> boo
     SPIN_S (a runtime on hardware or KVM) and backs off after it (a runtime
     under emulation, where a second is common, should not pay for it).
     """
+    done = poll_until(lambda: _has_content(path) or not alive(), deadline)
+    return done and _has_content(path)
+
+
+def poll_until(ready: Callable[[], bool], deadline: float) -> bool:
+    """Call ``ready()`` until it says True (True) or ``deadline`` (time.monotonic) passed (False):
+    every 0.5 ms for SPIN_S, every 2 ms up to a second, every 10 ms after (see wait_for_file)."""
     started = time.monotonic()
     while True:
-        if _has_content(path):
+        if ready():
             return True
-        if not alive():
-            return _has_content(path)
         now = time.monotonic()
         if now >= deadline:
             return False
