@@ -10,9 +10,13 @@ For each runtime, prints
     around the runtime process alone; stdin is an empty pipe so ``read _`` ends;
   - their ratio (goal ≤ 1.3 on runc).
 Then the wall time of the full matrix of ref, runc and crun with ``-n 2``
-(goal ≤ 60 s on this 2-core machine), runsc on its own line, and the
-harness's peak memory (the pytest processes only — controller and xdist
-workers, summed — never the runtimes or containers).
+(goal ≤ 60 s on this 2-core machine), runsc on its own line, the cost of
+``--controls`` (the negative controls: one ref run of the scenario per
+scenario and switch set, whatever number of expectations it proves; goal:
+no more than one ref container per scenario and switch set, the one more
+that a scenario checking `RUNTIME run`'s own exit takes on every runtime
+aside), and the harness's peak memory (the pytest processes only —
+controller and xdist workers, summed — never the runtimes or containers).
 
 Not a test: it asserts nothing.  Everything it makes is removed.
 
@@ -22,6 +26,7 @@ Not a test: it asserts nothing.  Everything it makes is removed.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import shutil
@@ -46,6 +51,7 @@ from conformance.catalog.loader import load_scenarios  # noqa: E402
 from conformance.host import hostinfo  # noqa: E402
 from conformance.host.bare import bare_runs as time_bare_runs  # noqa: E402
 from conformance.host.session import RunSession  # noqa: E402
+from conformance.reporting.document import proof_totals  # noqa: E402
 
 TAG = "bench" + secrets.token_hex(3)
 
@@ -93,11 +99,12 @@ def _deselect() -> list[str]:
     return ["-k", " and ".join(f"not {sid}" for sid in left_out)] if left_out else []
 
 
-def run_suite(runtimes: str, *extra: str) -> tuple[float, int, str]:
-    """(wall seconds, peak harness RSS in bytes, last line) of one ``pytest conformance`` run."""
+def run_suite(runtimes: str, *extra: str, keep: dict | None = None, whole: bool = False) -> tuple[float, int, str]:
+    """(wall seconds, peak harness RSS in bytes, last line) of one ``pytest conformance`` run
+    (``keep``: filled with the run's matrix.json; ``whole``: the lifecycle scenarios too)."""
     out = Path(tempfile.mkdtemp(prefix=f"{TAG}-reports-"))
     cmd = [sys.executable, "-m", "pytest", "conformance", f"--runtime={runtimes}", f"--matrix-dir={out}",
-           "-p", "no:cacheprovider", "-q", *_deselect(), *extra]
+           "-p", "no:cacheprovider", "-q", *([] if whole else _deselect()), *extra]
     try:
         started = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -110,6 +117,8 @@ def run_suite(runtimes: str, *extra: str) -> tuple[float, int, str]:
         meter.join()
         summary = next((line for line in reversed(output.splitlines()) if " in " in line and "=" in line),
                        output.strip().splitlines()[-1] if output.strip() else "")
+        if keep is not None and (out / "matrix.json").exists():
+            keep.update(json.loads((out / "matrix.json").read_text()))
         return wall, meter.peak, summary.strip("= ")
     finally:
         shutil.rmtree(out, ignore_errors=True)
@@ -141,11 +150,32 @@ def line(name: str, wall: float, bare: float, count: int, peak: int, summary: st
             f"   (+{added:.0f} ms per scenario)   peak harness RSS {peak / 2**20:4.0f} MiB   ({summary})")
 
 
+def controls_cost() -> str:
+    """What ``--controls`` adds to a ref run of the whole catalog: runs, containers, wall time (serial)."""
+    plain, _, _ = run_suite("ref", whole=True)
+    doc: dict = {}
+    with_controls, _, summary = run_suite("ref", "--controls", keep=doc, whole=True)
+    scenarios = {sc.id: sc for path in sorted((REPO / "scenarios").glob("*.yaml")) for sc in load_scenarios(path)}
+    ran = [c for c in doc.get("controls", []) if c["verdict"] != "skip"]
+    pairs = {(c["scenario"], tuple(c["disabled"])) for c in ran}
+    # a scenario that checks `RUNTIME run`'s own exit but goes through create/start takes one more
+    # container on every runtime (executor._second_run), and so does each of its controls
+    second = sum(1 for c in ran if c["scenario"] in scenarios and scenarios[c["scenario"]].wants_runtime_exit
+                 and scenarios[c["scenario"]].needs_lifecycle)
+    n = proof_totals(doc)
+    return (f"--controls on ref: {len(ran)} control runs = {len(pairs)} scenario × switch-set pairs, one run each "
+            f"({len(ran) + second} ref containers: {second} of them the second `RUNTIME run` of a scenario that "
+            f"checks its exit); +{with_controls - plain:.1f} s serial (ref {plain:.1f} s, with controls "
+            f"{with_controls:.1f} s); expectations {n['proven']} proven, {n['corroborating']} corroborating, "
+            f"{n['unproven']} unproven   ({summary})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runtimes", default="ref,runc,crun", help="compared one by one (default: ref,runc,crun)")
     ap.add_argument("--no-runsc", action="store_true", help="leave out runsc's own line")
     ap.add_argument("--no-matrix", action="store_true", help="leave out the full -n 2 matrix")
+    ap.add_argument("--no-controls", action="store_true", help="leave out the cost of --controls")
     args = ap.parse_args()
     names = [n for n in args.runtimes.split(",") if n]
     print(f"host: {hostinfo.profile()['os']}, kernel {hostinfo.profile()['kernel']}, "
@@ -163,7 +193,9 @@ def main() -> None:
         peaks.append(peak)
         print(f"matrix {','.join(names)} -n 2: {wall:.1f} s (goal ≤ 60 s)   peak harness RSS "
               f"{peak / 2**20:.0f} MiB   ({summary})", flush=True)
-    print(f"harness peak memory: {max(peaks) / 2**20:.0f} MiB (pytest controller + workers, RSS summed); "
+    if not args.no_controls:
+        print(controls_cost(), flush=True)
+    print(f"harness peak memory: {max(peaks, default=0) / 2**20:.0f} MiB (pytest controller + workers, RSS summed); "
           f"load average now {os.getloadavg()[0]:.2f}")
 
 

@@ -4,6 +4,7 @@
     python -m conformance merge A.json B.json … -o DIR   # one matrix from several runs (e.g. CI jobs)
     python -m conformance render matrix.json -o DIR  # rewrite matrix.md and matrix.html from the JSON
     python -m conformance catalog [--check]          # write docs/catalog.md from scenarios/ (exit 1: stale)
+    python -m conformance coverage [--check]         # write docs/coverage.md from docs/coverage.yaml
 
 Exit status: 0 fine, 1 regressions (diff), 2 a file could not be used.
 """
@@ -13,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from conformance.catalog.page import add_command
+from conformance.catalog import coverage, page
 from conformance.reporting.baseline import BaselineError, compare, load
 from conformance.reporting.document import merge
 from conformance.reporting.files import write_all
@@ -54,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     ren.add_argument("matrix", metavar="MATRIX.json")
     ren.add_argument("-o", "--output", required=True, metavar="DIR")
     ren.set_defaults(run=_render)
-    add_command(verbs)
+    page.add_command(verbs)
+    coverage.add_command(verbs)
     args = parser.parse_args(argv)
     try:
         status: int = args.run(args)

@@ -74,15 +74,25 @@ def _read(path: str) -> str:
 
 
 def _mkdirs(base: str, rel: str, created: list[str]) -> str:
-    """mkdir -p base/rel, remembering each directory made."""
-    path = base
-    for part in rel.strip("/").split("/"):
-        path = os.path.join(path, part)
+    """mkdir -p base/rel, remembering each directory made.
+
+    A parent shared with other containers (our default /runtime-ref) may be
+    removed by the last of them between our two mkdirs: start again then.
+    """
+    for attempt in range(3):
+        path = base
         try:
-            os.mkdir(path)
-            created.append(path)
-        except FileExistsError:
-            pass
+            for part in rel.strip("/").split("/"):
+                path = os.path.join(path, part)
+                try:
+                    os.mkdir(path)
+                    created.append(path)
+                except FileExistsError:
+                    pass
+            return path
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
     return path
 
 
@@ -109,13 +119,17 @@ def _v1_limits(ctrl: str, d: str, res: Resources, spec_devices: Devices) -> None
         _write(os.path.join(d, name), str(v))
     if ctrl == "memory":
         m = res.get("memory") or {}
-        if m.get("limit"):
-            w("memory.limit_in_bytes", m["limit"])
-        if m.get("swap"):
-            if not os.path.exists(os.path.join(d, "memory.memsw.limit_in_bytes")):
-                raise Error("linux.resources.memory.swap: this host has no swap accounting "
-                            "(memory.memsw.limit_in_bytes is missing)")
-            w("memory.memsw.limit_in_bytes", m["swap"])
+        if m.get("swap") and not os.path.exists(os.path.join(d, "memory.memsw.limit_in_bytes")):
+            raise Error("linux.resources.memory.swap: this host has no swap accounting "
+                        "(memory.memsw.limit_in_bytes is missing)")
+        # the kernel keeps memory <= memory+swap at every moment: when both rise
+        # (an update), memory+swap must go first, else memory first
+        order = [("memory.limit_in_bytes", m.get("limit")), ("memory.memsw.limit_in_bytes", m.get("swap"))]
+        if m.get("limit") and m.get("swap") and _raising(os.path.join(d, "memory.limit_in_bytes"), m["limit"]):
+            order.reverse()
+        for name, value in order:
+            if value:
+                w(name, value)
         if m.get("reservation"):
             w("memory.soft_limit_in_bytes", m["reservation"])
         if m.get("swappiness") is not None:
@@ -156,6 +170,14 @@ def _v1_limits(ctrl: str, d: str, res: Resources, spec_devices: Devices) -> None
             return
         for allow, rule in device_rules(res, spec_devices):
             w("devices.allow" if allow else "devices.deny", rule)
+
+
+def _raising(path: str, new: int) -> bool:
+    """True when ``new`` (-1: unlimited) is above the limit ``path`` holds now."""
+    try:
+        return new < 0 or new > int(_read(path))
+    except (OSError, ValueError):
+        return False
 
 
 def _v2_limits(d: str, res: Resources, disabled: Switches) -> None:
@@ -253,6 +275,38 @@ def create(cgpath: str, res: Resources, disabled: Switches, spec_devices: Device
     return {"version": version, "leaves": leaves, "created": created, "controllers": ctrls}
 
 
+def none() -> CgroupSet:
+    """No cgroup of the container's own (switch ``default-cgroup``): it stays in ours."""
+    return {"version": detect()[0], "leaves": [], "created": [], "controllers": []}
+
+
+def own_dirs(cg: CgroupSet) -> dict[str, str]:
+    """{hierarchy mount point: the container's directory in it}, for its /sys/fs/cgroup view.
+
+    The container's leaves where it has them; in a hierarchy where it has none
+    (no cgroup of its own) the one this process is in, which it inherits.
+    """
+    version, mounts = detect()
+    by_mount = {mounts[ctrl]: d for ctrl, d in zip(cg["controllers"], cg["leaves"]) if ctrl in mounts}
+    mine = _own_paths()
+    for ctrl, mnt in mounts.items():
+        if mnt not in by_mount:
+            rel = mine.get("" if version == "v2" else ctrl, "/")
+            by_mount[mnt] = os.path.join(mnt, rel.lstrip("/"))
+    return by_mount
+
+
+def _own_paths() -> dict[str, str]:
+    """controller (v2: "") -> this process's cgroup path, from /proc/self/cgroup."""
+    paths: dict[str, str] = {}
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _, ctrls, path = line.rstrip("\n").split(":", 2)
+            for ctrl in ctrls.split(",") if ctrls else [""]:
+                paths[ctrl] = path
+    return paths
+
+
 def set_limits(cg: CgroupSet, res: Resources, disabled: Switches, spec_devices: Devices = ()) -> None:
     """Write ``linux.resources`` into the directories ``create`` made.
 
@@ -260,7 +314,8 @@ def set_limits(cg: CgroupSet, res: Resources, disabled: Switches, spec_devices: 
     it only has to be done before the container's process starts.
     """
     if cg["version"] == "v2":
-        _v2_limits(cg["leaves"][0], res, disabled)  # device rules: see create()
+        for leaf in cg["leaves"][:1]:  # none: switch default-cgroup left the container in ours
+            _v2_limits(leaf, res, disabled)  # device rules: see create()
         return
     for ctrl, d in zip(cg["controllers"], cg["leaves"]):
         if CONTROLLER_SWITCH.get(ctrl) in disabled or ctrl not in CONTROLLER_SWITCH or ctrl == "devices":
@@ -336,6 +391,16 @@ def pids(leaves: Iterable[str]) -> list[int]:
         except FileNotFoundError:
             continue
     return []
+
+
+def remove_shared_parents(leaves: Iterable[str]) -> None:
+    """rmdir the parent of each leaf if no other container's cgroup is left in it (our default
+    /runtime-ref, which whichever container came first made): the kernel refuses while it has one."""
+    for d in leaves:
+        try:
+            os.rmdir(os.path.dirname(d))
+        except OSError:
+            pass  # another container's cgroup is still there (EBUSY), or it is gone already
 
 
 def remove(created: list[str], timeout: float = 2.0) -> None:

@@ -21,9 +21,12 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import signal
 
-    from .hints import Config, Namespaces, SeccompProgram, Switches
+    from .hints import CgroupSet, Config, Launch, Namespaces, SeccompProgram, Switches
 else:
     import _signal as signal  # the C module: `signal` imports enum (~3 ms)
+
+#: where a container goes when its config names no cgroupsPath: DEFAULT_CGROUP_PARENT/<id>
+DEFAULT_CGROUP_PARENT = "/runtime-ref"
 
 #: the signals ``run`` and ``exec`` pass on to the process they wait for
 FORWARD = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH")
@@ -47,17 +50,26 @@ def _prepare(config: Config, disabled: Switches, nss: Namespaces) -> SeccompProg
 
 
 def create(root: str, cid: str, bundle: str | None, disabled: Switches,
-           pid_file: str | None = None, fifo: bool = True) -> tuple[Container, Config]:
+           pid_file: str | None = None, fifo: bool = True, launch: Launch | None = None,
+           ) -> tuple[Container, Config]:
     """Build the container up to its blocked init; returns the Container and its
     config (without hooks under switch ``hooks``).
 
     With ``fifo=False`` (``run``) the init does not wait for ``start``.
+    ``launch`` says what the caller handed over beyond the bundle: how many
+    descriptors from 3 on go to the container (``--preserve-fds``, systemd's
+    ``LISTEN_FDS``; every other one is closed before exec).
     """
     from .spawn import spawn
+    launch = launch or {"pass_fds": 0, "listen_fds": 0}
     bundle = os.path.abspath(bundle or ".")
     config, raw = spec.load(bundle)
-    if "hooks" in disabled:
-        config.pop("hooks", None)
+    _switch_hooks(config, disabled)
+    if launch["listen_fds"]:  # socket activation, as runc: the process learns which fds are its sockets
+        config["process"]["env"] = list(config["process"].get("env") or []) + [
+            "LISTEN_FDS=%d" % launch["listen_fds"], "LISTEN_PID=1"]
+    if "stdio" in disabled:
+        _hand_over_stdio()
     nss = spec.namespaces(config, disabled)
     c = Container(root, cid)
     os.makedirs(root, 0o700, exist_ok=True)
@@ -74,7 +86,7 @@ def create(root: str, cid: str, bundle: str | None, disabled: Switches,
             os.mkfifo(c.fifo, 0o622)
             os.chmod(c.fifo, 0o622)  # writable by the container's root even when it is not ours
         linux = config.get("linux") or {}
-        cgpath = linux.get("cgroupsPath") or "/runtime-ref/" + cid
+        cgpath = _cgroups_path(linux, cid, disabled)
         c.data = {"ociVersion": OCI_VERSION, "id": cid, "pid": 0, "bundle": bundle,
                   "rootfs": rootfs_path, "annotations": config.get("annotations") or {},
                   "cgroups_path": cgpath, "disabled": sorted(disabled), "host_mounts": "mount" not in nss,
@@ -83,11 +95,10 @@ def create(root: str, cid: str, bundle: str | None, disabled: Switches,
         # Joining a cgroup waits for an RCU grace period (5-12 ms here): create
         # starts that wait early (warm_up), and we do our Python work meanwhile.
         # (Not with a time namespace: joining one needs a single-threaded runtime.)
-        cg = c.data["cgroups"] = cgroups.create(cgpath, linux.get("resources") or {}, disabled,
-                                                linux.get("devices") or [], warm_up="time" not in nss)
+        cg = c.data["cgroups"] = _make_cgroups(cgpath, linux, disabled, warm_up="time" not in nss)
         c.save()
         prog = _prepare(config, disabled, nss)
-        pid = spawn(c, config, bundle, disabled, nss, prog, cg, fifo)
+        pid = spawn(c, config, bundle, disabled, nss, prog, cg, fifo, launch["pass_fds"])
         c.data["pid"] = pid
         c.data["starttime"] = starttime(pid)
         c.save()
@@ -108,7 +119,43 @@ def create(root: str, cid: str, bundle: str | None, disabled: Switches,
     return c, config
 
 
-def start(root: str, cid: str) -> None:
+def _cgroups_path(linux: Config, cid: str, disabled: Switches) -> str | None:
+    """Where the container's cgroups go: linux.cgroupsPath, or a path of our own.
+
+    The spec leaves the default to the runtime ("MAY choose"); runc puts the
+    container under its own cgroup, named by the id.  Ours is
+    /runtime-ref/<id> from each hierarchy's root, whoever calls us, so that
+    every container of this runtime is found in one place.  None (switch
+    ``default-cgroup``): no cgroup of its own, the runtime's are kept.
+    """
+    given = linux.get("cgroupsPath")
+    if given:
+        return str(given)
+    return None if "default-cgroup" in disabled else DEFAULT_CGROUP_PARENT + "/" + cid
+
+
+def _make_cgroups(cgpath: str | None, linux: Config, disabled: Switches, warm_up: bool) -> CgroupSet:
+    if cgpath is None:
+        return cgroups.none()
+    return cgroups.create(cgpath, linux.get("resources") or {}, disabled, linux.get("devices") or [],
+                          warm_up=warm_up)
+
+
+def _hand_over_stdio() -> None:
+    """Switch ``stdio``: do to our stdio what gVisor's runsc does (fchown to its sandbox's user).
+
+    Only regular files: a device such as the host's /dev/null must never change owner.
+    """
+    import stat
+    for fd in (0, 1, 2):
+        try:
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                os.fchown(fd, 65534, 65534)
+        except OSError:
+            pass
+
+
+def start(root: str, cid: str, disabled: Switches = frozenset()) -> None:
     """Let the blocked init go on to exec, then run the poststart hooks."""
     c = Container.load(root, cid)
     status = c.status()
@@ -128,33 +175,48 @@ def start(root: str, cid: str) -> None:
     finally:
         os.close(fd)
     os.unlink(c.fifo)
-    config = _config(c)
-    if (config.get("hooks") or {}).get("poststart"):
-        from . import hooks
-        hooks.run(config, "poststart", c.oci_state(), fatal=False)
+    _poststart(c, _config(c), set(disabled) | set(c.data.get("disabled") or []))
+
+
+def _poststart(c: Container, config: Config, disabled: Switches) -> None:
+    """The poststart hooks, as the config's ociVersion has them (runtime.md, lifecycle).
+
+    Up to runtime-spec 1.2.1 a failure is a warning and the container runs on
+    (a MUST); 1.3.0 turned it around: an error, and the container is stopped.
+    Switch ``poststart-warning``: fatal whatever the version, as runc 1.1 is.
+    """
+    if not (config.get("hooks") or {}).get("poststart"):
+        return
+    from . import hooks
+    fatal = "poststart-warning" in disabled or spec.version_at_least(config, (1, 3))
+    try:
+        hooks.run(config, "poststart", c.oci_state(), fatal=fatal)
+    except Error:
+        _kill_and_wait(c)
+        raise
 
 
 def run(root: str, cid: str, bundle: str | None, disabled: Switches,
-        pid_file: str | None = None, detach: bool = False) -> int:
-    """create + start in one go, then wait, clean up, and return the exit code."""
+        pid_file: str | None = None, detach: bool = False, keep: bool = False,
+        launch: Launch | None = None) -> int:
+    """create + start in one go, then wait, clean up (unless ``keep``), and return the exit code."""
     if detach:
-        create(root, cid, bundle, disabled, pid_file, fifo="exec-fifo" not in disabled)
+        create(root, cid, bundle, disabled, pid_file, fifo="exec-fifo" not in disabled, launch=launch)
         if "exec-fifo" not in disabled:
-            start(root, cid)
+            start(root, cid, disabled)
         return 0
-    c, config = create(root, cid, bundle, disabled, pid_file, fifo=False)
+    c, config = create(root, cid, bundle, disabled, pid_file, fifo=False, launch=launch)
     pid = c.pid
     try:
         for name in FORWARD:
             signal.signal(getattr(signal, name), lambda s, f: os.kill(pid, s))
-        if (config.get("hooks") or {}).get("poststart"):
-            from . import hooks as H
-            H.run(config, "poststart", c.oci_state(), fatal=False)
+        _poststart(c, config, disabled)
         return wait_status(pid)
     finally:
         for name in FORWARD:
             signal.signal(getattr(signal, name), signal.SIG_DFL)
-        _destroy(c, config, run_hooks=True)
+        if not keep:
+            _destroy(c, config, run_hooks=True)
 
 
 def wait_status(pid: int) -> int:
@@ -196,9 +258,9 @@ def delete(root: str, cid: str, force: bool = False) -> None:
             return
         raise
     status = c.status()
-    if status == "running" and not force:
-        raise Error('cannot delete container "%s" that is not stopped (state running); '
-                    'use --force' % cid)
+    if status in ("running", "paused") and not force:
+        raise Error('cannot delete container "%s" that is not stopped (state %s); '
+                    'use --force' % (cid, status))
     if status != "stopped":
         _kill_and_wait(c)
     try:
@@ -218,18 +280,46 @@ def _remove_remnant(root: str, cid: str) -> None:
 
 
 def _config(c: Container) -> Config:
-    """The container's config as create saw it (without hooks under switch ``hooks``)."""
+    """The container's config as create saw it (its hooks as the switches make them)."""
     config = c.config()
-    if "hooks" in (c.data.get("disabled") or []):
-        config.pop("hooks", None)
+    _switch_hooks(config, c.data.get("disabled") or [])
     return config
 
 
+def _switch_hooks(config: Config, disabled: Switches | list[str]) -> None:
+    """Switch ``hooks``: none runs; ``hook-env``: a hook without env gets an empty one."""
+    if "hooks" in disabled:
+        config.pop("hooks", None)
+    if "hook-env" in disabled:
+        for hooks in (config.get("hooks") or {}).values():
+            for h in hooks:
+                h.setdefault("env", [])
+
+
+def _thaw(c: Container) -> None:
+    """A frozen task dies of SIGKILL only once thawed (v1), and its cgroup cannot go before."""
+    from .freeze import thaw_quietly
+    thaw_quietly(c.data.get("cgroups"))
+
+
+def _left_frozen(c: Container) -> bool:
+    """Switch ``thaw``: a paused container's processes are neither thawed nor killed, the bug
+    runtime-ref had on cgroup v1 (there SIGKILL waits for a thaw that never came), played on
+    v2 as well (where SIGKILL would reach a frozen task)."""
+    if "thaw" not in (c.data.get("disabled") or []):
+        return False
+    from .freeze import frozen
+    return frozen(c.data.get("cgroups"), partly=True)
+
+
 def _kill_and_wait(c: Container, timeout: float = 5.0) -> None:
+    if _left_frozen(c):
+        return
     try:
         os.kill(c.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+    _thaw(c)  # after the kill: nothing the container does between thaw and death can matter
     deadline = time.monotonic() + timeout
     while c.alive() and time.monotonic() < deadline:
         time.sleep(0.002)
@@ -241,7 +331,8 @@ def _destroy(c: Container, config: Config, run_hooks: bool) -> None:
     cg = c.data.get("cgroups")
     if not cg and c.data.get("cgroups_path"):
         cg = cgroups.find(c.data["cgroups_path"])  # create was stopped while making them
-    if cg:
+    if cg and not _left_frozen(c):
+        _thaw(c)
         # without a pid namespace, killing the init does not kill the rest
         for _ in range(100):
             left = cgroups.pids(cg["leaves"])
@@ -259,6 +350,8 @@ def _destroy(c: Container, config: Config, run_hooks: bool) -> None:
     if cg:
         try:
             cgroups.remove(cg["created"])
+            if c.data.get("cgroups_path") == DEFAULT_CGROUP_PARENT + "/" + c.id:
+                cgroups.remove_shared_parents(cg["leaves"])  # made by another container, maybe
         except Error as e:
             errors.append(str(e))
     if run_hooks and (config.get("hooks") or {}).get("poststop"):

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import signal
     from typing import NoReturn
 
-    from .hints import Config, ExecOptions, Process, SeccompProgram, Switches
+    from .hints import Config, ExecOptions, Process, Progress, SeccompProgram, Switches
 else:
     import _signal as signal  # the C module: `signal` imports enum (~3 ms)
 
@@ -34,8 +34,11 @@ def exec_process(root: str, cid: str, args: list[str], opts: ExecOptions) -> int
     """Run ``args`` (or the ``--process`` file) in container ``cid``; returns its exit
     status, or 0 at once with ``--detach``."""
     c = Container.load(root, cid)
-    if c.status() != "running":
-        raise Error("cannot exec in a container in state %s" % c.status())
+    status = c.status()
+    if status == "paused" and not opts["ignore_paused"]:
+        raise Error("cannot exec in a paused container (use --ignore-paused)")
+    if status not in ("running", "paused"):
+        raise Error("cannot exec in a container in state %s" % status)
     config = c.config()
     disabled = set(c.data.get("disabled") or [])
     proc = _process(config, args, opts)
@@ -47,14 +50,21 @@ def exec_process(root: str, cid: str, args: list[str], opts: ExecOptions) -> int
     for t in ("pid", "time"):
         if t in fds:
             L.setns(fds[t], namespaces.CLONE_FLAG[t])
+    # Not dumpable, as runc's init is (CVE-2019-5736): the child is in the container's PID
+    # namespace from the fork, and until it execs (which makes it dumpable again) its
+    # /proc/<pid>/exe is this runtime's interpreter on the host — once it has dropped to the
+    # container's capabilities, a container process could otherwise open it.
+    L.prctl(L.PR_SET_DUMPABLE, 0)
     r, w = os.pipe()
     child = os.fork()
     if child == 0:
         os.close(r)
+        progress: Progress = {"step": "join"}
         try:
-            _child(c, proc, disabled, prog, fds, rootfd)
-        except BaseException as e:
-            os.write(w, str(e).encode(errors="replace"))
+            _child(c, proc, disabled, prog, fds, rootfd, opts["pass_fds"], progress)
+        except BaseException as e:  # the message names the step, as the init's do
+            msg = str(e) if isinstance(e, Error) else "exec (%s): %s" % (progress.get("step"), e)
+            os.write(w, msg.encode(errors="replace"))
         os._exit(127)
     os.close(w)
     err = os.read(r, 65536)
@@ -89,7 +99,13 @@ def _process(config: Config, args: list[str], opts: ExecOptions) -> Process:
         proc["cwd"] = opts["cwd"]
     if opts["user"]:
         u, _, g = opts["user"].partition(":")
+        if not u.isdigit() or not (g or "0").isdigit():
+            raise Error("exec --user %s: give numeric UID[:GID]" % opts["user"])
         proc["user"] = dict(proc.get("user") or {}, uid=int(u), gid=int(g or 0))
+    if opts["additional_gids"]:
+        proc["user"] = dict(proc.get("user") or {}, additionalGids=opts["additional_gids"])
+    if opts["no_new_privs"]:
+        proc["noNewPrivileges"] = True
     if proc.get("terminal"):
         raise Error("exec: a terminal is not supported by runtime-ref (use no -t)")
     return proc
@@ -115,7 +131,7 @@ def _namespaces_to_join(pid: int) -> dict[str, int]:
 
 
 def _child(c: Container, proc: Process, disabled: Switches, prog: SeccompProgram | None,
-           fds: dict[str, int], rootfd: int) -> NoReturn:
+           fds: dict[str, int], rootfd: int, pass_fds: int, progress: Progress) -> NoReturn:
     """In the forked child: into the container, then the same last steps as the init."""
     # cgroups first: /sys/fs/cgroup is only visible from the host mount namespace
     cgroups.add(c.data["cgroups"]["leaves"], 0)
@@ -126,4 +142,7 @@ def _child(c: Container, proc: Process, disabled: Switches, prog: SeccompProgram
     # the container's root (pivot_root'ed or chroot'ed): enter it explicitly
     os.fchdir(rootfd)
     os.chroot(".")
-    process.finish(proc, disabled, prog, {})
+    progress["step"] = "cwd"
+    # a missing cwd is made as the init makes one (by the container's root, before the user changes)
+    os.makedirs(process.process_cwd(proc, disabled), 0o755, exist_ok=True)
+    process.finish(proc, disabled, prog, progress, pass_fds=pass_fds)

@@ -41,6 +41,17 @@ class ExecOptions(TypedDict):
     detach: bool
     pid_file: Optional[str]
     process: Optional[str]     #: a process.json to run instead of config.json's process
+    pass_fds: int              #: --preserve-fds: descriptors from 3 on that the process keeps
+    no_new_privs: bool         #: --no-new-privs
+    ignore_paused: bool        #: --ignore-paused: exec even into a paused container
+    additional_gids: Optional[List[int]]
+
+
+class Launch(TypedDict):
+    """What the caller of create/run handed over beyond the bundle (cli.py)."""
+
+    pass_fds: int    #: descriptors from 3 on that reach the container (LISTEN_FDS + --preserve-fds)
+    listen_fds: int  #: of which systemd socket activation's (LISTEN_FDS, LISTEN_PID = us)
 
 
 class Progress(TypedDict, total=False):
@@ -58,7 +69,7 @@ class InitContext(Progress, total=False):
     nss: Namespaces
     seccomp: Optional[SeccompProgram]
     cgroups: CgroupSet
-    cgroups_path: Optional[str]
+    pass_fds: int                    #: descriptors from 3 on that the container keeps
     mntns: bool
     userns: bool
     cgroupns: bool

@@ -12,6 +12,11 @@ runs them (runtime-spec config.md#posix-platform-hooks):
 
 A failing hook before the process starts aborts the container; a failing
 poststart or poststop hook is only reported (the spec says so).
+
+A hook without ``env`` runs with the runtime's own environment: the spec
+gives ``env`` "the same semantics as environ" and says nothing of its
+absence, and runc and crun both hand such a hook their own (a Go exec.Cmd
+with a nil Env); ``env: []`` is an empty environment.
 """
 from __future__ import annotations
 
@@ -34,7 +39,7 @@ def run(config: Config, kind: str, state: dict[str, Any], fatal: bool = True) ->
     data = jsonfast.dumps(state).encode()
     for i, h in enumerate((config.get("hooks") or {}).get(kind) or []):
         args = h.get("args") or [h["path"]]
-        env = dict(e.partition("=")[::2] for e in h.get("env") or [])
+        env = None if h.get("env") is None else dict(e.partition("=")[::2] for e in h["env"])
         try:
             p = subprocess.run(args, executable=h["path"], input=data, env=env,
                                timeout=h.get("timeout"), stdout=subprocess.PIPE,

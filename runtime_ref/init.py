@@ -111,10 +111,17 @@ def _init(ctx: InitContext) -> NoReturn:
         hooks.run(config, "createContainer", ctx["hook_state"])
     rootfs.enter(root, use_pivot=ctx["mntns"] and "pivot_root" not in disabled)
 
-    ctx["step"] = "masked/readonly paths"
-    # 4. After the pivot, paths are container paths.  sysctls first: /proc/sys
-    #    becomes read-only just below.
+    ctx["step"] = "cwd"
+    # 4. After the pivot, paths are container paths.  A missing cwd is made
+    #    now, while the root may still be written (runc's prepareRootfs): a
+    #    read-only root below would refuse it (EROFS).
+    os.makedirs(process.process_cwd(config["process"], disabled), 0o755, exist_ok=True)
+
+    ctx["step"] = "sysctl"
+    # 5. sysctls: /proc/sys becomes read-only just below.
     rootfs.write_sysctl(linux.get("sysctl"))
+
+    ctx["step"] = "masked/readonly paths"
     if "readonly-paths" not in disabled:
         rootfs.readonly(linux.get("readonlyPaths") or [])
     if "masked-paths" not in disabled:
@@ -122,9 +129,11 @@ def _init(ctx: InitContext) -> NoReturn:
     if config["root"].get("readonly") and "readonly-rootfs" not in disabled:
         rootfs.readonly_root()
 
-    # 5. The process: limits, user, capabilities, no_new_privs, seccomp, cwd
-    #    (process.py), waiting in _ready for `start` before the exec.
-    process.finish(config["process"], disabled, ctx.get("seccomp"), ctx, lambda: _ready(ctx))
+    # 6. The process: session, limits, user, capabilities, no_new_privs,
+    #    seccomp, cwd, descriptors (process.py), waiting in _ready for `start`
+    #    before the exec.
+    process.finish(config["process"], disabled, ctx.get("seccomp"), ctx, lambda: _ready(ctx),
+                   pass_fds=ctx.get("pass_fds", 0))
 
 
 def _ready(ctx: InitContext) -> None:

@@ -185,6 +185,7 @@ def setdomainname(name: str) -> None:
 
 # --- prctl, capabilities, seccomp ---------------------------------------------
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
 PR_SET_KEEPCAPS = 8
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38

@@ -23,14 +23,23 @@ if TYPE_CHECKING:
 
 
 def finish(proc: Process, disabled: Switches, seccomp: SeccompProgram | None,
-           progress: Progress, ready: Callable[[], None] | None = None) -> NoReturn:
+           progress: Progress, ready: Callable[[], None] | None = None, pass_fds: int = 0) -> NoReturn:
     """Set up ``proc`` in this process and exec it; never returns.
 
     ``progress["step"]`` names the step under way (the init's error message
     says which one failed).  ``ready`` is called once only the last seccomp
     filter and execve remain: the init reports to the runtime there and waits
-    for ``start``.
+    for ``start``.  ``pass_fds``: how many descriptors from 3 on the process
+    keeps (``--preserve-fds``); every other one above 2 is closed at exec.
     """
+    progress["step"] = "session"
+    # A session (and process group) of its own, as runc's nsexec gives both the
+    # init and exec'd processes: the caller's group lies outside the container
+    # (getpgrp() would read 0 in a PID namespace), and job control, a terminal
+    # or a `kill -- -PGID` from the caller must not reach into it.
+    if "session" not in disabled:
+        os.setsid()
+
     progress["step"] = "rlimits"
     # Limits first: lowering oom_score_adj and raising a hard rlimit need
     # CAP_SYS_RESOURCE, which the user and capability step drops.
@@ -39,14 +48,14 @@ def finish(proc: Process, disabled: Switches, seccomp: SeccompProgram | None,
             f.write(str(proc["oomScoreAdj"]))
     if "rlimits" not in disabled:
         security.set_rlimits(proc.get("rlimits"))
+    progress["step"] = "environment"
     # Still as root: read /etc/passwd (HOME) and search PATH before the user
-    # may lose the right to, and make a missing cwd where the container's root
-    # can (runc creates it while preparing the rootfs).
+    # may lose the right to.  (A missing cwd was made by the init before the
+    # root went read-only, as runc's prepareRootfs does; exec makes none.)
     env = security.environment(proc, disabled)
     args = proc["args"]
     path = security.lookup(args[0], env)
-    cwd = "/" if "cwd" in disabled else (proc.get("cwd") or "/")
-    os.makedirs(cwd, exist_ok=True)
+    cwd = process_cwd(proc, disabled)
 
     progress["step"] = "no_new_privs/seccomp"
     # no_new_privs, then seccomp: without no_new_privs loading a filter needs
@@ -65,6 +74,7 @@ def finish(proc: Process, disabled: Switches, seccomp: SeccompProgram | None,
     security.finalize(proc, disabled)
     umask = None if "umask" in disabled else (proc.get("user") or {}).get("umask")
     os.umask(0o022 if umask is None else umask)
+    progress["step"] = "cwd"
     os.chdir(cwd)
     if "cwd-check" not in disabled:
         security.check_cwd(cwd)
@@ -72,8 +82,45 @@ def finish(proc: Process, disabled: Switches, seccomp: SeccompProgram | None,
     if ready is not None:
         ready()
 
+    progress["step"] = "descriptors"
+    # Only stdio and the descriptors the caller asked to pass reach the
+    # process; whatever else the runtime was started with (or opened) stays
+    # behind: close-on-exec, as runc's CloseExecFrom, so that ours (exec's
+    # error pipe) still work until execve succeeds.
+    if "close-fds" not in disabled:
+        for fd in range(3, 3 + pass_fds):
+            os.set_inheritable(fd, True)  # checked open by the CLI
+        cloexec_from(3 + pass_fds)
+
     progress["step"] = "seccomp"
     # The filter, last thing before exec when no_new_privs allows it.
     if seccomp and nnp:
         L.seccomp_load(*seccomp)
+    progress["step"] = "exec"
     os.execve(path, args, env)
+
+
+def process_cwd(proc: Process, disabled: Switches) -> str:
+    """The working directory the process starts in (switch ``cwd``: always /)."""
+    return "/" if "cwd" in disabled else (proc.get("cwd") or "/")
+
+
+def cloexec_from(first: int) -> None:
+    """Mark every descriptor numbered ``first`` or above close-on-exec.
+
+    The ones open are listed in /proc/self/fd (one may lie above any rlimit:
+    the caller's limit can be higher than the container's); without /proc
+    they are closed outright, every number up to the descriptor limit.
+    """
+    try:
+        fds = [int(n) for n in os.listdir("/proc/self/fd")]
+    except OSError:
+        import resource
+        os.closerange(first, max(resource.getrlimit(resource.RLIMIT_NOFILE)[1] & 0x7FFFFFFF, 65536))
+        return
+    for fd in fds:
+        if fd >= first:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:
+                pass  # the listing's own descriptor, closed already

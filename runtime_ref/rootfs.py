@@ -184,33 +184,34 @@ def _mount_cgroup(dest: str, flags: int, ctx: InitContext) -> None:
     """The container's cgroup view at ``dest`` (usually /sys/fs/cgroup).
 
     In a cgroup namespace a fresh cgroup mount is rooted at the container's
-    own cgroup; without one we bind the container's directories instead, so
-    it never sees its siblings.
+    own cgroup.  Without one we bind the container's own directories (the
+    ones it was placed in, whether the config named them or we chose them),
+    so it sees its own limits and never the machine's other cgroups, its
+    siblings' included.  Read-only unless the mount's options say ``rw``.
+    Switch ``cgroup-view``: the hierarchy roots are bound instead, read-write.
     """
     from . import cgroups
     version, mounts = cgroups.detect()
-    cg = ctx.get("cgroups")
-    cgpath = ctx.get("cgroups_path") or "/"
-    sub_flags = L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC | (flags & L.MS_RDONLY)
+    leak = "cgroup-view" in ctx["disabled"]
+    own = {} if leak else cgroups.own_dirs(ctx["cgroups"])
+    sub_flags = L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC | (0 if leak else flags & L.MS_RDONLY)
     if version == "v2":
         if ctx.get("cgroupns"):
             L.mount("cgroup2", dest, "cgroup2", sub_flags)
         else:
-            L.mount(mounts[""] + cgpath if cg else mounts[""], dest, None, L.MS_BIND | L.MS_REC)
-            if flags & L.MS_RDONLY:
-                _remount(dest, sub_flags)
+            L.mount(own.get(mounts[""], mounts[""]), dest, None, L.MS_BIND | L.MS_REC)
+            _remount(dest, sub_flags)
         return
     L.mount("tmpfs", dest, "tmpfs", L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC, "mode=755")
-    for ctrl, mnt in mounts.items():
+    for mnt, ctrl in {m: c for c, m in mounts.items()}.items():  # one mount per hierarchy
         sub = os.path.join(dest, os.path.basename(mnt))
         _mkdir_p(sub)
         if ctx.get("cgroupns"):
             L.mount("cgroup", sub, "cgroup", sub_flags, ctrl)
         else:
-            host = mnt + cgpath if cg else mnt
-            L.mount(host, sub, None, L.MS_BIND | L.MS_REC)
+            L.mount(own.get(mnt, mnt), sub, None, L.MS_BIND | L.MS_REC)
             _remount(sub, sub_flags)
-    if flags & L.MS_RDONLY:
+    if flags & L.MS_RDONLY and not leak:
         L.mount(None, dest, None, L.MS_REMOUNT | L.MS_RDONLY | L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC)
 
 
@@ -298,6 +299,11 @@ def prepare(config: Config, bundle: str, disabled: Switches, ctx: InitContext) -
         if m["destination"].rstrip("/") == "/dev" and (
                 m.get("type") == "bind" or "bind" in options or "rbind" in options):
             dev_is_bind = True
+    if "declared-mounts" in disabled:
+        # switch "declared-mounts": a runtime (or an engine) that mounts more than config.json says —
+        # here the bundle directory, a host path outside the root, read-only
+        mount_one({"destination": "/run/undeclared", "type": "bind", "source": bundle,
+                   "options": ["bind", "ro", "nosuid", "nodev", "noexec"]}, rootfs, bundle, ctx)
     if not dev_is_bind:
         setup_dev(rootfs, config, ctx, all_host_devices="devices" in disabled)
     return rootfs
@@ -405,8 +411,15 @@ _SYSCTL_NS = [("kernel.msgmax", "ipc"), ("kernel.msgmnb", "ipc"), ("kernel.msgmn
 
 
 def check_sysctl(sysctl: dict[str, str] | None, nstypes: Iterable[str]) -> None:
-    """Refuse a sysctl that would change the host (not in a namespace we own)."""
+    """Refuse a sysctl that would change the host (not in a namespace we own).
+
+    kernel.hostname is refused even in a UTS namespace of ours, as runc does:
+    the config has a field of its own for it (``hostname``), and two sources
+    for one value would leave the order of the writes to decide.
+    """
     for key in sysctl or {}:
+        if key == "kernel.hostname":
+            raise Error('linux.sysctl kernel.hostname is not allowed: it conflicts with the "hostname" field')
         for prefix, ns in _SYSCTL_NS:
             if key == prefix or (prefix.endswith(".") and key.startswith(prefix)):
                 if ns not in nstypes:

@@ -62,8 +62,11 @@ def _open_fifo_dir(c: Container, disabled: Switches) -> int:
 
 
 def spawn(c: Container, config: Config, bundle: str, disabled: Switches, nss: Namespaces,
-          prog: SeccompProgram | None, cg: CgroupSet, fifo: bool) -> int:
-    """Clone the init and walk it through the handshake; returns its pid once it is ready."""
+          prog: SeccompProgram | None, cg: CgroupSet, fifo: bool, pass_fds: int = 0) -> int:
+    """Clone the init and walk it through the handshake; returns its pid once it is ready.
+
+    ``pass_fds``: how many of our descriptors from 3 on the container keeps (the rest are closed).
+    """
     hooks = config.get("hooks") or {}
     hook_state = {"ociVersion": OCI_VERSION, "id": c.id, "status": "creating", "pid": 0,
                   "bundle": bundle, "annotations": config.get("annotations") or {}}
@@ -73,7 +76,7 @@ def spawn(c: Container, config: Config, bundle: str, disabled: Switches, nss: Na
     fifo_dir = _open_fifo_dir(c, disabled) if fifo else None
     ctx: InitContext = {
         "config": config, "bundle": bundle, "disabled": disabled, "nss": nss,
-        "seccomp": prog, "cgroups": cg, "cgroups_path": (config.get("linux") or {}).get("cgroupsPath"),
+        "seccomp": prog, "cgroups": cg, "pass_fds": pass_fds,
         "mntns": "mount" in nss, "userns": "user" in nss, "cgroupns": "cgroup" in nss,
         "join_fds": {t: fd for t, fd in join_fds.items() if t not in ("pid", "time")},
         "from_parent": from_parent, "to_parent": to_parent, "fifo_dir": fifo_dir,

@@ -50,6 +50,30 @@ SWITCHES = {
     "umask": "process.user.umask ignored: the process keeps the default umask 0022",
     "cwd": "process.cwd ignored: the process starts in /",
     "env": "process.env ignored: the process inherits the runtime's own environment",
+    "state": "`state` does not follow the container: it answers \"created\" for any id, even one deleted or "
+             "never made",
+    "declared-mounts": "one mount more than config.json declares: the bundle directory (a host path outside the "
+                       "root) is bound read-only at /run/undeclared",
+    "close-fds": "no descriptor is closed before exec: every one the runtime was started with reaches "
+                 "the container, whatever --preserve-fds says",
+    "preserve-fds": "--preserve-fds is ignored: the container gets stdio only",
+    "cgroup-view": "without a cgroup namespace, /sys/fs/cgroup binds the host's hierarchy roots, "
+                   "read-write: the container sees every cgroup of the machine",
+    "default-cgroup": "with no linux.cgroupsPath the container gets no cgroup of its own: it stays in "
+                      "the runtime's cgroups",
+    "session": "the init and exec'd processes are not made session leaders: they keep the caller's "
+               "process group and session, which lie outside the container",
+    "hook-env": "a hook without env runs with an empty environment",
+    "poststart-warning": "a failing poststart hook is fatal: start fails and the container is killed",
+    "freezer": "pause and resume leave the freezer alone: the processes keep running",
+    "thaw": "delete --force of a paused container neither thaws nor kills it: the frozen init is left "
+            "behind (as on cgroup v1, where SIGKILL waits for a thaw)",
+    "ps": "ps lists the container's init only",
+    "update": "update writes no limit (and says nothing of it)",
+    "cli-checks": "the command line takes what it should refuse: unknown flags and verbs, bad flag "
+                  "values, and state of an unknown id (answered as stopped)",
+    "stdio": "the regular files among the runtime's stdio are handed to nobody (fchown 65534:65534), "
+             "as gVisor's runsc does to its sandbox's user",
 }
 
 NAMESPACE_SWITCH = {
@@ -164,6 +188,21 @@ def validate(config: Config) -> Config:
     return config
 
 
+def version_at_least(config: Config, least: tuple[int, int]) -> bool:
+    """Whether the config's ociVersion (MAJOR.MINOR…) is ``least`` or later; where the spec
+    changed a rule, the config's version says which one the runtime follows."""
+    parts = str(config.get("ociVersion") or "").split(".")
+    try:
+        return (int(parts[0]), int(parts[1].split("-")[0])) >= least
+    except (IndexError, ValueError):
+        return False
+
+
+def check_resources(res: dict[str, Any]) -> None:
+    """A ``linux.resources`` object on its own (``update``): refuse what we would ignore."""
+    _check(res, SCHEMA["linux"]["resources"], "linux.resources")
+
+
 def load(bundle: str) -> tuple[Config, bytes]:
     """Read and validate ``<bundle>/config.json``; returns (config, raw bytes)."""
     path = os.path.join(bundle, "config.json")
@@ -207,6 +246,29 @@ def namespaces(config: Config, disabled: Iterable[str]) -> Namespaces:
             raise Error("config field linux.namespaces: %s given twice" % t)
         out[t] = ns.get("path") or None
     return out
+
+
+def rootless(config: Config, uid: int, gid: int) -> Config:
+    """``spec --rootless``: runc's ToRootless, so the config runs for an unprivileged caller.
+
+    A user namespace mapping the caller to root, no network namespace (an
+    unprivileged user could not give it an interface), /sys bound from the host
+    (sysfs cannot be mounted without owning the network namespace), no gid=
+    on devpts (the group is not mapped) and no cgroup limits (no cgroup is
+    writable for that user).
+    """
+    linux = config.setdefault("linux", {})
+    linux["namespaces"] = [ns for ns in linux.get("namespaces") or [] if ns["type"] != "network"]
+    linux["namespaces"].append({"type": "user"})
+    linux["uidMappings"] = [{"containerID": 0, "hostID": uid, "size": 1}]
+    linux["gidMappings"] = [{"containerID": 0, "hostID": gid, "size": 1}]
+    linux.pop("resources", None)
+    for m in config.get("mounts") or []:
+        if m.get("type") == "sysfs":
+            m.update(type="none", source="/sys", options=["rbind", "nosuid", "noexec", "nodev", "ro"])
+        elif m.get("type") == "devpts":
+            m["options"] = [o for o in m.get("options") or [] if not o.startswith("gid=")]
+    return config
 
 
 def default_spec() -> Config:

@@ -6,7 +6,7 @@ config as it was at create time (``exec`` reuses its process settings);
 ``exec.fifo`` exists from ``create`` until ``start`` and is what the blocked
 init is waiting on, exactly as in runc.  Status is never stored: it is read
 from the kernel each time (is the pid alive, is it still the same process,
-is the fifo still there).
+is the fifo still there, is the cgroup frozen).
 """
 from __future__ import annotations
 
@@ -92,10 +92,13 @@ class Container:
         return int(fields[19]) == int(self.data.get("starttime", fields[19]))
 
     def status(self) -> str:
-        """created (the init waits on exec.fifo), running or stopped."""
+        """created (the init waits on exec.fifo), running, paused (its cgroup is frozen) or stopped."""
         if not self.alive():
             return "stopped"
-        return "created" if os.path.exists(self.fifo) else "running"
+        if os.path.exists(self.fifo):
+            return "created"
+        from .freeze import frozen
+        return "paused" if frozen(self.data.get("cgroups")) else "running"
 
     def oci_state(self) -> dict[str, Any]:
         """The runtime-spec state object (what ``state`` prints and hooks read)."""

@@ -35,7 +35,8 @@ def test_every_scenario_config_is_valid_per_the_runtime_spec(scenario):
                  "net_netns": "/run/netns/cf-x-ctr", "net_peer_netns": "/run/netns/cf-x-peer",
                  "net_addr": "198.18.0.2", "net_peer_addr": "198.18.0.3", "net_subnet": "198.18.0.0/24",
                  "net_bridge": "cfbx", "upperdir": "/b/upper", "layer_1": "/l1", "lowerdirs": "/l1:/base",
-                 "image_base": "/base"}
+                 "image_base": "/base", "net_canary_link": "cfk01234567", "net_canary_metric": "100001",
+                 "net_canary_route": "198.51.100.0/24 dev lo metric 100001"}
     config = bundle.make_config(scenario, "cf-x", "1.0.2-dev", variables)
     errors = config_errors(config)
     if "time" in {n.get("type") for n in config["linux"]["namespaces"]}:
@@ -44,7 +45,10 @@ def test_every_scenario_config_is_valid_per_the_runtime_spec(scenario):
         pytest.skip("uses runtime-spec 1.2 (time namespace): newer than the installed schema; "
                     "every other field validated")
     assert errors == []
-    assert config["linux"]["cgroupsPath"] == "/cf-x"
+    if (scenario.patch.get("linux") or {}).get("cgroupsPath", "") is None:
+        assert "cgroupsPath" not in config["linux"]  # null deletes: the runtime places the container
+    else:
+        assert config["linux"]["cgroupsPath"] == "/cf-x"
 
 
 def test_patch_and_placeholders_land_in_config(tmp_path):

@@ -71,7 +71,8 @@ def test_every_registered_driver_implements_the_interface():
 
 def test_the_interface_holds_the_verbs_the_harness_uses():
     """The list the lanes to come must fill in; a verb dropped from it is a change of contract."""
-    verbs = {"run", "create", "start", "state", "kill", "wait", "delete", "exec_argv", "list_ids", "cleanup"}
+    verbs = {"run", "create", "start", "state", "kill", "wait", "delete", "exec_argv", "list_ids", "cleanup",
+             "pause", "resume", "update", "ps", "call"}
     assert verbs <= set(RuntimeDriver.__abstractmethods__)
     assert {"label", "version", "spec_version", "adaptations", "sandboxed"} <= {
         n for n in interface_members() if _form(RuntimeDriver, n) == "property"}
@@ -104,7 +105,7 @@ def test_the_checker_can_fail():
     assert any(v.startswith("broken: Broken.delete(self, cid: 'str')") for v in broken), broken
     assert any("Broken.label is a method, the interface's a property" in v for v in broken)
     unfinished = interface_violations("unfinished", Unfinished)
-    assert len(unfinished) == 1 and "leaves abstract: cleanup, create, delete, exec_argv" in unfinished[0]
+    assert len(unfinished) == 1 and "leaves abstract: call, cleanup, create, delete, exec_argv" in unfinished[0]
     assert interface_violations("str", str) == ["str: <class 'str'> is not a RuntimeDriver"]
 
 

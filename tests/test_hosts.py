@@ -153,6 +153,23 @@ def test_the_whole_catalog_runs_on_runc_and_crun_in_a_v2_guest(tmp_path):
     assert _guests_left() == [] and _agents_left() == []
 
 
+@pytest.mark.skipif(os.environ.get("CONFORMANCE_SKIP_GUEST") == "1", reason="CONFORMANCE_SKIP_GUEST=1")
+def test_the_reference_runtime_s_cgroup_v2_code_and_its_controls_in_a_v2_guest(tmp_path):
+    """pause/resume (cgroup.freeze), update (the v2 limit files), delete --force of a paused container
+    and the /sys/fs/cgroup view (a bind of the container's own cgroup) are v2 code of their own:
+    each scenario passes on ref in a pure v2 guest, and each of its controls fails there."""
+    run = run_suite(None, tmp_path / "out", "--runtime=ref", "--hosts=qemu://cgroup-v2", "--controls",
+                    "-k", "freezer or cgroupfs or update", timeout=1800)
+    assert run.returncode == 0, run.output[-4000:]
+    assert {r["scenario"] for r in run.matrix["results"]} == {
+        "freezer-pause-freezes-every-process", "freezer-delete-force-paused-leaves-nothing",
+        "cgroupfs-own-cgroup-only", "update-lowers-limits", "update-raises-limits"}
+    assert {r["verdict"] for r in run.matrix["results"]} == {"pass"}, run.output[-3000:]
+    assert {c["verdict"] for c in run.matrix["controls"]} == {"fail"}, run.matrix["controls"]
+    assert run.matrix["hosts"]["qemu://cgroup-v2"]["cgroup"] == "v2"
+    assert _guests_left() == []
+
+
 def test_ssh_and_ansible_reach_a_booted_guest_and_a_v1_guest_works(tmp_path, quick_scenarios):
     """The example inventory, pointed at a guest's sshd; and qemu://cgroup-v1 from the suite itself."""
     guest = Guest("cgroup-v1").boot()

@@ -42,11 +42,15 @@ class Bundle:
 
 
 def make_config(scenario: Scenario, cid: str, oci_version: str, variables: dict[str, str]) -> dict[str, Any]:
-    """The scenario's config.json: base, then patch, then the per-container fields."""
-    config: dict[str, Any] = apply_patch(base_spec(), fill(scenario.patch, variables))
+    """The scenario's config.json: base with the container's cgroupsPath (/<id>, so the harness
+    finds what a run leaves), then the patch (``linux: {cgroupsPath: null}`` leaves the choice
+    to the runtime), then the per-container fields."""
+    base = base_spec()
+    base["linux"]["cgroupsPath"] = f"/{cid}"
+    config: dict[str, Any] = apply_patch(base, fill(scenario.patch, variables))
     config["ociVersion"] = oci_version
     config["process"]["args"] = list(fill(scenario.args, variables))
-    config.setdefault("linux", {}).setdefault("cgroupsPath", f"/{cid}")
+    config.setdefault("linux", {})
     return config
 
 

@@ -52,6 +52,8 @@ VALUES: dict[str, tuple[CgroupFile, CgroupFile]] = {
     "cpu.weight_or_shares": (CgroupFile("cpu", "cpu.shares"), CgroupFile("", "cpu.weight")),
     "cpu.nr_throttled": (CgroupFile("cpu", "cpu.stat", key="nr_throttled"),
                          CgroupFile("", "cpu.stat", key="nr_throttled")),
+    # v1: FROZEN / FREEZING / THAWED; v2: the "frozen" line of cgroup.events, 1 / 0
+    "freezer.state": (CgroupFile("freezer", "freezer.state"), CgroupFile("", "cgroup.events", key="frozen")),
     # one "MAJ:MIN value" line per device on v1; "MAJ:MIN rbps=value wbps=… …" on v2
     "io.read_bps_device": (CgroupFile("blkio", "blkio.throttle.read_bps_device"), CgroupFile("", "io.max")),
     # v1: the allow-list ("a *:* rwm" = every device); v2 has no file: see device_programs
@@ -139,6 +141,13 @@ def read_value(name: str, proc_paths: dict[str, str], mount_map: dict[str, Path]
     return text.strip()
 
 
+def _thaw(directory: Path) -> None:
+    """Thaw a cgroup a runtime left frozen (v1 freezer.state, v2 cgroup.freeze); quiet elsewhere."""
+    for name, value in (("freezer.state", "THAWED"), ("cgroup.freeze", "0")):
+        try:
+            (directory / name).write_text(value)
+        except OSError:
+            pass
 SYS_BPF = {"x86_64": 321, "aarch64": 280}
 BPF_PROG_QUERY, BPF_CGROUP_DEVICE, BPF_F_QUERY_EFFECTIVE = 16, 6, 1
 
@@ -184,11 +193,11 @@ def remove_leftovers(cgroups_path: str, mount_map: dict[str, Path] | None = None
     rel = cgroups_path.strip("/")
     if not rel:
         return []
+    tops = [mountpoint / rel for mountpoint in sorted(set(m.values())) if (mountpoint / rel).is_dir()]
+    for top in tops:  # first: a frozen task does not die of SIGKILL (v1) until thawed
+        _thaw(top)
     leaks = []
-    for mountpoint in sorted(set(m.values())):
-        top = mountpoint / rel
-        if not top.is_dir():
-            continue
+    for top in tops:
         leaks.append(str(top))
         for d in sorted([top, *(p for p in top.rglob("*") if p.is_dir())], key=lambda p: -len(p.parts)):
             for pid in (d / "cgroup.procs").read_text().split() if (d / "cgroup.procs").exists() else []:

@@ -11,12 +11,14 @@ from __future__ import annotations
 import socket
 
 from conformance.model.errors import ConformanceError
-from conformance.model.records import Execution
+from conformance.model.records import Execution, Observation
 from conformance.model.scenario import Scenario
 
-from . import host_setup, hostinfo, inside
+from . import host_setup, hostinfo, hoststate, inside
 from .bundle import build
+from .drivers import RuntimeDriver
 from .observe import observe
+from .runexit import run_exit
 from .session import RunSession
 
 
@@ -40,12 +42,33 @@ def execute(scenario: Scenario, runtime: str, disabled: tuple[str, ...], session
             driver.sandbox = found
         with host_setup.prepared(scenario.host_setup, session.workdir) as variables:
             variables["host_hostname"] = socket.gethostname()
+            variables.update(hoststate.before(((f.kind, f.target) for f in scenario.host_facts), variables,
+                                              driver.profile.path))
             bundle = build(scenario, cid, session.workdir, driver.spec_version, variables)
             try:
                 obs = observe(scenario, driver, bundle, cid, found.evidence if found.sandboxed else None)
             finally:
                 bundle.remove()
+            if scenario.wants_runtime_exit and obs.runtime_exit is None and obs.runtime_error is None:
+                _second_run(scenario, driver, session, variables, obs)
         return Execution(observation=obs, variables=bundle.variables, oci_version=driver.spec_version,
                          sandbox=found)
     except (ConformanceError, OSError) as exc:
         return Execution(error=f"{scenario.location}: the harness could not run this scenario: {exc}")
+
+
+def _second_run(scenario: Scenario, driver: RuntimeDriver, session: RunSession, variables: dict[str, str],
+                obs: Observation) -> None:
+    """What ``RUNTIME run`` itself returns, when the observation went through create and start.
+
+    One more container, only for the scenarios that expect ``runtime_exit``
+    and could not learn it from their own run (their host facts or steps need
+    create/start): the same config under a new id, run in the foreground.
+    """
+    cid = session.new_container_id()
+    bundle = build(scenario, cid, session.workdir, driver.spec_version, variables)
+    try:
+        obs.runtime_exit, leaks = run_exit(scenario, driver, bundle, cid)
+        obs.leaks += leaks
+    finally:
+        bundle.remove()

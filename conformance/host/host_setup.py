@@ -11,6 +11,11 @@ system call with integer arguments and exits with its errno, so a scenario
 can try a call busybox has no applet for.  ``bridge_net``: network
 namespaces of the suite's own holding a bridge, a veth pair into the
 namespace the container joins by path, and a peer (``conformance/host/bridge_net.py``).
+``net_canary``: a name for a link (``{{net_canary_link}}``) and a metric for a route
+over loopback to TEST-NET-2 (``{{net_canary_metric}}``) that a scenario's
+container may add in its own network namespace; if a broken runtime (or a
+negative control) let them reach the host's, they are deleted from there
+afterwards (``host_unchanged`` leaves other runs' canaries out of its view).
 All are the harness's own canaries: nothing else on the host is touched.
 """
 from __future__ import annotations
@@ -21,10 +26,13 @@ import ctypes
 import os
 import platform
 import secrets
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Iterator
 
 from .bridge_net import bridge_net
+from .hoststate import CANARY_ROUTE_DEST, CANARY_ROUTE_HEX
 
 IPC_CREAT, IPC_RMID = 0o1000, 0
 
@@ -144,8 +152,30 @@ def syscall_probe(workdir: Path) -> Iterator[dict[str, str]]:
         path.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def net_canary(workdir: Path) -> Iterator[dict[str, str]]:
+    if shutil.which("ip") is None:
+        raise OSError("net_canary needs iproute2's `ip` on the runtime's host (to remove a canary that leaked)")
+    link = "cfk" + secrets.token_hex(4)
+    metric = str(100000 + secrets.randbelow(1 << 30))
+    try:
+        yield {"net_canary_link": link, "net_canary_metric": metric,
+               "net_canary_route": f"{CANARY_ROUTE_DEST}/24 dev lo metric {metric}"}
+    finally:
+        if Path(f"/sys/class/net/{link}").exists():
+            _ip("link", "del", link)
+        routes = Path("/proc/net/route").read_text().splitlines()[1:]
+        if any(r.split()[1] == CANARY_ROUTE_HEX and r.split()[6] == metric for r in routes):
+            _ip("route", "del", f"{CANARY_ROUTE_DEST}/24", "dev", "lo", "metric", metric)
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], capture_output=True, timeout=10, stdin=subprocess.DEVNULL)
+
+
 SETUPS = {"marker": marker, "sysv_shm": sysv_shm, "posix_mqueue": posix_mqueue,
-          "shared_mount": shared_mount, "syscall_probe": syscall_probe, "bridge_net": bridge_net}
+          "shared_mount": shared_mount, "syscall_probe": syscall_probe, "bridge_net": bridge_net,
+          "net_canary": net_canary}
 
 
 @contextlib.contextmanager

@@ -112,6 +112,12 @@ def _host_nic() -> str | None:
     return None if names else "the host has no network interface but loopback"
 
 
+def _host_route() -> str | None:
+    """A scenario that finds no route inside proves nothing on a host that has none either."""
+    routes = (_read("/proc/net/route") or "").splitlines()[1:]
+    return None if routes else "the host's main IPv4 routing table is empty (/proc/net/route)"
+
+
 #: requirement name -> check returning None when met, else the reason to skip
 REQUIREMENTS: dict[str, Callable[[], str | None]] = {
     "cgroup-v1": lambda: None if cgroupfs.layout() in ("v1", "hybrid") else "the host has no cgroup v1 hierarchies (pure v2)",
@@ -133,6 +139,8 @@ REQUIREMENTS: dict[str, Callable[[], str | None]] = {
     "overlayfs": _overlayfs,
     "veth-bridge": bridge_net.unsupported,
     "host-nic": _host_nic,
+    "host-route": _host_route,
+    "proc-timer-list": lambda: None if Path("/proc/timer_list").exists() else "the kernel has no /proc/timer_list",
     **{f"controller:{c}": _controller(c) for c in ("memory", "pids", "cpu", "io")},
 }
 

@@ -24,6 +24,7 @@ from typing import IO, Callable, Iterator, Optional
 from conformance.model.errors import DriverError
 
 from .drivers import RuntimeDriver
+from .drivers.base import NO_LAUNCH, Launch
 
 #: after a kill (the timeout) or a forced delete: how long the init gets to be reaped
 STOP_WAIT_S = 5.0
@@ -36,9 +37,10 @@ class Container:
     """One container id on one driver, with the pipe that is its stdin; the verbs in their order."""
 
     def __init__(self, driver: RuntimeDriver, bundle: Path, cid: str, stdout: IO[bytes], stderr: IO[bytes],
-                 timeout: float) -> None:
+                 timeout: float, launch: Launch = NO_LAUNCH) -> None:
         self.driver, self.bundle, self.cid = driver, bundle, cid
         self.stdout, self.stderr, self.timeout = stdout, stderr, timeout
+        self.launch = launch  # what the runtime's create is started with (descriptors, --preserve-fds)
         self.pid: int | None = None          # the init's host pid, once created
         self.exit: int | None = None         # the entrypoint's exit status, once waited for
         self.timed_out = False
@@ -48,7 +50,8 @@ class Container:
 
     def create(self) -> int:
         """Create the container; DriverError when the runtime cannot (a step may expect that)."""
-        self.pid = self.driver.create(self.bundle, self.cid, self._stdin_r, self.stdout, self.stderr, self.timeout)
+        self.pid = self.driver.create(self.bundle, self.cid, self._stdin_r, self.stdout, self.stderr, self.timeout,
+                                      self.launch)
         return self.pid
 
     def start(self) -> None:
@@ -106,9 +109,9 @@ Stage = Callable[[str, Container], None]
 
 @contextlib.contextmanager
 def held(driver: RuntimeDriver, bundle: Path, cid: str, stdout: IO[bytes], stderr: IO[bytes],
-         timeout: float) -> Iterator[Container]:
+         timeout: float, launch: Launch = NO_LAUNCH) -> Iterator[Container]:
     """A container not yet created, whose verbs the caller drives; closed (deleted) on leaving."""
-    container = Container(driver, bundle, cid, stdout, stderr, timeout)
+    container = Container(driver, bundle, cid, stdout, stderr, timeout, launch)
     try:
         yield container
     finally:
@@ -117,7 +120,7 @@ def held(driver: RuntimeDriver, bundle: Path, cid: str, stdout: IO[bytes], stder
 
 @contextlib.contextmanager
 def running(driver: RuntimeDriver, bundle: Path, cid: str, stdout: IO[bytes], stderr: IO[bytes],
-            timeout: float, at: Optional[Stage] = None) -> Iterator[Container]:
+            timeout: float, at: Optional[Stage] = None, launch: Launch = NO_LAUNCH) -> Iterator[Container]:
     """The whole life: create, ``at("created")``, start, the body (running), then release, wait
     (kill on timeout), ``at("exited")``, delete, ``at("deleted")``.
 
@@ -126,7 +129,7 @@ def running(driver: RuntimeDriver, bundle: Path, cid: str, stdout: IO[bytes], st
     waited for: it is force-deleted at once and the exception goes on.
     """
     at = at or _nowhere
-    with held(driver, bundle, cid, stdout, stderr, timeout) as container:
+    with held(driver, bundle, cid, stdout, stderr, timeout, launch) as container:
         container.create()
         at("created", container)
         container.start()

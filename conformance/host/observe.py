@@ -19,17 +19,19 @@ from __future__ import annotations
 import os
 import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from conformance.model.errors import DriverError
 from conformance.model.placeholders import fill
 from conformance.model.records import FactReading, Observation
 from conformance.model.scenario import HostFact, Scenario
 
-from . import cgroupfs, inside, lifecycle
+from . import cgroupfs, facts, handover, hoststate, inside, lifecycle
 from .bundle import Bundle
 from .drivers import RuntimeDriver
+from .drivers.base import Launch
 from .image import read_layer_file
 from .steps import run_steps
 
@@ -39,16 +41,15 @@ EXEC_WAIT_S = 5.0
 class _HostProbe:
     """Reads host facts about one container init (pid) at a given stage."""
 
-    def __init__(self, pid: int, variables: dict[str, str]) -> None:
+    def __init__(self, pid: int, variables: dict[str, str], config: dict[str, Any]) -> None:
         self.pid = pid
-        self.variables = variables
-        self._cgroups: tuple[dict[str, Path], dict[str, str]] | None = None
-
-    def cgroups(self) -> tuple[dict[str, Path], dict[str, str]]:
-        """(the host's cgroup mounts, the init's cgroup per hierarchy), read once, while it exists."""
-        if self._cgroups is None:
-            self._cgroups = cgroupfs.mounts(), cgroupfs.process_cgroups(self.pid)
-        return self._cgroups
+        self.variables, self.config = variables, config
+        self.mount_map = cgroupfs.mounts()
+        try:  # read while the process exists: cgroup values are read after it exited
+            self.cgroups: dict[str, str] | None = cgroupfs.process_cgroups(pid)
+        except OSError:  # a lifecycle scenario's facts come after its last step: the init may be gone
+            self.cgroups = None
+        self.hostname = socket.gethostname()
 
     def read(self, fact: HostFact) -> FactReading:
         try:
@@ -61,18 +62,40 @@ class _HostProbe:
             inside = os.stat(f"/proc/{self.pid}/ns/{fact.target}").st_ino
             host = os.stat(f"/proc/self/ns/{fact.target}").st_ino
             return f"container {fact.target}:[{inside}] host {fact.target}:[{host}]"
+        if fact.kind == "proc" and fact.target in hoststate.LINK_FACTS:
+            return hoststate.link_view(self.pid, fact.target)
+        if fact.kind == "proc" and fact.target == "environ":
+            return hoststate.environ_view(self.pid, self.config)
         if fact.kind == "proc":
-            text = Path(f"/proc/{self.pid}/{fact.target}").read_text()
+            path = Path(f"/proc/{self.pid}/{fact.target}")
+            if path.is_symlink() or path.is_dir():  # cwd, fd/ …
+                return facts.proc_entry(path)
+            text = path.read_text()
             return _field(text, fact.field) if fact.field else text
         if fact.kind == "cgroup":
-            mount_map, cgroups = self.cgroups()
-            return cgroupfs.read_value(fact.target, cgroups, mount_map)
+            if self.cgroups is None:
+                raise LookupError(f"the container's init (pid {self.pid}) was gone before its cgroups were read")
+            return cgroupfs.read_value(fact.target, self.cgroups, self.mount_map)
         if fact.kind == "host_file":
             return Path(fill(fact.target, self.variables)).read_text()
         if fact.kind == "host_hostname_unchanged":
             return socket.gethostname()
         if fact.kind == "layer_file":
             return read_layer_file(fact.target, fact.layer or "", self.variables)
+        if fact.kind == "host_stat":
+            return facts.host_stat(fill(fact.target, self.variables))
+        if fact.kind == "cgroup_view":
+            return facts.cgroup_view(self.pid)
+        if fact.kind == "tasks":
+            if self.cgroups is None:
+                raise LookupError(f"the container's init (pid {self.pid}) was gone before its cgroups were read")
+            return facts.tasks(self.cgroups, self.mount_map)
+        if fact.kind == "host_unchanged":
+            return hoststate.net_state(fact.target, self.variables)
+        if fact.kind == "mounts_declared":
+            return hoststate.undeclared_mounts(self.pid, self.config, self.variables["rootfs"])
+        if fact.kind == "runtime_binary_unchanged":
+            return hoststate.runtime_digest(self.variables["runtime_path"])
         raise ValueError(f"unknown host fact {fact.kind}")
 
 
@@ -109,6 +132,16 @@ def _read_outputs(bundle: Bundle, obs: Observation) -> None:
     obs.stderr = (bundle.path / "stderr").read_text(errors="replace")
 
 
+def _log_file(path: Path) -> IO[bytes]:
+    """The container's stdout or stderr: a root-owned 0600 host file, like a daemon's log.
+
+    A runtime is handed it as is, and must leave it so (gVisor's runsc fchowns
+    its stdio to its sandbox's user): scenario stdio-ownership-unchanged reads
+    its owner and mode with ``host_stat``.
+    """
+    return open(path, "wb", opener=lambda name, flags: os.open(name, flags, 0o600))  # .name: the path
+
+
 def observe(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str,
             sandboxed: str | None = None) -> Observation:
     """Run the container once and collect everything the scenario's expectations need.
@@ -118,60 +151,99 @@ def observe(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str,
     """
     obs = Observation(sandboxed=sandboxed)
     started = time.monotonic()
-    with open(bundle.path / "stdout", "wb") as out, open(bundle.path / "stderr", "wb") as err:
+    stages = _StageReader(scenario, bundle, obs)
+    with _log_file(bundle.path / "stdout") as out, _log_file(bundle.path / "stderr") as err, \
+            handover.handed(scenario.launch, bundle.path) as (launch, handed_vars):
+        bundle.variables.update(handed_vars)
         try:
             if scenario.steps:
-                _steps(scenario, driver, bundle, cid, out, err, obs)
+                _steps(scenario, driver, bundle, cid, out, err, obs, stages, launch)
             elif _one_run_serves(scenario, driver):
-                _attached(scenario, driver, bundle, cid, out, err, obs)
+                _attached(scenario, driver, bundle, cid, out, err, obs, stages, launch)
             elif scenario.needs_lifecycle:
-                _lifecycle(scenario, driver, bundle, cid, out, err, obs)
+                _lifecycle(scenario, driver, bundle, cid, out, err, obs, stages, launch)
             else:
-                outcome = driver.run(bundle.path, cid, out, err, scenario.timeout)
+                outcome = driver.run(bundle.path, cid, out, err, scenario.timeout, launch)
                 obs.exit, obs.timed_out = outcome.exit, outcome.timed_out
+                obs.runtime_exit = outcome.exit  # the container's status is what `RUNTIME run` returned
         except DriverError as exc:
             obs.runtime_error = str(exc)
         finally:
-            obs.leaks = cgroupfs.remove_leftovers(bundle.config["linux"]["cgroupsPath"])
+            obs.leaks = _leftovers(bundle, cid, stages)
     _read_outputs(bundle, obs)
     obs.duration_s = time.monotonic() - started
     return obs
 
 
-def _steps(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str,
-           out: IO[bytes], err: IO[bytes], obs: Observation) -> None:
-    with lifecycle.held(driver, bundle.path, cid, out, err, scenario.timeout) as container:
-        obs.steps = run_steps(list(scenario.steps), container, bundle.path / "stdout")
+def _leftovers(bundle: Bundle, cid: str, stages: _StageReader) -> list[str]:
+    """The container's cgroups that outlived delete (removed now): at the cgroupsPath the harness
+    gave, or, in a config without one, at the paths the runtime chose (seen after create) that
+    name the container; a path that does not name it may be shared, and is left alone."""
+    given = bundle.config["linux"].get("cgroupsPath")
+    if given:
+        return cgroupfs.remove_leftovers(given)
+    seen = (stages.probe.cgroups or {}).values() if stages.probe is not None else ()
+    return [leak for path in sorted(set(seen)) if cid in path for leak in cgroupfs.remove_leftovers(path)]
+
+
+def _steps(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str, out: IO[bytes],
+           err: IO[bytes], obs: Observation, stages: _StageReader, launch: Launch) -> None:
+    with lifecycle.held(driver, bundle.path, cid, out, err, scenario.timeout, launch) as container:
+        obs.steps = run_steps(list(scenario.steps), container, bundle.path / "stdout", bundle.variables,
+                              stages.at)
     obs.exit, obs.timed_out = container.exit, container.timed_out
+    stages.never_reached()
 
 
 class _StageReader:
-    """Reads the scenario's host facts at each stage ``lifecycle.running`` stops at."""
+    """Reads the scenario's host facts at each stage the container passes (lifecycle.running's,
+    or a lifecycle scenario's steps: steps.py), each stage once."""
 
-    def __init__(self, scenario: Scenario, variables: dict[str, str], obs: Observation) -> None:
+    def __init__(self, scenario: Scenario, bundle: Bundle, obs: Observation) -> None:
         self.wanted = {stage: [f for f in scenario.host_facts if f.when == stage]
-                       for stage in ("created", "running", "exited", "deleted")}
-        self.variables, self.obs = variables, obs
+                       for stage in ("created", "running", "paused", "exited", "deleted")}
+        self.variables, self.config, self.obs = bundle.variables, bundle.config, obs
+        self.timeout = min(EXEC_WAIT_S, scenario.timeout)
         self.probe: _HostProbe | None = None
         self.created_exe: str | None = None
+        self.done: set[str] = set()
 
     def at(self, stage: str, container: lifecycle.Container) -> None:
         if stage == "created":
             assert container.pid is not None
-            self.probe = _HostProbe(container.pid, self.variables)
-            self.probe.cgroups()  # while the init surely exists: an "exited" fact reads them later
+            self.probe = _HostProbe(container.pid, self.variables, self.config)
             self.created_exe = _exe(container.pid)
+        if stage == "running" and self.wanted["running"] and "running" not in self.done:
+            assert container.pid is not None
+            if not (self.obs.sandboxed or _wait_exec(container.pid, self.created_exe, self.timeout)):
+                self.obs.facts += [FactReading(f, error=NOT_SEEN_RUNNING) for f in self.wanted["running"]]
+                self.done.add("running")
+                return
         self.read(stage)
 
     def read(self, stage: str) -> None:
-        assert self.probe is not None, "no probe before the container was created"
+        if stage in self.done or self.probe is None:
+            return
+        self.done.add(stage)
         self.obs.facts += [self.probe.read(f) for f in self.wanted[stage]]
+
+    def never_reached(self) -> None:
+        """A fact whose stage the steps never reached (a create or pause that failed) is a
+        check that could not be read, not one left out."""
+        for stage, wanted in self.wanted.items():
+            if stage not in self.done:
+                self.obs.facts += [FactReading(f, error=f"the steps never reached stage {stage!r}")
+                                   for f in wanted]
+
+
+NOT_SEEN_RUNNING = "the entrypoint was not seen running (it exited first, or exec never happened)"
 
 
 def _one_run_serves(scenario: Scenario, driver: RuntimeDriver) -> bool:
     """Everything the scenario reads, it reads while the entrypoint runs, or after it ended when the
-    runtime's ``run`` can keep the stopped container: one ``run`` serves it (nothing is read before
-    start or after delete, and no refused create is told apart from the entrypoint's own exit)."""
+    runtime's ``run`` can keep the stopped container and the fact needs no process: one ``run``
+    serves it (nothing is read before start, while paused or after delete, and no refused create is
+    told apart from the entrypoint's own exit)."""
     def served(fact: HostFact) -> bool:
         return fact.when == "running" or (fact.when == "exited" and fact.kind in PID_FREE and driver.keeps_after_run)
 
@@ -181,7 +253,7 @@ def _one_run_serves(scenario: Scenario, driver: RuntimeDriver) -> bool:
 
 #: facts that need no process to be read (an entrypoint that ended before its pid was seen does not
 #: keep them from being read after the exit); a cgroup fact needs the init's cgroups, read while it lives
-PID_FREE = ("host_file", "layer_file")
+PID_FREE = ("host_file", "layer_file", "host_stat", "host_unchanged", "runtime_binary_unchanged")
 
 
 def _init_exe(driver: RuntimeDriver) -> str:
@@ -190,34 +262,41 @@ def _init_exe(driver: RuntimeDriver) -> str:
     return driver.sandbox.init_exe if driver.sandbox is not None else ""
 
 
-def _attached(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str,
-              out: IO[bytes], err: IO[bytes], obs: Observation) -> None:
+@dataclass
+class _Started:
+    """A container ``run`` started: its init's pid and its id (what ``_while_running`` needs)."""
+
+    pid: int
+    cid: str
+
+
+def _attached(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str, out: IO[bytes],
+              err: IO[bytes], obs: Observation, stages: _StageReader, launch: Launch) -> None:
     """One foreground run: facts and checks read once the init was started and exec'd the entrypoint,
-    then its stdin let go."""
-    stages = _StageReader(scenario, bundle.variables, obs)
+    then its stdin let go; with ``--keep``, the after-exit facts read before the delete."""
     stdin_r, stdin_w = os.pipe()
+    gone: list[int] = []
 
     def while_running(pid: int) -> None:
-        stages.probe, stages.created_exe = _HostProbe(pid, bundle.variables), _init_exe(driver)
-        try:
-            stages.probe.cgroups()
-        except OSError:  # its /proc entry is gone: it ended before it could be looked at
-            seen_gone.append(pid)
-        if not seen_gone:
-            _while_running(scenario, driver, pid, cid, stages, obs)
+        stages.probe, stages.created_exe = _HostProbe(pid, stages.variables, stages.config), _init_exe(driver)
+        if stages.probe.cgroups is None:  # its /proc entry is gone: it ended before it could be looked at
+            gone.append(pid)
+        else:
+            _while_running(scenario, driver, _Started(pid, cid), stages, obs)
+            stages.done.add("running")
         _let_go(stdin_w)
-
-    seen_gone: list[int] = []
 
     keep = bool(stages.wanted["exited"])
     try:
-        outcome = driver.run_attached(bundle.path, cid, stdin_r, out, err, scenario.timeout, while_running, keep)
+        outcome = driver.run_attached(bundle.path, cid, stdin_r, out, err, scenario.timeout, while_running, keep,
+                                      launch)
         try:
-            if stages.probe is None or seen_gone:  # the entrypoint ended (or failed) before it was looked at
-                _not_seen_running(scenario, stages, obs,
-                                  "the entrypoint was not seen running (it exited first, or exec never happened)")
-            if keep:  # facts that need no process (PID_FREE)
-                stages.probe = stages.probe or _HostProbe(0, bundle.variables)
+            if stages.probe is None or gone:  # the entrypoint ended (or failed) before it was looked at
+                obs.facts += [FactReading(f, error=NOT_SEEN_RUNNING) for f in stages.wanted["running"]]
+                if scenario.inside_checks:
+                    obs.inside = inside.not_running(scenario, NOT_SEEN_RUNNING)
+            if keep:  # facts that need no process (PID_FREE), read before the delete
+                stages.probe = stages.probe or _HostProbe(0, stages.variables, stages.config)
                 stages.read("exited")
         finally:
             if keep:
@@ -226,6 +305,7 @@ def _attached(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: st
         os.close(stdin_r)
         _let_go(stdin_w)
     obs.exit, obs.timed_out = outcome.exit, outcome.timed_out
+    obs.runtime_exit = outcome.exit  # what `RUNTIME run` returned: no second run needed for it
 
 
 def _let_go(fd: int) -> None:
@@ -237,30 +317,41 @@ def _let_go(fd: int) -> None:
         pass
 
 
-def _lifecycle(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str,
-               out: IO[bytes], err: IO[bytes], obs: Observation) -> None:
-    stages = _StageReader(scenario, bundle.variables, obs)
-    with lifecycle.running(driver, bundle.path, cid, out, err, scenario.timeout, at=stages.at) as container:
-        if stages.wanted["running"] or scenario.inside_checks:
-            assert container.pid is not None
-            _while_running(scenario, driver, container.pid, cid, stages, obs)
+def _lifecycle(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str, out: IO[bytes],
+               err: IO[bytes], obs: Observation, stages: _StageReader, launch: Launch) -> None:
+    with lifecycle.running(driver, bundle.path, cid, out, err, scenario.timeout, at=stages.at,
+                           launch=launch) as container:
+        if stages.wanted["running"] or stages.wanted["paused"] or scenario.inside_checks:
+            _while_running(scenario, driver, container, stages, obs)
     obs.exit, obs.timed_out = container.exit, container.timed_out
 
 
-def _while_running(scenario: Scenario, driver: RuntimeDriver, pid: int, cid: str,
+def _while_running(scenario: Scenario, driver: RuntimeDriver, container: lifecycle.Container | _Started,
                    stages: _StageReader, obs: Observation) -> None:
     """Host facts and testinfra checks, once the entrypoint is seen running (a sandbox: once started,
     since its state pid never execs the entrypoint)."""
-    if obs.sandboxed or _wait_exec(pid, stages.created_exe, min(EXEC_WAIT_S, scenario.timeout)):
+    assert container.pid is not None
+    if obs.sandboxed or _wait_exec(container.pid, stages.created_exe, min(EXEC_WAIT_S, scenario.timeout)):
         stages.read("running")
         if scenario.inside_checks:  # commands inside, through the runtime's exec
-            obs.inside = inside.read(scenario, driver.exec_argv(cid), cid, stages.variables)
+            obs.inside = inside.read(scenario, driver.exec_argv(container.cid), container.cid,
+                                     stages.variables)
+        if stages.wanted["paused"]:  # facts `when: paused`: pause, read them, resume (never a one-run scenario)
+            assert isinstance(container, lifecycle.Container)
+            _paused(driver, container, stages)
     else:
-        _not_seen_running(scenario, stages, obs,
-                          "the entrypoint was not seen running (it exited first, or exec never happened)")
+        obs.facts += [FactReading(f, error=NOT_SEEN_RUNNING) for f in stages.wanted["running"]]
+        obs.inside = inside.not_running(scenario, NOT_SEEN_RUNNING)
 
 
-def _not_seen_running(scenario: Scenario, stages: _StageReader, obs: Observation, why: str) -> None:
-    obs.facts += [FactReading(f, error=why) for f in stages.wanted["running"]]
-    if scenario.inside_checks:
-        obs.inside = inside.not_running(scenario, why)
+def _paused(driver: RuntimeDriver, container: lifecycle.Container, stages: _StageReader) -> None:
+    try:
+        driver.pause(container.cid)
+    except DriverError as exc:
+        stages.obs.facts += [FactReading(f, error=f"pause failed: {exc}") for f in stages.wanted["paused"]]
+        stages.done.add("paused")
+        return
+    try:
+        stages.at("paused", container)
+    finally:
+        driver.resume(container.cid)

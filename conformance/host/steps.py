@@ -8,29 +8,46 @@ a duplicate id or a second start are errors.  A scenario lists ``steps``;
 each becomes one checked line of evidence.
 
 Steps (strings or one-key mappings):
-  create | create: fails        start | start: fails        delete | delete: fails
-  kill: SIGNAL                  state: created|running|stopped|absent
+  create | create: fails        start | start: fails        delete | delete: fails | delete: force
+  kill: SIGNAL                  state: created|running|paused|stopped|absent
+  pause | pause: fails          resume | resume: fails
+  update: {memory: N, pids: N, …}   (the driver's UPDATE_FLAGS; must succeed)
+  ps: <text expectation>       (the container's processes as the runtime's ``ps`` lists them, as pids of
+                                the container's own PID namespace, ascending: "1 2 3"; or ps: as-stdout,
+                                the pids the entrypoint's last line of output lists)
+  exec: {run: CMD, stdout: <text>, exit: N}   (a process through the runtime's exec; exit 0 by default)
+  cli: {args: [...], fails: BOOL, output: <text>}   (the runtime's command line itself, as given)
   release   (end the entrypoint's stdin: a ``read _`` returns)
   wait      (the entrypoint's exit status becomes the scenario's ``exit``)
   stdout: <text expectation>   (what the entrypoint has written so far)
+  sleep: SECONDS               (let time pass, e.g. while paused)
 
 Each step is one verb of ``lifecycle.Container`` or of its driver, the same
 ones every other path uses; ``wait`` kills the container past the timeout,
 and ``lifecycle.held`` deletes it after the last step, however the steps end.
+Host facts are read at the stage they name as the steps pass it: ``created``
+after create, ``running`` after start (once the entrypoint runs), ``paused``
+after pause, ``exited`` after wait, ``deleted`` after a delete.
 """
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from conformance.model.errors import DriverError
 from conformance.model.matchers import text_failures
+from conformance.model.placeholders import fill
 from conformance.model.records import StepResult
 from conformance.model.scenario import TextExpectation
 
 from .drivers import VerbFailed
-from .lifecycle import Container
+from .drivers.procs import empty_stdin
+from .lifecycle import Container, Stage
+
+CALL_TIMEOUT_S = 30.0  # a cli or exec step
 
 STATE_SETTLE_S = 2.0  # a "stopped" state may lag the exit by a moment
 OUTPUT_SETTLE_S = 3.0  # how long a stdout step waits for the entrypoint to print
@@ -83,7 +100,7 @@ def _state(container: Container, want: str) -> StepResult:
         time.sleep(0.02)
     if refusal is not None:
         return StepResult(name, False, f"{name}: state failed: {refusal.output[-200:]}")
-    pid_ok = want not in ("created", "running") or int(answer.get("pid") or 0) > 0
+    pid_ok = want not in ("created", "running", "paused") or int(answer.get("pid") or 0) > 0
     ok = answer.get("status") == want and pid_ok
     return StepResult(name, ok, f"{name}: observed status {answer.get('status')!r}, pid {answer.get('pid')}")
 
@@ -101,16 +118,139 @@ def _stdout(arg: Any, stdout_file: Path) -> StepResult:
                       f"observed {text.strip()[:100]!r}")
 
 
-def run_step(step: Any, container: Container, stdout_file: Path) -> StepResult | None:
-    """One step through the container's verbs; None for a step that checks nothing (release)."""
+def _ps(container: Container, arg: Any, stdout_file: Path) -> StepResult:
+    """What ``ps`` lists, as pids of the container's PID namespace (a sandbox's are that already).
+
+    ``as-stdout``: exactly the pids the entrypoint's last line of output lists
+    (it read its own /proc, which shows its PID namespace: its processes).
+    """
+    try:
+        listed = container.driver.ps(container.cid)
+    except DriverError as exc:
+        return StepResult("ps", False, f"ps: failed: {str(exc)[-200:]}")
+    inner = listed if container.driver.sandboxed else [_pid_inside(p) for p in listed]
+    text = " ".join(str(p) for p in sorted(inner))
+    if arg == "as-stdout":
+        lines = stdout_file.read_text(errors="replace").split("\n")
+        last = next((line for line in reversed(lines) if line.strip()), "")
+        want = " ".join(sorted(last.split(), key=lambda p: int(p) if p.isdigit() else -1))
+        arg = {"equals": want}
+    misses = text_failures(TextExpectation.from_yaml(arg), text, {})
+    return StepResult("ps", not misses, f"ps: {'; '.join(misses) or 'as expected'}; listed {text!r} "
+                      f"(as the runtime gave them: {listed})")
+
+
+def _pid_inside(pid: int) -> int:
+    """A host pid as the innermost PID namespace numbers it (/proc/PID/status NSpid); -PID if gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("NSpid:"):
+                return int(line.split()[-1])
+    except OSError:
+        pass
+    return -pid
+
+
+def _exec(container: Container, arg: dict[str, Any], variables: dict[str, str]) -> StepResult:
+    """One process through the runtime's exec: its exit (0 by default) and, if given, its stdout.
+
+    Its stdin is an empty pipe, never the host's /dev/null (runsc fchowns the
+    stdio it is handed to its sandbox's user: procs.empty_stdin).
+    """
+    run = fill(arg["run"], variables)
+    argv = ["sh", "-c", run] if isinstance(run, str) else [str(a) for a in run]
+    stdin = empty_stdin()
+    try:
+        done = subprocess.run(container.driver.exec_argv(container.cid) + argv, stdin=stdin, capture_output=True,
+                              text=True, timeout=container.timeout, start_new_session=True)
+    except subprocess.TimeoutExpired:
+        return StepResult("exec", False, f"exec: no answer in {container.timeout:g}s")
+    finally:
+        os.close(stdin)
+    want = int(arg.get("exit", 0))
+    misses = [] if done.returncode == want else [f"exit: expected {want}, observed {done.returncode}"]
+    if "stdout" in arg:
+        misses += text_failures(TextExpectation.from_yaml(arg["stdout"]), done.stdout, variables)
+    said = f"; stderr {done.stderr.strip()[-150:]!r}" if done.stderr.strip() else ""
+    return StepResult("exec", not misses, f"exec: {'; '.join(misses) or 'as expected'}; "
+                      f"stdout {done.stdout.strip()[:150]!r}{said}")
+
+
+def _cli(container: Container, arg: dict[str, Any], variables: dict[str, str]) -> StepResult:
+    """The runtime's command line: a refusal must be a non-zero exit, with words that say why."""
+    args = [str(a) for a in fill(arg["args"], variables)]
+    name = "cli " + " ".join(args)
+    try:
+        rc, output = container.driver.call(args, CALL_TIMEOUT_S)
+    except DriverError as exc:
+        return StepResult(name, False, f"{name}: {exc}")
+    fails = bool(arg.get("fails"))
+    misses = [] if (rc != 0) == fails else [f"expected {'a non-zero' if fails else 'a zero'} exit, observed {rc}"]
+    if "output" in arg:
+        misses += text_failures(TextExpectation.from_yaml(arg["output"]), output, variables)
+    return StepResult(name, not misses, f"{name}: {'; '.join(misses) or 'as expected'}; exit {rc}, "
+                      f"said {output.strip()[-200:]!r}")
+
+
+def _update(container: Container, arg: dict[str, int]) -> StepResult:
+    name = "update " + " ".join(f"{k}={v}" for k, v in arg.items())
+    return _expect_rc(name, *_answer(lambda: container.driver.update(container.cid, arg)), False)
+
+
+def _delete_force(container: Container) -> StepResult:
+    """``delete --force`` as a checked verb (the driver's own delete stays quiet: it is the cleanup)."""
+    rc, output = container.driver.call(["delete", "--force", container.cid], CALL_TIMEOUT_S)
+    return _expect_rc("delete --force", rc, output.strip()[-200:], False)
+
+
+def run_step(step: Any, container: Container, stdout_file: Path, variables: Optional[dict[str, str]] = None,
+             at: Optional[Stage] = None) -> StepResult | None:
+    """One step through the container's verbs; None for a step that checks nothing (release).
+
+    ``at(stage, container)`` is told each stage the container reaches (created,
+    running, paused, exited, deleted): observe.py reads host facts there.
+    """
     verb, arg = parse(step)
+    result = _verb(verb, arg, container, stdout_file, variables or {})
+    reached = _STAGE_AFTER.get(verb) if arg != "fails" else None
+    done = result is None or result.ok or verb in _WHATEVER_IT_ANSWERED
+    if at is not None and reached and done and container.pid is not None:
+        at(reached, container)
+    return result
+
+
+#: the stage a step brings the container to (for host facts read there): when it succeeded …
+_STAGE_AFTER = {"create": "created", "start": "running", "pause": "paused", "wait": "exited",
+                "delete": "deleted"}
+#: … or, for these, whatever it answered: what a failed delete leaves is what the facts are about
+_WHATEVER_IT_ANSWERED = ("wait", "delete")
+
+
+def _verb(verb: str, arg: Any, container: Container, stdout_file: Path,
+          variables: dict[str, str]) -> StepResult | None:
     driver, cid = container.driver, container.cid
     if verb == "create":
         return _create(container, arg == "fails")
     if verb == "start":
         return _expect_rc("start", *_answer(container.start), arg == "fails")
+    if verb == "delete" and arg == "force":
+        return _delete_force(container)
     if verb == "delete":  # a plain delete: a runtime must refuse one of a running container
         return _expect_rc("delete", *_answer(lambda: driver.delete(cid, force=False)), arg == "fails")
+    if verb in ("pause", "resume"):
+        act = driver.pause if verb == "pause" else driver.resume
+        return _expect_rc(verb, *_answer(lambda: act(cid)), arg == "fails")
+    if verb == "update":
+        return _update(container, dict(arg))
+    if verb == "ps":
+        return _ps(container, arg, stdout_file)
+    if verb == "exec":
+        return _exec(container, dict(arg), variables)
+    if verb == "cli":
+        return _cli(container, dict(arg), variables)
+    if verb == "sleep":
+        time.sleep(float(arg))
+        return None
     if verb == "kill":
         return _expect_rc(f"kill {arg}", *_answer(lambda: driver.kill(cid, str(arg))), False)
     if verb == "state":
@@ -128,11 +268,12 @@ def run_step(step: Any, container: Container, stdout_file: Path) -> StepResult |
     return StepResult(str(verb), False, f"{verb}: not a lifecycle step (see conformance/host/steps.py)")
 
 
-def run_steps(steps: list[Any], container: Container, stdout_file: Path) -> list[StepResult]:
+def run_steps(steps: list[Any], container: Container, stdout_file: Path,
+              variables: Optional[dict[str, str]] = None, at: Optional[Stage] = None) -> list[StepResult]:
     """Run the steps in order; the caller's ``lifecycle.held`` deletes the container afterwards."""
     results = []
     for index, step in enumerate(steps):
-        result = run_step(step, container, stdout_file)
+        result = run_step(step, container, stdout_file, variables, at)
         if result is not None:
             result.index = index  # the expectation is steps[index]
             results.append(result)

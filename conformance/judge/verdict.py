@@ -34,8 +34,11 @@ from conformance.model.expectations import MECHANISM, OBSERVABLE, PROPERTY, bloc
 from conformance.model.matchers import inside_failures, text_results
 from conformance.model.placeholders import fill
 from conformance.model.records import FactReading, InsideReading, Observation
-from conformance.model.scenario import Expectations, Scenario
+from conformance.model.scenario import PROCESS_FACTS, SELF_JUDGED, Expectations, HostFact, Scenario
 from conformance.model.verdicts import ERROR, FAIL, OTHER_MECHANISM, PASS, UNOBSERVABLE
+
+#: a create or a start the runtime refused: the entrypoint never ran (``expect.or_refused``)
+_REFUSED = re.compile(r" (create|start)( \S+)? failed \(exit ")
 
 
 @dataclass
@@ -91,22 +94,41 @@ def _fact_checks(reading: FactReading, ident: str, variables: dict[str, str], ro
         why = (f"the container has no process on the host ({sandbox}): its {fact.target} namespace is the "
                "sandbox kernel's own, not one the host kernel made")
         return [Check(name, True, f"{name}: {why}", ids[0], role, differently=why)]
-    if sandbox and fact.kind == "proc":
+    if sandbox and fact.kind in PROCESS_FACTS:
         note = f"describes the sandbox, not the container ({sandbox})"
         return [Check(name, False, f"{name}: {note}", i, role, sandbox=note) for i in ids]
     if reading.error is not None:
         return [Check(name, False, f"{name}: could not be read: {reading.error}", i, role) for i in ids]
     value = reading.value or ""
-    if fact.kind == "namespace_differs":
-        inside, host = re.findall(r"\[(\d+)\]", value)
-        return [Check(name, inside != host, f"{name}: {value}" + ("" if inside != host else " (same namespace)"),
-                      ids[0], role)]
-    if fact.kind == "host_hostname_unchanged":
-        before = variables["host_hostname"]
-        return [Check(name, value == before, f"{name}: before {before!r}, after {value!r}", ids[0], role)]
+    if fact.kind in SELF_JUDGED:
+        ok, detail = _self_judged(fact, value, variables)
+        return [Check(name, ok, f"{name}: {detail}", ids[0], role)]
     if ids == [ident]:  # a fact without matchers: being readable is the expectation
         return [Check(name, True, f"{name}: read {_short(value)!r}", ident, role)]
     return _text_checks(ident, name, fact.expect, value, variables, role)
+
+
+def _self_judged(fact: HostFact, value: str, variables: dict[str, str]) -> tuple[bool, str]:
+    """(held, what was seen) for a fact that takes no matchers."""
+    if fact.kind == "namespace_differs":
+        inside, host = re.findall(r"\[(\d+)\]", value)
+        return inside != host, value + ("" if inside != host else " (same namespace)")
+    if fact.kind == "mounts_declared":
+        return not value.strip(), (f"undeclared: {_short(value)}" if value.strip()
+                                   else "every mount from a host path is the root or in config.json")
+    before = variables[{"host_hostname_unchanged": "host_hostname", "runtime_binary_unchanged": "runtime_digest"}
+                       .get(fact.kind, f"host_{fact.target}")]
+    if value == before:
+        return True, f"unchanged: {_short(value, 160)!r}"
+    return False, f"before {_short(before)!r}, after {_short(value)!r}{_difference(before, value)}"
+
+
+def _difference(before: str, after: str) -> str:
+    """The lines that came and went, for a multi-line value (routes, links)."""
+    old, new = set(before.splitlines()), set(after.splitlines())
+    if len(old | new) < 2:
+        return ""
+    return f" (added {sorted(new - old)}, removed {sorted(old - new)})"
 
 
 def _inside_check(block: Expectations, local: int, ident: str, reading: InsideReading,
@@ -134,6 +156,11 @@ def _block_checks(scenario: Scenario, obs: Observation, variables: dict[str, str
             want = " or ".join(map(str, block.exit))
             checks.append(Check("exit", obs.exit in block.exit, f"exit: expected {want}, observed {obs.exit}",
                                 f"{prefix}exit", role))
+        if block.runtime_exit is not None:
+            want = " or ".join(map(str, block.runtime_exit))
+            seen = "no exit (it was killed at the timeout)" if obs.runtime_exit is None else obs.runtime_exit
+            checks.append(Check("runtime exit", obs.runtime_exit in block.runtime_exit,
+                                f"`RUNTIME run` exit: expected {want}, observed {seen}", f"{prefix}runtime_exit", role))
         for stream in ("stdout", "stderr"):
             exp = getattr(block, stream)
             if exp is not None:
@@ -168,7 +195,7 @@ def _harness_checks(scenario: Scenario, obs: Observation) -> list[Check]:
 def judge(scenario: Scenario, obs: Observation, variables: dict[str, str]) -> Verdict:
     """Turn one observation into a verdict with evidence."""
     if obs.runtime_error:
-        if scenario.expect.or_refused and " create failed" in obs.runtime_error:
+        if scenario.expect.or_refused and _REFUSED.search(obs.runtime_error):
             return Verdict(PASS, "refused by the runtime: " + _short(obs.runtime_error, 400))
         return Verdict(ERROR, _short(obs.runtime_error, 600))
     checks = _harness_checks(scenario, obs) + _block_checks(scenario, obs, variables, obs.sandboxed)

@@ -9,10 +9,13 @@ from __future__ import annotations
 #: The matrix's areas in display order, and the DESIGN.md tags that belong to each.
 AREAS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("namespaces", ("pid", "net", "mnt", "uts", "ipc", "user", "cgroupns", "time")),
-    ("cgroups", ("memory", "pids", "cpu", "io")),
+    ("cgroups", ("memory", "pids", "cpu", "io", "freezer", "cgroupfs")),
     ("rootfs/overlay", ("overlay", "rootfs", "pivot_root", "readonly-rootfs")),
-    ("security", ("masked-paths", "readonly-paths", "devices", "caps", "seccomp", "nnp", "rlimits", "process", "cve")),
+    ("security", ("masked-paths", "readonly-paths", "devices", "caps", "seccomp", "nnp", "rlimits", "process", "fds",
+                  "cve")),
     ("lifecycle", ("lifecycle", "state", "hooks", "exit-code")),
+    # the command line itself: scripts and engines call it, and a typo they make must not pass as a success
+    ("cli", ("cli",)),
 )
 OTHER_AREA = "other"
 _AREA_OF_TAG = {tag: name for name, tags in AREAS for tag in tags}

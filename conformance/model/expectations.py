@@ -5,7 +5,7 @@ matcher over stdout and stderr, each host fact (each of its matchers), each
 testinfra attribute, each lifecycle step.  Each gets a stable id, read from
 the YAML alone:
 
-    exit   stdout.equals   stdout.contains[0]   stderr.not_matches
+    exit   runtime_exit   stdout.equals   stdout.contains[0]   stderr.not_matches
     host[1]   host[0].matches   testinfra[0].mode   steps[2]
 
 prefixed by the block it belongs to: none for the property (``expect``),
@@ -24,11 +24,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .matchers import text_matchers
-from .scenario import Expectations, HostFact, Scenario
+from .scenario import SELF_JUDGED, Expectations, HostFact, Scenario
 
 PROPERTY, OBSERVABLE, MECHANISM = "property", "observable", "mechanism"
 #: steps that are actions, not checks: they produce no expectation
-ACTION_STEPS = ("release", "wait")
+ACTION_STEPS = ("release", "wait", "sleep")
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def blocks(scenario: Scenario) -> list[tuple[str, str, Expectations]]:
 
 def fact_ids(fact: HostFact, base: str) -> list[str]:
     """The ids of one host fact: one per matcher, or the fact itself when it has none."""
-    if fact.kind in ("namespace_differs", "host_hostname_unchanged"):
+    if fact.kind in SELF_JUDGED:
         return [base]
     return [f"{base}.{m}" for m in text_matchers(fact.expect)] or [base]
 
@@ -68,6 +68,8 @@ def _block_refs(block: Expectations, role: str, prefix: str) -> list[tuple[str, 
     refs: list[tuple[str, str]] = []
     if block.exit is not None:
         refs.append((f"{prefix}exit", f"exit {' or '.join(map(str, block.exit))}"))
+    if block.runtime_exit is not None:
+        refs.append((f"{prefix}runtime_exit", f"`RUNTIME run` exits {' or '.join(map(str, block.runtime_exit))}"))
     for stream in ("stdout", "stderr"):
         exp = getattr(block, stream)
         if exp is not None:

@@ -86,6 +86,8 @@ class Observation:
     """Everything one container run showed: its exit and output, host facts, checks inside, steps."""
 
     exit: int | None = None
+    #: what ``RUNTIME run`` returned (its own run, or one more container: executor._second_run)
+    runtime_exit: int | None = None
     stdout: str = ""
     stderr: str = ""
     timed_out: bool = False

@@ -15,7 +15,20 @@ from .image_spec import ImageError, ImageSpec
 DEFAULT_TIMEOUT_S = 20.0
 
 #: Host facts whose natural moment to be read is after the entrypoint ended.
-_EXITED_BY_DEFAULT = ("cgroup", "layer_file")
+_EXITED_BY_DEFAULT = ("cgroup", "layer_file", "host_unchanged", "runtime_binary_unchanged")
+
+#: Every kind of host fact (the schema's ``host_fact`` alternatives, in the order a fact's kind is recognised).
+FACT_KINDS = ("namespace_differs", "proc", "cgroup", "host_file", "host_hostname_unchanged", "layer_file",
+              "host_unchanged", "mounts_declared", "runtime_binary_unchanged", "host_stat", "cgroup_view", "tasks")
+#: Kinds that judge themselves (the fact is one expectation, it takes no matchers).
+SELF_JUDGED = ("namespace_differs", "host_hostname_unchanged", "host_unchanged", "mounts_declared",
+               "runtime_binary_unchanged")
+#: Facts read from the container's host process (/proc/<pid>: its status, links, mount table; the tasks of
+#: its cgroup): for a sandboxed runtime they describe the sandbox, not the container (judge/verdict.py
+#: does not judge them there).
+PROCESS_FACTS = ("proc", "mounts_declared", "cgroup_view", "tasks")
+#: What the harness can hand a runtime process as an open descriptor (``launch.fds``).
+HANDED_FDS = ("file", "socket", "pipe")
 
 
 #: where a value sits in a YAML document: its keys and list indexes from the top (for line numbers)
@@ -53,8 +66,8 @@ class TextExpectation:
 class HostFact:
     """One observation made from the host: what to read, when, and how to judge it."""
 
-    kind: str                 # namespace_differs | proc | cgroup | host_file | host_hostname_unchanged | layer_file
-    target: str               # the namespace, /proc file, cgroup value, host path or image path
+    kind: str                 # one of FACT_KINDS
+    target: str               # the namespace, /proc file, cgroup value, host path, image path, or what stays unchanged
     when: str                 # created | running | exited
     field: str | None = None  # for proc: the "Field:" line to read
     expect: TextExpectation = TextExpectation()
@@ -62,8 +75,7 @@ class HostFact:
 
     @classmethod
     def from_yaml(cls, raw: dict[str, Any]) -> "HostFact":
-        kind = next(k for k in ("namespace_differs", "proc", "cgroup", "host_file",
-                                "host_hostname_unchanged", "layer_file") if k in raw)
+        kind = next(k for k in FACT_KINDS if k in raw)
         matchers = {k: v for k, v in raw.items() if k not in (kind, "when", "field", "layer")}
         when = raw.get("when") or ("exited" if kind in _EXITED_BY_DEFAULT else "running")
         return cls(kind=kind, target=str(raw[kind]), when=when, field=raw.get("field"),
@@ -106,12 +118,14 @@ class Expectations:
     """What must be observed: the entrypoint's exit and output, host facts, checks inside."""
 
     exit: tuple[int, ...] | None = None
+    #: what ``RUNTIME run`` itself returns (scripts and engines read it), a signal death as 128+N
+    runtime_exit: tuple[int, ...] | None = None
     stdout: TextExpectation | None = None
     stderr: TextExpectation | None = None
     host: tuple[HostFact, ...] = ()
     #: checks inside the running container with testinfra's modules (conformance/host/inside.py)
     testinfra: tuple[InsideCheck, ...] = ()
-    or_refused: bool = False  # a runtime refusing to create the container passes too
+    or_refused: bool = False  # a runtime refusing to create (or start) the container passes too
     #: where the checks look must exist, or the verdict is "unobservable" (not a pass, not a fail)
     observable: Expectations | None = None
     #: expectation id (or id prefix) -> why it need not break under a control (it keeps the run honest)
@@ -130,6 +144,25 @@ class Mechanism:
 
     name: str
     expect: Expectations
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """How the harness starts the runtime process itself, beyond the bundle.
+
+    ``fds``: descriptors it is started with, at 3, 4, … in this order (each one
+    of HANDED_FDS: a host file holding ``{{fd_token}}``, one end of a socket
+    pair, the read end of a pipe), as a caller that forgot them open would;
+    ``preserve_fds``: ``--preserve-fds N`` on create (and run).
+    """
+
+    fds: tuple[str, ...] = ()
+    preserve_fds: int = 0
+
+    @classmethod
+    def from_yaml(cls, raw: dict[str, Any] | None) -> "LaunchSpec":
+        raw = raw or {}
+        return cls(tuple(raw.get("fds", ())), int(raw.get("preserve_fds", 0)))
 
 
 @dataclass(frozen=True)
@@ -158,6 +191,8 @@ class Scenario:
     steps: tuple[Any, ...] = ()
     #: how a namespaces-and-cgroups runtime provides the property (None: nothing to tell apart)
     mechanism: Mechanism | None = None
+    #: what the runtime process is started with beyond the bundle (descriptors, --preserve-fds)
+    launch: LaunchSpec = LaunchSpec()
     #: the validated YAML document, so the scenario can travel to a remote host as JSON
     source: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -174,6 +209,11 @@ class Scenario:
         if self.mechanism is not None:
             blocks.append(self.mechanism.expect)
         return blocks
+
+    @property
+    def wants_runtime_exit(self) -> bool:
+        """True when some block expects what ``RUNTIME run`` returns (observe.runtime_exit)."""
+        return any(block.runtime_exit is not None for block in self._blocks())
 
     @property
     def host_facts(self) -> tuple[HostFact, ...]:
@@ -206,10 +246,13 @@ class Scenario:
         return from_document(data["doc"], {(): data["line"]}, Path(data["path"]))
 
 
+def _statuses(raw: Any) -> tuple[int, ...] | None:
+    return None if raw is None else ((raw,) if isinstance(raw, int) else tuple(raw))
+
+
 def _expectations(raw: dict[str, Any]) -> Expectations:
-    exit_ = raw.get("exit")
     return Expectations(
-        exit=None if exit_ is None else ((exit_,) if isinstance(exit_, int) else tuple(exit_)),
+        exit=_statuses(raw.get("exit")), runtime_exit=_statuses(raw.get("runtime_exit")),
         stdout=TextExpectation.from_yaml(raw["stdout"]) if "stdout" in raw else None,
         stderr=TextExpectation.from_yaml(raw["stderr"]) if "stderr" in raw else None,
         host=tuple(HostFact.from_yaml(h) for h in raw.get("host", ())),
@@ -228,11 +271,11 @@ def _controls(raw: list[Any]) -> tuple[tuple[str, ...], ...]:
 
 
 def from_document(doc: dict[str, Any], lines: dict[LinePath, int], path: Path) -> Scenario:
-    run = doc["run"]
+    run = doc.get("run", "true")  # a lifecycle scenario whose steps create nothing (the CLI's) needs none
     return Scenario(
         id=doc["id"], title=doc["title"], tags=tuple(doc["tags"]), controls=_controls(doc["control"]),
         args=("sh", "-c", run) if isinstance(run, str) else tuple(run),
-        expect=_expectations(doc["expect"]), path=path, line=lines.get((), 1),
+        expect=_expectations(doc.get("expect", {})), path=path, line=lines.get((), 1),
         patch=doc.get("patch", {}), requires=tuple(doc.get("requires", ())),
         host_setup=tuple(doc.get("host_setup", ())), steps=tuple(doc.get("steps", ())),
         timeout=float(doc.get("timeout", DEFAULT_TIMEOUT_S)),
@@ -240,6 +283,7 @@ def from_document(doc: dict[str, Any], lines: dict[LinePath, int], path: Path) -
         image=_image(doc, lines, path),
         mechanism=Mechanism(doc["mechanism"]["name"], _expectations(doc["mechanism"]["expect"]))
         if "mechanism" in doc else None,
+        launch=LaunchSpec.from_yaml(doc.get("launch")),
     )
 
 

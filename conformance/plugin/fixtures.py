@@ -61,7 +61,7 @@ def running_container(session: RunSession, runtime: str, patch: dict[str, Any] |
             with lifecycle.running(driver, bundle.path, cid, out, err, START_TIMEOUT_S):
                 yield _host_for(driver.exec_argv(cid), cid)
     finally:
-        cgroupfs.remove_leftovers(bundle.config["linux"]["cgroupsPath"])
+        cgroupfs.remove_leftovers(bundle.config["linux"].get("cgroupsPath") or "")  # none: the runtime's own
         bundle.remove()
 
 

@@ -67,6 +67,10 @@ def render_terminal(doc: Matrix) -> str:
                  + tabulate([r[:5] for r in controls], headers=["switch off", "host", "scenario", "proven", "verdict"],
                             tablefmt="simple"))
         text += "\n" + _proof_line(doc)
+        unproven = [(s, e.unproven) for s, e in sorted(proofs(doc).items()) if e.unproven]
+        if unproven:
+            text += "\nunproven (no control broke it, no mark says why it need not break):\n" + "\n".join(
+                f"  {scenario}: {', '.join(ids)}" for scenario, ids in unproven)
     return text
 
 

@@ -83,7 +83,8 @@ class Ref:
         (self.bundle / "config.json").write_text(json.dumps(cfg))
 
     def cmd(self, *args: str, disable: str | None = None, env: dict | None = None,
-            timeout: float = 60, **kw) -> subprocess.CompletedProcess:
+            timeout: float = 60, fds: tuple[int, ...] = (), **kw) -> subprocess.CompletedProcess:
+        """Run runtime-ref; ``fds``: descriptors it is started with at 3, 4, … (as a caller hands them)."""
         argv = [str(LAUNCHER), "--root", str(self.root)]
         if disable:
             argv += ["--disable", disable]
@@ -93,18 +94,28 @@ class Ref:
         kw.setdefault("stdin", subprocess.DEVNULL)
         if "stdout" not in kw:
             kw.setdefault("capture_output", True)
-        return subprocess.run(argv + list(args), text=True, timeout=timeout, env=e, **kw)
+        parked: list[int] = []
+        argv += list(args)
+        if fds:
+            from conformance.host.drivers.procs import with_fds_at_3
+            argv, parked, e = with_fds_at_3(argv, fds, e)
+            kw["pass_fds"] = parked
+        try:
+            return subprocess.run(argv, text=True, timeout=timeout, env=e, **kw)
+        finally:
+            for fd in parked:
+                os.close(fd)
 
     def run(self, shell: str, config: dict | None = None, disable: str | None = None,
-            patch=None, **kw) -> subprocess.CompletedProcess:
-        """`runtime-ref run` of `sh -c shell` with the base config (+ patch(config))."""
+            patch=None, extra: list[str] | tuple[str, ...] = (), **kw) -> subprocess.CompletedProcess:
+        """`runtime-ref run [extra flags]` of `sh -c shell` with the base config (+ patch(config))."""
         cfg = json.loads(json.dumps(config if config is not None else self.config))
         cfg["process"]["args"] = ["sh", "-c", shell]
         if patch:
             patch(cfg)
         cid = self.new_id()
         self.write_config(cfg, cid)
-        return self.cmd("run", "--bundle", str(self.bundle), cid, disable=disable, **kw)
+        return self.cmd("run", "--bundle", str(self.bundle), *extra, cid, disable=disable, **kw)
 
     def create(self, args: list[str], config: dict | None = None, disable: str | None = None,
                **kw) -> str:

@@ -16,6 +16,8 @@ import pytest
     (lambda c: c["process"]["capabilities"]["bounding"].append("CAP_BOGUS"), "unknown capability 'CAP_BOGUS'"),
     (lambda c: c["linux"]["namespaces"].append({"type": "bogus"}), "linux.namespaces"),
     (lambda c: c["linux"].update(sysctl={"kernel.panic": "1"}), "kernel.panic is not namespaced"),
+    # issue 16, bug 5: as runc, the hostname has its own field (and a UTS namespace of ours changes nothing)
+    (lambda c: c["linux"].update(sysctl={"kernel.hostname": "x"}), 'conflicts with the "hostname" field'),
     (lambda c: c["linux"].update(sysctl={"net.ipv4.ip_forward": "1"}) or c["linux"].update(
         namespaces=[n for n in c["linux"]["namespaces"] if n["type"] != "network"]), "needs a new network"),
     (lambda c: c.update(ociVersion="2.0.0"), "ociVersion"),

@@ -162,3 +162,33 @@ def test_user_namespace_with_python_under_root(ref):
                            "--bundle", str(ref.bundle), cid], capture_output=True, text=True,
                           env=env, stdin=subprocess.DEVNULL, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "0", done.stderr
+
+
+def test_missing_cwd_under_a_read_only_root(ref):
+    """Regression (issue 16, bug 4): the cwd was made after the root went read-only (EROFS),
+    and the error named the wrong step ("rlimits")."""
+    def ro_missing_cwd(cfg):
+        cfg["root"]["readonly"] = True
+        cfg["process"]["cwd"] = "/made/for/the/process"
+    done = ref.run("pwd; touch x 2>&1 | grep -c Read-only", patch=ro_missing_cwd)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["/made/for/the/process", "1"]
+    assert (ref.bundle / "rootfs" / "made" / "for" / "the" / "process").is_dir()
+
+
+def test_an_init_error_names_its_step(ref):
+    def cwd_is_a_file(cfg):
+        cfg["process"]["cwd"] = "/etc/passwd/below"
+    done = ref.run("true", patch=cwd_is_a_file)
+    assert done.returncode == 1 and "container init (cwd):" in done.stderr, done.stderr
+
+
+def test_stdio_switch_hands_regular_files_to_nobody(ref, tmp_path):
+    """The control of stdio-ownership-unchanged: plays gVisor's runsc (fchown to its sandbox user)."""
+    out = tmp_path / "out"
+    with open(out, "w") as f:
+        ref.run("echo hi", stdout=f, stderr=f)
+    assert out.stat().st_uid == 0
+    with open(out, "w") as f:
+        ref.run("echo hi", stdout=f, stderr=f, disable="stdio")
+    assert (out.stat().st_uid, out.stat().st_gid) == (65534, 65534)

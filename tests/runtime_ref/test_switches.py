@@ -105,6 +105,9 @@ RUN_CASES = {
     "cwd": ("pwd", _cwd, lambda o: o.strip() == "/etc", lambda o: o.strip() == "/"),
     "env": ("echo probe=$SWITCH_PROBE; env | grep -c '^PYTEST_CURRENT_TEST=' || true", _env,
             lambda o: o.split() == ["probe=from-config", "0"], lambda o: o.split() == ["probe=", "1"]),
+    "declared-mounts": ("grep -c ' /run/undeclared ' /proc/self/mountinfo; test -f /run/undeclared/config.json "
+                        "&& echo bundle-visible", None, lambda o: o.split() == ["0"],
+                        lambda o: o.split() == ["1", "bundle-visible"]),
 }
 
 
@@ -242,9 +245,34 @@ def test_exec_fifo_switch(ref):
     assert ref.output(cid) == "" and ref.state(cid)["status"] == "created"
 
 
+def test_state_switch(ref):
+    cid = ref.create(["sleep", "91"])
+    ref.cmd("start", cid)
+    assert ref.state(cid)["status"] == "running"
+    frozen = ref.cmd("state", cid, disable="state")
+    assert json.loads(frozen.stdout)["status"] == "created"
+    assert ref.cmd("state", "never-made").returncode != 0
+    assert json.loads(ref.cmd("state", "never-made", disable="state").stdout)["status"] == "created"
+
+
+#: switches whose tests live beside the behaviour they break (the file says where)
+ELSEWHERE = {
+    "close-fds": "test_descriptors.py", "session": "test_descriptors.py", "preserve-fds": "test_descriptors.py",
+    "update": "test_update.py",
+    "cgroup-view": "test_cgroup_view.py", "default-cgroup": "test_cgroup_view.py",
+    "hook-env": "test_hooks.py", "poststart-warning": "test_hooks.py",
+    "freezer": "test_pause.py", "thaw": "test_pause.py", "ps": "test_pause.py",
+    "cli-checks": "test_cli.py", "stdio": "test_run.py",
+}
+
+
 def test_every_switch_is_tested():
-    covered = set(RUN_CASES) | set(HOST_CASES) | {"pivot_root", "hooks", "cwd-check", "overlay",
-                                                  "kill", "exec-fifo"}
+    from pathlib import Path
+    here = Path(__file__).parent
+    for switch, where in ELSEWHERE.items():
+        assert f'"{switch}"' in (here / where).read_text(), f"{where} does not test switch {switch}"
+    covered = set(RUN_CASES) | set(HOST_CASES) | set(ELSEWHERE) | {"pivot_root", "hooks", "cwd-check",
+                                                                    "overlay", "kill", "exec-fifo", "state"}
     assert covered == set(SWITCHES)
 
 

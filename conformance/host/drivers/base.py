@@ -20,7 +20,7 @@ import abc
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Callable, ClassVar
+from typing import IO, Any, Callable, ClassVar, Mapping, Sequence
 
 from conformance.model.errors import DriverError
 from conformance.model.records import RuntimeEntry, SandboxProbe
@@ -38,6 +38,31 @@ class VerbFailed(DriverError):
     def __init__(self, label: str, verb: str, exit: int, output: str, shown: str | None = None) -> None:
         self.exit, self.output = exit, output
         super().__init__(f"{label} {verb} failed (exit {exit}): {output[-500:] if shown is None else shown}")
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How the runtime process itself is started, beyond the bundle: what a caller may hand it.
+
+    ``fds`` are descriptors of the harness that the runtime process starts
+    with, at 3, 4, … in this order (a caller's open files, sockets, pipes);
+    ``preserve_fds`` is ``--preserve-fds N``.  The default is what the harness
+    always did: stdio only.
+    """
+
+    fds: tuple[int, ...] = ()
+    preserve_fds: int = 0
+
+
+#: stdio only: how every runtime process is started unless a scenario says otherwise
+NO_LAUNCH = Launch()
+
+#: ``update``'s vocabulary: a resource -> the runc-compatible flag that sets it
+UPDATE_FLAGS: dict[str, str] = {
+    "memory": "--memory", "memory_swap": "--memory-swap", "memory_reservation": "--memory-reservation",
+    "pids": "--pids-limit", "cpu_quota": "--cpu-quota", "cpu_period": "--cpu-period",
+    "cpu_shares": "--cpu-share",
+}
 
 
 @dataclass
@@ -114,7 +139,8 @@ class RuntimeDriver(abc.ABC):
 
     # -- verbs ---------------------------------------------------------------
     @abc.abstractmethod
-    def run(self, bundle: Path, cid: str, stdout: IO[bytes], stderr: IO[bytes], timeout: float) -> RunOutcome:
+    def run(self, bundle: Path, cid: str, stdout: IO[bytes], stderr: IO[bytes], timeout: float,
+            launch: Launch = NO_LAUNCH) -> RunOutcome:
         """Run the container in the foreground to its end; it is gone afterwards, however it ended."""
 
     @property
@@ -123,7 +149,8 @@ class RuntimeDriver(abc.ABC):
         return True
 
     def run_attached(self, bundle: Path, cid: str, stdin: int, stdout: IO[bytes], stderr: IO[bytes],
-                     timeout: float, while_running: Callable[[int], None], keep: bool = False) -> RunOutcome:
+                     timeout: float, while_running: Callable[[int], None], keep: bool = False,
+                     launch: Launch = NO_LAUNCH) -> RunOutcome:
         """Run the container to its end, calling ``while_running(init pid)`` once it was started.
 
         The container's stdin is ``stdin`` (a pipe the caller holds: an
@@ -140,7 +167,7 @@ class RuntimeDriver(abc.ABC):
         started = time.monotonic()
         kept = False
         try:
-            pid = self.create(bundle, cid, stdin, stdout, stderr, timeout)
+            pid = self.create(bundle, cid, stdin, stdout, stderr, timeout, launch)
             self.start(cid)
             while_running(pid)
             exit, timed_out = self.wait(cid, max(0.0, timeout - (time.monotonic() - started)))
@@ -158,7 +185,7 @@ class RuntimeDriver(abc.ABC):
 
     @abc.abstractmethod
     def create(self, bundle: Path, cid: str, stdin: int, stdout: IO[bytes], stderr: IO[bytes],
-               timeout: float) -> int:
+               timeout: float, launch: Launch = NO_LAUNCH) -> int:
         """Create the container (its entrypoint not yet run); returns the init's host pid.
 
         Raises DriverError when it cannot, after removing what a cut-short create left.
@@ -189,6 +216,27 @@ class RuntimeDriver(abc.ABC):
         path relies on.  Without ``force`` (a lifecycle step) a refusal is
         VerbFailed and the container stays.
         """
+
+    @abc.abstractmethod
+    def pause(self, cid: str) -> None:
+        """Freeze every process of the running container; VerbFailed when the runtime refuses."""
+
+    @abc.abstractmethod
+    def resume(self, cid: str) -> None:
+        """Thaw the paused container; VerbFailed when the runtime refuses."""
+
+    @abc.abstractmethod
+    def update(self, cid: str, resources: Mapping[str, int]) -> None:
+        """Change a running container's limits (keys of ``UPDATE_FLAGS``); VerbFailed when refused."""
+
+    @abc.abstractmethod
+    def ps(self, cid: str) -> list[int]:
+        """The container's processes as the runtime lists them (host pids, or a sandbox's own)."""
+
+    @abc.abstractmethod
+    def call(self, args: Sequence[str], timeout: float) -> tuple[int, str]:
+        """Run the runtime with ``args`` as given (after its private root and global flags):
+        (exit status, what it printed).  The command line itself is under test here."""
 
     @abc.abstractmethod
     def exec_argv(self, cid: str) -> list[str]:

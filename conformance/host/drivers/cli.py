@@ -20,12 +20,12 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, Mapping, Sequence
 
 from conformance.model.errors import DriverError
 
 from ..runtimes import RuntimeProfile
-from .base import RunOutcome, RuntimeDriver, VerbFailed
+from .base import NO_LAUNCH, UPDATE_FLAGS, Launch, RunOutcome, RuntimeDriver, VerbFailed
 from .procs import (
     become_subreaper,
     block_until_exit,
@@ -35,6 +35,7 @@ from .procs import (
     reap_adopted,
     wait_exit,
     wait_for_file,
+    with_fds_at_3,
 )
 
 RUNTIME_CALL_TIMEOUT_S = 30.0
@@ -170,8 +171,27 @@ class CliDriver(RuntimeDriver):
         except FileNotFoundError:
             return False
 
+    def _launch(self, argv: list[str], launch: Launch, stdin: int, stdout: IO[bytes], stderr: IO[bytes],
+                ) -> subprocess.Popen[bytes]:
+        """Start a runtime process in a session of its own, with the descriptors ``launch`` hands it."""
+        env: dict[str, str] | None = None
+        parked: list[int] = []
+        if launch.fds:
+            argv, parked, env = with_fds_at_3(argv, launch.fds)
+        try:
+            return subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=stderr, start_new_session=True,
+                                    pass_fds=parked, env=env)
+        finally:
+            for fd in parked:
+                os.close(fd)
+
+    @staticmethod
+    def _preserve(launch: Launch) -> list[str]:
+        return ["--preserve-fds", str(launch.preserve_fds)] if launch.preserve_fds else []
+
     # -- verbs ------------------------------------------------------------
-    def run(self, bundle: Path, cid: str, stdout: IO[bytes], stderr: IO[bytes], timeout: float) -> RunOutcome:
+    def run(self, bundle: Path, cid: str, stdout: IO[bytes], stderr: IO[bytes], timeout: float,
+            launch: Launch = NO_LAUNCH) -> RunOutcome:
         """``RUNTIME run``: foreground, the runtime's exit status is the container's."""
         started = time.monotonic()
         self.live.add(cid)
@@ -179,8 +199,8 @@ class CliDriver(RuntimeDriver):
         try:
             stdin = empty_stdin()
             try:
-                proc = subprocess.Popen(self._argv("run", "--bundle", str(bundle), cid),
-                                        stdin=stdin, stdout=stdout, stderr=stderr, start_new_session=True)
+                proc = self._launch(self._argv("run", "--bundle", str(bundle), *self._preserve(launch), cid),
+                                    launch, stdin, stdout, stderr)
             finally:
                 os.close(stdin)
             timed_out = self._wait_runtime(proc, timeout)
@@ -198,7 +218,8 @@ class CliDriver(RuntimeDriver):
         return self.profile.run_keeps
 
     def run_attached(self, bundle: Path, cid: str, stdin: int, stdout: IO[bytes], stderr: IO[bytes],
-                     timeout: float, while_running: Callable[[int], None], keep: bool = False) -> RunOutcome:
+                     timeout: float, while_running: Callable[[int], None], keep: bool = False,
+                     launch: Launch = NO_LAUNCH) -> RunOutcome:
         """``RUNTIME run --pid-file [--keep]``: one runtime process where create, start and delete are three.
 
         runc, crun, runsc and ref write the pid file once the container was
@@ -214,9 +235,9 @@ class CliDriver(RuntimeDriver):
         pid_file = bundle / "init.pid"
         ended = False
         try:
-            proc = subprocess.Popen(self._argv("run", *(["--keep"] if keep else []), "--pid-file", str(pid_file),
-                                               "--bundle", str(bundle), cid),
-                                    stdin=stdin, stdout=stdout, stderr=stderr, start_new_session=True)
+            proc = self._launch(self._argv("run", *(["--keep"] if keep else []), "--pid-file", str(pid_file),
+                                           "--bundle", str(bundle), *self._preserve(launch), cid),
+                                launch, stdin, stdout, stderr)
             pid = _pid_when_written(pid_file, proc, started + timeout)
             if pid is not None:
                 while_running(pid)
@@ -233,12 +254,12 @@ class CliDriver(RuntimeDriver):
                 self.delete(cid)
 
     def create(self, bundle: Path, cid: str, stdin: int, stdout: IO[bytes], stderr: IO[bytes],
-               timeout: float) -> int:
+               timeout: float, launch: Launch = NO_LAUNCH) -> int:
         """``RUNTIME create``; returns the init's host pid. The container stays until delete."""
         self.live.add(cid)
         pid_file = bundle / "init.pid"  # saves a `state` process; runc's CLI has it, so do its kin
-        proc = subprocess.Popen(self._argv("create", "--bundle", str(bundle), "--pid-file", str(pid_file), cid),
-                                stdin=stdin, stdout=stdout, stderr=stderr, start_new_session=True)
+        proc = self._launch(self._argv("create", "--bundle", str(bundle), "--pid-file", str(pid_file),
+                                       *self._preserve(launch), cid), launch, stdin, stdout, stderr)
         if self._wait_runtime(proc, timeout):
             self.kill_strays()
             raise DriverError(f"{self.label} create did not return within {timeout:.0f}s")
@@ -291,6 +312,30 @@ class CliDriver(RuntimeDriver):
         except DriverError:
             self.kill_strays(cid)
         self.live.discard(cid)
+
+    def pause(self, cid: str) -> None:
+        self._call("pause", cid)
+
+    def resume(self, cid: str) -> None:
+        self._call("resume", cid)
+
+    def update(self, cid: str, resources: Mapping[str, int]) -> None:
+        flags = [arg for name, value in resources.items() for arg in (UPDATE_FLAGS[name], str(value))]
+        self._call("update", *flags, cid)
+
+    def ps(self, cid: str) -> list[int]:
+        """``ps --format json``: runc and crun list host pids, runsc its sandbox's (ints, or objects)."""
+        out = self._call("ps", "--format", "json", cid).stdout
+        try:
+            listed = json.loads(out) or []
+        except ValueError:
+            raise DriverError(f"{self.label} ps {cid}: not JSON: {out[:200]!r}") from None
+        return [int(p["pid"] if isinstance(p, dict) else p) for p in listed]
+
+    def call(self, args: Sequence[str], timeout: float) -> tuple[int, str]:
+        """The runtime's own answer to ``args`` (zombies of helpers reaped meanwhile, as for delete)."""
+        done = self._call_reaping(*args, timeout=timeout)
+        return done.returncode, (done.stderr or "") + (done.stdout or "")
 
     def exec_argv(self, cid: str) -> list[str]:
         return self._argv("exec", cid)

@@ -9,11 +9,13 @@ engine reports exits itself (containerd) needs none of them.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 import select
+import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping, Sequence
 
 PR_SET_CHILD_SUBREAPER = 36
 #: how long a wait polls before it blocks: measured on this project's VM, a runtime process that
@@ -34,6 +36,37 @@ def empty_stdin() -> int:
     read_end, write_end = os.pipe()
     os.close(write_end)
     return read_end
+
+
+#: where handed-over descriptors wait before they are moved to 3, 4, …: above any of ours
+_PARKED_FROM = 200
+
+#: moves the parked descriptors into place, then execs the runtime (argv[1:])
+_TRAMPOLINE = ("import os, sys\n"
+               "parked = [int(fd) for fd in os.environ.pop('OCI_CONFORMANCE_FDS').split(',')]\n"
+               "for i, fd in enumerate(parked):\n"
+               "    os.dup2(fd, 3 + i, inheritable=True)\n"
+               "for fd in parked:\n"
+               "    os.close(fd)\n"
+               "os.execvp(sys.argv[1], sys.argv[1:])\n")
+
+
+def with_fds_at_3(argv: list[str], fds: Sequence[int], env: Mapping[str, str] | None = None,
+                  ) -> tuple[list[str], list[int], dict[str, str]]:
+    """(argv, pass_fds, env) that start ``argv`` with ``fds`` open at 3, 4, … in their order, and no other.
+
+    subprocess keeps a passed descriptor at its own number; a caller of a
+    runtime (systemd's socket activation, an engine's --preserve-fds) hands it
+    over at 3 and up.  Each is duplicated to a high number first (so that no
+    source is overwritten by another's target), then a Python trampoline (a
+    POSIX shell cannot name descriptors above 9) moves them into place and
+    execs ``argv``: the runtime starts with exactly 0-2 and these, and ``env``
+    (default: ours).  The caller closes the returned descriptors once the
+    process has started.
+    """
+    parked = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _PARKED_FROM) for fd in fds]
+    env = {**(os.environ if env is None else env), "OCI_CONFORMANCE_FDS": ",".join(map(str, parked))}
+    return [sys.executable, "-I", "-S", "-c", _TRAMPOLINE, *argv], parked, env
 
 
 def become_subreaper() -> bool:
