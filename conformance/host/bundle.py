@@ -42,16 +42,24 @@ class Bundle:
 
 
 def make_config(scenario: Scenario, cid: str, oci_version: str, variables: dict[str, str]) -> dict[str, Any]:
-    """The scenario's config.json: base with the container's cgroupsPath (/<id>, so the harness
-    finds what a run leaves), then the patch (``linux: {cgroupsPath: null}`` leaves the choice
-    to the runtime), then the per-container fields."""
+    """The scenario's config.json: base with the per-container fields (the container's
+    cgroupsPath, /<id>, so the harness finds what a run leaves; the ociVersion the runtime
+    accepts; the entrypoint), then the patch, which may change any of them (``linux:
+    {cgroupsPath: null}`` leaves the choice to the runtime; a scenario about refused configs
+    sets an ociVersion or process.args no runtime may take)."""
     base = base_spec()
     base["linux"]["cgroupsPath"] = f"/{cid}"
+    base["ociVersion"] = oci_version
+    base["process"]["args"] = list(fill(scenario.args, variables))
     config: dict[str, Any] = apply_patch(base, fill(scenario.patch, variables))
-    config["ociVersion"] = oci_version
-    config["process"]["args"] = list(fill(scenario.args, variables))
     config.setdefault("linux", {})
     return config
+
+
+def _name_cgroups_path(bundle: Bundle) -> None:
+    """``{{cgroups_path}}``: the config's cgroupsPath ("" when the patch leaves it to the runtime),
+    where a ``cgroup: absent`` step looks."""
+    bundle.variables["cgroups_path"] = str(bundle.config["linux"].get("cgroupsPath") or "")
 
 
 def build(scenario: Scenario, cid: str, workdir: Path, oci_version: str,
@@ -63,6 +71,7 @@ def build(scenario: Scenario, cid: str, workdir: Path, oci_version: str,
     path.mkdir(parents=True)
     variables = {**variables, "bundle": str(path), "rootfs": str(path / "rootfs"), "id": cid}
     bundle = Bundle(path, make_config(scenario, cid, oci_version, variables), variables)
+    _name_cgroups_path(bundle)
     take_rootfs(busybox_rootfs(), bundle.rootfs, workdir)
     (path / "config.json").write_text(json.dumps(bundle.config))
     return bundle
@@ -84,6 +93,7 @@ def _build_on_image(scenario: Scenario, cid: str, workdir: Path, oci_version: st
         bundle.variables = {**variables, "bundle": str(path), "rootfs": str(path / "rootfs"), "id": cid,
                             **bundle.image.variables()}
         bundle.config = make_config(scenario, cid, oci_version, bundle.variables)
+        _name_cgroups_path(bundle)
         (path / "config.json").write_text(json.dumps(bundle.config))
     except BaseException:
         bundle.remove()

@@ -42,6 +42,7 @@ def execute(scenario: Scenario, runtime: str, disabled: tuple[str, ...], session
             driver.sandbox = found
         with host_setup.prepared(scenario.host_setup, session.workdir) as variables:
             variables["host_hostname"] = socket.gethostname()
+            variables.update(hoststate.namespace_links())
             variables.update(hoststate.before(((f.kind, f.target) for f in scenario.host_facts), variables,
                                               driver.profile.path))
             bundle = build(scenario, cid, session.workdir, driver.spec_version, variables)
