@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from conformance.model.errors import DriverError
-from conformance.model.placeholders import fill
+from conformance.model.placeholders import fill, named
 from conformance.model.records import FactReading, Observation
 from conformance.model.scenario import HostFact, Scenario
 
@@ -33,7 +33,7 @@ from .bundle import Bundle
 from .drivers import RuntimeDriver
 from .drivers.base import Launch
 from .image import read_layer_file
-from .steps import run_steps
+from .steps import refused_create, run_steps
 
 EXEC_WAIT_S = 5.0
 
@@ -192,6 +192,7 @@ def _steps(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str, 
         obs.steps = run_steps(list(scenario.steps), container, bundle.path / "stdout", bundle.variables,
                               stages.at)
     obs.exit, obs.timed_out = container.exit, container.timed_out
+    obs.runtime_error = refused_create(scenario.steps, obs.steps)
     stages.never_reached()
 
 
@@ -211,6 +212,7 @@ class _StageReader:
     def at(self, stage: str, container: lifecycle.Container) -> None:
         if stage == "created":
             assert container.pid is not None
+            self.variables["init_pid"] = str(container.pid)  # {{init_pid}}: the init's host pid
             self.probe = _HostProbe(container.pid, self.variables, self.config)
             self.created_exe = _exe(container.pid)
         if stage == "running" and self.wanted["running"] and "running" not in self.done:
@@ -243,12 +245,15 @@ def _one_run_serves(scenario: Scenario, driver: RuntimeDriver) -> bool:
     """Everything the scenario reads, it reads while the entrypoint runs, or after it ended when the
     runtime's ``run`` can keep the stopped container and the fact needs no process: one ``run``
     serves it (nothing is read before start, while paused or after delete, and no refused create is
-    told apart from the entrypoint's own exit)."""
+    told apart from the entrypoint's own exit).  A scenario that names ``{{init_pid}}`` goes through
+    create: its pid file is the one that is there before anything runs (``run``'s may never be read
+    when the entrypoint ends first, and then the placeholder would have no value)."""
     def served(fact: HostFact) -> bool:
         return fact.when == "running" or (fact.when == "exited" and fact.kind in PID_FREE and driver.keeps_after_run)
 
     return (scenario.needs_lifecycle and not scenario.steps and not scenario.expect.or_refused
-            and all(served(f) for f in scenario.host_facts) and bool(_init_exe(driver)))
+            and all(served(f) for f in scenario.host_facts) and bool(_init_exe(driver))
+            and not named(scenario.source, "init_pid"))
 
 
 #: facts that need no process to be read (an entrypoint that ended before its pid was seen does not

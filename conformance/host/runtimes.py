@@ -107,12 +107,13 @@ def _version(command: list[str]) -> tuple[str, str]:
 
 
 def _has_run_flag(command: list[str], flag: str) -> bool:
-    """Whether ``RUNTIME run --help`` lists ``flag`` (asked once per runtime and session)."""
+    """Whether ``RUNTIME run --help`` lists ``flag`` (asked once per runtime and session): as an
+    option (runc, ``   --keep``) or in a usage line (runtime-ref, ``[--keep]``)."""
     try:
         out = subprocess.run([*command, "run", "--help"], capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired):
         return False
-    return re.search(rf"(^|\s){re.escape(flag)}\b", out.stdout + out.stderr, re.M) is not None
+    return re.search(rf"(^|[\s\[]){re.escape(flag)}\b", out.stdout + out.stderr, re.M) is not None
 
 
 def _crun_on_hybrid(profile: RuntimeProfile) -> None:
