@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import time
 from pathlib import Path
 from typing import Iterator
@@ -192,3 +193,28 @@ def test_one_run_serves_only_a_scenario_whose_placeholders_it_can_fill(session, 
     assert readings and all(r.error is None for r in readings), readings
     if not one_run:
         assert f'"pid":{done.variables["init_pid"]}' in readings[0].value.replace(" ", "")
+
+
+def test_closing_a_session_lists_no_empty_root_and_kills_what_names_a_root(monkeypatch, no_leftovers):
+    """Close is quick with many drivers (one per control): an empty state root is not asked through
+    the runtime, and /proc is read once for every root; a process that names a driver's root (a
+    runtime's daemon whose create was cut short) is still killed, and said."""
+    monkeypatch.setenv("OCI_CONFORMANCE_TAG", RUN_TAG)
+    made = RunSession()
+    plain, control = made.driver("ref"), made.driver("ref", ("seccomp",))
+    plain.root.mkdir(parents=True, exist_ok=True)
+    control.root.mkdir(parents=True, exist_ok=True)
+    asked: list[tuple[str, ...]] = []
+    for driver in (plain, control):
+        monkeypatch.setattr(driver, "_call", lambda *verb, **kw: asked.append(verb))
+    stray = subprocess.Popen(["sh", "-c", "sleep 60", "sh", f"--root={control.root}"])
+    try:
+        left = made.close()
+        assert asked == []
+        assert left == [f"process {stray.pid}"]
+        stray.wait(timeout=5)  # reaped by close already (its status went there): gone long before sleep's 60 s
+        assert not Path(f"/proc/{stray.pid}").exists()
+    finally:
+        if stray.poll() is None:
+            stray.kill()
+            stray.wait()

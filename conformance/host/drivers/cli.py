@@ -147,27 +147,7 @@ class CliDriver(RuntimeDriver):
         ``delete`` could find.  Our root is unique to this process, so a
         process naming it is ours.
         """
-        marks = {str(self.root), f"--root={self.root}"}
-        killed = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit() or int(entry) == os.getpid():
-                continue
-            try:
-                args = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace").split("\0")
-            except OSError:
-                continue
-            if marks.intersection(args) and (cid is None or any(cid in arg for arg in args)):
-                try:
-                    os.kill(int(entry), signal.SIGKILL)
-                    killed.append(int(entry))
-                except ProcessLookupError:
-                    pass
-        deadline = time.monotonic() + 2.0
-        while killed and time.monotonic() < deadline and any(Path(f"/proc/{p}/cmdline").exists() and
-                                                               process_state(p) not in ("Z", None) for p in killed):
-            time.sleep(0.01)
-        reap_adopted()
-        return killed
+        return kill_naming([self.root], cid)
 
     def has_state(self, cid: str) -> bool:
         """Whether anything under our private root still names the container (runc, crun, ref: a
@@ -350,13 +330,22 @@ class CliDriver(RuntimeDriver):
         return self._argv("exec", *flags, cid)
 
     def list_ids(self) -> list[str]:
-        if not self.root.exists():
+        """The containers under our root; an empty root holds none, and is not asked (each runtime
+        keeps a container's state in an entry of its root: at the end of a session with a driver
+        per control, one ``list`` process each would outlast the time a worker is given to exit)."""
+        if not self.root.exists() or not any(self.root.iterdir()):
             return []
         done = self._call("list", "-q", check=False)
         return [line.strip() for line in done.stdout.splitlines() if line.strip()]
 
     def cleanup(self) -> list[str]:
         """Delete every container under our root, then the root itself. Returns what was left."""
+        return self.remove_containers() + [f"process {pid}" for pid in self.kill_strays()]
+
+    def remove_containers(self) -> list[str]:
+        """``cleanup`` without the look for stray processes, which a session makes once for all its
+        drivers (``kill_naming``): with a driver per control, one pass over /proc each would
+        outlast the time an xdist worker is given to exit."""
         leftovers = sorted(self.live | set(self.list_ids()))
         for cid in leftovers:
             try:
@@ -364,10 +353,35 @@ class CliDriver(RuntimeDriver):
             except DriverError:
                 pass  # stopped already, or unknown: delete --force settles both
             self.delete(cid)
-        leftovers += [f"process {pid}" for pid in self.kill_strays()]
         self._inits.clear()
         shutil.rmtree(self.root, ignore_errors=True)
         return leftovers
+
+
+def kill_naming(roots: Sequence[Path], cid: str | None = None) -> list[int]:
+    """SIGKILL the processes whose command line names one of ``roots`` (and ``cid``, if given; one
+    pass over /proc for all of them), then reap them; returns their pids."""
+    marks = {str(root) for root in roots} | {f"--root={root}" for root in roots}
+    killed = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            args = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if marks.intersection(args) and (cid is None or any(cid in arg for arg in args)):
+            try:
+                os.kill(int(entry), signal.SIGKILL)
+                killed.append(int(entry))
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + 2.0
+    while killed and time.monotonic() < deadline and any(Path(f"/proc/{p}/cmdline").exists() and
+                                                           process_state(p) not in ("Z", None) for p in killed):
+        time.sleep(0.01)
+    reap_adopted()
+    return killed
 
 
 def _pid_when_written(pid_file: Path, proc: subprocess.Popen[bytes], deadline: float) -> int | None:
