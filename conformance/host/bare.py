@@ -18,7 +18,7 @@ import time
 
 from conformance.model.scenario import Scenario
 
-from . import cgroupfs, host_setup, hostinfo
+from . import cgroupfs, host_setup, hostinfo, hoststate
 from .bundle import build
 from .drivers.procs import empty_stdin, poll_until
 from .session import RunSession
@@ -56,14 +56,18 @@ def bare_runs(scenarios: list[Scenario], runtime: str, session: RunSession) -> l
             continue
         cid = session.new_container_id()
         with host_setup.prepared(scenario.host_setup, session.workdir) as variables:
-            variables["host_hostname"] = socket.gethostname()
+            variables["host_hostname"] = socket.gethostname()  # what the executor gives a bundle, too
+            variables.update(hoststate.namespace_links())
+            variables.update(hoststate.before(((f.kind, f.target) for f in scenario.host_facts), variables,
+                                              profile.path))
             bundle = build(scenario, cid, session.workdir, profile.spec_version, variables)
             try:
                 with open(bundle.path / "stdout", "wb") as out, open(bundle.path / "stderr", "wb") as err:
                     times.append(timed_run(profile.argv(root, "run", "--bundle", str(bundle.path), cid),
                                            out.fileno(), err.fileno(), scenario.timeout))
                 subprocess.run(profile.argv(root, "delete", "--force", cid), capture_output=True, timeout=30)
-                cgroupfs.remove_leftovers(bundle.config["linux"]["cgroupsPath"])
+                if bundle.config["linux"].get("cgroupsPath"):  # a patch may leave the path to the runtime
+                    cgroupfs.remove_leftovers(bundle.config["linux"]["cgroupsPath"])
             finally:
                 bundle.remove()
     return times
