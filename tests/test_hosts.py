@@ -140,7 +140,9 @@ def test_the_whole_catalog_runs_on_runc_and_crun_in_a_v2_guest(tmp_path):
         cells = {r["scenario"]: r for r in results if r["runtime"] == runtime}
         assert len(cells) >= len(catalog) - 1, sorted(catalog - set(cells))
         failing = {s for s, r in cells.items() if r["verdict"] in ("fail", "error")}
-        assert failing == set(known_gaps(runtime)) | set(known_gaps(f"{runtime}@qemu://cgroup-v2")), \
+        gaps = set(known_gaps(runtime)) | set(known_gaps(f"{runtime}@qemu://cgroup-v2"))
+        # a gap seen on this machine whose scenario the guest cannot run (a host reason) is not a failure there
+        assert failing == {s for s in gaps if cells.get(s, {}).get("verdict") != "skip"}, \
             {s: cells[s]["evidence"][:300] for s in failing}
         skipped = [r for r in cells.values() if r["verdict"] == "skip"]
         assert all(r["evidence"].startswith("host lacks ") for r in skipped), skipped
@@ -163,7 +165,7 @@ def test_the_reference_runtime_s_cgroup_v2_code_and_its_controls_in_a_v2_guest(t
     assert run.returncode == 0, run.output[-4000:]
     assert {r["scenario"] for r in run.matrix["results"]} == {
         "freezer-pause-freezes-every-process", "freezer-delete-force-paused-leaves-nothing",
-        "cgroupfs-own-cgroup-only", "update-lowers-limits", "update-raises-limits"}
+        "cgroupfs-own-cgroup-only", "cgroupfs-read-only-in-cgroupns", "update-lowers-limits", "update-raises-limits"}
     assert {r["verdict"] for r in run.matrix["results"]} == {"pass"}, run.output[-3000:]
     assert {c["verdict"] for c in run.matrix["controls"]} == {"fail"}, run.matrix["controls"]
     assert run.matrix["hosts"]["qemu://cgroup-v2"]["cgroup"] == "v2"
