@@ -42,7 +42,7 @@ def exec_process(root: str, cid: str, args: list[str], opts: ExecOptions) -> int
     config = c.config()
     disabled = set(c.data.get("disabled") or [])
     if "exec-confine" in disabled:  # the control: the exec'd process keeps the runtime's privileges
-        disabled |= {"caps", "nnp", "seccomp"}
+        disabled |= {"caps", "nnp", "seccomp", "apparmor", "selinux"}
     proc = _process(config, args, opts, disabled)
     security.check(proc, spec.version_at_least(config, (1, 1)), disabled)
     attributes.check(config, proc, disabled)

@@ -154,7 +154,7 @@ SWITCHES = {
                        "runtime's",
     "exec-cgroup": "an exec'd process is not placed in the container's cgroups: it stays in the runtime's",
     "exec-confine": "an exec'd process keeps the runtime's privileges: capabilities not dropped, no "
-                    "no_new_privs, no seccomp filter",
+                    "no_new_privs, no seccomp filter, no LSM label",
     "exec-opts": "exec's own flags are ignored: --env, --cwd, --user, --cap, --additional-gids, "
                  "--no-new-privs, --process",
     "exec-status": "exec exits 0 whatever happened: the process's exit status and exec's own failures "

@@ -8,7 +8,8 @@ a duplicate id or a second start are errors.  A scenario lists ``steps``;
 each becomes one checked line of evidence.
 
 Steps (strings or one-key mappings):
-  create | create: fails        start | start: fails        delete | delete: fails | delete: force
+  create | create: fails | create: succeeds (a refusal is the finding, not an error)
+  start | start: fails        delete | delete: fails | delete: force
   kill: SIGNAL | kill: {signal: SIGNAL, fails: true}   (a refusal expected: a stopped container)
   state: created|running|paused|stopped|absent
   state: {status: STATUS, fields: {NAME: <text expectation>}}   (each field of the state JSON as text:
@@ -339,7 +340,9 @@ def refused_create(steps: list[Any] | tuple[Any, ...], results: list[StepResult]
 
     Such a scenario never had a container to look at: like a refused ``run``,
     that is an error of the runtime's set-up (the verdict ``error``), not a
-    failed or unobservable check.
+    failed or unobservable check.  ``create: succeeds`` says the refusal is
+    itself what the scenario checks (a runtime that fails create over a
+    poststart hook): then it is an ordinary failed expectation.
     """
     for result in results:
         if not result.ok and 0 <= result.index < len(steps) and steps[result.index] == "create":
