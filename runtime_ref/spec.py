@@ -163,6 +163,8 @@ SWITCHES = {
                 "was given, --console-socket is accepted and never connected to, and create without it "
                 "is not refused",
     "console-size": "process.consoleSize ignored: the terminal keeps the size a new pty has (0x0)",
+    "exec-terminal": "exec takes process.terminal from the container's config instead of -t: exec into a "
+                     "container with a terminal is refused (runtime-ref makes no terminal for exec)",
 }
 
 NAMESPACE_SWITCH = {

@@ -173,3 +173,16 @@ def test_exec_into_a_terminal_container_gets_no_terminal(ref, console):
         assert ref.cmd("exec", "--console-socket", path, cid, "true").returncode != 0
     finally:
         os.close(master)
+
+
+def test_switch_exec_terminal_takes_the_init_s_terminal_and_refuses_the_exec(ref, console):
+    listener, path = console
+    cid, done = _create(ref, _config(ref, "read _"), "--console-socket", path, disable="exec-terminal")
+    assert done.returncode == 0, done.stderr
+    master, _ = _take_master(listener)
+    try:
+        assert ref.cmd("start", cid).returncode == 0
+        ran = ref.cmd("exec", cid, "true")
+        assert ran.returncode != 0 and "terminal" in ran.stderr
+    finally:
+        os.close(master)
