@@ -93,6 +93,9 @@ def _process(config: Config, args: list[str], opts: ExecOptions, disabled: Switc
         opts = dict(opts, env=None, cwd=None, user=None, cap=None, additional_gids=None,  # type: ignore[assignment]
                     no_new_privs=False, process=None, apparmor=None, process_label=None)
     proc = dict(config["process"])
+    if "exec-terminal" not in disabled:  # the switch: the init's terminal: true is taken over (refused below)
+        proc["terminal"] = False  # as runc: an exec'd process has a terminal only with -t, never the init's
+        proc.pop("consoleSize", None)
     if opts["process"]:
         from .jsonfast import loads
         with open(opts["process"], "rb") as f:

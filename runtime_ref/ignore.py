@@ -24,6 +24,10 @@ FORCED_NAMESPACES = ("pid", "network", "ipc", "uts", "cgroup")
 def apply(config: Config, disabled: Switches) -> None:
     """Change ``config`` in place as each switch in ``disabled`` says (see spec.SWITCHES)."""
     linux = config.setdefault("linux", {})
+    if "terminal" in disabled:
+        config["process"]["terminal"] = False
+    if "console-size" in disabled:
+        config["process"].pop("consoleSize", None)
     if "sysctl" in disabled:
         linux.pop("sysctl", None)
     if "device-nodes" in disabled:

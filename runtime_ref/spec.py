@@ -159,6 +159,12 @@ SWITCHES = {
                  "--no-new-privs, --process",
     "exec-status": "exec exits 0 whatever happened: the process's exit status and exec's own failures "
                    "are dropped",
+    "terminal": "process.terminal ignored: no pseudo-terminal is made, the process keeps the stdio create "
+                "was given, --console-socket is accepted and never connected to, and create without it "
+                "is not refused",
+    "console-size": "process.consoleSize ignored: the terminal keeps the size a new pty has (0x0)",
+    "exec-terminal": "exec takes process.terminal from the container's config instead of -t: exec into a "
+                     "container with a terminal is refused (runtime-ref makes no terminal for exec)",
 }
 
 NAMESPACE_SWITCH = {
@@ -279,9 +285,6 @@ def validate(config: Config, disabled: Iterable[str] = ()) -> Config:
         proc["args"] = ["true"]
     if not proc or not proc.get("args"):
         raise Error("config field process.args is required (runtime-ref only runs processes)")
-    if proc.get("terminal"):
-        raise Error("unsupported config field process.terminal: runtime-ref does not allocate a "
-                    "console; set it to false (stdio is inherited)")
     if not (config.get("root") or {}).get("path"):
         raise Error("config field root.path is required")
     for ns in (config.get("linux") or {}).get("namespaces") or []:

@@ -283,6 +283,8 @@ ELSEWHERE = {
     "exec-namespaces": "test_exec.py", "exec-cgroup": "test_exec.py", "exec-confine": "test_exec.py",
     "exec-opts": "test_exec.py", "exec-status": "test_exec.py",
     "apparmor": "test_privilege.py", "selinux": "test_privilege.py",
+    "terminal": "test_terminal.py", "console-size": "test_terminal.py",
+    "exec-terminal": "test_terminal.py",
     "ambient": "test_privilege.py", "cap-names": "test_privilege.py", "force-nnp": "test_privilege.py", "seccomp-args": "test_privilege.py",
 }
 

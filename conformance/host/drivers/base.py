@@ -24,6 +24,7 @@ from typing import IO, Any, ClassVar, Mapping, Sequence
 from conformance.model.errors import DriverError
 from conformance.model.records import RuntimeEntry, SandboxProbe
 
+from ..console import Console
 from ..runtimes import RuntimeProfile
 
 
@@ -45,12 +46,16 @@ class Launch:
 
     ``fds`` are descriptors of the harness that the runtime process starts
     with, at 3, 4, … in this order (a caller's open files, sockets, pipes);
-    ``preserve_fds`` is ``--preserve-fds N``.  The default is what the harness
-    always did: stdio only.
+    ``preserve_fds`` is ``--preserve-fds N``; ``console`` the receiving end
+    of ``--console-socket`` (a container with ``process.terminal``: create
+    names its path; only create, since a foreground run relays a terminal
+    itself, on its own stdio).  The default is what the harness always did:
+    stdio only.
     """
 
     fds: tuple[int, ...] = ()
     preserve_fds: int = 0
+    console: Console | None = None
 
 
 #: stdio only: how every runtime process is started unless a scenario says otherwise

@@ -192,10 +192,17 @@ class CliDriver(RuntimeDriver):
     def _preserve(launch: Launch) -> list[str]:
         return ["--preserve-fds", str(launch.preserve_fds)] if launch.preserve_fds else []
 
+    @staticmethod
+    def _console(launch: Launch) -> list[str]:
+        return ["--console-socket", launch.console.path] if launch.console is not None else []
+
     # -- verbs ------------------------------------------------------------
     def run(self, bundle: Path, cid: str, stdout: IO[bytes], stderr: IO[bytes], timeout: float,
             launch: Launch = NO_LAUNCH) -> RunOutcome:
         """``RUNTIME run``: foreground, the runtime's exit status is the container's."""
+        if launch.console is not None:
+            raise DriverError("a console socket is for create: a foreground run relays the terminal on its "
+                              "own stdio, which the harness never makes a terminal (use create/start)")
         started = time.monotonic()
         self.live.add(cid)
         ended = False
@@ -222,7 +229,8 @@ class CliDriver(RuntimeDriver):
         self.live.add(cid)
         pid_file = bundle / "init.pid"  # saves a `state` process; runc's CLI has it, so do its kin
         proc = self._launch(self._argv("create", "--bundle", str(bundle), "--pid-file", str(pid_file),
-                                       *self._preserve(launch), cid), launch, stdin, stdout, stderr)
+                                       *self._preserve(launch), *self._console(launch), cid),
+                            launch, stdin, stdout, stderr)
         if self._wait_runtime(proc, timeout):
             self.kill_strays()
             raise DriverError(f"{self.label} create did not return within {timeout:.0f}s")
