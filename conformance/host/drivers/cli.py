@@ -315,7 +315,9 @@ class CliDriver(RuntimeDriver):
         return self._argv("exec", *flags, cid)
 
     def list_ids(self) -> list[str]:
-        if not self.root.exists():
+        """The runtime's containers under our root; an empty root has none, and asking costs a runtime start
+        (at the end of a --controls run, one per switch set: under load more than xdist waits for a worker)."""
+        if not self.root.exists() or not any(self.root.iterdir()):
             return []
         done = self._call("list", "-q", check=False)
         return [line.strip() for line in done.stdout.splitlines() if line.strip()]
