@@ -1,6 +1,7 @@
 """docs/coverage.md: the peers' checks mapped to scenarios, kept current and checked against both ends."""
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -42,8 +43,7 @@ def _copy(tmp_path: Path) -> tuple[Path, Path]:
 @pytest.mark.parametrize("change, message", [
     (lambda t: t.replace("  create:\n", "  create-typo:\n", 1), "'create' is in docs/peers"),
     (lambda t: t.replace("covered_by:\n", "covered_by:\n    - no-such-scenario\n", 1), "no scenario of the catalog"),
-    (lambda t: t.replace("    not_covered: 'not yet: no scenario checks this behaviour'\n", "", 1),
-     "gives no reason"),
+    (lambda t: re.sub(r"\n    not_covered: .*(\n      .*)*", "", t, count=1), "gives no reason"),
 ])
 def test_a_wrong_mapping_names_what_is_wrong(tmp_path, change, message, ids):
     docs, mapping = _copy(tmp_path)
