@@ -36,6 +36,8 @@ def apply(config: Config, disabled: Switches) -> None:
         linux["resources"]["devices"] = [{"allow": False, "access": "rwm"}]  # deny all, then our defaults
     if "rootfs-propagation" in disabled:
         linux["rootfsPropagation"] = "rprivate"
+    if "rootfs-shared" in disabled:
+        linux["rootfsPropagation"] = "shared"
     mounts = config.get("mounts") or []
     for m in mounts:
         options = m.get("options") or []

@@ -112,6 +112,8 @@ SWITCHES = {
     "sysctl": "linux.sysctl ignored: neither checked nor written",
     "rootfs-propagation": "linux.rootfsPropagation ignored: the container's root is made rprivate whatever the "
                           "config says",
+    "rootfs-shared": "linux.rootfsPropagation ignored: the container's root is made shared (a new peer group) "
+                     "whatever the config asks",
     "mount-propagation": "the mounts' propagation options (rslave, rprivate, rshared …) are not applied: each "
                          "mount keeps what it inherits from the root",
     "mount-options": "the mounts' options are ignored but bind/rbind and propagation: each is mounted with the "
@@ -123,6 +125,7 @@ SWITCHES = {
                       "own) /sys is left as the rootfs has it, not bound read-only from the host",
     "implicit-mounts": "/proc and /sys are mounted even when the config does not ask for them",
     "tmpfs-mode": "a tmpfs without mode= gets the kernel's 1777, not the mode of the directory it covers",
+    "dev-symlinks": "/dev gets no default symlinks: no /dev/fd, /dev/stdin, /dev/stdout, /dev/stderr or /dev/ptmx",
     "securejoin": "mount destinations and /dev are resolved on the host: a symlink in the rootfs is followed "
                   "out of it",
     "device-nodes": "linux.devices ignored: no node is made (nor allowed in the device cgroup)",

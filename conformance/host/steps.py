@@ -16,7 +16,7 @@ Steps (strings or one-key mappings):
                                 a string as is, a number in decimal, an object or list as sorted JSON,
                                 a missing field as "<absent>")
   pause | pause: fails          resume | resume: fails
-  update: {memory: N, pids: N, …}   (the driver's UPDATE_FLAGS; must succeed)
+  update: {memory: N, pids: N, cpuset_cpus: "1", …}   (the driver's UPDATE_FLAGS; must succeed)
   ps: <text expectation>       (the container's processes as the runtime's ``ps`` lists them, as pids of
                                 the container's own PID namespace, ascending: "1 2 3"; or ps: as-stdout,
                                 the pids the entrypoint's last line of output lists)
@@ -214,7 +214,7 @@ def _host_mount(name: str, variables: dict[str, str]) -> StepResult:
     return StepResult(f"host_mount {name}", True, f"host_mount {name}: a tmpfs mounted at {where} on the host")
 
 
-def _update(container: Container, arg: dict[str, int]) -> StepResult:
+def _update(container: Container, arg: dict[str, int | str]) -> StepResult:
     name = "update " + " ".join(f"{k}={v}" for k, v in arg.items())
     return _expect_rc(name, *_answer(lambda: container.driver.update(container.cid, arg)), False)
 

@@ -65,7 +65,7 @@ NO_LAUNCH = Launch()
 UPDATE_FLAGS: dict[str, str] = {
     "memory": "--memory", "memory_swap": "--memory-swap", "memory_reservation": "--memory-reservation",
     "pids": "--pids-limit", "cpu_quota": "--cpu-quota", "cpu_period": "--cpu-period",
-    "cpu_shares": "--cpu-share",
+    "cpu_shares": "--cpu-share", "cpuset_cpus": "--cpuset-cpus", "cpuset_mems": "--cpuset-mems",
 }
 
 
@@ -190,7 +190,7 @@ class RuntimeDriver(abc.ABC):
         """Thaw the paused container; VerbFailed when the runtime refuses."""
 
     @abc.abstractmethod
-    def update(self, cid: str, resources: Mapping[str, int]) -> None:
+    def update(self, cid: str, resources: Mapping[str, int | str]) -> None:
         """Change a running container's limits (keys of ``UPDATE_FLAGS``); VerbFailed when refused."""
 
     @abc.abstractmethod

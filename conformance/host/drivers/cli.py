@@ -290,7 +290,7 @@ class CliDriver(RuntimeDriver):
     def resume(self, cid: str) -> None:
         self._call("resume", cid)
 
-    def update(self, cid: str, resources: Mapping[str, int]) -> None:
+    def update(self, cid: str, resources: Mapping[str, int | str]) -> None:
         flags = [arg for name, value in resources.items() for arg in (UPDATE_FLAGS[name], str(value))]
         self._call("update", *flags, cid)
 
