@@ -80,10 +80,7 @@ def test_every_control_fails_and_ref_agrees_with_runc(local_run, local_out):
     for scenario in scenarios:
         if scenario in gaps:  # runc lacks it; ref must have it
             assert verdicts[(scenario, "ref")] == "pass", scenario
-            # an error too: a create that must succeed and is refused (steps.refused_create), as runc 1.1's
-            # create is when a poststart hook fails
-            assert verdicts[(scenario, "runc")] in ("fail", "error"), \
-                f"{scenario} is fixed in runc: update tests/known_gaps.yaml"
+            assert verdicts[(scenario, "runc")] == "fail", f"{scenario} is fixed in runc: update tests/known_gaps.yaml"
         else:
             assert verdicts[(scenario, "ref")] == verdicts[(scenario, "runc")], scenario
     not_proven = [c for c in run.matrix["controls"] if c["verdict"] not in ("fail", "skip")]
@@ -118,7 +115,8 @@ def test_what_skips_here_is_proven_in_a_cgroup_v2_guest(local_run, tmp_path):
                       "-k", " or ".join(sorted(here)), timeout=1500)
     assert guest.matrix is not None, guest.output[-3000:]
     assert {c["host"] for c in guest.matrix["controls"]} == {GUEST}
-    assert {c["scenario"] for c in guest.matrix["controls"]} == here, guest.output[-3000:]
+    # -k matches substrings: a name in `here` may also select a longer one (cgroupfs-read-only-in-cgroupns)
+    assert {c["scenario"] for c in guest.matrix["controls"]} >= here, guest.output[-3000:]
     still_skipped = skipped_here(guest.matrix)
     assert still_skipped == unreachable(), f"skipped on every host the tests reach: {sorted(still_skipped)}"
     union = merge([local_run.matrix, guest.matrix])
