@@ -74,7 +74,7 @@ def build(scenario: Scenario, cid: str, workdir: Path, oci_version: str,
     bundle = Bundle(path, make_config(scenario, cid, oci_version, variables), variables)
     _name_cgroups_path(bundle)
     take_rootfs(busybox_rootfs(), bundle.rootfs, workdir)
-    (path / "config.json").write_text(json.dumps(bundle.config, indent=1))
+    (path / "config.json").write_text(json.dumps(bundle.config))
     return bundle
 
 
@@ -96,7 +96,7 @@ def _build_on_image(scenario: Scenario, cid: str, workdir: Path, oci_version: st
                             **bundle.image.variables()}
         bundle.config = make_config(scenario, cid, oci_version, bundle.variables)
         _name_cgroups_path(bundle)
-        (path / "config.json").write_text(json.dumps(bundle.config, indent=1))
+        (path / "config.json").write_text(json.dumps(bundle.config))
     except BaseException:
         bundle.remove()
         raise

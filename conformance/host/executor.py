@@ -41,6 +41,8 @@ def execute(scenario: Scenario, runtime: str, disabled: tuple[str, ...], session
     cid = session.new_container_id()
     try:
         found = session.sandbox(runtime, scenario.timeout)
+        if driver.sandbox is None:  # a control's variant: the same runtime, so the same init (observe.py)
+            driver.sandbox = found
         with host_setup.prepared(scenario.host_setup, session.workdir) as variables:
             variables["host_hostname"] = socket.gethostname()
             variables.update(hoststate.namespace_links())

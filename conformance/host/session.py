@@ -22,6 +22,7 @@ from conformance.model.records import SandboxProbe
 
 from . import cgroupfs, drivers, sandbox
 from .drivers import RuntimeDriver
+from .drivers.cli import CliDriver, kill_naming
 from .image import unmount_tree
 from .runtimes import RuntimeProfile, resolve
 
@@ -123,7 +124,11 @@ class RunSession:
         """Remove every container, state root and bundle this process made. Returns leftovers found."""
         leftovers = []
         for (name, _), driver in self._drivers.items():
-            leftovers += [f"{name}:{cid}" for cid in driver.cleanup()]
+            cleaned = driver.remove_containers() if isinstance(driver, CliDriver) else driver.cleanup()
+            leftovers += [f"{name}:{cid}" for cid in cleaned]
+        roots = [driver.root for driver in self._drivers.values() if isinstance(driver, CliDriver)]
+        if roots:  # one pass over /proc for every CLI driver's root (see CliDriver.cleanup)
+            leftovers += [f"process {pid}" for pid in kill_naming(roots)]
         shutil.rmtree(self._state_root, ignore_errors=True)
         if self._workdir is not None:
             # an image's overlay still mounted (a bundle not removed) must not be walked into by rmtree

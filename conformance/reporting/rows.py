@@ -38,6 +38,7 @@ class ResultRow(_ResultKeys, total=False):
     sandboxed: str             # the runtime runs containers in a sandbox: how its probe on that host saw it
     snapshotter: str           # a scenario with an image: who unpacked and mounted its layers
     image_digest: str          # … and the image's manifest digest, when an engine imported it
+    host_note: str             # the host's agent died during this cell and was restarted (and why)
     # negative controls only
     disabled: List[str]        # the switches turned off in ref
     broken: List[str]          # the expectation ids that broke

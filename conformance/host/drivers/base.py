@@ -17,14 +17,16 @@ lane learns an exit status, what it must reap) stay in that lane's class.
 from __future__ import annotations
 
 import abc
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, ClassVar, Mapping, Sequence
+from typing import IO, Any, Callable, ClassVar, Mapping, Sequence
 
 from conformance.model.errors import DriverError
 from conformance.model.records import RuntimeEntry, SandboxProbe
 from conformance.model.scenario import Scenario
 
+from ..console import Console
 from ..image import HARNESS_SNAPSHOTTER, Snapshotter
 from ..runtimes import RuntimeProfile
 
@@ -47,12 +49,16 @@ class Launch:
 
     ``fds`` are descriptors of the harness that the runtime process starts
     with, at 3, 4, … in this order (a caller's open files, sockets, pipes);
-    ``preserve_fds`` is ``--preserve-fds N``.  The default is what the harness
-    always did: stdio only.
+    ``preserve_fds`` is ``--preserve-fds N``; ``console`` the receiving end
+    of ``--console-socket`` (a container with ``process.terminal``: create
+    names its path; only create, since a foreground run relays a terminal
+    itself, on its own stdio).  The default is what the harness always did:
+    stdio only.
     """
 
     fds: tuple[int, ...] = ()
     preserve_fds: int = 0
+    console: Console | None = None
 
 
 #: stdio only: how every runtime process is started unless a scenario says otherwise
@@ -62,7 +68,7 @@ NO_LAUNCH = Launch()
 UPDATE_FLAGS: dict[str, str] = {
     "memory": "--memory", "memory_swap": "--memory-swap", "memory_reservation": "--memory-reservation",
     "pids": "--pids-limit", "cpu_quota": "--cpu-quota", "cpu_period": "--cpu-period",
-    "cpu_shares": "--cpu-share",
+    "cpu_shares": "--cpu-share", "cpuset_cpus": "--cpuset-cpus", "cpuset_mems": "--cpuset-mems",
 }
 
 
@@ -159,6 +165,46 @@ class RuntimeDriver(abc.ABC):
             launch: Launch = NO_LAUNCH) -> RunOutcome:
         """Run the container in the foreground to its end; it is gone afterwards, however it ended."""
 
+    @property
+    def keeps_after_run(self) -> bool:
+        """Whether ``run_attached(keep=True)`` can leave the stopped container for the caller to read."""
+        return True
+
+    def run_attached(self, bundle: Path, cid: str, stdin: int, stdout: IO[bytes], stderr: IO[bytes],
+                     timeout: float, while_running: Callable[[int], None], keep: bool = False,
+                     launch: Launch = NO_LAUNCH) -> RunOutcome:
+        """Run the container to its end, calling ``while_running(init pid)`` once it was started.
+
+        The container's stdin is ``stdin`` (a pipe the caller holds: an
+        entrypoint waiting on it stays up until ``while_running`` lets it
+        go).  ``while_running`` is not called when the container ended, or
+        never started, before its pid was known.  The container is gone
+        afterwards, however it ended — unless ``keep`` (and
+        ``keeps_after_run``): then a container that ended by itself stays,
+        stopped, for the caller to read and delete.  This default drives the
+        verbs one by one; a lane whose runtime has a cheaper way (the bare
+        CLI's ``run --pid-file``: one runtime process instead of create,
+        start, delete) overrides it.
+        """
+        started = time.monotonic()
+        kept = False
+        try:
+            pid = self.create(bundle, cid, stdin, stdout, stderr, timeout, launch)
+            self.start(cid)
+            while_running(pid)
+            exit, timed_out = self.wait(cid, max(0.0, timeout - (time.monotonic() - started)))
+            if timed_out:
+                try:
+                    self.kill(cid, "KILL")
+                except DriverError:
+                    pass
+                self.wait(cid, 5.0)
+            kept = keep and not timed_out
+            return RunOutcome(exit, timed_out, time.monotonic() - started)
+        finally:
+            if not kept:
+                self.delete(cid, force=True)
+
     @abc.abstractmethod
     def create(self, bundle: Path, cid: str, stdin: int, stdout: IO[bytes], stderr: IO[bytes],
                timeout: float, launch: Launch = NO_LAUNCH) -> int:
@@ -202,7 +248,7 @@ class RuntimeDriver(abc.ABC):
         """Thaw the paused container; VerbFailed when the runtime refuses."""
 
     @abc.abstractmethod
-    def update(self, cid: str, resources: Mapping[str, int]) -> None:
+    def update(self, cid: str, resources: Mapping[str, int | str]) -> None:
         """Change a running container's limits (keys of ``UPDATE_FLAGS``); VerbFailed when refused."""
 
     @abc.abstractmethod

@@ -58,7 +58,8 @@ KILL_WAIT_S = 5.0
 #: UPDATE_FLAGS' names -> where runtime-spec's LinuxResources keeps them
 _RESOURCES = {"memory": ("memory", "limit"), "memory_swap": ("memory", "swap"),
               "memory_reservation": ("memory", "reservation"), "pids": ("pids", "limit"),
-              "cpu_quota": ("cpu", "quota"), "cpu_period": ("cpu", "period"), "cpu_shares": ("cpu", "shares")}
+              "cpu_quota": ("cpu", "quota"), "cpu_period": ("cpu", "period"), "cpu_shares": ("cpu", "shares"),
+              "cpuset_cpus": ("cpu", "cpus"), "cpuset_mems": ("cpu", "mems")}
 
 
 # -- one daemon per session, shared by that session's containerd columns --------------------------
@@ -158,8 +159,9 @@ class ContainerdDriver(RuntimeDriver):
                 "(the harness copies them into the bundle's files); BUNDLE/init.pid is a link to the shim's bundle's "
                 "init.pid (the runtime's --pid-file under the shim); exec is containerd's Tasks.Exec with runc's exec "
                 "flags applied to the container's process spec (as `ctr task exec` does for --user and --cwd)",
-                "containerd: scenarios with `cli` steps or a `launch` (descriptors, --preserve-fds) are skipped: "
-                "an engine exposes neither the runtime's command line nor its own descriptors to the runtime"]
+                "containerd: scenarios with `cli` steps, a `launch` (descriptors, --preserve-fds, a console socket) "
+                "or a terminal are skipped: an engine exposes neither the runtime's command line nor its caller's "
+                "descriptors to the runtime, and this lane creates no task with a terminal yet"]
         if len(profile.command) > 1 or profile.global_flags:
             said.append(f"containerd: the shim's BinaryName is a wrapper script running "
                         f"`{' '.join([*profile.command, *profile.global_flags])}` (the shim runs a binary, "
@@ -207,6 +209,10 @@ class ContainerdDriver(RuntimeDriver):
         if scenario.launch.fds or scenario.launch.preserve_fds:
             return ("containerd lane: the shim starts the runtime, so no descriptor of the caller's reaches it "
                     "(launch.fds / --preserve-fds have no engine equivalent); the bare column judges this")
+        if (scenario.patch.get("process") or {}).get("terminal") or scenario.launch.console_socket:
+            return ("containerd lane: a terminal is the shim's (it takes the runtime's console and relays it); "
+                    "this lane does not yet create tasks with a terminal, and no engine hands the caller's "
+                    "--console-socket to the runtime; the bare column judges this")
         cli = [step for step in scenario.steps if isinstance(step, dict) and "cli" in step]
         if cli:
             return ("containerd lane: the `cli` steps run the runtime's own command line "
@@ -228,9 +234,9 @@ class ContainerdDriver(RuntimeDriver):
 
     @staticmethod
     def _check_launch(launch: Launch) -> None:
-        if launch.fds or launch.preserve_fds:
+        if launch.fds or launch.preserve_fds or launch.console is not None:
             raise DriverError("containerd lane: the shim starts the runtime, so no descriptor of the harness's "
-                              "can be handed to it (launch.fds / --preserve-fds have no engine equivalent)")
+                              "can be handed to it (launch.fds / --preserve-fds / --console-socket have no engine equivalent)")
 
     def _spec(self, bundle: Path) -> tuple[dict[str, Any], list[api.Mount]]:
         """The bundle's config.json as containerd gets it, and the rootfs mounts (an image's snapshot)."""
@@ -379,8 +385,8 @@ class ContainerdDriver(RuntimeDriver):
     def resume(self, cid: str) -> None:
         self._rpc("resume", cid, self.client.resume)
 
-    def update(self, cid: str, resources: Mapping[str, int]) -> None:
-        spec: dict[str, dict[str, int]] = {}
+    def update(self, cid: str, resources: Mapping[str, int | str]) -> None:
+        spec: dict[str, dict[str, int | str]] = {}
         for name, value in resources.items():
             group, key = _RESOURCES[name]
             spec.setdefault(group, {})[key] = value
