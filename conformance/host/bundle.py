@@ -6,10 +6,11 @@ The bundle's variables fill the scenario's placeholders (``{{rootfs}}``,
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable, Mapping
 
 from conformance.model.placeholders import fill
 
@@ -18,6 +19,31 @@ from .base_spec import base_spec
 from .image import ImageMount, mount_image
 from .patch import apply_patch
 from .rootfs import busybox_rootfs, release_rootfs, take_rootfs
+
+
+@dataclass(frozen=True)
+class LaneNeeds:
+    """What a lane needs of the bundles written for it, beyond the scenario's config.
+
+    ``adapt`` is the lane's one place to change the config (the rootless lane:
+    rootless_config.py); it may raise to say the scenario cannot exist in the
+    lane.  ``owner`` (uid, gid) owns the bundle directory, the rootfs copy and
+    the host setup's canaries, so a runtime that runs as that user can write
+    where a runtime writes.  ``refuses``: scenario requirements (``requires``)
+    the lane never meets, each with why: such a scenario is skipped.
+    """
+
+    adapt: Callable[[dict[str, Any]], None] | None = None
+    owner: tuple[int, int] | None = None
+    refuses: Mapping[str, str] = field(default_factory=dict)
+
+    def unmet(self, requires: Iterable[str]) -> str | None:
+        """Why the lane cannot run a scenario with these requirements, or None."""
+        return next((f"lane lacks {name}: {self.refuses[name]}" for name in requires if name in self.refuses), None)
+
+
+#: the bare lane: the config as the scenario writes it, everything owned by the harness
+AS_WRITTEN = LaneNeeds()
 
 
 @dataclass
@@ -54,22 +80,43 @@ def make_config(scenario: Scenario, cid: str, oci_version: str, variables: dict[
     return config
 
 
+def root_host_ids(config: dict[str, Any]) -> dict[str, str]:
+    """``{{root_host_uid}}``/``{{root_host_gid}}``: the host ids of container root under the config's
+    maps (0 without a user namespace; empty when root is not mapped), for host-side checks that
+    follow the configured map rather than a number (a rootless lane moves the maps)."""
+    linux = config.get("linux") or {}
+    userns = any(ns.get("type") == "user" for ns in linux.get("namespaces") or [])
+    out = {}
+    for kind in ("uid", "gid"):
+        maps = linux.get(f"{kind}Mappings") or []
+        host = 0 if not userns or not maps else next(
+            (int(m["hostID"]) for m in maps if int(m["containerID"]) == 0), None)
+        out[f"root_host_{kind}"] = "" if host is None else str(host)
+    return out
+
+
 def build(scenario: Scenario, cid: str, workdir: Path, oci_version: str,
-          variables: dict[str, str]) -> Bundle:
-    """Write a bundle for one container under ``workdir/cid``."""
+          variables: dict[str, str], lane: LaneNeeds = AS_WRITTEN) -> Bundle:
+    """Write a bundle for one container under ``workdir/cid`` (``lane``: what the runtime's lane
+    changes and who owns the bundle; nothing is left behind when it raises)."""
     if scenario.image is not None:
-        return _build_on_image(scenario, cid, workdir, oci_version, variables)
+        return _build_on_image(scenario, cid, workdir, oci_version, variables, lane)
     path = workdir / cid
     path.mkdir(parents=True)
     variables = {**variables, "bundle": str(path), "rootfs": str(path / "rootfs"), "id": cid}
     bundle = Bundle(path, make_config(scenario, cid, oci_version, variables), variables)
-    take_rootfs(busybox_rootfs(), bundle.rootfs, workdir)
-    (path / "config.json").write_text(json.dumps(bundle.config, indent=1))
+    try:
+        _for_lane(bundle, lane)
+        take_rootfs(busybox_rootfs(), bundle.rootfs, workdir, lane.owner)
+        (path / "config.json").write_text(json.dumps(bundle.config, indent=1))
+    except BaseException:
+        bundle.remove()
+        raise
     return bundle
 
 
 def _build_on_image(scenario: Scenario, cid: str, workdir: Path, oci_version: str,
-                    variables: dict[str, str]) -> Bundle:
+                    variables: dict[str, str], lane: LaneNeeds) -> Bundle:
     """The bundle with the scenario's image mounted as its rootfs (an overlay, see image.py).
 
     The image's placeholders ({{upperdir}}, {{layer_1}} …) join the variables, and
@@ -80,12 +127,22 @@ def _build_on_image(scenario: Scenario, cid: str, workdir: Path, oci_version: st
     path.mkdir(parents=True)
     bundle = Bundle(path, {"root": {"path": "rootfs"}})
     try:
-        bundle.image = mount_image(scenario.image, path, path / "rootfs")
+        bundle.image = mount_image(scenario.image, path, path / "rootfs", lane.owner)
         bundle.variables = {**variables, "bundle": str(path), "rootfs": str(path / "rootfs"), "id": cid,
                             **bundle.image.variables()}
         bundle.config = make_config(scenario, cid, oci_version, bundle.variables)
+        _for_lane(bundle, lane)
         (path / "config.json").write_text(json.dumps(bundle.config, indent=1))
     except BaseException:
         bundle.remove()
         raise
     return bundle
+
+
+def _for_lane(bundle: Bundle, lane: LaneNeeds) -> None:
+    """The lane's changes to the config, the ids container root has on the host, the bundle's owner."""
+    if lane.adapt is not None:
+        lane.adapt(bundle.config)
+    bundle.variables.update(root_host_ids(bundle.config))
+    if lane.owner is not None:
+        os.chown(bundle.path, *lane.owner)

@@ -141,6 +141,9 @@ REQUIREMENTS: dict[str, Callable[[], str | None]] = {
     "host-nic": _host_nic,
     "host-route": _host_route,
     "proc-timer-list": lambda: None if Path("/proc/timer_list").exists() else "the kernel has no /proc/timer_list",
+    # a host always offers it; a lane that runs every container in a user namespace of its own does not
+    # (the rootless lane: LaneNeeds.refuses)
+    "initial-userns": lambda: None,
     **{f"controller:{c}": _controller(c) for c in ("memory", "pids", "cpu", "io")},
 }
 

@@ -14,7 +14,7 @@ import stat
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 from conformance.model.errors import ConformanceError
 
@@ -102,9 +102,28 @@ def busybox_rootfs() -> Path:
     return cached_build(target, lambda staging: _build(busybox, staging))
 
 
-def copy_rootfs(source: Path, dest: Path) -> None:
-    """A private, writable copy of a pristine rootfs for one container."""
+def copy_rootfs(source: Path, dest: Path, owner: tuple[int, int] | None = None) -> None:
+    """A private, writable copy of a pristine rootfs for one container.
+
+    ``owner``: every entry of the copy belongs to that uid and gid instead of
+    the cache's root — what an unprivileged user's own unpacked rootfs is (the
+    rootless lane: its container root is that user).
+    """
     shutil.copytree(source, dest, symlinks=True)
+    if owner is not None:
+        chown_tree(dest, *owner)
+
+
+def chown_tree(top: Path, uid: int, gid: int) -> None:
+    """Every entry under ``top`` (itself included, links not followed) to ``uid``:``gid``, modes kept
+    (chown clears set-id bits: they are put back)."""
+    for dirpath, dirnames, filenames in os.walk(top):  # a directory is its own dirpath once; links are names
+        links = [n for n in dirnames if os.path.islink(os.path.join(dirpath, n))]
+        for path in [dirpath, *(os.path.join(dirpath, n) for n in filenames + links)]:
+            st = os.lstat(path)
+            os.lchown(path, uid, gid)
+            if st.st_mode & 0o6000 and not stat.S_ISLNK(st.st_mode):
+                os.chmod(path, stat.S_IMODE(st.st_mode))
 
 
 # -- reuse: a copy that comes back unchanged serves the next container ---------------
@@ -121,8 +140,8 @@ def copy_rootfs(source: Path, dest: Path) -> None:
 # adding and removing entries sets.  Nothing is removed across a mount point.
 SPARE_DIR = ".rootfs-spare"
 Stat = Tuple[int, int, int, int, int, int, int, int]   # dev, ino, mode, uid, gid, size, mtime, ctime
-#: (st_dev, st_ino) of a copy's top directory -> (its source, its manifest when made)
-_made: dict[tuple[int, int], tuple[Path, Dict[str, Stat]]] = {}
+#: (st_dev, st_ino) of a copy's top directory -> (its source, its manifest when made, its owner)
+_made: dict[tuple[int, int], tuple[Path, Dict[str, Stat], Optional[Tuple[int, int]]]] = {}
 
 
 def _stat(path: str) -> Stat:
@@ -145,8 +164,9 @@ def _identity(path: Path) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-def _spares(source: Path, workdir: Path) -> Path:
-    return workdir / SPARE_DIR / source.name
+def _spares(source: Path, workdir: Path, owner: tuple[int, int] | None = None) -> Path:
+    """Where returned copies of ``source`` wait (per owner: a copy is only ever reused as it was made)."""
+    return workdir / SPARE_DIR / (source.name if owner is None else f"{source.name}-{owner[0]}-{owner[1]}")
 
 
 def _restore(root: Path, made: Dict[str, Stat]) -> bool:
@@ -174,17 +194,18 @@ def _restore(root: Path, made: Dict[str, Stat]) -> bool:
     return True
 
 
-def take_rootfs(source: Path, dest: Path, workdir: Path) -> None:
-    """Put a pristine copy of ``source`` at ``dest``: a returned spare if one is left, else a fresh copy."""
-    spares = _spares(source, workdir)
+def take_rootfs(source: Path, dest: Path, workdir: Path, owner: tuple[int, int] | None = None) -> None:
+    """Put a pristine copy of ``source`` at ``dest`` (owned by ``owner``, see copy_rootfs): a returned
+    spare if one is left, else a fresh copy."""
+    spares = _spares(source, workdir, owner)
     for spare in sorted(spares.iterdir()) if spares.is_dir() else ():
         try:
             spare.rename(dest)
             return
         except OSError:
             shutil.rmtree(spare, ignore_errors=True)
-    copy_rootfs(source, dest)
-    _made[_identity(dest)] = (source, _manifest(dest))
+    copy_rootfs(source, dest, owner)
+    _made[_identity(dest)] = (source, _manifest(dest), owner)
 
 
 def release_rootfs(rootfs: Path, workdir: Path) -> bool:
@@ -194,13 +215,13 @@ def release_rootfs(rootfs: Path, workdir: Path) -> bool:
         entry = _made.pop(_identity(rootfs), None)
         if entry is None:
             return False
-        source, made = entry
+        source, made, owner = entry
         if not _restore(rootfs, made):
             return False
-        spares = _spares(source, workdir)
+        spares = _spares(source, workdir, owner)
         spares.mkdir(parents=True, exist_ok=True)
         rootfs.rename(spares / rootfs.parent.name)
-        _made[_identity(spares / rootfs.parent.name)] = (source, made)
+        _made[_identity(spares / rootfs.parent.name)] = (source, made, owner)
         return True
     except OSError:
         return False

@@ -24,6 +24,7 @@ class RuntimeEntry(TypedDict, total=False):
     #: evidence), or False when its probe found the container's own process; absent: not probed
     sandboxed: str | bool
     lane: str                  # bare, containerd, rootless …
+    rootless: bool             # the runtime ran as an unprivileged user (the rootless lane)
     error: str                 # why the runtime could not be used on that host
 
 
