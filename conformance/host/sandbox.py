@@ -82,14 +82,14 @@ def probe(driver: RuntimeDriver, workdir: Path, cid: str, timeout: float = PROBE
 
 def _run_probe(driver: RuntimeDriver, workdir: Path, cid: str, timeout: float) -> tuple[int, bool, str]:
     """(the state pid, whether it runs the entrypoint, its exe) of one probe container, removed after."""
-    bundle = build(_probe_scenario(), cid, workdir, driver.spec_version, {})
+    bundle = build(_probe_scenario(), cid, workdir, driver.spec_version, {}, driver.bundle_needs)
     try:
         with open(bundle.path / "stdout", "wb") as out, open(bundle.path / "stderr", "wb") as err, \
                 lifecycle.running(driver, bundle.path, cid, out, err, timeout):
             pid = int(driver.state(cid)["pid"])
             runs, exe = _runs(pid, os.stat(bundle.rootfs / ENTRYPOINT.lstrip("/")), EXEC_WAIT_S)
     finally:
-        cgroupfs.remove_leftovers(bundle.config["linux"]["cgroupsPath"])
+        cgroupfs.remove_leftovers(bundle.config["linux"].get("cgroupsPath", ""))
         bundle.remove()
     return pid, runs, exe
 

@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from conformance.model.errors import ConformanceError, RuntimeNotFound
+from conformance.model.errors import ConformanceError, NotApplicable, RuntimeNotFound
 from conformance.model.records import SandboxProbe
 
 from . import drivers, sandbox
@@ -38,6 +38,8 @@ class RunSession:
         self._workdir: Path | None = None
         self._profiles: dict[str, RuntimeProfile | RuntimeNotFound] = {}
         self._drivers: dict[tuple[str, tuple[str, ...]], RuntimeDriver] = {}
+        #: drivers whose lane cannot run on this host (asked once: every scenario gets the same answer)
+        self._unavailable: dict[tuple[str, tuple[str, ...]], NotApplicable] = {}
 
     @property
     def workdir(self) -> Path:
@@ -68,6 +70,8 @@ class RunSession:
         """The driver for a ``--runtime`` value, in the lane it names (``drivers.parse``);
         ``disabled`` switches (ref only) make a negative-control variant."""
         key = (name, disabled)
+        if key in self._unavailable:
+            raise self._unavailable[key]
         if key not in self._drivers:
             lane = drivers.parse(name)
             profile = self.profile(lane.runtime)
@@ -78,7 +82,11 @@ class RunSession:
             column = lane.driver_class.qualify(profile.name)
             root = self._state_root / (re.sub(r"[^\w.-]", "-", column) + "".join(f"-no-{d}" for d in disabled))
             root.mkdir(parents=True, exist_ok=True)
-            self._drivers[key] = lane.driver_class(profile, root)
+            try:
+                self._drivers[key] = lane.driver_class(profile, root)
+            except NotApplicable as exc:
+                self._unavailable[key] = exc
+                raise
         return self._drivers[key]
 
     def sandbox(self, name: str, timeout: float = sandbox.PROBE_TIMEOUT_S) -> SandboxProbe:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol, cast
 
 from conformance.host import agent
+from conformance.host.drivers.rootless import USER_ENV as ROOTLESS_USER_ENV
 from conformance.host.executor import execute
 from conformance.host.runtimes import ref_launcher
 from conformance.host.session import RunSession
@@ -129,7 +130,8 @@ class RemoteTarget:
     def _call(self, op: str, request: dict[str, Any]) -> dict[str, Any]:
         agent = self._place_agent()
         # The harness's reference runtime, by path: a guest sharing this machine's root finds it there.
-        payload = base64.b64encode(json.dumps({**request, "tag": self.tag, "ref": ref_launcher()}).encode()).decode()
+        payload = base64.b64encode(json.dumps({**request, "tag": self.tag, "ref": ref_launcher(),
+                                               "rootless_user": os.environ.get(ROOTLESS_USER_ENV)}).encode()).decode()
         done = self._run(f"{shlex.quote(self.python)} {agent} {op} {payload}")
         lines = done.stdout.strip().splitlines()
         if done.rc != 0 or not lines:

@@ -10,6 +10,7 @@ the containerd or the rootless lane is one class and one entry here.
 
     parse("runc")            -> Lane("bare", "runc")
     parse("/opt/my-runc")    -> Lane("bare", "/opt/my-runc")
+    parse("runc:rootless")   -> Lane("rootless", "runc")
     parse("containerd/runc") -> Lane("containerd", "runc")   once that lane is registered
 """
 from __future__ import annotations
@@ -21,15 +22,18 @@ from conformance.model.records import RuntimeEntry
 from .. import runtimes
 from .base import RunOutcome, RuntimeDriver, VerbFailed
 from .cli import CliDriver
+from .rootless import RootlessDriver
 
 #: lane name -> driver class
 DRIVERS: dict[str, type[RuntimeDriver]] = {
     CliDriver.lane: CliDriver,
+    RootlessDriver.lane: RootlessDriver,
 }
 #: the lane of a value no other lane's spelling claims (a runtime name or a path)
 DEFAULT_LANE = CliDriver.lane
 
-__all__ = ["DRIVERS", "Lane", "RunOutcome", "RuntimeDriver", "VerbFailed", "describe", "label", "parse"]
+__all__ = ["DRIVERS", "Lane", "RootlessDriver", "RunOutcome", "RuntimeDriver", "VerbFailed", "describe", "label",
+           "parse"]
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """The driver interface: what the harness asks of a runtime, whatever lane drives it.
 
 A *lane* is how a runtime is driven: ``bare`` is its own runc-compatible CLI
-with a private ``--root`` (``cli.py``); ``containerd/NAME`` (a private
-containerd and its runc shim) and ``NAME:rootless`` (NAME run by an
-unprivileged user) are the lanes to come.  Everything above the drivers —
+with a private ``--root`` (``cli.py``); ``NAME:rootless`` is NAME run by an
+unprivileged user (``rootless.py``); ``containerd/NAME`` (a private
+containerd and its runc shim) is the lane to come.  Everything above the drivers —
 ``lifecycle.py``, ``observe.py``, ``steps.py``, the ``container_host``
 fixture — uses only what this class declares, so a lane is one class and one
 entry in ``drivers/__init__.py``.  ``tests/test_drivers.py`` checks every
@@ -24,6 +24,7 @@ from typing import IO, Any, ClassVar, Mapping, Sequence
 from conformance.model.errors import DriverError
 from conformance.model.records import RuntimeEntry, SandboxProbe
 
+from ..bundle import AS_WRITTEN, LaneNeeds
 from ..runtimes import RuntimeProfile
 
 
@@ -108,8 +109,11 @@ class RuntimeDriver(abc.ABC):
 
     @classmethod
     def describe(cls, profile: RuntimeProfile) -> RuntimeEntry:
-        """The matrix's ``runtimes`` entry: how the runtime was found and driven."""
-        return profile.as_json()
+        """The matrix's ``runtimes`` entry: how the runtime was found and driven (its lane, and
+        whether it ran as an unprivileged user)."""
+        entry = profile.as_json()
+        entry["lane"], entry["rootless"] = cls.lane, False
+        return entry
 
     @property
     def label(self) -> str:
@@ -129,6 +133,12 @@ class RuntimeDriver(abc.ABC):
     def adaptations(self) -> list[str]:
         """Every way the runtime is driven differently from the plain CLI; the matrix prints them."""
         return self.profile.adaptations
+
+    @property
+    def bundle_needs(self) -> LaneNeeds:
+        """What this lane changes in a scenario's bundle (its config, its owner): bundle.build takes it.
+        The bare lane runs the config as the scenario writes it."""
+        return AS_WRITTEN
 
     @property
     def sandboxed(self) -> str | None:
