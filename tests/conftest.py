@@ -91,6 +91,7 @@ def host_leftovers() -> set[str]:
     with open("/proc/self/mountinfo") as f:
         found |= {f"mount {line.split()[4]}" for line in f if f"oci-conformance-{RUN_TAG}" in line}
     found |= {f"netns {p}" for p in glob.glob(f"/run/netns/cf-{RUN_TAG}-*")}  # host_setup bridge_net
+    found |= rootless_leftovers()
     found |= {f"link {name}" for name in os.listdir("/sys/class/net")}  # the host's own: none may come or go
     for pid in os.listdir("/proc"):
         if pid.isdigit():
@@ -101,6 +102,30 @@ def host_leftovers() -> set[str]:
                 continue
             if f"/cf-{RUN_TAG}-" in cgroups:
                 found.add(f"process {pid} {cmdline.strip()}")
+    return found
+
+
+def rootless_leftovers(tag: str = RUN_TAG) -> set[str]:
+    """What the rootless lane adds to the host, named as the harness names it: users whose comment
+    names run ``tag`` (rootless_user.COMMENT), their processes, and every group, subordinate range
+    and delegated cgroup named oci-conformance-* (to diff: another run's may be there before)."""
+    import pwd
+
+    found: set[str] = set()
+    users = {e.pw_name: e.pw_uid for e in pwd.getpwall() if f" run={tag}" in e.pw_gecos}
+    found |= {f"user {name}" for name in users}
+    for path in ("/etc/group", "/etc/subuid", "/etc/subgid"):
+        found |= {f"{path} {line}" for line in Path(path).read_text().splitlines() if line.startswith("oci-conformance-")}
+    v2 = [p for p in glob.glob("/sys/fs/cgroup/oci-conformance-*") + glob.glob("/sys/fs/cgroup/unified/oci-conformance-*")]
+    found |= {f"cgroup {p}" for p in v2}
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                uid = int(Path(f"/proc/{pid}/status").read_text().split("\nUid:")[1].split()[0])
+            except (OSError, IndexError, ValueError):
+                continue
+            if uid in users.values():
+                found.add(f"process {pid} of uid {uid}")
     return found
 
 

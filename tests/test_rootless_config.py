@@ -1,0 +1,113 @@
+"""The rootless lane's one place of config changes (host/rootless_config.py), rule by rule.
+
+No runtime and no user are needed: a RootlessUser is plain data.  What each
+rule does is pinned here; that a runtime then runs such a config as an
+unprivileged user is tests/test_rootless.py's.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conformance.host.base_spec import base_spec
+from conformance.host.bundle import root_host_ids
+from conformance.host.rootless_cgroup import Delegation
+from conformance.host.rootless_config import RULES, RootlessTarget, Unrepresentable, adapt, rules_for
+from conformance.host.rootless_user import IdRange, RootlessUser
+
+USER = RootlessUser("oci-conformance-1-1", 1234, 2345, Path("/run/x"), IdRange(200000, 65536),
+                    IdRange(300000, 65536), made=True)
+NO_RANGES = RootlessUser("someone", 1234, 2345, Path("/run/x"), None, None, made=False)
+
+
+def _config() -> dict:
+    config = base_spec()
+    config["linux"]["cgroupsPath"] = "/cf-abc"
+    return config
+
+
+def test_a_user_namespace_maps_root_to_the_user_and_the_rest_to_its_ranges():
+    config = _config()
+    applied = adapt(config, RootlessTarget(USER, None))
+    assert {"type": "user"} in config["linux"]["namespaces"]
+    assert config["linux"]["uidMappings"] == [{"containerID": 0, "hostID": 1234, "size": 1},
+                                             {"containerID": 1, "hostID": 200000, "size": 65535}]
+    assert config["linux"]["gidMappings"] == [{"containerID": 0, "hostID": 2345, "size": 1},
+                                             {"containerID": 1, "hostID": 300000, "size": 65535}]
+    assert applied[:2] == ["userns", "sub-ids"]
+    assert root_host_ids(config) == {"root_host_uid": "1234", "root_host_gid": "2345"}
+
+
+def test_a_user_without_ranges_maps_only_itself_and_cannot_run_other_ids():
+    config = _config()
+    assert "own-ids" in adapt(config, RootlessTarget(NO_RANGES, None))
+    assert config["linux"]["uidMappings"] == [{"containerID": 0, "hostID": 1234, "size": 1}]
+    other = _config()
+    other["process"]["user"] = {"uid": 4242, "gid": 4242}
+    with pytest.raises(Unrepresentable, match=r"uids \[4242\] besides root.*someone has none in /etc/subuid"):
+        adapt(other, RootlessTarget(NO_RANGES, None))
+
+
+def test_a_scenarios_own_maps_move_into_the_users_range():
+    config = _config()
+    config["linux"]["namespaces"].append({"type": "user"})
+    config["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    config["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 1000},
+                                      {"containerID": 1000, "hostID": 500000, "size": 10}]
+    applied = adapt(config, RootlessTarget(USER, None))
+    assert "userns" not in applied and "moved-maps" in applied
+    assert config["linux"]["uidMappings"] == [{"containerID": 0, "hostID": 200000, "size": 65536}]
+    assert config["linux"]["gidMappings"] == [{"containerID": 0, "hostID": 300000, "size": 1000},
+                                             {"containerID": 1000, "hostID": 301000, "size": 10}]
+    assert root_host_ids(config) == {"root_host_uid": "200000", "root_host_gid": "300000"}
+    too_big = _config()
+    too_big["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 70000}]
+    with pytest.raises(Unrepresentable, match="maps 70000 uids"):
+        adapt(too_big, RootlessTarget(USER, None))
+
+
+def test_a_namespace_of_roots_cannot_be_joined():
+    config = _config()
+    config["linux"]["namespaces"] = [{"type": "network", "path": "/run/netns/x"}]
+    with pytest.raises(Unrepresentable, match="joins the network namespace /run/netns/x"):
+        adapt(config, RootlessTarget(USER, None))
+
+
+def test_cgroups_path_is_dropped_or_moved_into_the_delegated_subtree():
+    config = _config()
+    config["linux"]["resources"]["memory"] = {"limit": 1 << 25}
+    assert "no-cgroups-path" in adapt(config, RootlessTarget(USER, None))
+    assert "cgroupsPath" not in config["linux"]
+    assert config["linux"]["resources"]["memory"] == {"limit": 1 << 25}, "limits stay: what a runtime does is the finding"
+    delegated = _config()
+    target = RootlessTarget(USER, Delegation(Path("/sys/fs/cgroup/oci-conformance-1-1"), ("memory",)))
+    assert "cgroups-delegated" in adapt(delegated, target)
+    assert delegated["linux"]["cgroupsPath"] == "/oci-conformance-1-1/cf-abc"
+
+
+def test_mount_ids_outside_the_map_are_dropped_and_sysfs_is_bound_without_a_netns():
+    config = _config()
+    config["mounts"].append({"destination": "/x", "type": "tmpfs", "source": "tmpfs",
+                             "options": ["uid=70000", "gid=5", "mode=755"]})
+    config["linux"]["namespaces"] = [ns for ns in config["linux"]["namespaces"] if ns["type"] != "network"]
+    applied = adapt(config, RootlessTarget(USER, None))
+    assert config["mounts"][-1]["options"] == ["gid=5", "mode=755"]
+    sysfs = next(m for m in config["mounts"] if m["destination"] == "/sys")
+    assert sysfs["type"] == "none" and sysfs["source"] == "/sys" and "rbind" in sysfs["options"]
+    assert {"mount-ids", "sysfs-bind"} <= set(applied)
+
+
+def test_a_runtime_that_makes_its_own_user_namespace_gets_none():
+    config = _config()
+    assert adapt(config, RootlessTarget(USER, None, runtime_makes_userns=True)) == ["runtime-userns",
+                                                                                  "no-cgroups-path"]
+    assert not any(ns["type"] == "user" for ns in config["linux"]["namespaces"])
+    assert root_host_ids(config) == {"root_host_uid": "0", "root_host_gid": "0"}
+
+
+def test_the_matrix_lists_the_rules_that_can_apply():
+    assert rules_for(True, False) == [RULES["runtime-userns"], RULES["no-cgroups-path"]]
+    listed = rules_for(False, True)
+    assert RULES["sub-ids"] in listed and RULES["cgroups-delegated"] in listed
+    assert RULES["runtime-userns"] not in listed and RULES["no-cgroups-path"] not in listed
