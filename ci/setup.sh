@@ -4,13 +4,14 @@
 #   OCI runtime-spec JSON Schema (to validate bundles), util-linux (unshare, setpriv),
 #   uidmap (newuidmap/newgidmap: the rootless lane's subordinate id maps);
 #   for qemu:// hosts: qemu, sshd (its binary runs in the guests; the service is
-#   never started here), kmod (depmod), and a Debian kernel unpacked in the cache.
+#   never started here), kmod (depmod), and a Debian kernel unpacked in the cache;
+#   apparmor (apparmor_parser: the guests boot with AppArmor on and load a test profile).
 #   Python: a venv at .venv with this package and its dependencies.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(runc crun runsc busybox-static golang-github-opencontainers-specs-dev util-linux iproute2 uidmap
-              qemu-system-x86 openssh-server openssh-client kmod)
+              qemu-system-x86 openssh-server openssh-client kmod apparmor)
 VENV=${VENV:-.venv}
 
 missing=()

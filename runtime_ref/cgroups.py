@@ -10,7 +10,10 @@ parents' ``cgroup.subtree_control``.
 
 Only directories at ``linux.cgroupsPath`` are ever created or written (plus
 v2's subtree_control of its ancestors); ``remove`` deletes exactly the
-directories ``create`` made.
+directories ``create`` made, and whatever sub-cgroups the container made in
+its own (``remove_children``).  A relative cgroupsPath is placed below this
+runtime's own cgroup in each hierarchy, as runc does (the spec leaves its
+base to the runtime).
 
 Rootless (the runtime is not uid 0), as runc: a cgroup is made only at a
 ``cgroupsPath`` the user may write (a delegated v2 subtree); without one the
@@ -29,7 +32,7 @@ from .errors import Error
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Iterable, Sequence
+    from typing import Any, Callable, Iterable, Sequence
 
     from .hints import CgroupSet, Switches
 
@@ -40,7 +43,7 @@ if TYPE_CHECKING:
 
 #: controller -> the switch that turns its limits off
 CONTROLLER_SWITCH = {"memory": "memory", "pids": "pids", "cpu": "cpu", "cpuset": "cpu",
-                     "blkio": "io", "io": "io", "devices": "devices"}
+                     "blkio": "io", "io": "io", "devices": "devices", "hugetlb": "hugetlb"}
 
 #: what runc always allows on top of the spec's rules (specconv.AllowedDevices)
 DEFAULT_DEVICE_RULES = [
@@ -135,7 +138,7 @@ def device_rules(res: Resources, spec_devices: Devices) -> list[tuple[bool, str]
     rules = [(bool(r.get("allow")), _device_rule(r)) for r in res.get("devices") or []]
     rules += [(True, r) for r in DEFAULT_DEVICE_RULES]
     rules += [(True, "%s %d:%d rwm" % ("b" if d["type"] == "b" else "c", d["major"], d["minor"]))
-              for d in spec_devices]
+              for d in spec_devices if d["type"] != "p"]  # a fifo is no device: the cgroup has no say
     return rules
 
 
@@ -174,6 +177,18 @@ def _v1_limits(ctrl: str, d: str, res: Resources, spec_devices: Devices) -> None
             w("cpu.cfs_period_us", c["period"])
         if c.get("quota"):
             w("cpu.cfs_quota_us", c["quota"])
+        if c.get("burst") is not None:
+            w("cpu.cfs_burst_us", c["burst"])
+        if c.get("idle") is not None:
+            w("cpu.idle", c["idle"])
+        # the period first: the kernel checks runtime <= period at each write
+        if c.get("realtimePeriod"):
+            w("cpu.rt_period_us", c["realtimePeriod"])
+        if c.get("realtimeRuntime") is not None:
+            w("cpu.rt_runtime_us", c["realtimeRuntime"])
+    elif ctrl == "hugetlb":
+        for size, limit in _hugepage_limits(res):
+            w("hugetlb.%s.limit_in_bytes" % size, limit)
     elif ctrl == "cpuset":
         c = res.get("cpu") or {}
         if c.get("cpus"):
@@ -196,6 +211,20 @@ def _v1_limits(ctrl: str, d: str, res: Resources, spec_devices: Devices) -> None
             return
         for allow, rule in device_rules(res, spec_devices):
             w("devices.allow" if allow else "devices.deny", rule)
+
+
+def _hugepage_limits(res: Resources) -> list[tuple[str, int]]:
+    """(page size as the cgroup files name it, limit) for each hugepageLimits entry; a size this
+    host has no huge pages of is an error (the runtime-spec's example: "3MB")."""
+    out = []
+    for h in res.get("hugepageLimits") or []:
+        size = str(h.get("pageSize") or "")
+        kb = {"KB": 1, "MB": 1 << 10, "GB": 1 << 20}.get(size[-2:].upper())
+        if kb is None or not size[:-2].isdigit() or \
+                not os.path.isdir("/sys/kernel/mm/hugepages/hugepages-%dkB" % (int(size[:-2]) * kb)):
+            raise Error("linux.resources.hugepageLimits: this host has no huge pages of size %r" % size)
+        out.append((size[:-2] + size[-2:].upper(), int(h["limit"])))
+    return out
 
 
 def _raising(path: str, new: int) -> bool:
@@ -238,6 +267,16 @@ def _v2_limits(d: str, res: Resources, disabled: Switches) -> None:
             w("cpuset.cpus", c["cpus"])
         if c.get("mems"):
             w("cpuset.mems", c["mems"])
+        if c.get("burst") is not None:
+            w("cpu.max.burst", c["burst"])
+        if c.get("idle") is not None:
+            w("cpu.idle", c["idle"])
+        if c.get("realtimeRuntime") or c.get("realtimePeriod"):
+            raise Error("linux.resources.cpu.realtimeRuntime/realtimePeriod need cgroup v1 (cgroup v2 "
+                        "has no realtime group scheduling)")
+    if "hugetlb" not in disabled:
+        for size, limit in _hugepage_limits(res):
+            w("hugetlb.%s.max" % size, limit)
     if "io" not in disabled:
         b = res.get("blockIO") or {}
         if b.get("weight"):
@@ -247,7 +286,7 @@ def _v2_limits(d: str, res: Resources, disabled: Switches) -> None:
                           ("throttleReadIOPSDevice", "riops"), ("throttleWriteIOPSDevice", "wiops")):
             for t in b.get(key) or []:
                 w("io.max", "%d:%d %s=%d" % (t["major"], t["minor"], name, t["rate"]))
-    for name, value in (res.get("unified") or {}).items():
+    for name, value in (res.get("unified") or {}).items() if "unified" not in disabled else ():
         if "/" in name:
             raise Error("linux.resources.unified: invalid file name %r" % name)
         w(name, value)
@@ -266,9 +305,13 @@ def create(cgpath: str, res: Resources, disabled: Switches, spec_devices: Device
 
     Returns {"version", "leaves": [dirs to place the process in], "created": [dirs made]}.
     """
-    if not cgpath.startswith("/"):
-        raise Error("linux.cgroupsPath must be absolute (got %r)" % cgpath)
     version, mounts = detect()
+    if res.get("hugepageLimits") and "hugetlb" not in disabled:
+        _hugepage_limits(res)  # a size the host has not: refused before anything is made
+        if version == "v1" and "hugetlb" not in mounts:
+            raise Error("linux.resources.hugepageLimits: this host has no cgroup v1 hugetlb hierarchy "
+                        "(on a hybrid host the cgroup2 one holds no container)")
+    at = placement(cgpath)
     created: list[str] = []
     leaves: list[str] = []
     ctrls: list[str] = []
@@ -277,8 +320,8 @@ def create(cgpath: str, res: Resources, disabled: Switches, spec_devices: Device
     try:
         if version == "v2":
             base = mounts[""]
-            _v2_enable(base, cgpath)
-            leaves.append(_mkdirs(base, cgpath, created))
+            _v2_enable(base, at(""))
+            leaves.append(_mkdirs(base, at(""), created))
             ctrls.append("")
             if warm_up:
                 start_grace_period(leaves[0])
@@ -289,12 +332,12 @@ def create(cgpath: str, res: Resources, disabled: Switches, spec_devices: Device
             if res.get("unified"):
                 raise Error("linux.resources.unified needs cgroup v2; this host is v1")
             for ctrl, mnt in mounts.items():
-                leaves.append(_mkdirs(mnt, cgpath, created))
+                leaves.append(_mkdirs(mnt, at(ctrl), created))
                 ctrls.append(ctrl)
                 if warm_up and len(leaves) == 1:
                     start_grace_period(leaves[0])
                 if ctrl == "cpuset":
-                    _cpuset_init(mnt, cgpath)
+                    _cpuset_init(mnt, at(ctrl))
                 if ctrl == "devices" and "devices" not in disabled:
                     _v1_limits(ctrl, leaves[-1], res, spec_devices)
     except OSError as e:  # e.g. rootless at a path not delegated to the user
@@ -306,6 +349,19 @@ def create(cgpath: str, res: Resources, disabled: Switches, spec_devices: Device
         remove(created)
         raise
     return {"version": version, "leaves": leaves, "created": created, "controllers": ctrls}
+
+
+def placement(cgpath: str) -> Callable[[str], str]:
+    """hierarchy key (v1 controller or name=…, "" on v2) -> the container's path in it.
+
+    An absolute cgroupsPath is that path in every hierarchy; a relative one
+    goes below this runtime's own cgroup there (runc's rule; crun's is below
+    the root: the spec leaves it to the runtime).
+    """
+    if cgpath.startswith("/"):
+        return lambda ctrl: cgpath
+    own = _own_paths()
+    return lambda ctrl: os.path.join(own.get(ctrl, "/"), cgpath)
 
 
 def none() -> CgroupSet:
@@ -327,6 +383,19 @@ def own_dirs(cg: CgroupSet) -> dict[str, str]:
             rel = mine.get("" if version == "v2" else ctrl, "/")
             by_mount[mnt] = os.path.join(mnt, rel.lstrip("/"))
     return by_mount
+
+
+def dirs_of(pid: int) -> list[str]:
+    """The cgroup directories process ``pid`` is in, one per hierarchy mounted here."""
+    version, mounts = detect()
+    paths: dict[str, str] = {}
+    with open("/proc/%d/cgroup" % pid) as f:
+        for line in f:
+            _, ctrls, path = line.rstrip("\n").split(":", 2)
+            for ctrl in ctrls.split(",") if ctrls else [""]:
+                paths[ctrl] = path
+    return [os.path.join(mnt, paths[ctrl].lstrip("/")) for ctrl, mnt in mounts.items()
+            if ctrl in paths and paths[ctrl] != "/"]
 
 
 def _own_paths() -> dict[str, str]:
@@ -368,7 +437,7 @@ def _cpuset_init(mnt: str, cgpath: str) -> None:
 
 def _v2_enable(base: str, cgpath: str) -> None:
     """Enable the controllers we use in every ancestor's subtree_control (v2 needs it)."""
-    want = {"memory", "pids", "cpu", "io", "cpuset"}
+    want = {"memory", "pids", "cpu", "io", "cpuset", "hugetlb"}
     path = base
     for part in cgpath.strip("/").split("/"):
         avail = set(_read(os.path.join(path, "cgroup.controllers")).split())
@@ -384,7 +453,8 @@ def _v2_enable(base: str, cgpath: str) -> None:
 def find(cgpath: str) -> CgroupSet:
     """The leaf directories at ``cgpath`` that exist (for cleaning up after a killed create)."""
     version, mounts = detect()
-    found = [(ctrl, os.path.join(m, cgpath.strip("/"))) for ctrl, m in mounts.items()]
+    at = placement(cgpath)
+    found = [(ctrl, os.path.join(m, at(ctrl).strip("/"))) for ctrl, m in mounts.items()]
     found = [(ctrl, d) for ctrl, d in found if os.path.isdir(d)]
     leaves = [d for _, d in found]
     return {"version": version, "leaves": leaves, "created": leaves, "controllers": [c for c, _ in found]}
@@ -434,6 +504,17 @@ def remove_shared_parents(leaves: Iterable[str]) -> None:
             os.rmdir(os.path.dirname(d))
         except OSError:
             pass  # another container's cgroup is still there (EBUSY), or it is gone already
+
+
+def remove_children(leaves: Iterable[str]) -> None:
+    """rmdir every cgroup the container made below its own (a container with a writable cgroup
+    namespace may), deepest first: its own directory cannot go while they are there."""
+    for leaf in leaves:
+        below = []
+        for top, dirs, _ in os.walk(leaf):
+            below += [os.path.join(top, d) for d in dirs]
+        for d in sorted(below, key=lambda p: -p.count("/")):
+            remove([d])
 
 
 def remove(created: list[str], timeout: float = 2.0) -> None:

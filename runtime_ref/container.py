@@ -34,9 +34,11 @@ FORWARD = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGW
 
 def _prepare(config: Config, disabled: Switches, nss: Namespaces) -> SeccompProgram | None:
     """Every check that does not need a process; returns the seccomp program."""
-    from . import rootfs, security
+    from . import attributes, lsm, rootfs, security
     proc = config["process"]
-    security.check(proc)
+    security.check(proc, spec.version_at_least(config, (1, 1)), disabled)
+    attributes.check(config, proc, disabled)
+    lsm.check(config, proc, disabled)
     rootfs.check_sysctl((config.get("linux") or {}).get("sysctl"), nss)
     for m in config.get("mounts") or []:
         if not (m.get("destination") or "").startswith("/"):
@@ -45,7 +47,7 @@ def _prepare(config: Config, disabled: Switches, nss: Namespaces) -> SeccompProg
     sc = (config.get("linux") or {}).get("seccomp")
     if sc and "seccomp" not in disabled:
         from . import seccomp
-        return seccomp.compile(sc)
+        return seccomp.compile(sc, ignore_args="seccomp-args" in disabled)
     return None
 
 
@@ -63,8 +65,11 @@ def create(root: str, cid: str, bundle: str | None, disabled: Switches,
     from .spawn import spawn
     launch = launch or {"pass_fds": 0, "listen_fds": 0}
     bundle = os.path.abspath(bundle or ".")
-    config, raw = spec.load(bundle)
+    config, raw = spec.load(bundle, disabled)
     _switch_hooks(config, disabled)
+    if disabled:  # negative controls that make us ignore part of the config
+        from . import ignore
+        ignore.apply(config, disabled)
     if launch["listen_fds"]:  # socket activation, as runc: the process learns which fds are its sockets
         config["process"]["env"] = list(config["process"].get("env") or []) + [
             "LISTEN_FDS=%d" % launch["listen_fds"], "LISTEN_PID=1"]
@@ -102,7 +107,7 @@ def create(root: str, cid: str, bundle: str | None, disabled: Switches,
         c.data["pid"] = pid
         c.data["starttime"] = starttime(pid)
         c.save()
-        if pid_file:
+        if pid_file and "pid-file" not in disabled:
             tmp = pid_file + ".tmp"
             with open(tmp, "w") as f:
                 f.write(str(pid))
@@ -126,13 +131,16 @@ def _cgroups_path(linux: Config, cid: str, disabled: Switches) -> str | None:
     container under its own cgroup, named by the id.  Ours is
     /runtime-ref/<id> from each hierarchy's root, whoever calls us, so that
     every container of this runtime is found in one place.  None (switch
-    ``default-cgroup``): no cgroup of its own, the runtime's are kept.  Rootless
-    (not uid 0) without a path: None too, as runc does — an unprivileged user
-    can make no cgroup but in a subtree given to it, which only a path names.
+    ``default-cgroup``): no cgroup of its own, the runtime's are kept.  A
+    relative cgroupsPath goes below our own cgroup (cgroups.placement).
+    Rootless (not uid 0) without a path: None too, as runc does — an
+    unprivileged user can make no cgroup but in a subtree given to it, which
+    only a path names.
     """
-    given = linux.get("cgroupsPath")
-    if given:
-        return str(given)
+    given = str(linux.get("cgroupsPath") or "")
+    dropped = not given.startswith("/") and "cgroups-path" in disabled  # the switch: a relative one
+    if given and not dropped:
+        return given
     if "default-cgroup" in disabled or cgroups.rootless():
         return None
     return DEFAULT_CGROUP_PARENT + "/" + cid
@@ -164,9 +172,18 @@ def _hand_over_stdio() -> None:
 def start(root: str, cid: str, disabled: Switches = frozenset()) -> None:
     """Let the blocked init go on to exec, then run the poststart hooks."""
     c = Container.load(root, cid)
+    disabled = set(disabled) | set(c.data.get("disabled") or [])
     status = c.status()
     if status != "created":
+        if "start-check" in disabled:
+            return  # switch start-check: a runtime that answers success and does nothing
         raise Error("cannot start a container in state %s" % status)
+    config = _config(c, disabled)
+    if (config.get("hooks") or {}).get(HOST_START_CONTAINER):  # switch hook-namespace
+        from . import hooks
+        hooks.run(config, HOST_START_CONTAINER, c.oci_state(), disabled=disabled)
+    if "cgroup-ownership" in disabled:
+        _claim_current_cgroups(c)  # while the init waits: once it runs it may be gone
     import select
     fd = os.open(c.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
@@ -181,7 +198,17 @@ def start(root: str, cid: str, disabled: Switches = frozenset()) -> None:
     finally:
         os.close(fd)
     os.unlink(c.fifo)
-    _poststart(c, _config(c), set(disabled) | set(c.data.get("disabled") or []))
+    _poststart(c, config, disabled)
+
+
+def _claim_current_cgroups(c: Container) -> None:
+    """Switch ``cgroup-ownership``: the cgroups the init is in now join those delete removes, as a
+    runtime that reads them from /proc rather than remembering what it made."""
+    cg = c.data.get("cgroups") or {}
+    for d in cgroups.dirs_of(c.pid):
+        if d not in cg.get("created", []):
+            cg.setdefault("created", []).append(d)
+    c.save()
 
 
 def _poststart(c: Container, config: Config, disabled: Switches) -> None:
@@ -196,7 +223,7 @@ def _poststart(c: Container, config: Config, disabled: Switches) -> None:
     from . import hooks
     fatal = "poststart-warning" in disabled or spec.version_at_least(config, (1, 3))
     try:
-        hooks.run(config, "poststart", c.oci_state(), fatal=fatal)
+        hooks.run(config, "poststart", c.oci_state(), fatal=fatal, disabled=disabled)
     except Error:
         _kill_and_wait(c)
         raise
@@ -221,7 +248,7 @@ def run(root: str, cid: str, bundle: str | None, disabled: Switches,
     finally:
         for name in FORWARD:
             signal.signal(getattr(signal, name), signal.SIG_DFL)
-        if not keep:
+        if not keep and "run-cleanup" not in disabled:  # the switch: as if --keep
             _destroy(c, config, run_hooks=True)
 
 
@@ -241,6 +268,8 @@ def kill(root: str, cid: str, sig: int, all_processes: bool = False, disabled: S
     """Signal the init (``--all``: every process in the container's cgroup)."""
     c = Container.load(root, cid)
     if not c.alive():
+        if "kill-check" in disabled or "kill-check" in (c.data.get("disabled") or []):
+            return  # switch kill-check: a stopped container's kill "succeeds"
         raise Error('container "%s" is not running' % cid)
     if "kill" in disabled or "kill" in (c.data.get("disabled") or []):
         return  # switch "kill": a runtime that loses signals
@@ -254,8 +283,14 @@ def kill(root: str, cid: str, sig: int, all_processes: bool = False, disabled: S
             pass
 
 
-def delete(root: str, cid: str, force: bool = False) -> None:
-    """Remove a stopped container (``--force``: kill it first)."""
+def delete(root: str, cid: str, force: bool = False, disabled: Switches = frozenset()) -> None:
+    """Remove a stopped container (``--force``: kill it first).
+
+    A created container is not stopped either: runtime.md (delete) says
+    deleting a container that is not stopped MUST generate an error, so it
+    needs --force too.  (runc and crun kill and delete a created one.)
+    Switch ``delete-check``: they are all deleted.
+    """
     try:
         c = Container.load(root, cid)
     except Error:
@@ -264,14 +299,15 @@ def delete(root: str, cid: str, force: bool = False) -> None:
             return
         raise
     status = c.status()
-    if status in ("running", "paused") and not force:
+    lax = "delete-check" in set(disabled) | set(c.data.get("disabled") or [])
+    if status != "stopped" and not force and not lax:
         raise Error('cannot delete container "%s" that is not stopped (state %s); '
                     'use --force' % (cid, status))
     if status != "stopped":
         _kill_and_wait(c)
     try:
         config = _config(c)
-    except (OSError, ValueError):
+    except (OSError, ValueError, Error):  # Error: switch reread-config met a broken config.json
         config = {}
     _destroy(c, config, run_hooks=True)
 
@@ -285,21 +321,50 @@ def _remove_remnant(root: str, cid: str) -> None:
         os.rmdir(d)
 
 
-def _config(c: Container) -> Config:
-    """The container's config as create saw it (its hooks as the switches make them)."""
-    config = c.config()
-    _switch_hooks(config, c.data.get("disabled") or [])
+def _config(c: Container, disabled: Switches = frozenset()) -> Config:
+    """The container's config as create saw it (its hooks as the switches make them).
+
+    Switch ``reread-config``: the bundle's config.json as it is now, validated again.
+    """
+    disabled = set(disabled) | set(c.data.get("disabled") or [])
+    if "reread-config" in disabled:
+        config = spec.load(c.data.get("bundle") or ".", disabled)[0]
+    else:
+        config = c.config()
+    _switch_hooks(config, disabled)
     return config
 
 
+#: startContainer hooks the runtime itself runs at ``start`` (switch ``hook-namespace`` puts them there)
+HOST_START_CONTAINER = "startContainer on the host"
+
+
 def _switch_hooks(config: Config, disabled: Switches | list[str]) -> None:
-    """Switch ``hooks``: none runs; ``hook-env``: a hook without env gets an empty one."""
+    """The hooks as the switches make them.
+
+    ``hooks``: none runs; ``hook-env``: a hook without env gets an empty one;
+    ``hook-order``: each kind's list reversed; ``hook-timeout``: no timeout;
+    ``hook-args``: argv[0] is the path and the runtime's environment comes
+    first; ``hook-namespace``: createContainer hooks run after createRuntime's,
+    by the runtime, and startContainer hooks at ``start``, by the runtime too.
+    """
     if "hooks" in disabled:
         config.pop("hooks", None)
-    if "hook-env" in disabled:
-        for hooks in (config.get("hooks") or {}).values():
-            for h in hooks:
+    hooks = config.get("hooks") or {}
+    for hs in hooks.values():
+        for h in hs:
+            if "hook-env" in disabled:
                 h.setdefault("env", [])
+            if "hook-timeout" in disabled:
+                h.pop("timeout", None)
+            if "hook-args" in disabled:
+                h["args"] = [h["path"]] + list(h.get("args") or [h["path"]])[1:]
+                h["env"] = ["%s=%s" % kv for kv in os.environ.items()] + list(h.get("env") or [])
+        if "hook-order" in disabled:
+            hs.reverse()
+    if "hook-namespace" in disabled:
+        hooks["createRuntime"] = list(hooks.get("createRuntime") or []) + list(hooks.pop("createContainer", []))
+        hooks[HOST_START_CONTAINER] = hooks.pop("startContainer", [])
 
 
 def _thaw(c: Container) -> None:
@@ -335,8 +400,8 @@ def _destroy(c: Container, config: Config, run_hooks: bool) -> None:
     """Undo everything create did: processes, mounts, cgroups, state."""
     from . import rootfs
     cg = c.data.get("cgroups")
-    if not cg and c.data.get("cgroups_path"):
-        cg = cgroups.find(c.data["cgroups_path"])  # create was stopped while making them
+    if not cg and c.data.get("cgroups_path"):  # create was stopped while making them
+        cg = cgroups.find(c.data["cgroups_path"])
     if cg and not _left_frozen(c):
         _thaw(c)
         # without a pid namespace, killing the init does not kill the rest
@@ -353,8 +418,9 @@ def _destroy(c: Container, config: Config, run_hooks: bool) -> None:
     errors = []
     if c.data.get("host_mounts") and c.data.get("rootfs"):
         rootfs.umount_under(c.data["rootfs"])
-    if cg:
+    if cg and "cgroup-cleanup" not in (c.data.get("disabled") or []):
         try:
+            cgroups.remove_children(cg["leaves"])
             cgroups.remove(cg["created"])
             if c.data.get("cgroups_path") == DEFAULT_CGROUP_PARENT + "/" + c.id:
                 cgroups.remove_shared_parents(cg["leaves"])  # made by another container, maybe
@@ -364,7 +430,11 @@ def _destroy(c: Container, config: Config, run_hooks: bool) -> None:
         from . import hooks
         st = c.oci_state()
         st["status"] = "stopped"
-        hooks.run(config, "poststop", st, fatal=False)
+        disabled = c.data.get("disabled") or []
+        try:
+            hooks.run(config, "poststop", st, fatal="poststop-warning" in disabled, disabled=disabled)
+        except Error as e:
+            errors.append(str(e))  # switch poststop-warning: the first failure ends delete, after the rest
     for name in ("exec.fifo", "config.json", "state.json", ".state.json.tmp"):
         try:
             os.unlink(os.path.join(c.dir, name))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from . import cgroups, namespaces, process, security
+from . import attributes, cgroups, lsm, namespaces, process, security, spec
 from . import linux as L
 from .container import FORWARD, wait_status
 from .errors import Error
@@ -41,10 +41,14 @@ def exec_process(root: str, cid: str, args: list[str], opts: ExecOptions) -> int
         raise Error("cannot exec in a container in state %s" % status)
     config = c.config()
     disabled = set(c.data.get("disabled") or [])
-    proc = _process(config, args, opts)
-    security.check(proc)
+    if "exec-confine" in disabled:  # the control: the exec'd process keeps the runtime's privileges
+        disabled |= {"caps", "nnp", "seccomp"}
+    proc = _process(config, args, opts, disabled)
+    security.check(proc, spec.version_at_least(config, (1, 1)), disabled)
+    attributes.check(config, proc, disabled)
+    lsm.check(config, proc, disabled)
     prog = _seccomp(config, disabled)
-    fds = _namespaces_to_join(c.pid)
+    fds = {} if "exec-namespaces" in disabled else _namespaces_to_join(c.pid)
     rootfd = os.open("/proc/%d/root" % c.pid, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     userns = "user" in fds
     if userns and cgroups.rootless():
@@ -66,7 +70,7 @@ def exec_process(root: str, cid: str, args: list[str], opts: ExecOptions) -> int
         os.close(r)
         progress: Progress = {"step": "join"}
         try:
-            _child(c, proc, disabled, prog, fds, rootfd, opts["pass_fds"], progress, userns)
+            _child(c, proc, config.get("linux") or {}, disabled, prog, fds, rootfd, opts["pass_fds"], progress, userns)
         except BaseException as e:  # the message names the step, as the init's do
             msg = str(e) if isinstance(e, Error) else "exec (%s): %s" % (progress.get("step"), e)
             os.write(w, msg.encode(errors="replace"))
@@ -87,8 +91,12 @@ def exec_process(root: str, cid: str, args: list[str], opts: ExecOptions) -> int
     return wait_status(child)
 
 
-def _process(config: Config, args: list[str], opts: ExecOptions) -> Process:
-    """The container's process settings with exec's own overrides on top."""
+def _process(config: Config, args: list[str], opts: ExecOptions, disabled: Switches) -> Process:
+    """The container's process settings with exec's own overrides on top (switch ``exec-opts``:
+    none of them)."""
+    if "exec-opts" in disabled:
+        opts = dict(opts, env=None, cwd=None, user=None, cap=None, additional_gids=None,  # type: ignore[assignment]
+                    no_new_privs=False, process=None, apparmor=None, process_label=None)
     proc = dict(config["process"])
     if opts["process"]:
         from .jsonfast import loads
@@ -111,16 +119,34 @@ def _process(config: Config, args: list[str], opts: ExecOptions) -> Process:
         proc["user"] = dict(proc.get("user") or {}, additionalGids=opts["additional_gids"])
     if opts["no_new_privs"]:
         proc["noNewPrivileges"] = True
+    if opts["cap"]:
+        proc["capabilities"] = _add_caps(proc.get("capabilities") or {}, opts["cap"])
+    if opts["apparmor"]:
+        proc["apparmorProfile"] = opts["apparmor"]
+    if opts["process_label"]:
+        proc["selinuxLabel"] = opts["process_label"]
     if proc.get("terminal"):
         raise Error("exec: a terminal is not supported by runtime-ref (use no -t)")
     return proc
+
+
+def _add_caps(caps: dict[str, list[str]], added: list[str]) -> dict[str, list[str]]:
+    """``--cap``, as runc's: each one added to the bounding, effective and permitted sets, and to the
+    ambient set only where the inheritable set is not empty (never to the inheritable set itself:
+    CVE-2022-29162)."""
+    out = {kind: list(names or []) for kind, names in caps.items()}
+    for cap in added:
+        for kind in ("bounding", "effective", "permitted") + (("ambient",) if out.get("inheritable") else ()):
+            if cap not in out.setdefault(kind, []):
+                out[kind].append(cap)
+    return out
 
 
 def _seccomp(config: Config, disabled: Switches) -> SeccompProgram | None:
     sc = (config.get("linux") or {}).get("seccomp")
     if sc and "seccomp" not in disabled:
         from . import seccomp
-        return seccomp.compile(sc)
+        return seccomp.compile(sc, ignore_args="seccomp-args" in disabled)
     return None
 
 
@@ -135,12 +161,18 @@ def _namespaces_to_join(pid: int) -> dict[str, int]:
     return fds
 
 
-def _child(c: Container, proc: Process, disabled: Switches, prog: SeccompProgram | None,
+def _child(c: Container, proc: Process, linux: Config, disabled: Switches, prog: SeccompProgram | None,
            fds: dict[str, int], rootfd: int, pass_fds: int, progress: Progress, userns: bool) -> NoReturn:
     """In the forked child: into the container, then the same last steps as the init
     (``userns``: the container has a user namespace, joined here or, rootless, by the parent)."""
+    affinity = (proc.get("execCPUAffinity") or {}) if "cpu-affinity" not in disabled else {}
+    # process.execCPUAffinity: "initial" before the move into the container's cgroup (the
+    # cpuset there may not hold our CPUs), "final" once in it
+    attributes.set_affinity(affinity.get("initial"), "process.execCPUAffinity.initial")
     # cgroups first: /sys/fs/cgroup is only visible from the host mount namespace
-    cgroups.add(c.data["cgroups"]["leaves"], 0)
+    if "exec-cgroup" not in disabled:
+        cgroups.add(c.data["cgroups"]["leaves"], 0)
+    attributes.set_affinity(affinity.get("final"), "process.execCPUAffinity.final")
     namespaces.join(fds)
     if userns:
         L.setresgid(0)
@@ -151,4 +183,4 @@ def _child(c: Container, proc: Process, disabled: Switches, prog: SeccompProgram
     progress["step"] = "cwd"
     # a missing cwd is made as the init makes one (by the container's root, before the user changes)
     os.makedirs(process.process_cwd(proc, disabled), 0o755, exist_ok=True)
-    process.finish(proc, disabled, prog, progress, pass_fds=pass_fds)
+    process.finish(proc, disabled, prog, progress, pass_fds=pass_fds, linux=linux)

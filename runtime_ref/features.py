@@ -2,7 +2,7 @@
 plus ``switches``: the names of its negative controls."""
 from __future__ import annotations
 
-from . import rootfs, seccomp, security, spec
+from . import lsm, rootfs, seccomp, security, spec
 from .cli import SPEC_VERSION
 
 TYPE_CHECKING = False
@@ -33,8 +33,8 @@ def features() -> dict[str, Any]:
                 "knownFlags": sorted(seccomp.FLAGS),
                 "supportedFlags": sorted(seccomp.FLAGS),
             },
-            "apparmor": {"enabled": False},
-            "selinux": {"enabled": False},
+            "apparmor": {"enabled": lsm.apparmor_enabled()},
+            "selinux": {"enabled": lsm.selinux_enabled()},
         },
         "annotations": {"org.opencontainers.runtime-ref.version": "0.1.0"},
         "switches": list(spec.SWITCHES),

@@ -45,6 +45,9 @@ class ExecOptions(TypedDict):
     no_new_privs: bool         #: --no-new-privs
     ignore_paused: bool        #: --ignore-paused: exec even into a paused container
     additional_gids: Optional[List[int]]
+    cap: Optional[List[str]]   #: --cap CAP_X: added to the bounding, effective and permitted sets
+    apparmor: Optional[str]    #: --apparmor PROFILE, instead of process.apparmorProfile
+    process_label: Optional[str]  #: --process-label LABEL, instead of process.selinuxLabel
 
 
 class Launch(TypedDict):

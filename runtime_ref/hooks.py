@@ -13,6 +13,10 @@ runs them (runtime-spec config.md#posix-platform-hooks):
 A failing hook before the process starts aborts the container; a failing
 poststart or poststop hook is only reported (the spec says so).
 
+Switches (negative controls) that break one promise each: ``hook-state``
+(only id and status on stdin), ``hook-order``, ``hook-args``, ``hook-timeout``
+and ``hook-namespace`` (container.py rewrites the hook lists for those).
+
 A hook without ``env`` runs with the runtime's own environment: the spec
 gives ``env`` "the same semantics as environ" and says nothing of its
 absence, and runc and crun both hand such a hook their own (a Go exec.Cmd
@@ -26,16 +30,19 @@ from .errors import Error
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, Iterable
 
     from .hints import Config
 
 
-def run(config: Config, kind: str, state: dict[str, Any], fatal: bool = True) -> None:
+def run(config: Config, kind: str, state: dict[str, Any], fatal: bool = True,
+        disabled: Iterable[str] = ()) -> None:
     """Run every hook of ``kind`` in order; a failure raises (``fatal``) or is printed."""
     import subprocess
 
     from . import jsonfast
+    if "hook-state" in disabled:
+        state = {"id": state.get("id"), "status": state.get("status")}
     data = jsonfast.dumps(state).encode()
     for i, h in enumerate((config.get("hooks") or {}).get(kind) or []):
         args = h.get("args") or [h["path"]]

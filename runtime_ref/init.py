@@ -77,7 +77,7 @@ def _init(ctx: InitContext) -> NoReturn:
     #    new user namespace works before.
     if nss.get("user", 1) is None:
         _expect(ctx, b"M")
-    namespaces.join(ctx.get("join_fds") or {})
+    namespaces.join(ctx.get("join_fds") or {}, typed="ns-path-type" not in disabled)
     if "user" in nss:
         # become the namespace's root (uid 0 inside): mounts and mknods
         # below are then owned by the container's root, not by "nobody"
@@ -103,13 +103,17 @@ def _init(ctx: InitContext) -> NoReturn:
     # 3. The filesystem: mounts inside the rootfs, /dev, then the hooks that
     #    want to see the mounts but not yet the pivot.
     root = rootfs.prepare(config, ctx["bundle"], disabled, ctx)
+    if config.get("hooks"):
+        _learn_host_pid(ctx)
     if ctx["hooks_before_pivot"]:
         _in_cgroups(ctx)
         _send(ctx, b"H")
         _expect(ctx, b"G")
         from . import hooks
-        hooks.run(config, "createContainer", ctx["hook_state"])
+        hooks.run(config, "createContainer", ctx["hook_state"], disabled=disabled)
     rootfs.enter(root, use_pivot=ctx["mntns"] and "pivot_root" not in disabled)
+    if ctx["mntns"]:
+        rootfs.root_propagation(linux.get("rootfsPropagation"))
 
     ctx["step"] = "cwd"
     # 4. After the pivot, paths are container paths.  A missing cwd is made
@@ -133,7 +137,16 @@ def _init(ctx: InitContext) -> NoReturn:
     #    seccomp, cwd, descriptors (process.py), waiting in _ready for `start`
     #    before the exec.
     process.finish(config["process"], disabled, ctx.get("seccomp"), ctx, lambda: _ready(ctx),
-                   pass_fds=ctx.get("pass_fds", 0))
+                   pass_fds=ctx.get("pass_fds", 0), linux=linux)
+
+
+def _learn_host_pid(ctx: InitContext) -> None:
+    """The state a container-side hook reads names the init's host pid (getpid() answers 1 in a
+    PID namespace): what /proc/self is in the runtime's /proc, still mounted here until the pivot."""
+    try:
+        ctx["hook_state"]["pid"] = int(os.readlink("/proc/self"))
+    except (OSError, ValueError):
+        pass  # no /proc of the runtime's: the state says 0, as before
 
 
 def _ready(ctx: InitContext) -> None:
@@ -156,4 +169,5 @@ def _ready(ctx: InitContext) -> None:
     config = ctx["config"]
     if (config.get("hooks") or {}).get("startContainer"):
         from . import hooks
-        hooks.run(config, "startContainer", dict(ctx["hook_state"], status="running"))
+        hooks.run(config, "startContainer", dict(ctx["hook_state"], status="running"),
+                  disabled=ctx["disabled"])

@@ -262,3 +262,20 @@ def bpf(cmd: int, attr_addr: int, size: int, log: Callable[[], str] | None = Non
         detail = log() if log else ""
         raise OSError(err, "bpf(%d): %s%s" % (cmd, os.strerror(err), (": " + detail) if detail else ""))
     return ret
+
+
+def syscall(nr: int, *args: int | bytes, what: str) -> int:
+    """A raw system call; a ``bytes`` argument is passed as the address of a copy of it (kept
+    alive for the call).  OSError(errno) names ``what``."""
+    keep = []
+    values = []
+    for a in args:
+        if isinstance(a, bytes):
+            buf, addr = buffer(a)
+            keep.append(buf)
+            values.append(c_long(addr))
+        else:
+            values.append(c_long(a))
+    ret: int = _syscall(c_long(nr), *values)
+    del keep
+    return _check(ret, what)

@@ -48,17 +48,47 @@ def clone_flags(nss: Namespaces) -> int:
     return flags
 
 
-def open_joins(nss: Namespaces) -> dict[str, int]:
-    """Open every namespace path to join: {type: fd}.  Errors name the path."""
-    fds = {}
-    for t, path in nss.items():
-        if path is not None:
-            try:
-                fds[t] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            except OSError as e:
-                raise Error("linux.namespaces: cannot open %s namespace %s: %s"
-                            % (t, path, e.strerror)) from None
+def open_joins(nss: Namespaces, check_type: bool = True) -> dict[str, int]:
+    """Open every namespace path to join: {type: fd}.  Errors name the path.
+
+    A path that names a namespace of another type is refused here, before
+    any process exists (setns would refuse it too, later, in the init).
+    Switch ``ns-path-type`` (``check_type=False``): not checked.
+    """
+    fds: dict[str, int] = {}
+    try:
+        for t, path in nss.items():
+            if path is not None:
+                try:
+                    fds[t] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                except OSError as e:
+                    raise Error("linux.namespaces: cannot open %s namespace %s: %s"
+                                % (t, path, e.strerror)) from None
+                if check_type:
+                    _check_type(t, path, fds[t])
+    except BaseException:
+        for fd in fds.values():
+            os.close(fd)
+        raise
     return fds
+
+
+#: ioctl(2) on a namespace fd: its CLONE_NEW* type (Linux 4.11)
+NS_GET_NSTYPE = 0xB703
+
+
+def _check_type(t: str, path: str, fd: int) -> None:
+    """The namespace open at ``fd`` is of type ``t`` (asked of the kernel: a path under
+    /run/netns reads as that path, not as "net:[inode]")."""
+    import fcntl
+    try:
+        kind = fcntl.ioctl(fd, NS_GET_NSTYPE)
+    except OSError as e:
+        raise Error("linux.namespaces: the %s namespace path %s is not a namespace (%s)"
+                    % (t, path, e.strerror)) from None
+    if kind != CLONE_FLAG[t]:
+        named = next((n for n, flag in CLONE_FLAG.items() if flag == kind), "unknown")
+        raise Error("linux.namespaces: the %s namespace path %s names a namespace of type %s" % (t, path, named))
 
 
 def before_clone(nss: Namespaces, fds: dict[str, int], config: Config) -> list[tuple[int, int]]:
@@ -100,11 +130,14 @@ def after_clone(restore: list[tuple[int, int]]) -> None:
         os.close(fd)
 
 
-def join(fds: dict[str, int]) -> None:
-    """In the init and in exec: setns into every namespace given by path (user first, mount last)."""
+def join(fds: dict[str, int], typed: bool = True) -> None:
+    """In the init and in exec: setns into every namespace given by path (user first, mount last).
+
+    ``typed=False`` (switch ``ns-path-type``): setns with nstype 0, which joins whatever the fd is.
+    """
     for t in JOIN_ORDER:
         if t in fds:
-            L.setns(fds[t], CLONE_FLAG[t])
+            L.setns(fds[t], CLONE_FLAG[t] if typed else 0)
 
 
 def write_id_maps(pid: int, config: Config) -> None:

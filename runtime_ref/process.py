@@ -12,18 +12,19 @@ from __future__ import annotations
 
 import os
 
+from . import attributes, lsm, security
 from . import linux as L
-from . import security
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable, NoReturn
+    from typing import Any, Callable, NoReturn
 
     from .hints import Process, Progress, SeccompProgram, Switches
 
 
 def finish(proc: Process, disabled: Switches, seccomp: SeccompProgram | None,
-           progress: Progress, ready: Callable[[], None] | None = None, pass_fds: int = 0) -> NoReturn:
+           progress: Progress, ready: Callable[[], None] | None = None, pass_fds: int = 0,
+           linux: dict[str, Any] | None = None) -> NoReturn:
     """Set up ``proc`` in this process and exec it; never returns.
 
     ``progress["step"]`` names the step under way (the init's error message
@@ -31,6 +32,7 @@ def finish(proc: Process, disabled: Switches, seccomp: SeccompProgram | None,
     filter and execve remain: the init reports to the runtime there and waits
     for ``start``.  ``pass_fds``: how many descriptors from 3 on the process
     keeps (``--preserve-fds``); every other one above 2 is closed at exec.
+    ``linux``: config.json's ``linux`` object (personality, memory policy).
     """
     progress["step"] = "session"
     # A session (and process group) of its own, as runc's nsexec gives both the
@@ -40,12 +42,11 @@ def finish(proc: Process, disabled: Switches, seccomp: SeccompProgram | None,
     if "session" not in disabled:
         os.setsid()
 
-    progress["step"] = "rlimits"
-    # Limits first: lowering oom_score_adj and raising a hard rlimit need
-    # CAP_SYS_RESOURCE, which the user and capability step drops.
-    if proc.get("oomScoreAdj") is not None:
-        with open("/proc/self/oom_score_adj", "w") as f:
-            f.write(str(proc["oomScoreAdj"]))
+    progress["step"] = "rlimits and attributes"
+    # Limits and kernel attributes first: lowering oom_score_adj and raising a
+    # hard rlimit need CAP_SYS_RESOURCE, a negative nice or a real-time
+    # scheduler CAP_SYS_NICE, which the user and capability step drops.
+    attributes.apply(proc, linux or {}, disabled)
     if "rlimits" not in disabled:
         security.set_rlimits(proc.get("rlimits"))
     progress["step"] = "environment"
@@ -54,15 +55,20 @@ def finish(proc: Process, disabled: Switches, seccomp: SeccompProgram | None,
     # root went read-only, as runc's prepareRootfs does; exec makes none.)
     env = security.environment(proc, disabled)
     args = proc["args"]
-    path = security.lookup(args[0], env)
     cwd = process_cwd(proc, disabled)
+    path = security.lookup(args[0], env, "/" if "args-lookup" in disabled else cwd)
+
+    progress["step"] = "LSM label"
+    # The AppArmor profile or SELinux label the execve below takes on (runc applies it here, before
+    # no_new_privs: from unconfined any profile may be entered on exec, with no_new_privs too).
+    lsm.apply(proc, disabled)
 
     progress["step"] = "no_new_privs/seccomp"
     # no_new_privs, then seccomp: without no_new_privs loading a filter needs
     # CAP_SYS_ADMIN, so it must happen before capabilities go; with it, the
     # filter waits until the very end so that it never has to allow what the
     # runtime itself still does.
-    nnp = bool(proc.get("noNewPrivileges")) and "nnp" not in disabled
+    nnp = (bool(proc.get("noNewPrivileges")) or "force-nnp" in disabled) and "nnp" not in disabled
     if nnp:
         security.no_new_privs()
     if seccomp and not nnp:

@@ -107,6 +107,14 @@ def in_root(root: str, path: str) -> str:
     return os.path.join(root, *resolved)
 
 
+def _resolve(rootfs: str, path: str, ctx: InitContext) -> str:
+    """A container path on the host: ``in_root``; switch ``securejoin``: the host's own resolution,
+    which follows a symlink of the rootfs wherever it points (the bug securejoin exists to prevent)."""
+    if "securejoin" in ctx["disabled"]:
+        return os.path.realpath(rootfs + "/" + path.lstrip("/"))
+    return in_root(rootfs, path)
+
+
 def _mkdir_p(path: str) -> None:
     try:
         os.makedirs(path, exist_ok=True)
@@ -138,7 +146,7 @@ def mount_one(m: dict[str, Any], rootfs: str, bundle: str, ctx: InitContext) -> 
     mtype = m.get("type") or ""
     flags, prop, data = parse_options(m.get("options"))
     src = m.get("source") or mtype or "none"
-    dest = in_root(rootfs, m["destination"])
+    dest = _resolve(rootfs, m["destination"], ctx)
     if flags & L.MS_BIND or mtype == "bind":
         flags |= L.MS_BIND
         if not src.startswith("/"):
@@ -147,6 +155,9 @@ def mount_one(m: dict[str, Any], rootfs: str, bundle: str, ctx: InitContext) -> 
             _mkdir_p(dest)
         else:
             _touch(dest)
+            if "bind-nondir" in ctx["disabled"]:
+                _copy_instead(src, dest)
+                return
         L.mount(src, dest, None, flags & (L.MS_BIND | L.MS_REC))
         if flags & ~(L.MS_BIND | L.MS_REC):
             _remount(dest, flags)
@@ -154,6 +165,8 @@ def mount_one(m: dict[str, Any], rootfs: str, bundle: str, ctx: InitContext) -> 
         _mkdir_p(dest)
         _mount_cgroup(dest, flags, ctx)
     else:
+        if mtype == "tmpfs" and "tmpfs-mode" not in ctx["disabled"]:
+            data = _tmpfs_mode(data, dest)
         _mkdir_p(dest)
         if mtype == "overlay":
             data = _overlay_data(data, bundle)
@@ -161,11 +174,42 @@ def mount_one(m: dict[str, Any], rootfs: str, bundle: str, ctx: InitContext) -> 
             L.mount(src, dest, mtype, flags, data or None)
         except OSError as e:
             if e.errno == 1 and ctx.get("userns") and mtype in ("sysfs", "mqueue"):
+                # a user namespace that does not own the network (or IPC) namespace may not mount
+                # sysfs (mqueue) afresh: bind the host's instead, as crun does
+                if "sysfs-fallback" in ctx["disabled"]:
+                    return  # switch: /sys stays what the rootfs has there
                 _rbind_fallback("/sys" if mtype == "sysfs" else "/dev/mqueue", dest, flags)
             else:
                 raise
     for p in prop:
         L.mount(None, dest, None, p)
+
+
+def _tmpfs_mode(data: str, dest: str) -> str:
+    """A tmpfs without ``mode=`` over an existing directory takes that directory's mode.
+
+    The spec leaves it open; runc does so (the image's mode of a directory
+    such as /run or /var/tmp survives a tmpfs mounted on it), and crun since
+    1.9.  Without it the kernel's 1777 would open a 0700 directory to all.
+    Switch ``tmpfs-mode``: not done.
+    """
+    if any(opt.startswith("mode=") for opt in data.split(",")):
+        return data
+    try:
+        st = os.stat(dest)
+    except FileNotFoundError:
+        return data
+    if not stat.S_ISDIR(st.st_mode):
+        return data
+    return ",".join(filter(None, [data, "mode=%o" % stat.S_IMODE(st.st_mode)]))
+
+
+def _copy_instead(src: str, dest: str) -> None:
+    """Switch ``bind-nondir``: a bind source that is not a directory becomes a regular file with the
+    source's bytes (none for a fifo or socket), as a runtime that copies what it cannot bind."""
+    if stat.S_ISREG(os.stat(src).st_mode):
+        with open(src, "rb") as f, open(dest, "wb") as out:
+            out.write(f.read())
 
 
 def _overlay_data(data: str, bundle: str) -> str:
@@ -233,7 +277,7 @@ def _make_node(path: str, kind: int, major: int, minor: int, mode: int, uid: int
 
 def setup_dev(rootfs: str, config: Config, ctx: InitContext, all_host_devices: bool = False) -> None:
     """Default device nodes, spec devices, and the /dev/fd-style symlinks."""
-    dev = in_root(rootfs, "/dev")
+    dev = _resolve(rootfs, "/dev", ctx)
     _mkdir_p(dev)
     userns = bool(ctx.get("userns"))
     old = os.umask(0)
@@ -250,7 +294,7 @@ def setup_dev(rootfs: str, config: Config, ctx: InitContext, all_host_devices: b
             _make_node(os.path.join(dev, name), kind, ma, mi, mode, 0, 0, userns)
         kinds = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
         for d in (config.get("linux") or {}).get("devices") or []:
-            path = in_root(rootfs, d["path"])
+            path = _resolve(rootfs, d["path"], ctx)
             _mkdir_p(os.path.dirname(path))
             if os.path.lexists(path):
                 os.unlink(path)
@@ -280,7 +324,9 @@ def prepare(config: Config, bundle: str, disabled: Switches, ctx: InitContext) -
         prop = linux.get("rootfsPropagation") or "rslave"
         if prop not in _PROPAGATION:
             raise Error("linux.rootfsPropagation: unknown value %r" % prop)
-        L.mount(None, "/", None, _PROPAGATION[prop])
+        # an unbindable "/" could not give us the rootfs bind below: private now, unbindable
+        # once the rootfs is "/" (root_propagation)
+        L.mount(None, "/", None, _PROPAGATION["private" if "unbindable" in prop else prop])
         if "shared" in prop:
             # pivot_root refuses a shared parent mount: make the rootfs's parent private
             parent = os.path.dirname(rootfs)
@@ -299,6 +345,8 @@ def prepare(config: Config, bundle: str, disabled: Switches, ctx: InitContext) -
         if m["destination"].rstrip("/") == "/dev" and (
                 m.get("type") == "bind" or "bind" in options or "rbind" in options):
             dev_is_bind = True
+    if "implicit-mounts" in disabled:
+        _implicit_mounts(config, rootfs, bundle, ctx)
     if "declared-mounts" in disabled:
         # switch "declared-mounts": a runtime (or an engine) that mounts more than config.json says —
         # here the bundle directory, a host path outside the root, read-only
@@ -307,6 +355,14 @@ def prepare(config: Config, bundle: str, disabled: Switches, ctx: InitContext) -
     if not dev_is_bind:
         setup_dev(rootfs, config, ctx, all_host_devices="devices" in disabled)
     return rootfs
+
+
+def _implicit_mounts(config: Config, rootfs: str, bundle: str, ctx: InitContext) -> None:
+    """Switch ``implicit-mounts``: /proc and /sys mounted though the config does not ask for them."""
+    named = {m["destination"].rstrip("/") for m in config.get("mounts") or []}
+    for dest, mtype in (("/proc", "proc"), ("/sys", "sysfs")):
+        if dest not in named:
+            mount_one({"destination": dest, "type": mtype, "source": mtype}, rootfs, bundle, ctx)
 
 
 def _private_layer(rootfs: str) -> str:
@@ -370,6 +426,21 @@ def enter(rootfs: str, use_pivot: bool) -> None:
     finally:
         os.close(old)
         os.close(new)
+
+
+def root_propagation(prop: str | None) -> None:
+    """After the pivot, the container's "/" (the rootfs mount) gets ``linux.rootfsPropagation``.
+
+    Before the pivot it went to the namespace's copy of the host's tree, which
+    governs what reaches the container's mounts from the host; the rootfs
+    mount itself was bound from a private parent.  The spec's "shared: the
+    rootfs mount belongs to a new peer group" and "unbindable: cannot be
+    bind-mounted" are about that mount, and pivot_root refuses a shared new
+    root, so they are applied here.  (slave and private change nothing on a
+    mount that has no master.)
+    """
+    if prop:
+        L.mount(None, "/", None, _PROPAGATION[prop])
 
 
 def mask(paths: Iterable[str]) -> None:

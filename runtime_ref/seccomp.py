@@ -178,8 +178,13 @@ def _rules(asm: _Asm, rules: list[Rule], arch: str, default: int) -> None:
     asm.op(RET, default)
 
 
-def compile(sc: dict[str, Any]) -> SeccompProgram:
-    """linux.seccomp -> (BPF program bytes, seccomp() flags)."""
+def compile(sc: dict[str, Any], ignore_args: bool = False) -> SeccompProgram:
+    """linux.seccomp -> (BPF program bytes, seccomp() flags).
+
+    ``ignore_args`` (switch ``seccomp-args``): a rule's argument conditions are
+    dropped, so it applies to every call of its system calls (a runtime that
+    cannot filter on arguments).
+    """
     default = action(sc.get("defaultAction"), sc.get("defaultErrnoRet"), "linux.seccomp.defaultAction")
     arches = set(sc.get("architectures") or ["SCMP_ARCH_X86_64"])
     for a in arches:
@@ -195,7 +200,7 @@ def compile(sc: dict[str, Any]) -> SeccompProgram:
             if n not in t64 and n not in t32 and n not in tx32:
                 raise Error("%s: unknown system call %r" % (where, n))
         rules.append((r.get("names") or [], action(r.get("action"), r.get("errnoRet"), where),
-                      r.get("args") or [], where))
+                      [] if ignore_args else r.get("args") or [], where))
     flags = 0
     for f in sc.get("flags") or []:
         if f not in FLAGS:

@@ -51,10 +51,26 @@ def cap_mask(names: Iterable[str] | None, where: str) -> int:
     return mask
 
 
-def check(proc: Process) -> None:
-    """Validate capability names and rlimit types at create time, not in the init."""
-    for kind, names in (proc.get("capabilities") or {}).items():
-        cap_mask(names, "process.capabilities." + kind)
+def check(proc: Process, warn_unknown_caps: bool = False, disabled: Switches = frozenset()) -> None:
+    """Validate capability names and rlimit types at create time, not in the init.
+
+    A capability name this runtime cannot map is an error for a config written
+    at runtime-spec 1.0.x ("MUST cause an error"); from 1.1.0 on the spec asks
+    for a warning instead, and that the runtime not fail (``warn_unknown_caps``):
+    the name is then dropped from ``proc`` with one line on stderr.  Switch
+    ``cap-names``: dropped without a word, whatever the version (crun 1.8).
+    """
+    caps = proc.get("capabilities") or {}
+    for kind, names in caps.items():
+        unknown = [n for n in names or [] if n not in CAP_NUMBER]
+        if unknown and not (warn_unknown_caps or "cap-names" in disabled):
+            cap_mask(names, "process.capabilities." + kind)  # raises, naming the first
+        if unknown:
+            if "cap-names" not in disabled:
+                import sys
+                sys.stderr.write("runtime-ref: warning: process.capabilities.%s: ignoring unknown capabilities %s\n"
+                                 % (kind, ", ".join(unknown)))
+            caps[kind] = [n for n in names if n in CAP_NUMBER]
     import resource
     for r in proc.get("rlimits") or []:
         if not hasattr(resource, r.get("type", "")):
@@ -89,14 +105,14 @@ def set_user(user: dict[str, Any]) -> None:
     L.setresuid(uid)
 
 
-def apply_caps(caps: dict[str, list[str]]) -> None:
+def apply_caps(caps: dict[str, list[str]], disabled: Switches = frozenset()) -> None:
     """Effective, permitted and inheritable with capset; then raise the ambient set."""
     eff = cap_mask(caps.get("effective"), "process.capabilities.effective")
     perm = cap_mask(caps.get("permitted"), "process.capabilities.permitted")
     inh = cap_mask(caps.get("inheritable"), "process.capabilities.inheritable")
     L.capset(eff, perm, inh)
     ambient = caps.get("ambient") or []
-    if ambient:
+    if ambient and "ambient" not in disabled:
         L.prctl(L.PR_CAP_AMBIENT, L.PR_CAP_AMBIENT_CLEAR_ALL)
         for n in ambient:
             L.prctl(L.PR_CAP_AMBIENT, L.PR_CAP_AMBIENT_RAISE, CAP_NUMBER[n])
@@ -112,11 +128,25 @@ def finalize(proc: Process, disabled: Switches) -> None:
     set_user(proc.get("user") or {})
     L.prctl(L.PR_SET_KEEPCAPS, 0)
     if drop:
-        apply_caps(caps)
+        apply_caps(caps, disabled)
     elif (proc.get("user") or {}).get("uid", 0) != 0:
-        # switch "caps": a non-root user keeps every capability it had as root
-        full = (1 << (last_cap() + 1)) - 1
-        L.capset(full, full, full)
+        # switch "caps": a non-root user keeps every capability it had as root, across execve
+        # too (ambient). The uid change emptied the effective set; the permitted one was
+        # kept, and may lack what the runtime's caller lacked: capset can only keep, never add.
+        kept = _permitted()
+        L.capset(kept, kept, kept)
+        for cap in range(last_cap() + 1):
+            if kept & (1 << cap):
+                L.prctl(L.PR_CAP_AMBIENT, L.PR_CAP_AMBIENT_RAISE, cap)
+
+
+def _permitted() -> int:
+    """This process's permitted set, as /proc/self/status shows it."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapPrm:"):
+                return int(line.split()[1], 16)
+    return 0
 
 
 def no_new_privs() -> None:
@@ -131,7 +161,7 @@ def environment(proc: Process, disabled: Switches = frozenset()) -> dict[str, st
     for e in proc.get("env") or []:
         k, _, v = e.partition("=")
         env[k] = v
-    if "HOME" not in env:
+    if not env.get("HOME") and "home" not in disabled:  # missing or empty, as runc's setupUser
         uid = (proc.get("user") or {}).get("uid", 0)
         env["HOME"] = "/"
         try:
@@ -146,14 +176,17 @@ def environment(proc: Process, disabled: Switches = frozenset()) -> dict[str, st
     return env
 
 
-def lookup(arg0: str, env: dict[str, str]) -> str:
-    """Find the executable like execvp would, with the container's PATH."""
+def lookup(arg0: str, env: dict[str, str], cwd: str = "/") -> str:
+    """Find the executable like execvp would in ``cwd``, the process's working directory (we are
+    not there yet): a name with a slash is taken relative to it, a bare name searched in the
+    container's PATH (a relative PATH entry, too, is relative to it)."""
     if "/" in arg0:
-        if not os.path.exists(arg0):
+        path = os.path.join(cwd, arg0)
+        if not os.path.exists(path):
             raise Error('exec: "%s": stat %s: no such file or directory' % (arg0, arg0))
-        return arg0
+        return path
     for d in env.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin").split(":"):
-        p = os.path.join(d or ".", arg0)
+        p = os.path.join(cwd, d or ".", arg0)
         if os.path.isfile(p) and os.access(p, os.X_OK):
             return p
     raise Error('exec: "%s": executable file not found in $PATH' % arg0)

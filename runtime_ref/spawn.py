@@ -70,7 +70,7 @@ def spawn(c: Container, config: Config, bundle: str, disabled: Switches, nss: Na
     hooks = config.get("hooks") or {}
     hook_state = {"ociVersion": OCI_VERSION, "id": c.id, "status": "creating", "pid": 0,
                   "bundle": bundle, "annotations": config.get("annotations") or {}}
-    join_fds = namespaces.open_joins(nss)
+    join_fds = namespaces.open_joins(nss, check_type="ns-path-type" not in disabled)
     from_parent, to_init = os.pipe()
     from_init, to_parent = os.pipe()
     fifo_dir = _open_fifo_dir(c, disabled) if fifo else None
@@ -146,8 +146,8 @@ def _handshake(pid: int, config: Config, disabled: Switches, nss: Namespaces, cg
         msg = os.read(from_init, 65536)
         if msg == b"H":
             from . import hooks as H
-            H.run(config, "prestart", hook_state)
-            H.run(config, "createRuntime", hook_state)
+            H.run(config, "prestart", hook_state, disabled=disabled)
+            H.run(config, "createRuntime", hook_state, disabled=disabled)
             os.write(to_init, b"G")
         elif msg == b"R":
             return

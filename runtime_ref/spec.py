@@ -4,7 +4,10 @@ A runtime that silently ignores a field it does not understand lets a test
 pass for the wrong reason, so every key of the runtime-spec is listed here:
 either we implement it (``True``) or we say why not (a string), and a config
 that sets an unimplemented field to a non-empty value is refused with that
-field's dotted name.
+field's dotted name.  A property the runtime-spec does not define is another
+matter: config.md ("Extensibility") says a runtime MUST NOT generate an error
+for an unknown property and MUST ignore it, so that a config written for a
+later spec or carrying a vendor's extension still runs.
 """
 from __future__ import annotations
 
@@ -70,10 +73,92 @@ SWITCHES = {
             "behind (as on cgroup v1, where SIGKILL waits for a thaw)",
     "ps": "ps lists the container's init only",
     "update": "update writes no limit (and says nothing of it)",
-    "cli-checks": "the command line takes what it should refuse: unknown flags and verbs, bad flag "
-                  "values, and state of an unknown id (answered as stopped)",
+    "cli-checks": "the command line takes what it should refuse: unknown flags, verbs and signals, bad "
+                  "flag values, a verb without its container id or with an unknown one (answered with "
+                  "success; state: as stopped)",
     "stdio": "the regular files among the runtime's stdio are handed to nobody (fchown 65534:65534), "
              "as gVisor's runsc does to its sandbox's user",
+    "delete-check": "delete without --force removes a created or running container (kills it) instead of "
+                    "refusing",
+    "start-check": "start of a container that is not created (a stopped one) answers success and does nothing",
+    "kill-check": "kill of a container that is not running answers success and does nothing",
+    "state-fields": "state prints only status and pid: no ociVersion, id, bundle or annotations",
+    "pid-file": "--pid-file is ignored: no file is written",
+    "reread-config": "start reads the bundle's config.json again (and refuses it when it is not valid) "
+                     "instead of the one create read",
+    "run-cleanup": "run leaves the stopped container behind (as --keep): its id stays taken",
+    "id-check": "container ids are not checked beyond being one directory name: spaces, colons and the "
+                "like are taken",
+    "validate": "config.json is not validated: ociVersion not checked, unknown capability names and rlimit "
+                "types dropped, empty process.args taken (as `true`), a user namespace without mappings "
+                "taken (root mapped to root)",
+    "extensions": "a property the runtime-spec does not define is refused (the spec says: ignore it)",
+    "hook-order": "the hooks of each kind run in the reverse of their listed order",
+    "hook-state": "hooks get only id and status on stdin",
+    "hook-namespace": "createContainer and startContainer hooks are run by the runtime in its own "
+                      "namespaces, not in the container's",
+    "hook-args": "a hook runs with its path as argv[0] and the runtime's environment under its own env",
+    "hook-timeout": "a hook's timeout is ignored",
+    "poststop-warning": "a failing poststop hook is fatal: delete fails and the later hooks do not run",
+    "cgroups-path": "a relative linux.cgroupsPath is ignored: the container gets the default cgroup, "
+                    "/runtime-ref/<id>",
+    "cgroup-cleanup": "delete leaves the container's cgroup directories behind",
+    "cgroup-ownership": "start takes the cgroups the init is in as the container's own (even one another "
+                        "program moved it to), and delete removes them",
+    "unified": "linux.resources.unified is ignored",
+    "hugetlb": "linux.resources.hugepageLimits are not written",
+    "log-format": "--log-format is ignored: the log is text",
+    "features": "features prints an empty document",
+    "sysctl": "linux.sysctl ignored: neither checked nor written",
+    "rootfs-propagation": "linux.rootfsPropagation ignored: the container's root is made rprivate whatever the "
+                          "config says",
+    "mount-propagation": "the mounts' propagation options (rslave, rprivate, rshared …) are not applied: each "
+                         "mount keeps what it inherits from the root",
+    "mount-options": "the mounts' options are ignored but bind/rbind and propagation: each is mounted with the "
+                     "kernel's default flags and no data (no ro, nosuid, noexec, mode=, size= …)",
+    "mount-order": "the mounts are made in the reverse of config order",
+    "rbind": "rbind is mounted as bind: the source's submounts are not carried along",
+    "bind-nondir": "a bind source that is not a directory is copied into a regular file, not bound",
+    "sysfs-fallback": "where sysfs cannot be mounted (a user namespace without a network namespace of its "
+                      "own) /sys is left as the rootfs has it, not bound read-only from the host",
+    "implicit-mounts": "/proc and /sys are mounted even when the config does not ask for them",
+    "tmpfs-mode": "a tmpfs without mode= gets the kernel's 1777, not the mode of the directory it covers",
+    "securejoin": "mount destinations and /dev are resolved on the host: a symlink in the rootfs is followed "
+                  "out of it",
+    "device-nodes": "linux.devices ignored: no node is made (nor allowed in the device cgroup)",
+    "device-rules": "linux.resources.devices ignored: the device cgroup denies every device but runtime-ref's "
+                    "default list",
+    "ns-path-type": "a namespace given by path is joined without checking its type (setns with nstype 0)",
+    "force-namespaces": "the pid, network, ipc, uts and cgroup namespaces are created even when the config "
+                        "leaves them out (it must then share the runtime's)",
+    # the process's kernel attributes (attributes.py): each field left alone, unchecked
+    "oom-score-adj": "process.oomScoreAdj ignored: oom_score_adj stays the runtime's",
+    "scheduler": "process.scheduler ignored (and not checked): the runtime's policy and nice value",
+    "ioprio": "process.ioPriority ignored: the runtime's I/O class and level",
+    "personality": "linux.personality ignored: the runtime's execution domain",
+    "mempolicy": "linux.memoryPolicy ignored (and not checked): the runtime's NUMA policy",
+    "cpu-affinity": "process.execCPUAffinity ignored: an exec'd process keeps the runtime's CPUs",
+    "home": "HOME is not filled in from the container's /etc/passwd when process.env lacks it",
+    "args-lookup": "a relative process.args[0] is looked up from / instead of process.cwd",
+    # privilege (security.py, seccomp.py)
+    "ambient": "process.capabilities.ambient ignored: a non-root process loses its capabilities at execve",
+    "cap-names": "a capability name runtime-ref does not know is dropped without a word (no error, no warning)",
+    "force-nnp": "no_new_privs is set even when process.noNewPrivileges is false",
+    "seccomp-args": "the argument conditions of seccomp rules are ignored: a rule applies to every call of "
+                    "its system calls",
+    # LSM labels (lsm.py)
+    "apparmor": "process.apparmorProfile ignored (and not checked): the process runs unconfined",
+    "selinux": "process.selinuxLabel ignored (and not checked): the process keeps the runtime's label",
+    # exec (exec.py)
+    "exec-namespaces": "an exec'd process joins none of the init's namespaces (only its root): it runs in the "
+                       "runtime's",
+    "exec-cgroup": "an exec'd process is not placed in the container's cgroups: it stays in the runtime's",
+    "exec-confine": "an exec'd process keeps the runtime's privileges: capabilities not dropped, no "
+                    "no_new_privs, no seccomp filter",
+    "exec-opts": "exec's own flags are ignored: --env, --cwd, --user, --cap, --additional-gids, "
+                 "--no-new-privs, --process",
+    "exec-status": "exec exits 0 whatever happened: the process's exit status and exec's own failures "
+                   "are dropped",
 }
 
 NAMESPACE_SWITCH = {
@@ -99,8 +184,10 @@ SCHEMA: dict[str, Any] = {
         "capabilities": {k: True for k in ("bounding", "effective", "inheritable", "permitted", "ambient")},
         "rlimits": [{"type": True, "hard": True, "soft": True}],
         "noNewPrivileges": True, "oomScoreAdj": True,
-        "apparmorProfile": "AppArmor " + _U, "selinuxLabel": "SELinux " + _U,
-        "ioPriority": _U, "scheduler": _U, "execCPUAffinity": _U,
+        "apparmorProfile": True, "selinuxLabel": True,
+        "ioPriority": {"class": True, "priority": True},
+        "scheduler": {k: True for k in ("policy", "nice", "priority", "flags", "runtime", "deadline", "period")},
+        "execCPUAffinity": {"initial": True, "final": True},
     },
     "root": {"path": True, "readonly": True},
     "hostname": True, "domainname": True,
@@ -123,13 +210,12 @@ SCHEMA: dict[str, Any] = {
                        "kernel": "kernel memory limits are gone from Linux 6.x",
                        "kernelTCP": "kernel TCP memory limits " + _U},
             "cpu": {"shares": True, "quota": True, "period": True, "cpus": True, "mems": True,
-                    "realtimeRuntime": "realtime cpu " + _U, "realtimePeriod": "realtime cpu " + _U,
-                    "idle": _U, "burst": _U},
+                    "realtimeRuntime": True, "realtimePeriod": True, "idle": True, "burst": True},
             "pids": {"limit": True},
             "blockIO": {"weight": True, "leafWeight": _U, "weightDevice": _U,
                         "throttleReadBpsDevice": _THROTTLE, "throttleWriteBpsDevice": _THROTTLE,
                         "throttleReadIOPSDevice": _THROTTLE, "throttleWriteIOPSDevice": _THROTTLE},
-            "hugepageLimits": "hugetlb limits " + _U, "network": "net_cls/net_prio " + _U,
+            "hugepageLimits": [{"pageSize": True, "limit": True}], "network": "net_cls/net_prio " + _U,
             "rdma": "rdma limits " + _U, "unified": True,
         },
         "sysctl": True,
@@ -139,14 +225,18 @@ SCHEMA: dict[str, Any] = {
                     "syscalls": [{"names": True, "action": True, "errnoRet": True,
                                   "args": [{"index": True, "value": True, "valueTwo": True, "op": True}]}]},
         "rootfsPropagation": True, "maskedPaths": True, "readonlyPaths": True,
-        "mountLabel": "SELinux " + _U, "personality": _U, "intelRdt": "Intel RDT " + _U,
-        "memoryPolicy": _U, "netDevices": _U,
+        "mountLabel": "SELinux mount labels " + _U, "personality": {"domain": True, "flags": True}, "intelRdt": "Intel RDT " + _U,
+        "memoryPolicy": {"mode": True, "nodes": True, "flags": True}, "netDevices": _U,
     },
 }
 
 
-def _check(node: object, schema: Any, where: str) -> None:
-    """Walk ``node`` along ``schema``; raise on the first field we would ignore."""
+def _check(node: object, schema: Any, where: str, extensions: bool = True) -> None:
+    """Walk ``node`` along ``schema``; raise on the first field we would ignore.
+
+    A key the runtime-spec does not define is passed over (``extensions``, the
+    spec's MUST), or refused (switch ``extensions`` off).
+    """
     if schema is True:
         return
     if isinstance(schema, str):
@@ -157,24 +247,36 @@ def _check(node: object, schema: Any, where: str) -> None:
         if not isinstance(node, list):
             raise Error("config field %s must be a list" % where)
         for i, item in enumerate(node):
-            _check(item, schema[0], "%s[%d]" % (where, i))
+            _check(item, schema[0], "%s[%d]" % (where, i), extensions)
         return
     if not isinstance(node, dict):
         raise Error("config field %s must be an object" % where)
     for key, value in node.items():
         if key not in schema:
+            if extensions:
+                continue  # not a runtime-spec property: ignored, as config.md says
             raise Error("unsupported config field %s%s: unknown to runtime-ref"
                         % (where + "." if where else "", key))
-        _check(value, schema[key], (where + "." if where else "") + key)
+        _check(value, schema[key], (where + "." if where else "") + key, extensions)
 
 
-def validate(config: Config) -> Config:
-    """Refuse anything we would otherwise ignore; return the config."""
-    _check(config, SCHEMA, "")
-    version = str(config.get("ociVersion") or "")
-    if not version.startswith("1."):
-        raise Error("unsupported config field ociVersion: %r (runtime-ref reads 1.x configs)" % version)
+def validate(config: Config, disabled: Iterable[str] = ()) -> Config:
+    """Refuse anything we would otherwise ignore; return the config.
+
+    Switch ``validate``: what a runtime that validates nothing would take (the
+    checks that keep runtime-ref itself working stay: a rootfs, some args).
+    """
+    disabled = set(disabled)
+    _check(config, SCHEMA, "", "extensions" not in disabled)
     proc = config.get("process")
+    if "validate" in disabled:
+        _drop_unknown_names(proc or {})
+        _map_root_if_unmapped(config)
+    version = str(config.get("ociVersion") or "")
+    if not version.startswith("1.") and "validate" not in disabled:
+        raise Error("unsupported config field ociVersion: %r (runtime-ref reads 1.x configs)" % version)
+    if proc and not proc.get("args") and "validate" in disabled:
+        proc["args"] = ["true"]
     if not proc or not proc.get("args"):
         raise Error("config field process.args is required (runtime-ref only runs processes)")
     if proc.get("terminal"):
@@ -186,6 +288,27 @@ def validate(config: Config) -> Config:
         if ns.get("type") not in NAMESPACE_SWITCH:
             raise Error("unsupported config field linux.namespaces: unknown type %r" % ns.get("type"))
     return config
+
+
+def _drop_unknown_names(proc: dict[str, Any]) -> None:
+    """Switch ``validate``: capability names and rlimit types nobody knows are dropped, not refused."""
+    import resource
+
+    from .security import CAP_NUMBER
+    caps = proc.get("capabilities") or {}
+    for kind, names in caps.items():
+        caps[kind] = [n for n in names or [] if n in CAP_NUMBER]
+    if proc.get("rlimits"):
+        proc["rlimits"] = [r for r in proc["rlimits"] if hasattr(resource, str(r.get("type", "")))]
+
+
+def _map_root_if_unmapped(config: Config) -> None:
+    """Switch ``validate``: a new user namespace without mappings gets root mapped to root (what a
+    runtime that never looks would end up running), rather than a refusal."""
+    linux = config.get("linux") or {}
+    if any(ns.get("type") == "user" and not ns.get("path") for ns in linux.get("namespaces") or []):
+        for kind in ("uidMappings", "gidMappings"):
+            linux[kind] = linux.get(kind) or [{"containerID": 0, "hostID": 0, "size": 1}]
 
 
 def version_at_least(config: Config, least: tuple[int, int]) -> bool:
@@ -203,7 +326,7 @@ def check_resources(res: dict[str, Any]) -> None:
     _check(res, SCHEMA["linux"]["resources"], "linux.resources")
 
 
-def load(bundle: str) -> tuple[Config, bytes]:
+def load(bundle: str, disabled: Iterable[str] = ()) -> tuple[Config, bytes]:
     """Read and validate ``<bundle>/config.json``; returns (config, raw bytes)."""
     path = os.path.join(bundle, "config.json")
     try:
@@ -218,7 +341,7 @@ def load(bundle: str) -> tuple[Config, bytes]:
         raise Error("%s is not valid JSON: %s" % (path, e)) from None
     if not isinstance(config, dict):
         raise Error("%s must hold a JSON object" % path)
-    return validate(config), raw
+    return validate(config, disabled), raw
 
 
 def parse_switches(values: Iterable[str]) -> set[str]:

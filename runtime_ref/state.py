@@ -30,6 +30,17 @@ def check_id(cid: str) -> None:
         raise Error("invalid container id %r" % cid)
 
 
+def check_id_chars(cid: str) -> None:
+    """A new id (create, run): runc's rule, letters, digits and ``_+-.`` only, and not "." or "..".
+
+    The spec leaves the id's form to the runtime; an id that engines, logs and
+    cgroup paths all take as it is keeps one container one name everywhere.
+    """
+    check_id(cid)
+    if not all(ch.isalnum() and ch.isascii() or ch in "_+-." for ch in cid):
+        raise Error("invalid container id %r: only letters, digits and _+-. are allowed" % cid)
+
+
 class Container:
     """A container in the store; ``data`` is the parsed state.json."""
 

@@ -59,8 +59,9 @@ def resources(opts: Dict[str, List[str]]) -> dict[str, Any]:
             except ValueError:
                 raise Error("invalid value %r for %s" % (value, flag)) from None
     spec.check_resources(res)
-    if res.get("devices") is not None or res.get("unified"):
-        raise Error("update of linux.resources.devices/unified is not supported by runtime-ref")
+    for name in ("devices", "unified", "hugepageLimits"):  # runc's update takes none of these either
+        if res.get(name):
+            raise Error("update of linux.resources.%s is not supported by runtime-ref" % name)
     return res
 
 

@@ -64,6 +64,7 @@ def test_proc_entries_stat_and_cgroup_facts_read_what_the_kernel_says(tmp_path):
     target.write_text("")
     target.chmod(0o600)
     assert facts.host_stat(str(target)) == f"uid={os.getuid()} gid={os.getgid()} mode=0600"
+    assert facts.host_stat(str(tmp_path / "nothing-here")) == "<absent>"
     view = facts.cgroup_view(me)  # this process's own mounts: the host's hierarchies
     assert all(line.split()[1] == "root=/" and line.split()[-1] in ("ro", "rw") for line in view.splitlines())
 

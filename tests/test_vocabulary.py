@@ -43,3 +43,9 @@ def test_self_judged_facts_take_no_matchers():
 def test_cgroup_values_are_the_ones_cgroupfs_locates():
     (alt,) = [a for a in SCHEMA["$defs"]["host_fact"]["oneOf"] if a["required"] == ["cgroup"]]
     assert set(alt["properties"]["cgroup"]["enum"]) == set(cgroupfs.VALUES)
+
+
+def test_exec_like_init_groups_are_the_ones_exec_step_reads():
+    from conformance.host.exec_step import LIKE_INIT
+    steps = SCHEMA["properties"]["steps"]["items"]["oneOf"][1]["properties"]
+    assert set(steps["exec"]["properties"]["like_init"]["items"]["enum"]) == set(LIKE_INIT)

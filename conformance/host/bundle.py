@@ -68,14 +68,16 @@ class Bundle:
 
 
 def make_config(scenario: Scenario, cid: str, oci_version: str, variables: dict[str, str]) -> dict[str, Any]:
-    """The scenario's config.json: base with the container's cgroupsPath (/<id>, so the harness
-    finds what a run leaves), then the patch (``linux: {cgroupsPath: null}`` leaves the choice
-    to the runtime), then the per-container fields."""
+    """The scenario's config.json: base with the per-container fields (the container's
+    cgroupsPath, /<id>, so the harness finds what a run leaves; the ociVersion the runtime
+    accepts; the entrypoint), then the patch, which may change any of them (``linux:
+    {cgroupsPath: null}`` leaves the choice to the runtime; a scenario about refused configs
+    sets an ociVersion or process.args no runtime may take)."""
     base = base_spec()
     base["linux"]["cgroupsPath"] = f"/{cid}"
+    base["ociVersion"] = oci_version
+    base["process"]["args"] = list(fill(scenario.args, variables))
     config: dict[str, Any] = apply_patch(base, fill(scenario.patch, variables))
-    config["ociVersion"] = oci_version
-    config["process"]["args"] = list(fill(scenario.args, variables))
     config.setdefault("linux", {})
     return config
 
@@ -95,6 +97,12 @@ def root_host_ids(config: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def _name_cgroups_path(bundle: Bundle) -> None:
+    """``{{cgroups_path}}``: the config's cgroupsPath ("" when the patch leaves it to the runtime),
+    where a ``cgroup: absent`` step looks."""
+    bundle.variables["cgroups_path"] = str(bundle.config["linux"].get("cgroupsPath") or "")
+
+
 def build(scenario: Scenario, cid: str, workdir: Path, oci_version: str,
           variables: dict[str, str], lane: LaneNeeds = AS_WRITTEN) -> Bundle:
     """Write a bundle for one container under ``workdir/cid`` (``lane``: what the runtime's lane
@@ -107,6 +115,7 @@ def build(scenario: Scenario, cid: str, workdir: Path, oci_version: str,
     bundle = Bundle(path, make_config(scenario, cid, oci_version, variables), variables)
     try:
         _for_lane(bundle, lane)
+        _name_cgroups_path(bundle)
         take_rootfs(busybox_rootfs(), bundle.rootfs, workdir, lane.owner)
         (path / "config.json").write_text(json.dumps(bundle.config, indent=1))
     except BaseException:
@@ -132,6 +141,7 @@ def _build_on_image(scenario: Scenario, cid: str, workdir: Path, oci_version: st
                             **bundle.image.variables()}
         bundle.config = make_config(scenario, cid, oci_version, bundle.variables)
         _for_lane(bundle, lane)
+        _name_cgroups_path(bundle)
         (path / "config.json").write_text(json.dumps(bundle.config, indent=1))
     except BaseException:
         bundle.remove()

@@ -58,6 +58,27 @@ VALUES: dict[str, tuple[CgroupFile, CgroupFile]] = {
     "io.read_bps_device": (CgroupFile("blkio", "blkio.throttle.read_bps_device"), CgroupFile("", "io.max")),
     # v1: the allow-list ("a *:* rwm" = every device); v2 has no file: see device_programs
     "devices.rules": (CgroupFile("devices", "devices.list"), CgroupFile("", DEVICE_PROGRAMS)),
+    "cpuset.cpus": (CgroupFile("cpuset", "cpuset.cpus"), CgroupFile("", "cpuset.cpus")),
+    "cpuset.mems": (CgroupFile("cpuset", "cpuset.mems"), CgroupFile("", "cpuset.mems")),
+    # v2 only (linux.resources.unified writes it)
+    "memory.high": (CgroupFile("memory", "memory.high"), CgroupFile("", "memory.high")),
+    # the soft limit: what memory.reservation sets
+    "memory.reservation": (CgroupFile("memory", "memory.soft_limit_in_bytes"), CgroupFile("", "memory.low")),
+    # v1 only (v2 has neither file): a scenario that reads them requires cgroup-v1
+    "memory.swappiness": (CgroupFile("memory", "memory.swappiness"), CgroupFile("", "memory.swappiness")),
+    "memory.oom_kill_disable": (CgroupFile("memory", "memory.oom_control", key="oom_kill_disable"),
+                                CgroupFile("", "memory.oom_control")),
+    # BFQ's weight (CFQ, and blkio.weight with it, left the kernel in 5.0); v2 reads "default N"
+    "io.bfq_weight": (CgroupFile("blkio", "blkio.bfq.weight"), CgroupFile("", "io.bfq.weight")),
+    "io.write_bps_device": (CgroupFile("blkio", "blkio.throttle.write_bps_device"), CgroupFile("", "io.max")),
+    "io.read_iops_device": (CgroupFile("blkio", "blkio.throttle.read_iops_device"), CgroupFile("", "io.max")),
+    "io.write_iops_device": (CgroupFile("blkio", "blkio.throttle.write_iops_device"), CgroupFile("", "io.max")),
+    "hugetlb.2MB.limit": (CgroupFile("hugetlb", "hugetlb.2MB.limit_in_bytes"), CgroupFile("", "hugetlb.2MB.max")),
+    "cpu.burst": (CgroupFile("cpu", "cpu.cfs_burst_us"), CgroupFile("", "cpu.max.burst")),
+    "cpu.idle": (CgroupFile("cpu", "cpu.idle"), CgroupFile("", "cpu.idle")),
+    # realtime group scheduling has no v2 interface
+    "cpu.rt_runtime": (CgroupFile("cpu", "cpu.rt_runtime_us"), CgroupFile("", "cpu.rt_runtime_us")),
+    "cpu.rt_period": (CgroupFile("cpu", "cpu.rt_period_us"), CgroupFile("", "cpu.rt_period_us")),
 }
 
 
@@ -179,6 +200,14 @@ def device_programs(cgroup_dir: Path) -> str:
     if not count:
         return ALL_DEVICES
     return "\n".join(f"bpf device program id {ids[i]}" for i in range(min(count, 64)))
+
+
+def existing_dirs(cgroups_path: str, mount_map: dict[str, Path] | None = None) -> list[str]:
+    """The directories at an absolute ``cgroups_path`` in each hierarchy mounted here (none once
+    a runtime removed its container's cgroups)."""
+    m = mounts() if mount_map is None else mount_map
+    rel = cgroups_path.strip("/")
+    return [str(mp / rel) for mp in sorted(set(m.values())) if rel and (mp / rel).is_dir()]
 
 
 def remove_leftovers(cgroups_path: str, mount_map: dict[str, Path] | None = None) -> list[str]:

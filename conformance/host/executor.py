@@ -45,6 +45,7 @@ def execute(scenario: Scenario, runtime: str, disabled: tuple[str, ...], session
         found = session.sandbox(runtime, scenario.timeout)
         with host_setup.prepared(scenario.host_setup, session.workdir, driver.bundle_needs.owner) as variables:
             variables["host_hostname"] = socket.gethostname()
+            variables.update(hoststate.namespace_links())
             variables.update(hoststate.before(((f.kind, f.target) for f in scenario.host_facts), variables,
                                               driver.profile.path))
             try:

@@ -5,7 +5,8 @@ matchers (model/matchers.py) judge it as they judge a /proc file; what the
 kernel reports is kept as it is, and a reader never decides anything.
 
 - ``host_stat: PATH`` — ``uid=U gid=G mode=0MMM`` of a host path (the runtime must
-  not take over the files it is handed as stdio).
+  not take over the files it is handed as stdio), or ``<absent>`` (nothing may be
+  made there: a runtime that follows a rootfs symlink out of the root would).
 - ``cgroup_view`` — one line per cgroup mount the container's mount table holds
   (``/proc/<pid>/mountinfo``): ``MOUNTPOINT root=ROOT own=OWN caller=CALLER ro|rw``,
   where ROOT is the directory of the hierarchy that is mounted there, OWN the
@@ -24,9 +25,14 @@ from pathlib import Path
 
 from . import cgroupfs
 
+ABSENT = "<absent>"  # as layer_file reads a path no layer has
+
 
 def host_stat(path: str) -> str:
-    st = os.stat(path)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return ABSENT
     return f"uid={st.st_uid} gid={st.st_gid} mode={st.st_mode & 0o7777:04o}"
 
 

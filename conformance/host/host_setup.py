@@ -11,11 +11,29 @@ system call with integer arguments and exits with its errno, so a scenario
 can try a call busybox has no applet for.  ``bridge_net``: network
 namespaces of the suite's own holding a bridge, a veth pair into the
 namespace the container joins by path, and a peer (``conformance/host/bridge_net.py``).
+``ns_holder``: a process holding PID, IPC, UTS and network namespaces, each
+with something of its own to see, for a container to join by path
+(``conformance/host/ns_holder.py``).  ``host_dir``: a directory to bind, with a
+file, an executable script and a submount (``{{host_dir}}/sub``).
+``special_files``: a file, a fifo, a unix socket and a symlink to bind.  ``host_sysctls``: the host's values of a
+few sysctls (``{{host_kernel_printk_ratelimit}}`` …, SYSCTL_CANARIES) for a
+config to name unchanged: a runtime that wrongly writes one changes nothing,
+and one that changed anyway is put back.  ``host_mount`` (a step, not a
+setup): a tmpfs mounted under the ``shared_mount`` canary while the container
+runs, which propagation must or must not carry into it.
 ``net_canary``: a name for a link (``{{net_canary_link}}``) and a metric for a route
 over loopback to TEST-NET-2 (``{{net_canary_metric}}``) that a scenario's
 container may add in its own network namespace; if a broken runtime (or a
 negative control) let them reach the host's, they are deleted from there
 afterwards (``host_unchanged`` leaves other runs' canaries out of its view).
+``foreign_cgroup``: a cgroup of the harness's own (``{{foreign_cgroup}}``, its
+directory: in the v1 pids hierarchy, or cgroup2's on a v2 host) that a
+scenario may move the container's init into: a runtime's delete must remove
+what its create made, not a cgroup someone else made.
+``oom_sibling``: a ``sleep`` of the harness's own with oom_score_adj 1000
+(``{{oom_sibling_pid}}``), beside a container the OOM killer is about to act
+in: it must survive.  ``apparmor_profile``: an AppArmor profile loaded for one
+scenario (``{{apparmor_profile}}``), which denies reading ``{{apparmor_denied}}``.
 All are the harness's own canaries: nothing else on the host is touched.
 """
 from __future__ import annotations
@@ -31,8 +49,10 @@ import subprocess
 from pathlib import Path
 from typing import Iterator
 
+from . import cgroupfs
 from .bridge_net import bridge_net
 from .hoststate import CANARY_ROUTE_DEST, CANARY_ROUTE_HEX
+from .ns_holder import ns_holder
 
 IPC_CREAT, IPC_RMID = 0o1000, 0
 
@@ -104,6 +124,95 @@ def shared_mount(workdir: Path, owner: tuple[int, int] | None = None) -> Iterato
         path.rmdir()
 
 
+@contextlib.contextmanager
+def host_dir(workdir: Path) -> Iterator[dict[str, str]]:
+    """A host directory to bind into a container: ``file`` (``{{host_dir_token}}``), ``run.sh`` (an
+    executable script printing it), and ``sub``, a tmpfs mounted there holding ``marker`` (rbind carries
+    it, bind does not).  Detached and removed afterwards, whatever a container did to it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    token = "host-dir-" + secrets.token_hex(8)
+    path = workdir / ("hostdir-" + secrets.token_hex(6))
+    sub = path / "sub"
+    sub.mkdir(parents=True)
+    try:
+        (path / "file").write_text(token + "\n")
+        script = path / "run.sh"
+        script.write_text(f"#!/bin/sh\necho ran {token}\n")
+        script.chmod(0o755)
+        if libc.mount(b"conformance-sub", str(sub).encode(), b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                      b"size=16k,mode=755") != 0:
+            raise OSError(ctypes.get_errno(), f"cannot mount the submount tmpfs on {sub}")
+        try:
+            (sub / "marker").write_text(token + "-sub\n")
+            yield {"host_dir": str(path), "host_dir_token": token}
+        finally:
+            libc.umount2(str(sub).encode(), MNT_DETACH)
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def special_files(workdir: Path) -> Iterator[dict[str, str]]:
+    """A host file (holding ``{{special_token}}``), a fifo, a bound unix socket and a symlink to the file,
+    for a container to bind: each must keep its kind inside (the symlink is resolved on the host)."""
+    import socket
+    token = "special-" + secrets.token_hex(8)
+    path = workdir / ("special-" + secrets.token_hex(6))
+    path.mkdir()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        (path / "file").write_text(token + "\n")
+        os.mkfifo(path / "fifo", 0o600)
+        sock.bind(str(path / "socket"))
+        (path / "link").symlink_to(path / "file")
+        yield {"special_file": str(path / "file"), "special_fifo": str(path / "fifo"),
+               "special_socket": str(path / "socket"), "special_symlink": str(path / "link"),
+               "special_token": token}
+    finally:
+        sock.close()
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def mount_under_shared(variables: dict[str, str], name: str) -> str:
+    """Mount a small tmpfs at ``{{host_shared_mount}}/NAME`` (step ``host_mount``); returns its path.
+
+    Only under the suite's own shared canary, whose teardown detaches it with
+    whatever propagated under it; ``name`` is one path component.
+    """
+    base = variables.get("host_shared_mount")
+    if base is None:
+        raise OSError("host_mount needs host_setup shared_mount (it mounts only under that canary)")
+    if not name or "/" in name or name in (".", ".."):
+        raise OSError(f"host_mount: {name!r} is not one path component")
+    target = Path(base) / name
+    target.mkdir(exist_ok=True)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mount(b"conformance-late", str(target).encode(), b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                  b"size=16k,mode=755") != 0:
+        raise OSError(ctypes.get_errno(), f"cannot mount a tmpfs on {target}")
+    return str(target)
+
+
+#: sysctls whose host values ``host_sysctls`` names {{host_<key with _ for .>}}: one that no namespace holds,
+#: and one of the network namespace (a config naming it without one would write the host's)
+SYSCTL_CANARIES = ("kernel.printk_ratelimit", "net.ipv4.ip_unprivileged_port_start")
+
+
+def _sysctl_path(key: str) -> Path:
+    return Path("/proc/sys") / key.replace(".", "/")
+
+
+@contextlib.contextmanager
+def host_sysctls(workdir: Path) -> Iterator[dict[str, str]]:
+    before = {key: _sysctl_path(key).read_text().strip() for key in SYSCTL_CANARIES}
+    try:
+        yield {"host_" + key.replace(".", "_"): value for key, value in before.items()}
+    finally:
+        for key, value in before.items():  # the values were the host's own: only a runtime gone astray
+            if _sysctl_path(key).read_text().strip() != value:  # could have changed them
+                _sysctl_path(key).write_text(value)
+
+
 #: syscall-probe NR [ARG...] (x86-64), built from this source with
 #: gcc -static -nostdlib -nostartfiles -Os -fno-asynchronous-unwind-tables
 #: -fno-stack-protector -no-pie -Wl,--build-id=none,-n,-z,norelro -s;
@@ -171,13 +280,84 @@ def net_canary(workdir: Path) -> Iterator[dict[str, str]]:
             _ip("route", "del", f"{CANARY_ROUTE_DEST}/24", "dev", "lo", "metric", metric)
 
 
+@contextlib.contextmanager
+def oom_sibling(workdir: Path) -> Iterator[dict[str, str]]:
+    """A host process beside the container, as attractive to the OOM killer as a process can be
+    (oom_score_adj 1000): a container's memory cgroup OOM must choose inside the container, never it.
+    It is the harness's own child, stopped and reaped afterwards, whatever happened to it."""
+    sibling = subprocess.Popen(["sleep", "3600"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        Path(f"/proc/{sibling.pid}/oom_score_adj").write_text("1000")
+        yield {"oom_sibling_pid": str(sibling.pid)}
+    finally:
+        sibling.kill()
+        sibling.wait()
+
+
+#: a profile that lets everything through but reading one path, so that being confined by it shows
+APPARMOR_PROFILE = """profile {name} flags=(attach_disconnected,mediate_deleted) {{
+  file,
+  capability,
+  network,
+  signal,
+  ptrace,
+  unix,
+  mount,
+  umount,
+  pivot_root,
+  deny {denied} r,
+}}
+"""
+APPARMOR_DENIED = "/tmp/apparmor-denied"
+
+
+@contextlib.contextmanager
+def apparmor_profile(workdir: Path) -> Iterator[dict[str, str]]:
+    """An AppArmor profile of our own (``{{apparmor_profile}}``), loaded into the kernel with
+    apparmor_parser for one scenario and removed after: it allows everything but reading
+    ``{{apparmor_denied}}`` (a path in the container's view)."""
+    name = "oci-conformance-" + secrets.token_hex(4)
+    path = workdir / name
+    path.write_text(APPARMOR_PROFILE.format(name=name, denied=APPARMOR_DENIED))
+    _apparmor_parser("--replace", str(path))
+    try:
+        yield {"apparmor_profile": name, "apparmor_denied": APPARMOR_DENIED}
+    finally:
+        _apparmor_parser("--remove", str(path))
+        path.unlink(missing_ok=True)
+
+
+def _apparmor_parser(*args: str) -> None:
+    done = subprocess.run(["apparmor_parser", "--skip-cache", "--quiet", *args], capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        raise OSError(f"apparmor_parser {' '.join(args)} failed (exit {done.returncode}): {done.stderr.strip()[-300:]}")
+
+
 def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], capture_output=True, timeout=10, stdin=subprocess.DEVNULL)
 
 
+@contextlib.contextmanager
+def foreign_cgroup(workdir: Path) -> Iterator[dict[str, str]]:
+    m = cgroupfs.mounts()
+    top = m.get("pids") or (m[""] if cgroupfs.layout(m) == "v2" else None)
+    if top is None:
+        raise OSError("foreign_cgroup needs a v1 pids hierarchy or a cgroup v2 host")
+    name = "oci-conformance-foreign-" + secrets.token_hex(4)
+    (top / name).mkdir()
+    try:
+        yield {"foreign_cgroup": str(top / name)}
+    finally:
+        cgroupfs.remove_leftovers("/" + name)  # tasks a broken run left in it are the container's
+
+
 SETUPS = {"marker": marker, "sysv_shm": sysv_shm, "posix_mqueue": posix_mqueue,
           "shared_mount": shared_mount, "syscall_probe": syscall_probe, "bridge_net": bridge_net,
-          "net_canary": net_canary}
+          "net_canary": net_canary, "foreign_cgroup": foreign_cgroup, "ns_holder": ns_holder,
+          "host_sysctls": host_sysctls, "host_dir": host_dir, "special_files": special_files,
+          "oom_sibling": oom_sibling, "apparmor_profile": apparmor_profile}
 
 
 #: setups the container's root writes into: owned by it (``prepared``'s ``owner``) in a rootless lane

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -118,6 +119,95 @@ def _host_route() -> str | None:
     return None if routes else "the host's main IPv4 routing table is empty (/proc/net/route)"
 
 
+def _hugetlb() -> str | None:
+    """hugetlb where a runtime sets limits: a v1 hierarchy, or the cgroup2 one of a pure v2 host (a
+    hybrid host's cgroup2 hierarchy holds no container: runtimes write v1 limits there)."""
+    mount_map = cgroupfs.mounts()
+    if "hugetlb" in mount_map:
+        return None
+    if "hugetlb" in cgroupfs.v2_controllers(mount_map):
+        if cgroupfs.layout(mount_map) == "v2":
+            return None
+        return "the hugetlb controller is in the cgroup2 hierarchy of a hybrid host, where runtimes place no container"
+    return "the host has no hugetlb cgroup controller mounted"
+
+
+def _multi_cpu() -> str | None:
+    """A cpuset of one CPU out of one confines nothing: the check could not fail."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except OSError:
+        usable = os.cpu_count() or 1
+    return None if usable >= 2 else f"the harness may run on {usable} CPU only: pinning to one proves nothing"
+
+
+def _hugepages_2mb() -> str | None:
+    if Path("/sys/kernel/mm/hugepages/hugepages-2048kB").is_dir():
+        return None
+    return "the kernel offers no 2 MB huge pages (/sys/kernel/mm/hugepages/hugepages-2048kB)"
+
+
+def _cpu_file(v1: str, v2: str, what: str) -> Callable[[], str | None]:
+    """A cpu controller knob a kernel may lack (it is in the root's cpu directory, v1, or the
+    cgroup2 root's cgroup.controllers says cpu and the file is in every child, v2)."""
+    def check() -> str | None:
+        m = cgroupfs.mounts()
+        if "cpu" in m:
+            return None if (m["cpu"] / v1).exists() else f"the v1 cpu controller has no {v1} ({what})"
+        if "cpu" in cgroupfs.v2_controllers(m):
+            return None if (m[""] / "cpu.stat").exists() and _kernel_at_least(*_V2_KNOB_SINCE[v2]) else \
+                f"the kernel has no {v2} ({what}; Linux {'.'.join(map(str, _V2_KNOB_SINCE[v2]))}+)"
+        return "the host has no cpu cgroup controller"
+    return check
+
+
+#: the kernel release that brought a v2 cpu knob (the root has none to look at)
+_V2_KNOB_SINCE = {"cpu.max.burst": (5, 14), "cpu.idle": (5, 15)}
+
+
+def _kernel_at_least(major: int, minor: int) -> bool:
+    try:
+        have = tuple(int(x) for x in platform.release().split("-")[0].split(".")[:2])
+    except ValueError:
+        return False
+    return have >= (major, minor)
+
+
+def _rt_group_sched() -> str | None:
+    m = cgroupfs.mounts()
+    if "cpu" in m and (m["cpu"] / "cpu.rt_runtime_us").exists():
+        return None
+    return "no cgroup v1 cpu controller with realtime group scheduling (cpu.rt_runtime_us; CONFIG_RT_GROUP_SCHED)"
+
+
+def _io_bfq() -> str | None:
+    """BFQ's weight files exist once the scheduler is in the kernel (built in, or its module loaded)."""
+    try:
+        offered = " ".join(p.read_text() for p in Path("/sys/block").glob("*/queue/scheduler"))
+    except OSError:
+        offered = ""
+    return None if "bfq" in offered else "no block device offers the BFQ I/O scheduler (io weights need it)"
+
+
+def _apparmor() -> str | None:
+    """A profile can be loaded and entered: the LSM is on, securityfs is there, and so is the parser."""
+    if _read("/sys/module/apparmor/parameters/enabled") != "Y":
+        return "the kernel's AppArmor is off (not built in, or not enabled: apparmor=1 security=apparmor)"
+    if not Path("/sys/kernel/security/apparmor").is_dir():
+        return "securityfs is not mounted at /sys/kernel/security: no AppArmor profile can be loaded"
+    if shutil.which("apparmor_parser") is None:
+        return "apparmor_parser is not installed (Debian package apparmor)"
+    return None
+
+
+def _caller_nnp_clear() -> str | None:
+    """With no_new_privs on the caller every process it starts has it too: a container could not show it clear."""
+    for line in (_read("/proc/self/status") or "").splitlines():
+        if line.startswith("NoNewPrivs:"):
+            return None if line.split()[1] == "0" else "the harness itself runs with no_new_privs set (inherited by every runtime)"
+    return "the kernel shows no NoNewPrivs line in /proc/self/status"
+
+
 #: requirement name -> check returning None when met, else the reason to skip
 REQUIREMENTS: dict[str, Callable[[], str | None]] = {
     "cgroup-v1": lambda: None if cgroupfs.layout() in ("v1", "hybrid") else "the host has no cgroup v1 hierarchies (pure v2)",
@@ -144,7 +234,18 @@ REQUIREMENTS: dict[str, Callable[[], str | None]] = {
     # a host always offers it; a lane that runs every container in a user namespace of its own does not
     # (the rootless lane: LaneNeeds.refuses)
     "initial-userns": lambda: None,
-    **{f"controller:{c}": _controller(c) for c in ("memory", "pids", "cpu", "io")},
+    **{f"controller:{c}": _controller(c) for c in ("memory", "pids", "cpu", "io", "cpuset")},
+    "controller:hugetlb": _hugetlb,
+    "multi-cpu": _multi_cpu,
+    "hugepages-2MB": _hugepages_2mb,
+    "cpu-burst": _cpu_file("cpu.cfs_burst_us", "cpu.max.burst", "CFS burst, Linux 5.14+"),
+    "cpu-idle": _cpu_file("cpu.idle", "cpu.idle", "SCHED_IDLE groups, Linux 5.15+"),
+    "rt-group-sched": _rt_group_sched,
+    "io-bfq": _io_bfq,
+    "numa": lambda: None if Path("/proc/self/numa_maps").exists() else "the kernel has no NUMA support (CONFIG_NUMA: no /proc/<pid>/numa_maps)",
+    "caller-nnp-clear": _caller_nnp_clear,
+    "apparmor": _apparmor,
+    "selinux": lambda: None if Path("/sys/fs/selinux/enforce").exists() else "SELinux is not enabled on this host (no /sys/fs/selinux)",
 }
 
 

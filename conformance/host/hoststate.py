@@ -19,6 +19,9 @@ These readers serve the host facts of ``observe.py``:
 - ``environ_view``: ``/proc/<pid>/environ``, with the values of variables
   config.json does not set withheld (they come from elsewhere: the runtime's
   environment, which must not end up in a matrix).
+- ``namespace_links``: the host's own namespaces as their /proc links read
+  (``pid:[4026531836]``), for ``{{host_ns_TYPE}}``: a container that must share
+  one with the host (the config leaves it out) is compared with them.
 - ``runtime_digest``: the sha256 of the runtime's executable (and of the
   interpreter a script runs under), before and after: CVE-2019-5736 rewrote it.
 
@@ -45,6 +48,21 @@ PSEUDO_FS = frozenset("proc sysfs cgroup cgroup2 mqueue devpts bpf securityfs de
                       "pstore efivarfs binfmt_misc nsfs hugetlbfs autofs rpc_pipefs selinuxfs".split())
 #: device nodes a runtime binds from the host's /dev (a user namespace cannot mknod them)
 DEFAULT_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty")
+
+
+#: the namespace types /proc/<pid>/ns names, as ``{{host_ns_TYPE}}`` does
+NAMESPACE_LINKS = ("pid", "net", "ipc", "uts", "mnt", "cgroup", "user", "time")
+
+
+def namespace_links() -> dict[str, str]:
+    """{host_ns_TYPE: "TYPE:[inode]"} for the namespaces this process (the runtime's caller) is in."""
+    out = {}
+    for ns in NAMESPACE_LINKS:
+        try:
+            out[f"host_ns_{ns}"] = os.readlink(f"/proc/self/ns/{ns}")
+        except OSError:  # a kernel without that namespace type
+            continue
+    return out
 
 
 # -- routes and links ---------------------------------------------------------------------------

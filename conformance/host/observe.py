@@ -32,7 +32,7 @@ from .bundle import Bundle
 from .drivers import RuntimeDriver
 from .drivers.base import Launch
 from .image import read_layer_file
-from .steps import run_steps
+from .steps import refused_create, run_steps
 
 EXEC_WAIT_S = 5.0
 
@@ -189,6 +189,7 @@ def _steps(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str, 
         obs.steps = run_steps(list(scenario.steps), container, bundle.path / "stdout", bundle.variables,
                               stages.at)
     obs.exit, obs.timed_out = container.exit, container.timed_out
+    obs.runtime_error = refused_create(scenario.steps, obs.steps)
     stages.never_reached()
 
 
@@ -208,6 +209,7 @@ class _StageReader:
     def at(self, stage: str, container: lifecycle.Container) -> None:
         if stage == "created":
             assert container.pid is not None
+            self.variables["init_pid"] = str(container.pid)  # {{init_pid}}: the init's host pid
             self.probe = _HostProbe(container.pid, self.variables, self.config)
             self.created_exe = _exe(container.pid)
         if stage == "running" and self.wanted["running"] and "running" not in self.done:

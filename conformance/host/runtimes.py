@@ -109,16 +109,21 @@ def _version(command: list[str]) -> tuple[str, str]:
 def _crun_on_hybrid(profile: RuntimeProfile) -> None:
     """crun 1.x refuses hybrid hosts whose cgroup2 mount exists beside v1.
 
-    It works when started in a private mount namespace from which the cgroup2
-    mount is gone; the container inherits that namespace view, nothing on the
-    host changes (unshare's default propagation is private).
+    It works when started in a mount namespace of its own from which the
+    cgroup2 mount is gone; the container inherits that namespace view.  Only
+    that mount is made private there before it is detached, so nothing of it
+    reaches the host; every other mount keeps the host's propagation, as if
+    crun ran in the host's namespace (``--propagation private`` would cut the
+    container off from the host's shared mounts: a mount the host makes later
+    under an ``rslave`` bind would never reach it, one it makes under
+    ``rshared`` never reach the host).
     """
     mount_map = cgroupfs.mounts()
     if cgroupfs.layout(mount_map) != "hybrid":
         return
     unified = str(mount_map[""])
-    profile.launcher = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
-                        f'umount -l {unified} && exec "$0" "$@"']
+    profile.launcher = ["unshare", "--mount", "--propagation", "unchanged", "--", "sh", "-c",
+                        f'mount --make-private {unified} && umount -l {unified} && exec "$0" "$@"']
     profile.adaptations.append(
         f"hybrid cgroup host: crun runs in a private mount namespace without {unified} "
         "(crun refuses hybrid layouts)")

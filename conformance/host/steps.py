@@ -9,18 +9,35 @@ each becomes one checked line of evidence.
 
 Steps (strings or one-key mappings):
   create | create: fails        start | start: fails        delete | delete: fails | delete: force
-  kill: SIGNAL                  state: created|running|paused|stopped|absent
+  kill: SIGNAL | kill: {signal: SIGNAL, fails: true}   (a refusal expected: a stopped container)
+  state: created|running|paused|stopped|absent
+  state: {status: STATUS, fields: {NAME: <text expectation>}}   (each field of the state JSON as text:
+                                a string as is, a number in decimal, an object or list as sorted JSON,
+                                a missing field as "<absent>")
   pause | pause: fails          resume | resume: fails
   update: {memory: N, pids: N, …}   (the driver's UPDATE_FLAGS; must succeed)
   ps: <text expectation>       (the container's processes as the runtime's ``ps`` lists them, as pids of
                                 the container's own PID namespace, ascending: "1 2 3"; or ps: as-stdout,
                                 the pids the entrypoint's last line of output lists)
-  exec: {run: CMD, stdout: <text>, exit: N}   (a process through the runtime's exec; exit 0 by default)
-  cli: {args: [...], fails: BOOL, output: <text>}   (the runtime's command line itself, as given)
+  exec: {run: CMD, stdout: <text>, exit: N, …}   (a process through the runtime's exec; exit 0 by default;
+                                exec's flags and the comparison with the init: exec_step.py)
+  cli: {args: [...], fails: BOOL, output: <text>}   (the runtime's command line itself, as given;
+                                with cleanup: true an action whose answer is not judged, e.g. removing
+                                what a runtime should have refused to make)
   release   (end the entrypoint's stdin: a ``read _`` returns)
   wait      (the entrypoint's exit status becomes the scenario's ``exit``)
   stdout: <text expectation>   (what the entrypoint has written so far)
   sleep: SECONDS               (let time pass, e.g. while paused)
+  host_write: {path: P, content: TEXT}   (write a host file now, e.g. the bundle's config.json after create)
+  host_file: {path: P, <text expectation>}   (a host file as it is now; a missing one reads "<absent>")
+  cgroup: absent|present       (the config's cgroupsPath, in every hierarchy mounted here: no directory
+                                left, or at least one there)
+  host_mount: NAME             (the harness mounts a tmpfs at {{host_shared_mount}}/NAME on the host, while
+                                the container lives: what mount propagation must or must not carry inside)
+
+Variables the steps add for later steps and the judge: ``{{init_pid}}`` (the init's host pid, as
+create reported it: the driver's --pid-file) and ``{{state_pid}}`` (the pid the last ``state``
+answered with, when it named one).
 
 Each step is one verb of ``lifecycle.Container`` or of its driver, the same
 ones every other path uses; ``wait`` kills the container past the timeout,
@@ -31,8 +48,7 @@ after pause, ``exited`` after wait, ``deleted`` after a delete.
 """
 from __future__ import annotations
 
-import os
-import subprocess
+import json
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -43,11 +59,13 @@ from conformance.model.placeholders import fill
 from conformance.model.records import StepResult
 from conformance.model.scenario import TextExpectation
 
+from . import cgroupfs, exec_step
 from .drivers import VerbFailed
-from .drivers.procs import empty_stdin
+from .host_setup import mount_under_shared
 from .lifecycle import Container, Stage
 
 CALL_TIMEOUT_S = 30.0  # a cli or exec step
+ABSENT = "<absent>"  # a state field, or a host file, that is not there
 
 STATE_SETTLE_S = 2.0  # a "stopped" state may lag the exit by a moment
 OUTPUT_SETTLE_S = 3.0  # how long a stdout step waits for the entrypoint to print
@@ -75,17 +93,27 @@ def _expect_rc(name: str, rc: int, message: str, fails: bool) -> StepResult:
     return StepResult(name, ok, f"{name}: expected {want}, exit {rc}" + (f" ({message})" if message else ""))
 
 
-def _create(container: Container, fails: bool) -> StepResult:
+def _create(container: Container, fails: bool, variables: dict[str, str]) -> StepResult:
     try:
-        container.create()
+        pid = container.create()
     except DriverError as exc:  # a refusal, or a create that never returned
         return _expect_rc("create", 1, str(exc)[-200:], fails)
+    variables["init_pid"] = str(pid)
     return _expect_rc("create", 0, "", fails)
 
 
-def _state(container: Container, want: str) -> StepResult:
+def _field_text(answer: dict[str, Any], name: str) -> str:
+    """One field of the state JSON as a text expectation reads it."""
+    if name not in answer:
+        return ABSENT
+    value = answer[name]
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def _state(container: Container, arg: Any, variables: dict[str, str]) -> StepResult:
     """One ``state`` call per poll; polls only while a "stopped" may still lag the exit."""
-    name = f"state {want}"
+    want, fields = (str(arg), {}) if not isinstance(arg, dict) else (str(arg["status"]), dict(arg.get("fields", {})))
+    name = f"state {want}" + (f" ({', '.join(fields)})" if fields else "")
     deadline = time.monotonic() + (STATE_SETTLE_S if want == "stopped" else 0)
     while True:
         try:
@@ -100,17 +128,24 @@ def _state(container: Container, want: str) -> StepResult:
         time.sleep(0.02)
     if refusal is not None:
         return StepResult(name, False, f"{name}: state failed: {refusal.output[-200:]}")
+    if int(answer.get("pid") or 0) > 0:
+        variables["state_pid"] = str(answer["pid"])
     pid_ok = want not in ("created", "running", "paused") or int(answer.get("pid") or 0) > 0
-    ok = answer.get("status") == want and pid_ok
-    return StepResult(name, ok, f"{name}: observed status {answer.get('status')!r}, pid {answer.get('pid')}")
+    misses = [] if answer.get("status") == want and pid_ok else \
+        [f"observed status {answer.get('status')!r}, pid {answer.get('pid')}"]
+    for field, expected in fields.items():
+        misses += [f"{field}: {miss}" for miss in
+                   text_failures(TextExpectation.from_yaml(expected), _field_text(answer, field), variables)]
+    shown = json.dumps(answer, sort_keys=True)[:300]
+    return StepResult(name, not misses, f"{name}: {'; '.join(misses) or 'as expected'}; observed {shown}")
 
 
-def _stdout(arg: Any, stdout_file: Path) -> StepResult:
+def _stdout(arg: Any, stdout_file: Path, variables: dict[str, str]) -> StepResult:
     """What the entrypoint has written so far; it writes on its own schedule, so give it a moment."""
     deadline = time.monotonic() + OUTPUT_SETTLE_S
     while True:
         text = stdout_file.read_text(errors="replace")
-        misses = text_failures(TextExpectation.from_yaml(arg), text, {})
+        misses = text_failures(TextExpectation.from_yaml(arg), text, variables)
         if not misses or time.monotonic() > deadline:
             break
         time.sleep(0.01)
@@ -151,32 +186,7 @@ def _pid_inside(pid: int) -> int:
     return -pid
 
 
-def _exec(container: Container, arg: dict[str, Any], variables: dict[str, str]) -> StepResult:
-    """One process through the runtime's exec: its exit (0 by default) and, if given, its stdout.
-
-    Its stdin is an empty pipe, never the host's /dev/null (runsc fchowns the
-    stdio it is handed to its sandbox's user: procs.empty_stdin).
-    """
-    run = fill(arg["run"], variables)
-    argv = ["sh", "-c", run] if isinstance(run, str) else [str(a) for a in run]
-    stdin = empty_stdin()
-    try:
-        done = subprocess.run(container.driver.exec_argv(container.cid) + argv, stdin=stdin, capture_output=True,
-                              text=True, timeout=container.timeout, start_new_session=True)
-    except subprocess.TimeoutExpired:
-        return StepResult("exec", False, f"exec: no answer in {container.timeout:g}s")
-    finally:
-        os.close(stdin)
-    want = int(arg.get("exit", 0))
-    misses = [] if done.returncode == want else [f"exit: expected {want}, observed {done.returncode}"]
-    if "stdout" in arg:
-        misses += text_failures(TextExpectation.from_yaml(arg["stdout"]), done.stdout, variables)
-    said = f"; stderr {done.stderr.strip()[-150:]!r}" if done.stderr.strip() else ""
-    return StepResult("exec", not misses, f"exec: {'; '.join(misses) or 'as expected'}; "
-                      f"stdout {done.stdout.strip()[:150]!r}{said}")
-
-
-def _cli(container: Container, arg: dict[str, Any], variables: dict[str, str]) -> StepResult:
+def _cli(container: Container, arg: dict[str, Any], variables: dict[str, str]) -> StepResult | None:
     """The runtime's command line: a refusal must be a non-zero exit, with words that say why."""
     args = [str(a) for a in fill(arg["args"], variables)]
     name = "cli " + " ".join(args)
@@ -184,6 +194,8 @@ def _cli(container: Container, arg: dict[str, Any], variables: dict[str, str]) -
         rc, output = container.driver.call(args, CALL_TIMEOUT_S)
     except DriverError as exc:
         return StepResult(name, False, f"{name}: {exc}")
+    if arg.get("cleanup"):
+        return None
     fails = bool(arg.get("fails"))
     misses = [] if (rc != 0) == fails else [f"expected {'a non-zero' if fails else 'a zero'} exit, observed {rc}"]
     if "output" in arg:
@@ -192,9 +204,53 @@ def _cli(container: Container, arg: dict[str, Any], variables: dict[str, str]) -
                       f"said {output.strip()[-200:]!r}")
 
 
+def _host_mount(name: str, variables: dict[str, str]) -> StepResult:
+    """A mount made on the host after the container started (only under the suite's shared canary)."""
+    try:
+        where = mount_under_shared(variables, name)
+    except OSError as exc:
+        return StepResult(f"host_mount {name}", False, f"host_mount {name}: {exc}")
+    return StepResult(f"host_mount {name}", True, f"host_mount {name}: a tmpfs mounted at {where} on the host")
+
+
 def _update(container: Container, arg: dict[str, int]) -> StepResult:
     name = "update " + " ".join(f"{k}={v}" for k, v in arg.items())
     return _expect_rc(name, *_answer(lambda: container.driver.update(container.cid, arg)), False)
+
+
+def _kill(container: Container, arg: Any) -> StepResult:
+    """``kill: SIG`` must be delivered; ``kill: {signal: SIG, fails: true}`` must be refused."""
+    sig, fails = (str(arg), False) if not isinstance(arg, dict) else (str(arg["signal"]), bool(arg.get("fails")))
+    return _expect_rc(f"kill {sig}", *_answer(lambda: container.driver.kill(container.cid, sig)), fails)
+
+
+def _host_write(arg: dict[str, Any], variables: dict[str, str]) -> None:
+    Path(fill(arg["path"], variables)).write_text(fill(arg["content"], variables))
+
+
+def _host_file(arg: dict[str, Any], variables: dict[str, str]) -> StepResult:
+    """A host file as it is at this point of the lifecycle (a hook's log between two verbs)."""
+    path = Path(fill(arg["path"], variables))
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        text = ABSENT
+    expected = {k: v for k, v in arg.items() if k != "path"}
+    misses = text_failures(TextExpectation.from_yaml(expected), text, variables)
+    return StepResult(f"host_file {path.name}", not misses, f"host_file {path}: {'; '.join(misses) or 'as expected'}; "
+                      f"observed {text.strip()[-200:]!r}")
+
+
+def _cgroup(want: str, variables: dict[str, str]) -> StepResult:
+    """The directories at the config's cgroupsPath, in every hierarchy mounted here."""
+    given = variables.get("cgroups_path", "")
+    if not given.startswith("/"):
+        return StepResult(f"cgroup {want}", False, f"cgroup {want}: the config names no absolute cgroupsPath "
+                          f"({given!r}), so the harness cannot tell where its directories would be")
+    found = cgroupfs.existing_dirs(given)
+    ok = not found if want == "absent" else bool(found)
+    return StepResult(f"cgroup {want}", ok, f"cgroup {want}: at {given}, "
+                      + (f"found {', '.join(found)}" if found else "no directory in any hierarchy"))
 
 
 def _delete_force(container: Container) -> StepResult:
@@ -211,7 +267,8 @@ def run_step(step: Any, container: Container, stdout_file: Path, variables: Opti
     running, paused, exited, deleted): observe.py reads host facts there.
     """
     verb, arg = parse(step)
-    result = _verb(verb, arg, container, stdout_file, variables or {})
+    variables = {} if variables is None else variables
+    result = _verb(verb, arg, container, stdout_file, variables)
     reached = _STAGE_AFTER.get(verb) if arg != "fails" else None
     done = result is None or result.ok or verb in _WHATEVER_IT_ANSWERED
     if at is not None and reached and done and container.pid is not None:
@@ -230,7 +287,7 @@ def _verb(verb: str, arg: Any, container: Container, stdout_file: Path,
           variables: dict[str, str]) -> StepResult | None:
     driver, cid = container.driver, container.cid
     if verb == "create":
-        return _create(container, arg == "fails")
+        return _create(container, arg == "fails", variables)
     if verb == "start":
         return _expect_rc("start", *_answer(container.start), arg == "fails")
     if verb == "delete" and arg == "force":
@@ -245,16 +302,23 @@ def _verb(verb: str, arg: Any, container: Container, stdout_file: Path,
     if verb == "ps":
         return _ps(container, arg, stdout_file)
     if verb == "exec":
-        return _exec(container, dict(arg), variables)
+        return exec_step.run(container, dict(arg), variables, stdout_file.parent)
     if verb == "cli":
         return _cli(container, dict(arg), variables)
     if verb == "sleep":
         time.sleep(float(arg))
         return None
     if verb == "kill":
-        return _expect_rc(f"kill {arg}", *_answer(lambda: driver.kill(cid, str(arg))), False)
+        return _kill(container, arg)
     if verb == "state":
-        return _state(container, str(arg))
+        return _state(container, arg, variables)
+    if verb == "host_write":
+        _host_write(dict(arg), variables)
+        return None
+    if verb == "host_file":
+        return _host_file(dict(arg), variables)
+    if verb == "cgroup":
+        return _cgroup(str(arg), variables)
     if verb == "release":
         container.release()
         return None
@@ -264,8 +328,23 @@ def _verb(verb: str, arg: Any, container: Container, stdout_file: Path,
         container.wait()  # kills it on timeout
         return None
     if verb == "stdout":
-        return _stdout(arg, stdout_file)
+        return _stdout(arg, stdout_file, variables)
+    if verb == "host_mount":
+        return _host_mount(str(arg), variables)
     return StepResult(str(verb), False, f"{verb}: not a lifecycle step (see conformance/host/steps.py)")
+
+
+def refused_create(steps: list[Any] | tuple[Any, ...], results: list[StepResult]) -> str | None:
+    """The runtime's refusal when a ``create`` step that must succeed failed, else None.
+
+    Such a scenario never had a container to look at: like a refused ``run``,
+    that is an error of the runtime's set-up (the verdict ``error``), not a
+    failed or unobservable check.
+    """
+    for result in results:
+        if not result.ok and 0 <= result.index < len(steps) and steps[result.index] == "create":
+            return result.detail
+    return None
 
 
 def run_steps(steps: list[Any], container: Container, stdout_file: Path,

@@ -163,6 +163,8 @@ $B mount -t devtmpfs dev $R/dev; $B mkdir -p $R/dev/pts $R/dev/shm $R/dev/mqueue
 $B mount -t devpts -o newinstance,ptmxmode=0666 devpts $R/dev/pts; $B mount -t tmpfs tmpfs $R/dev/shm
 $B mount -t mqueue mqueue $R/dev/mqueue
 $B mount -t proc proc $R/proc; $B mount -t sysfs sys $R/sys
+# securityfs: where AppArmor profiles are loaded (scenarios that need it skip, saying so, without it)
+$B mount -t securityfs securityfs $R/sys/kernel/security 2>/dev/null
 echo /run/conformance/modprobe > /proc/sys/kernel/modprobe
 if [ "@LAYOUT@" = cgroup-v2 ]; then
   $B mount -t cgroup2 cgroup2 $R/sys/fs/cgroup || fail "cgroup2"
@@ -179,6 +181,9 @@ $B ip link set lo up; $B ip link set eth0 up; $B ip addr add 10.0.2.15/24 dev et
 $B hostname conformance-guest
 exec $B switch_root /newroot /bin/busybox sh /run/conformance/guest.sh
 """
+
+#: AppArmor on, as Debian boots: the AppArmor scenarios run in the guests (this machine's kernel has no LSM)
+LSM_CMDLINE = "apparmor=1 security=apparmor"
 
 MODPROBE = """#!/bin/sh
 # the guest kernel's module loader: modules come from the unpacked kernel package
@@ -316,6 +321,7 @@ class Guest:
         accel = (["-accel", "kvm", "-cpu", os.environ.get("OCI_CONFORMANCE_QEMU_CPU", "host")] if self.accel == "kvm"
                  else ["-accel", "tcg", "-cpu", "max"])
         cmdline = "console=ttyS0 panic=-1" + ("" if os.environ.get("OCI_CONFORMANCE_QEMU_VERBOSE") else " quiet") + (" cgroup_no_v1=all" if self.layout == "cgroup-v2" else "")
+        cmdline += " " + LSM_CMDLINE
         return ["qemu-system-x86_64", *accel, "-m", str(self.memory_mb), "-smp", str(min(2, os.cpu_count() or 1)),
                 "-kernel", str(kernel.image), "-initrd", str(self.dir / "initramfs.cpio"), "-append", cmdline,
                 "-display", "none", "-monitor", "none", "-serial", f"file:{self.dir / 'console.log'}", "-no-reboot",

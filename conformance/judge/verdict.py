@@ -177,7 +177,8 @@ def _block_checks(scenario: Scenario, obs: Observation, variables: dict[str, str
         inside_base += len(block.testinfra)
     labels = dict(step_ids(scenario))
     checks += [Check(labels.get(s.index, f"step {s.step}"), s.ok, s.detail,
-                     f"steps[{s.index}]" if s.index in labels else "", PROPERTY) for s in obs.steps]
+                     f"steps[{s.index}]" if s.index in labels else "", PROPERTY, sandbox=s.sandbox)
+               for s in obs.steps]
     return checks
 
 

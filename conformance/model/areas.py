@@ -8,7 +8,7 @@ from __future__ import annotations
 
 #: The matrix's areas in display order, and the DESIGN.md tags that belong to each.
 AREAS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("namespaces", ("pid", "net", "mnt", "uts", "ipc", "user", "cgroupns", "time")),
+    ("namespaces", ("pid", "net", "mnt", "uts", "ipc", "user", "cgroupns", "time", "sysctl")),
     ("cgroups", ("memory", "pids", "cpu", "io", "freezer", "cgroupfs")),
     ("rootfs/overlay", ("overlay", "rootfs", "pivot_root", "readonly-rootfs")),
     ("security", ("masked-paths", "readonly-paths", "devices", "caps", "seccomp", "nnp", "rlimits", "process", "fds",

@@ -28,7 +28,7 @@ from .scenario import SELF_JUDGED, Expectations, HostFact, Scenario
 
 PROPERTY, OBSERVABLE, MECHANISM = "property", "observable", "mechanism"
 #: steps that are actions, not checks: they produce no expectation
-ACTION_STEPS = ("release", "wait", "sleep")
+ACTION_STEPS = ("release", "wait", "sleep", "host_write")
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def step_ids(scenario: Scenario) -> list[tuple[int, str]]:
     out = []
     for i, step in enumerate(scenario.steps):
         verb, arg = (step, None) if isinstance(step, str) else next(iter(step.items()))
-        if verb not in ACTION_STEPS:
+        if verb not in ACTION_STEPS and not (verb == "cli" and isinstance(arg, dict) and arg.get("cleanup")):
             out.append((i, f"step {verb}" + (f": {arg}" if arg is not None else "")))
     return out
 

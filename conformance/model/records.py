@@ -58,6 +58,8 @@ class StepResult:
     ok: bool
     detail: str
     index: int = -1   # its place in the scenario's ``steps`` (the expectation id is ``steps[index]``)
+    #: set when what the step read describes a sandbox rather than the container: not judged
+    sandbox: str | None = None
 
 
 @dataclass

@@ -6,9 +6,8 @@ import pytest
     (lambda c: c["process"].update(terminal=True), "process.terminal"),
     (lambda c: c["linux"].update(intelRdt={"closID": "x"}), "linux.intelRdt"),
     (lambda c: c["process"].update(apparmorProfile="docker-default"), "process.apparmorProfile"),
-    (lambda c: c["linux"].update(bogusField=1), "linux.bogusField"),
-    (lambda c: c["linux"]["resources"].update(hugepageLimits=[{"pageSize": "2MB", "limit": 1}]),
-     "linux.resources.hugepageLimits"),
+    (lambda c: c["linux"]["resources"].update(hugepageLimits=[{"pageSize": "3MB", "limit": 1}]),
+     "no huge pages of size '3MB'"),
     (lambda c: c["linux"]["resources"].update(memory={"kernel": 1 << 20}), "linux.resources.memory.kernel"),
     (lambda c: c["linux"]["seccomp"].update(defaultAction="SCMP_ACT_NOTIFY"), "SCMP_ACT_NOTIFY"),
     (lambda c: c["linux"]["seccomp"]["syscalls"].append({"names": ["nosuchcall"], "action": "SCMP_ACT_ERRNO"}),
@@ -29,6 +28,28 @@ def test_unsupported_config_is_refused_by_name(ref, patch, words):
     assert done.returncode != 0
     assert words in done.stderr, done.stderr
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("runtime-ref: ")
+
+
+def test_unknown_properties_are_ignored_unless_extensions_is_off(ref):
+    """config.md (extensibility): an unknown property MUST NOT be an error; the switch refuses it."""
+    def patch(c):
+        c["org.test.extension"] = {"x": 1}
+        c["linux"]["bogusField"] = 1
+    assert ref.run("true", patch=patch).returncode == 0
+    refused = ref.run("true", patch=patch, disable="extensions")
+    assert refused.returncode != 0 and "unknown to runtime-ref" in refused.stderr
+
+
+@pytest.mark.parametrize("patch", [
+    lambda c: c["process"]["capabilities"]["bounding"].append("CAP_BOGUS"),
+    lambda c: c["process"]["rlimits"].append({"type": "RLIMIT_BOGUS", "soft": 1, "hard": 1}),
+    lambda c: c.update(ociVersion="invalid"),
+    lambda c: c["linux"]["namespaces"].append({"type": "user"}),
+])
+def test_validate_switch_takes_what_would_be_refused(ref, patch):
+    assert ref.run("true", patch=patch).returncode != 0
+    done = ref.run("true", patch=patch, disable="validate")
+    assert done.returncode == 0, done.stderr
 
 
 def test_bad_json(ref):

@@ -72,3 +72,50 @@ def test_exec_makes_its_process_like_the_init(ref):
     assert done.returncode == 0, done.stderr
     # made before the user changes, by the container's root, like the init's
     assert done.stdout.split() == ["/made/by/exec", "0", "65534"]
+
+
+def test_exec_cap_adds_one_capability_to_bounding_effective_permitted(ref):
+    cid = _running(ref)
+    done = ref.cmd("exec", "--cap", "CAP_SYS_NICE", cid, "grep", "^Cap", "/proc/self/status")
+    caps = dict(line.split(":\t") for line in done.stdout.splitlines())
+    assert caps["CapEff"] == caps["CapPrm"] == caps["CapBnd"] == "00000000a88425fb", done.stderr
+    assert caps["CapInh"] == caps["CapAmb"] == "0000000000000000"  # CVE-2022-29162: never inheritable
+    assert ref.cmd("exec", "--cap", "CAP_BOGUS", cid, "true").returncode != 0
+
+
+def _exec_switched(ref, switch, *argv):
+    cid = ref.create(["sleep", "91"], disable=switch)
+    ref.cmd("start", cid)
+    return ref.cmd("exec", cid, *argv)
+
+
+def test_switch_exec_namespaces_leaves_the_exec_in_the_runtime_s_namespaces(ref):
+    import socket
+    assert _exec_switched(ref, None, "hostname").stdout.strip() == "conformance"
+    assert _exec_switched(ref, "exec-namespaces", "hostname").stdout.strip() == socket.gethostname()
+
+
+def test_switch_exec_cgroup_leaves_the_exec_in_the_runtime_s_cgroups(ref):
+    done = _exec_switched(ref, "exec-cgroup", "cat", "/proc/self/cgroup")
+    assert ref.tag not in done.stdout, done.stdout
+
+
+def test_switch_exec_confine_leaves_the_exec_its_privileges(ref):
+    done = _exec_switched(ref, "exec-confine", "grep", "-E", "CapBnd|NoNewPrivs|Seccomp:", "/proc/self/status")
+    lines = done.stdout.split()
+    assert lines[1] != "00000000a80425fb" and lines[3] == "0" and lines[5] == "0", done.stdout
+
+
+def test_switch_exec_opts_ignores_exec_s_flags(ref):
+    cid = ref.create(["sleep", "91"], disable="exec-opts")
+    ref.cmd("start", cid)
+    done = ref.cmd("exec", "--env", "A=b", "--cwd", "/tmp", "--user", "65534:65534", cid,
+                   "sh", "-c", "echo A=$A; pwd; id -u")
+    assert done.stdout.split() == ["A=", "/", "0"], done.stderr
+
+
+def test_switch_exec_status_says_0_whatever_happened(ref):
+    cid = ref.create(["sleep", "91"], disable="exec-status")
+    ref.cmd("start", cid)
+    assert ref.cmd("exec", cid, "sh", "-c", "exit 42").returncode == 0
+    assert ref.cmd("exec", cid, "/not.here").returncode == 0

@@ -80,3 +80,87 @@ def test_from_runtime_spec_1_3_a_failing_poststart_hook_stops_the_container(ref)
     started = ref.cmd("start", cid)
     assert started.returncode == 1 and "poststart hook #0" in started.stderr
     assert reap(pid) == 137
+
+
+def _log_hooks(log, kinds, n=2):
+    """n hooks of each kind, each appending KIND<i> to ``log``."""
+    def patch(cfg):
+        cfg["hooks"] = {kind: [{"path": "/bin/sh", "args": ["sh", "-c", f"echo {kind}{i} >> {log}"]}
+                               for i in range(1, n + 1)] for kind in kinds}
+    return patch
+
+
+def test_hooks_run_in_order_and_hook_order_reverses_them(ref, tmp_path):
+    log = tmp_path / "log"
+    ref.run("true", patch=_log_hooks(log, ["prestart", "poststop"]))
+    assert log.read_text().split() == ["prestart1", "prestart2", "poststop1", "poststop2"]
+    log.unlink()
+    ref.run("true", patch=_log_hooks(log, ["prestart", "poststop"]), disable="hook-order")
+    assert log.read_text().split() == ["prestart2", "prestart1", "poststop2", "poststop1"]
+
+
+def test_hook_state_switch_leaves_only_id_and_status(ref, tmp_path):
+    out = tmp_path / "hook-stdin"
+    for disable, keys in ((None, {"ociVersion", "id", "status", "pid", "bundle", "annotations"}),
+                          ("hook-state", {"id", "status"})):
+        ref.run("true", patch=_hook("createRuntime", f"cat > {out}"), disable=disable)
+        assert set(json.loads(out.read_text())) == keys
+
+
+def test_container_side_hooks_get_the_init_s_host_pid(ref, tmp_path):
+    out = tmp_path / "hook-stdin"
+    cfg = json.loads(json.dumps(ref.config))
+    _hook("createContainer", f"cat > {out}")(cfg)
+    cid = ref.create(["sleep", "91"], config=cfg)
+    assert json.loads(out.read_text())["pid"] == ref.state(cid)["pid"]
+
+
+def test_hook_namespace_switch_runs_container_hooks_on_the_host(ref, tmp_path):
+    out = tmp_path / "ns"
+    import os
+    host = os.readlink("/proc/self/ns/mnt")
+    for disable, on_host in ((None, False), ("hook-namespace", True)):
+        ref.run("true", patch=_hook("createContainer", f"readlink /proc/self/ns/mnt > {out}"), disable=disable)
+        assert (out.read_text().strip() == host) is on_host
+
+
+def test_hook_args_switch_hands_the_path_as_argv0_and_the_runtime_s_env(ref, tmp_path):
+    out = tmp_path / "argv"
+    def patch(cfg):
+        cfg["hooks"] = {"prestart": [{"path": "/bin/sh", "args": ["argv0", "-c", f'echo "$0 $HOOK_PROBE" > {out}'],
+                                      "env": ["PATH=/bin"]}]}
+    ref.run("true", patch=patch, env={"HOOK_PROBE": "leaked"})
+    assert out.read_text().split() == ["argv0"]
+    ref.run("true", patch=patch, env={"HOOK_PROBE": "leaked"}, disable="hook-args")
+    assert out.read_text().split() == ["/bin/sh", "leaked"]
+
+
+def test_a_hook_past_its_timeout_fails_create_unless_hook_timeout(ref):
+    def patch(cfg):
+        cfg["hooks"] = {"prestart": [{"path": "/bin/sleep", "args": ["sleep", "2"], "timeout": 1}]}
+    late = ref.run("true", patch=patch)
+    assert late.returncode != 0 and "timed out after 1s" in late.stderr
+    assert ref.run("true", patch=patch, disable="hook-timeout").returncode == 0
+
+
+def test_a_failing_poststop_hook_is_a_warning_unless_poststop_warning(ref, tmp_path):
+    log = tmp_path / "after"
+    def patch(cfg):
+        cfg["hooks"] = {"poststop": [{"path": "/bin/false"},
+                                     {"path": "/bin/sh", "args": ["sh", "-c", f"echo after >> {log}"]}]}
+    for disable, ok in ((None, True), ("poststop-warning", False)):
+        cid = ref.create(["true"], config=_patched(ref, patch), disable=disable)
+        pid = ref.state(cid)["pid"]
+        ref.cmd("start", cid)
+        reap(pid)
+        done = ref.cmd("delete", cid)
+        assert (done.returncode == 0) is ok, done.stderr
+        assert ref.cmd("state", cid).returncode != 0  # gone either way
+        assert log.exists() is ok
+        log.unlink(missing_ok=True)
+
+
+def _patched(ref, patch):
+    cfg = json.loads(json.dumps(ref.config))
+    patch(cfg)
+    return cfg

@@ -263,6 +263,27 @@ ELSEWHERE = {
     "hook-env": "test_hooks.py", "poststart-warning": "test_hooks.py",
     "freezer": "test_pause.py", "thaw": "test_pause.py", "ps": "test_pause.py",
     "cli-checks": "test_cli.py", "stdio": "test_run.py",
+    "delete-check": "test_lifecycle_checks.py", "start-check": "test_lifecycle_checks.py",
+    "kill-check": "test_lifecycle_checks.py", "state-fields": "test_lifecycle_checks.py",
+    "pid-file": "test_lifecycle_checks.py", "reread-config": "test_lifecycle_checks.py",
+    "run-cleanup": "test_lifecycle_checks.py", "id-check": "test_lifecycle_checks.py",
+    "features": "test_lifecycle_checks.py", "log-format": "test_lifecycle_checks.py",
+    "validate": "test_config.py", "extensions": "test_config.py",
+    "hook-order": "test_hooks.py", "hook-state": "test_hooks.py", "hook-namespace": "test_hooks.py",
+    "hook-args": "test_hooks.py", "hook-timeout": "test_hooks.py", "poststop-warning": "test_hooks.py",
+    "cgroups-path": "test_cgroup_switches.py", "cgroup-cleanup": "test_cgroup_switches.py",
+    "cgroup-ownership": "test_cgroup_switches.py",
+    "unified": "test_cgroup_switches.py", "hugetlb": "test_cgroup_switches.py",
+    **{s: "test_mounts_and_namespaces.py" for s in (
+        "sysctl", "rootfs-propagation", "mount-propagation", "mount-options", "mount-order", "rbind",
+        "bind-nondir", "tmpfs-mode", "sysfs-fallback", "implicit-mounts", "securejoin", "device-nodes", "device-rules", "ns-path-type", "force-namespaces")},
+    "oom-score-adj": "test_attributes.py", "scheduler": "test_attributes.py", "ioprio": "test_attributes.py",
+    "personality": "test_attributes.py", "mempolicy": "test_attributes.py", "cpu-affinity": "test_attributes.py",
+    "home": "test_attributes.py", "args-lookup": "test_attributes.py",
+    "exec-namespaces": "test_exec.py", "exec-cgroup": "test_exec.py", "exec-confine": "test_exec.py",
+    "exec-opts": "test_exec.py", "exec-status": "test_exec.py",
+    "apparmor": "test_privilege.py", "selinux": "test_privilege.py",
+    "ambient": "test_privilege.py", "cap-names": "test_privilege.py", "force-nnp": "test_privilege.py", "seccomp-args": "test_privilege.py",
 }
 
 

@@ -208,8 +208,9 @@ class RuntimeDriver(abc.ABC):
         (exit status, what it printed).  The command line itself is under test here."""
 
     @abc.abstractmethod
-    def exec_argv(self, cid: str) -> list[str]:
-        """The argv prefix that runs a command inside the running container: append the command's argv."""
+    def exec_argv(self, cid: str, flags: Sequence[str] = ()) -> list[str]:
+        """The argv prefix that runs a command inside the running container: append the command's argv.
+        ``flags``: exec's own (``--user 1000``, ``--pid-file F`` …), as runc spells them."""
 
     @abc.abstractmethod
     def list_ids(self) -> list[str]:

@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import IO, Any, Mapping, Sequence
@@ -95,7 +96,7 @@ class CliDriver(RuntimeDriver):
 
     # -- helpers we adopted (runsc's sandbox and gofer) ---------------------
     def _call_reaping(self, *verb: str, timeout: float = RUNTIME_CALL_TIMEOUT_S, check: bool = False,
-                      ) -> subprocess.CompletedProcess[str]:
+                      output: IO[bytes] | None = None) -> subprocess.CompletedProcess[str]:
         """Run a verb (``delete``) while reaping the zombies of helpers we adopted as subreaper.
 
         ``runsc create`` leaves two processes that are re-parented to us: the
@@ -105,12 +106,17 @@ class CliDriver(RuntimeDriver):
         ("context deadline exceeded") and leaves the container's cgroups behind.
         So zombies are reaped while the verb runs; the verb's own process is
         left to Popen.  Only for ``delete``: by then the init's status was taken.
+
+        ``output``: a file for stdout and stderr together, instead of pipes: a
+        verb that starts a container (``create``, ``run -d`` as a ``cli`` step)
+        hands it our stdio, and a pipe would stay open as long as it lives.
         """
         argv = self._argv(*verb)
         stdin = empty_stdin()
+        outs: dict[str, Any] = ({"stdout": subprocess.PIPE, "stderr": subprocess.PIPE} if output is None
+                                else {"stdout": output, "stderr": subprocess.STDOUT})
         try:
-            proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    text=True, start_new_session=True)
+            proc = subprocess.Popen(argv, stdin=stdin, text=True, start_new_session=True, **outs)
         finally:
             os.close(stdin)
         deadline = time.monotonic() + timeout
@@ -290,12 +296,15 @@ class CliDriver(RuntimeDriver):
         return [int(p["pid"] if isinstance(p, dict) else p) for p in listed]
 
     def call(self, args: Sequence[str], timeout: float) -> tuple[int, str]:
-        """The runtime's own answer to ``args`` (zombies of helpers reaped meanwhile, as for delete)."""
-        done = self._call_reaping(*args, timeout=timeout)
-        return done.returncode, (done.stderr or "") + (done.stdout or "")
+        """The runtime's own answer to ``args`` (zombies of helpers reaped meanwhile, as for delete);
+        what it printed goes through a file (see ``_call_reaping``)."""
+        with tempfile.TemporaryFile() as out:
+            done = self._call_reaping(*args, timeout=timeout, output=out)
+            out.seek(0)
+            return done.returncode, out.read().decode(errors="replace")
 
-    def exec_argv(self, cid: str) -> list[str]:
-        return self._argv("exec", cid)
+    def exec_argv(self, cid: str, flags: Sequence[str] = ()) -> list[str]:
+        return self._argv("exec", *flags, cid)
 
     def list_ids(self) -> list[str]:
         if not self.root.exists():
