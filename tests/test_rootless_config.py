@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conformance.host.base_spec import base_spec
-from conformance.host.bundle import root_host_ids
+from conformance.host.bundle import LaneNeeds, named_host_ids, root_host_ids
 from conformance.host.rootless_cgroup import Delegation
 from conformance.host.rootless_config import RULES, RootlessTarget, Unrepresentable, adapt, rules_for
 from conformance.host.rootless_user import IdRange, RootlessUser
@@ -111,3 +111,65 @@ def test_the_matrix_lists_the_rules_that_can_apply():
     listed = rules_for(False, True)
     assert RULES["sub-ids"] in listed and RULES["cgroups-delegated"] in listed
     assert RULES["runtime-userns"] not in listed and RULES["no-cgroups-path"] not in listed
+
+
+def test_proc_and_mqueue_follow_the_host_namespaces_the_lane_leaves_shared(monkeypatch):
+    monkeypatch.setattr("conformance.host.rootless_config.posixpath.ismount", lambda path: path == "/dev/mqueue")
+    config = _config()
+    config["linux"]["namespaces"] = [{"type": "mount"}]
+    applied = adapt(config, RootlessTarget(USER, None))
+    by_dest = {m["destination"]: m for m in config["mounts"]}
+    assert by_dest["/proc"]["source"] == "/proc" and "rbind" in by_dest["/proc"]["options"]
+    assert by_dest["/dev/mqueue"]["source"] == "/dev/mqueue" and by_dest["/dev/mqueue"]["type"] == "none"
+    assert {"proc-bind", "mqueue-host", "sysfs-bind"} <= set(applied)
+    monkeypatch.setattr("conformance.host.rootless_config.posixpath.ismount", lambda path: False)
+    bare = _config()
+    bare["linux"]["namespaces"] = [{"type": "mount"}]
+    adapt(bare, RootlessTarget(USER, None))
+    assert not any(m["destination"] == "/dev/mqueue" for m in bare["mounts"]), "no host mqueue: none bound"
+    own = _config()
+    adapt(own, RootlessTarget(USER, None))
+    assert {m["destination"]: m["type"] for m in own["mounts"]}["/proc"] == "proc", "own pid namespace: proc kept"
+
+
+def test_a_scenarios_own_user_namespace_is_the_runtimes_to_handle():
+    """Without maps it stays without (a runtime must refuse it); without a netns its sysfs stays sysfs."""
+    config = _config()
+    config["linux"]["namespaces"] = [ns for ns in config["linux"]["namespaces"] if ns["type"] != "network"]
+    config["linux"]["namespaces"].append({"type": "user"})
+    adapt(config, RootlessTarget(USER, None))
+    assert "uidMappings" not in config["linux"] and "gidMappings" not in config["linux"]
+    assert next(m for m in config["mounts"] if m["destination"] == "/sys")["type"] == "sysfs"
+
+
+def test_host_ids_name_where_each_mapped_container_id_went():
+    config = _config()
+    config["linux"]["namespaces"].append({"type": "user"})
+    config["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 1000},
+                                      {"containerID": 1000, "hostID": 300000, "size": 1000}]
+    config["linux"]["gidMappings"] = config["linux"]["uidMappings"]
+    config["process"]["user"] = {"uid": 1000, "gid": 1000, "additionalGids": [1, 2]}
+    adapt(config, RootlessTarget(USER, None))
+    ids = named_host_ids(config)
+    assert ids["host_uid_0"] == "200000" and ids["host_uid_1000"] == "201000"
+    assert ids["host_gid_1"] == "300001" and ids["host_gid_2"] == "300002" and ids["host_gid_1000"] == "301000"
+    assert named_host_ids(_config())["host_uid_0"] == "0", "no user namespace: the ids are the host's"
+
+
+def test_a_refusal_of_limits_without_a_cgroup_is_a_skip_and_nothing_else_is():
+    lane = LaneNeeds(no_cgroup="none delegated")
+    limited = {"linux": {"resources": {"memory": {"limit": 1 << 25}, "devices": [{"allow": False}]}}}
+    said = "runc create failed: cannot set memory limit: container could not join or create cgroup"
+    assert "refused the limits (memory)" in (lane.excused(limited, said) or "")
+    assert said in (lane.excused(limited, said) or "")
+    assert lane.excused(limited, 'Rootless mode not supported with "create"') is None, "not about limits"
+    assert lane.excused({"linux": {"resources": {"devices": [{"allow": False}]}}}, said) is None
+    assert lane.excused(limited, None) is None
+    assert LaneNeeds().excused(limited, said) is None, "a lane with cgroups: a refusal is an error"
+
+
+def test_a_cgroup_step_without_a_cgroup_is_not_judged():
+    from conformance.host.steps import _cgroup
+    result = _cgroup("absent", {"cgroups_path": "", "no_cgroup": "none delegated"})
+    assert result.sandbox and "none delegated" in result.detail
+    assert _cgroup("absent", {"cgroups_path": ""}).sandbox is None, "without the lane's reason: a failed check"

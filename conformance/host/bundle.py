@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,16 +32,38 @@ class LaneNeeds:
     the host setup's canaries, so a runtime that runs as that user can write
     where a runtime writes.  ``refuses``: scenario requirements (``requires``)
     the lane never meets, each with why: such a scenario is skipped.
+    ``no_cgroup``: why a container of this lane gets no cgroup of its own
+    (rootless where nothing is delegated), or None.
     """
 
     adapt: Callable[[dict[str, Any]], None] | None = None
     owner: tuple[int, int] | None = None
     refuses: Mapping[str, str] = field(default_factory=dict)
+    no_cgroup: str | None = None
 
     def unmet(self, requires: Iterable[str]) -> str | None:
         """Why the lane cannot run a scenario with these requirements, or None."""
         return next((f"lane lacks {name}: {self.refuses[name]}" for name in requires if name in self.refuses), None)
 
+    def excused(self, config: dict[str, Any], refusal: str | None) -> str | None:
+        """A create refused for limits the lane gives no cgroup to hold, said as a skip; else None.
+
+        The spec lets a runtime refuse limits it cannot apply ("MUST ... or fail"): in a lane without
+        a cgroup for the container (``no_cgroup``) that refusal is the runtime's right, not an error
+        of its set-up; the cell says so with the runtime's own message.  Running without the limits
+        instead stays a ``fail`` with the evidence.
+        """
+        limits = sorted(k for k, v in ((config.get("linux") or {}).get("resources") or {}).items()
+                        if v and k != "devices")
+        if not (self.no_cgroup and refusal and limits and _LIMIT_REFUSAL.search(refusal)):
+            return None  # e.g. runsc --rootless refuses create itself: that stays an error
+        return (f"refused the limits ({', '.join(limits)}) it has no cgroup to hold ({self.no_cgroup}): "
+                f"{refusal[-400:]}")
+
+
+#: what a runtime's refusal of limits says (runc: "cannot set memory limit: container could not join or
+#: create cgroup"; runtime-ref: "cannot set linux.resources.memory ... no cgroup of its own")
+_LIMIT_REFUSAL = re.compile(r"cgroup|limit|resources", re.I)
 
 #: the bare lane: the config as the scenario writes it, everything owned by the harness
 AS_WRITTEN = LaneNeeds()
@@ -94,6 +117,26 @@ def root_host_ids(config: dict[str, Any]) -> dict[str, str]:
         host = 0 if not userns or not maps else next(
             (int(m["hostID"]) for m in maps if int(m["containerID"]) == 0), None)
         out[f"root_host_{kind}"] = "" if host is None else str(host)
+    return out
+
+
+def named_host_ids(config: dict[str, Any]) -> dict[str, str]:
+    """``{{host_uid_N}}``/``{{host_gid_N}}``: the host id of container id N under the config's maps,
+    for N the start of each map and each id of ``process.user`` (N itself without a user namespace;
+    empty when N is not mapped), so a scenario with maps of its own can name where each id went."""
+    linux = config.get("linux") or {}
+    userns = any(ns.get("type") == "user" for ns in linux.get("namespaces") or [])
+    user = (config.get("process") or {}).get("user") or {}
+    named = {"uid": {int(user.get("uid", 0))},
+             "gid": {int(user.get("gid", 0)), *map(int, user.get("additionalGids") or [])}}
+    out = {}
+    for kind in ("uid", "gid"):
+        maps = linux.get(f"{kind}Mappings") or []
+        for n in named[kind] | {int(m["containerID"]) for m in maps}:
+            host = n if not userns or not maps else next(
+                (int(m["hostID"]) + n - int(m["containerID"]) for m in maps
+                 if int(m["containerID"]) <= n < int(m["containerID"]) + int(m["size"])), None)
+            out[f"host_{kind}_{n}"] = "" if host is None else str(host)
     return out
 
 
@@ -154,5 +197,8 @@ def _for_lane(bundle: Bundle, lane: LaneNeeds) -> None:
     if lane.adapt is not None:
         lane.adapt(bundle.config)
     bundle.variables.update(root_host_ids(bundle.config))
+    bundle.variables.update(named_host_ids(bundle.config))
+    if lane.no_cgroup and not bundle.config["linux"].get("cgroupsPath"):
+        bundle.variables["no_cgroup"] = lane.no_cgroup  # a ``cgroup:`` step has nothing to look at
     if lane.owner is not None:
         os.chown(bundle.path, *lane.owner)

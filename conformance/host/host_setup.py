@@ -125,10 +125,11 @@ def shared_mount(workdir: Path, owner: tuple[int, int] | None = None) -> Iterato
 
 
 @contextlib.contextmanager
-def host_dir(workdir: Path) -> Iterator[dict[str, str]]:
+def host_dir(workdir: Path, owner: tuple[int, int] | None = None) -> Iterator[dict[str, str]]:
     """A host directory to bind into a container: ``file`` (``{{host_dir_token}}``), ``run.sh`` (an
     executable script printing it), and ``sub``, a tmpfs mounted there holding ``marker`` (rbind carries
-    it, bind does not).  Detached and removed afterwards, whatever a container did to it."""
+    it, bind does not).  Detached and removed afterwards, whatever a container did to it.  ``owner``:
+    the directory, file and script are the container root's, so only a mount flag can refuse it a write."""
     libc = ctypes.CDLL(None, use_errno=True)
     token = "host-dir-" + secrets.token_hex(8)
     path = workdir / ("hostdir-" + secrets.token_hex(6))
@@ -139,6 +140,8 @@ def host_dir(workdir: Path) -> Iterator[dict[str, str]]:
         script = path / "run.sh"
         script.write_text(f"#!/bin/sh\necho ran {token}\n")
         script.chmod(0o755)
+        for owned in (path, path / "file", script) if owner else ():
+            os.chown(owned, *owner)
         if libc.mount(b"conformance-sub", str(sub).encode(), b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
                       b"size=16k,mode=755") != 0:
             raise OSError(ctypes.get_errno(), f"cannot mount the submount tmpfs on {sub}")
@@ -361,7 +364,7 @@ SETUPS = {"marker": marker, "sysv_shm": sysv_shm, "posix_mqueue": posix_mqueue,
 
 
 #: setups the container's root writes into: owned by it (``prepared``'s ``owner``) in a rootless lane
-OWNED = {"shared_mount": shared_mount}
+OWNED = {"shared_mount": shared_mount, "host_dir": host_dir}
 
 
 @contextlib.contextmanager

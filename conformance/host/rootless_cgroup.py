@@ -31,6 +31,9 @@ from . import cgroupfs
 #: the files Delegate= hands over with the directory (cgroup.threads only where threaded mode exists)
 DELEGATED_FILES = ("cgroup.procs", "cgroup.subtree_control", "cgroup.threads")
 RUNTIME_LEAF = "runtime"
+#: why a rootless container has no cgroup of its own where nothing is delegated
+NOT_DELEGATED = ("no cgroup is delegated to the rootless user on this cgroup v1/hybrid host: the container "
+                 "stays in the caller's cgroups")
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,16 @@ config.json, and nothing else does.  Each change is a rule with a sentence
 * Mount options ``uid=``/``gid=`` naming an id the map does not hold are
   dropped (``runc spec --rootless`` drops them all); without a network
   namespace of its own the container gets ``/sys`` bound from the host
-  (sysfs cannot be mounted then), as ``runc spec --rootless`` does.
+  (sysfs cannot be mounted then), as ``runc spec --rootless`` does, and
+  without a PID namespace of its own ``/proc`` bound from the host (proc
+  cannot be mounted for a PID namespace the user does not own), as rootless
+  Podman does for ``--pid=host``; without an IPC namespace of its own the
+  host's ``/dev/mqueue`` bound, or none where the host has none.  All three
+  only where the lane added the user
+  namespace: a scenario's own user namespace is the runtime's to handle,
+  rootful or not.
+* A scenario's own user namespace without maps is left so: a runtime must
+  refuse it, rootless or not.
 * cgroups: ``cgroupsPath`` is the container's cgroup in the delegated subtree
   (rootless_cgroup.py), or, where nothing is delegated, absent — the
   runtime chooses, as for any rootless user's config.  ``linux.resources``
@@ -59,6 +68,11 @@ RULES: dict[str, str] = {
     "mount-ids": "mount options uid=/gid= naming an id the map does not hold are dropped",
     "sysfs-bind": "without its own network namespace the container's /sys is the host's, bound read-only "
                   "(sysfs cannot be mounted there; runc spec --rootless)",
+    "mqueue-host": "without its own IPC namespace the container's /dev/mqueue is the host's, bound (left out "
+                   "where the host mounts none: mqueue cannot be mounted for the host's IPC namespace from a "
+                   "user namespace)",
+    "proc-bind": "without its own PID namespace the container's /proc is the host's, bound (proc cannot be "
+                 "mounted for the host's PID namespace from a user namespace; rootless Podman's --pid=host)",
     "cgroups-delegated": "cgroupsPath is the container's cgroup in the user's delegated subtree",
     "no-cgroups-path": "no cgroupsPath where no cgroup is delegated (the runtime chooses, as for any rootless "
                        "config); linux.resources are kept as the scenario sets them",
@@ -68,10 +82,13 @@ RULES: dict[str, str] = {
 #: what the lane never offers, as a scenario's ``requires`` names it, and why (LaneNeeds.refuses)
 REFUSED = {
     "initial-userns": "every container of the rootless lane runs in a user namespace of the user's, where "
-                      "the kernel refuses mknod of a device node and a capability acts only on what that "
-                      "namespace owns (CAP_SYS_NICE, CAP_SYS_TIME … act only in the host's)",
+                      "the kernel refuses mknod of a device node, a capability acts only on what that "
+                      "namespace owns (CAP_SYS_NICE, CAP_SYS_TIME … act only in the host's), and the mounts "
+                      "are locked (the host's shared mounts arrive as slaves, nothing propagates back; a "
+                      "non-recursive bind of a tree with submounts is refused)",
 }
 
+MQUEUE = "/dev/mqueue"  # the host's mqueue mount, bound for a container in the host's IPC namespace
 SUBORDINATE_SPAN = 65535  # container ids 1..65535 when the config names ids besides root
 
 
@@ -92,7 +109,7 @@ class RootlessTarget:
 def rules_for(runtime_makes_userns: bool, delegated: bool) -> list[str]:
     """The sentences of the rules that can apply to one runtime on this host (the matrix's adaptations)."""
     keys = ["runtime-userns"] if runtime_makes_userns else [
-        "userns", "sub-ids", "own-ids", "moved-maps", "mount-ids", "sysfs-bind"]
+        "userns", "sub-ids", "own-ids", "moved-maps", "mount-ids", "sysfs-bind", "proc-bind", "mqueue-host"]
     keys.append("cgroups-delegated" if delegated else "no-cgroups-path")
     return [RULES[k] for k in keys]
 
@@ -106,7 +123,7 @@ def adapt(config: dict[str, Any], target: RootlessTarget) -> list[str]:
     _refuse_foreign_namespaces(linux)
     applied = _user_namespace(config, linux, target)
     if "runtime-userns" not in applied:  # the runtime's own namespace and its own sysfs (gVisor's kernel)
-        applied += _mounts(config, linux)
+        applied += _mounts(config, linux, "userns" in applied)
     return applied + _cgroups(linux, target.delegation)
 
 
@@ -128,6 +145,8 @@ def _user_namespace(config: dict[str, Any], linux: dict[str, Any], target: Rootl
     if not has_userns:
         namespaces.append({"type": "user"})
     user = target.user
+    if has_userns and not (linux.get("uidMappings") or linux.get("gidMappings")):
+        return applied  # the scenario's own user namespace without maps: the runtime must refuse it
     if linux.get("uidMappings") or linux.get("gidMappings"):
         linux["uidMappings"] = _moved(linux.get("uidMappings") or [], user.subuids, user.name, "uid")
         linux["gidMappings"] = _moved(linux.get("gidMappings") or [], user.subgids, user.name, "gid")
@@ -179,20 +198,32 @@ def _moved(maps: list[dict[str, int]], subordinate: IdRange | None, name: str, k
 
 
 # -- mounts ---------------------------------------------------------------------------
-def _mounts(config: dict[str, Any], linux: dict[str, Any]) -> list[str]:
+def _mounts(config: dict[str, Any], linux: dict[str, Any], added_userns: bool) -> list[str]:
+    """Mount options naming unmapped ids dropped; /sys and /proc bound where the lane's user namespace
+    makes them unmountable (``added_userns``: a scenario's own user namespace is left as written)."""
     applied = []
     spans = {kind: [(int(m["containerID"]), int(m["size"])) for m in linux.get(f"{kind}Mappings") or []]
              for kind in ("uid", "gid")}
-    own_netns = any(ns.get("type") == "network" and not ns.get("path") for ns in linux.get("namespaces") or [])
-    for mount in config.get("mounts") or []:
+    own = {ns.get("type") for ns in linux.get("namespaces") or [] if not ns.get("path")}
+    mounts = config.get("mounts") or []
+    for mount in list(mounts):
+        if added_userns and mount.get("type") == "mqueue" and "ipc" not in own:
+            applied.append("mqueue-host")
+            if not posixpath.ismount(MQUEUE):
+                mounts.remove(mount)
+                continue
+            mount.update(type="none", source=MQUEUE, options=["rbind", "nosuid", "noexec", "nodev"])
         options = mount.get("options") or []
         kept = [o for o in options if not _names_unmapped_id(o, spans)]
         if kept != options:
             mount["options"] = kept
             applied.append("mount-ids")
-        if mount.get("type") == "sysfs" and not own_netns:
+        if added_userns and mount.get("type") == "sysfs" and "network" not in own:
             mount.update(type="none", source="/sys", options=["rbind", "nosuid", "noexec", "nodev", "ro"])
             applied.append("sysfs-bind")
+        if added_userns and mount.get("type") == "proc" and "pid" not in own:
+            mount.update(type="none", source="/proc", options=["rbind", "nosuid", "noexec", "nodev"])
+            applied.append("proc-bind")
     return list(dict.fromkeys(applied))
 
 

@@ -58,7 +58,8 @@ class StepResult:
     ok: bool
     detail: str
     index: int = -1   # its place in the scenario's ``steps`` (the expectation id is ``steps[index]``)
-    #: set when what the step read describes a sandbox rather than the container: not judged
+    #: set when what the step read cannot describe the container (it describes a sandbox, or the lane
+    #: gave the container no such thing: rootless without a cgroup): not judged, with this reason
     sandbox: str | None = None
 
 

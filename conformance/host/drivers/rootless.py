@@ -67,8 +67,11 @@ class RootlessDriver(CliDriver):
             self._remove_user()
             raise
         self._target = rootless_config.RootlessTarget(self.user, self.delegation, _makes_userns(self.profile))
+        no_cgroup = None if self.delegation is not None else rootless_cgroup.NOT_DELEGATED
         self._needs = LaneNeeds(adapt=self._adapt, owner=(self.user.uid, self.user.gid),
-                                refuses=rootless_config.REFUSED)
+                                refuses={**rootless_config.REFUSED,
+                                         **({"own-cgroup": no_cgroup} if no_cgroup else {})},
+                                no_cgroup=no_cgroup)
 
     # -- identity ----------------------------------------------------------------
     @classmethod
