@@ -8,7 +8,9 @@ before their first member exists:
 
 * ``time``: we unshare it in the runtime just before clone and write
   ``/proc/self/timens_offsets`` (allowed only while the namespace is still
-  empty), so the init is born in it with the offsets in place;
+  empty), so the init is born in it with the offsets in place (rootless
+  with a new user namespace, a child of ours does it inside that user
+  namespace, the only one where we hold CAP_SYS_ADMIN: spawn._Holder);
 * ``cgroup``: the init unshares it itself *after* being placed in its cgroup,
   so that its own cgroup becomes the root of its view (``/proc/self/cgroup``
   reads ``/``).
@@ -104,23 +106,23 @@ def before_clone(nss: Namespaces, fds: dict[str, int], config: Config) -> list[t
             L.setns(fds[t], CLONE_FLAG[t])
     if "time" in nss and nss["time"] is None:
         restore.append((os.open("/proc/self/ns/time", os.O_RDONLY | os.O_CLOEXEC), L.CLONE_NEWTIME))
-        try:
-            L.unshare(L.CLONE_NEWTIME)
-        except OSError as e:
-            raise Error("cannot make the time namespace: %s%s" % (e.strerror, (
-                " (rootless: it is made before the container's user namespace, which takes CAP_SYS_ADMIN "
-                "in the host's)" if os.geteuid() != 0 else ""))) from None
-        offsets = (config.get("linux") or {}).get("timeOffsets") or {}
-        lines = []
-        for clock in ("monotonic", "boottime"):
-            o = offsets.get(clock)
-            if o:
-                lines.append("%s %d %d" % (clock, o.get("secs", 0), o.get("nanosecs", 0)))
-        for line in lines:
-            with open("/proc/self/timens_offsets", "w") as f:
-                f.write(line)
+        new_time(config)
     # (switch "time", or no time namespace: linux.timeOffsets is not applied)
     return restore
+
+
+def new_time(config: Config) -> None:
+    """Unshare a time namespace for our children and write its offsets (allowed while it is empty)."""
+    try:
+        L.unshare(L.CLONE_NEWTIME)
+    except OSError as e:
+        raise Error("cannot make the time namespace: %s" % e.strerror) from None
+    offsets = (config.get("linux") or {}).get("timeOffsets") or {}
+    for clock in ("monotonic", "boottime"):
+        o = offsets.get(clock)
+        if o:
+            with open("/proc/self/timens_offsets", "w") as f:
+                f.write("%s %d %d" % (clock, o.get("secs", 0), o.get("nanosecs", 0)))
 
 
 def after_clone(restore: list[tuple[int, int]]) -> None:

@@ -146,6 +146,25 @@ def test_the_runtime_and_its_container_run_as_the_users_uid(session: RunSession,
         bundle.remove()
 
 
+def test_ref_rootless_makes_a_time_namespace_with_offsets_in_the_containers_user_namespace(session: RunSession):
+    """An unprivileged runtime holds CAP_SYS_ADMIN only in a user namespace of its own: runtime-ref makes
+    the container's time namespace there (spawn._Holder), and the offsets are the config's."""
+    driver = session.driver("ref:rootless")
+    cid = session.new_container_id()
+    spec = Scenario(id="timens", title="timens", tags=(), controls=(), args=("cat", "/proc/self/timens_offsets"),
+                    expect=Expectations(), path=Path("<test_rootless>"), line=0,
+                    patch={"linux": {"namespaces": {"$append": [{"type": "time"}]},
+                                     "timeOffsets": {"monotonic": {"secs": 86400, "nanosecs": 0}}}})
+    bundle = build(spec, cid, session.workdir, driver.spec_version, {}, driver.bundle_needs)
+    try:
+        with open(bundle.path / "stdout", "wb") as out, open(bundle.path / "stderr", "wb") as err:
+            driver.run(bundle.path, cid, out, err, 30)
+        said = (bundle.path / "stdout").read_text()
+        assert re.search(r"^monotonic\s+86400\s+0$", said, re.M), (said, (bundle.path / "stderr").read_text())
+    finally:
+        bundle.remove()
+
+
 def _run_users(tag: str) -> dict[str, int]:
     return {e.pw_name: e.pw_uid for e in pwd.getpwall() if f" run={tag}" in e.pw_gecos}
 

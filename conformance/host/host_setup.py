@@ -140,8 +140,9 @@ def host_dir(workdir: Path, owner: tuple[int, int] | None = None) -> Iterator[di
         script = path / "run.sh"
         script.write_text(f"#!/bin/sh\necho ran {token}\n")
         script.chmod(0o755)
-        for owned in (path, path / "file", script) if owner else ():
-            os.chown(owned, *owner)
+        if owner is not None:
+            for owned in (path, path / "file", script):
+                os.chown(owned, *owner)
         if libc.mount(b"conformance-sub", str(sub).encode(), b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
                       b"size=16k,mode=755") != 0:
             raise OSError(ctypes.get_errno(), f"cannot mount the submount tmpfs on {sub}")
