@@ -173,3 +173,32 @@ def test_a_cgroup_step_without_a_cgroup_is_not_judged():
     result = _cgroup("absent", {"cgroups_path": "", "no_cgroup": "none delegated"})
     assert result.sandbox and "none delegated" in result.detail
     assert _cgroup("absent", {"cgroups_path": ""}).sandbox is None, "without the lane's reason: a failed check"
+
+
+def test_a_runtime_that_runs_no_container_rootless_gives_errors_not_passes(monkeypatch):
+    """runsc refuses ``create`` rootless: a scenario that expects create to fail must not pass on that."""
+    from conformance.host import executor
+    from conformance.model.records import SandboxProbe
+    from conformance.model.scenario import Expectations, Scenario
+
+    class Driver:
+        label = "x:rootless"
+        bundle_needs = LaneNeeds(probe_must_run=True)
+
+    class Session:
+        workdir = Path("/nonexistent")
+
+        def driver(self, runtime, disabled):
+            return Driver()
+
+        def new_container_id(self):
+            return "cf-x"
+
+        def sandbox(self, runtime, timeout):
+            return SandboxProbe(False, "not determined (the probe container did not run: x create failed (exit 128): "
+                                       "Rootless mode not supported); host facts are judged as the container's", ran=False)
+
+    spec = Scenario(id="s", title="s", tags=(), controls=(), args=("true",), expect=Expectations(),
+                    path=Path("<t>"), line=0)
+    done = executor.execute(spec, "x:rootless", (), Session())  # type: ignore[arg-type]
+    assert done.error and "Rootless mode not supported" in done.error and "host facts" not in done.error

@@ -33,13 +33,17 @@ class LaneNeeds:
     where a runtime writes.  ``refuses``: scenario requirements (``requires``)
     the lane never meets, each with why: such a scenario is skipped.
     ``no_cgroup``: why a container of this lane gets no cgroup of its own
-    (rootless where nothing is delegated), or None.
+    (rootless where nothing is delegated), or None.  ``probe_must_run``: a
+    runtime whose probe container did not run cannot work in this lane at all
+    (runsc refuses ``create`` rootless): its cells are errors with that
+    message, so no scenario passes on a refusal that was never about it.
     """
 
     adapt: Callable[[dict[str, Any]], None] | None = None
     owner: tuple[int, int] | None = None
     refuses: Mapping[str, str] = field(default_factory=dict)
     no_cgroup: str | None = None
+    probe_must_run: bool = False
 
     def unmet(self, requires: Iterable[str]) -> str | None:
         """Why the lane cannot run a scenario with these requirements, or None."""

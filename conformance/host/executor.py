@@ -43,6 +43,9 @@ def execute(scenario: Scenario, runtime: str, disabled: tuple[str, ...], session
     cid = session.new_container_id()
     try:
         found = session.sandbox(runtime, scenario.timeout)
+        if driver.bundle_needs.probe_must_run and not found.ran:
+            why = found.evidence.partition("; host facts")[0]
+            return Execution(error=f"{driver.label} ran no container in this lane: {why}")
         with host_setup.prepared(scenario.host_setup, session.workdir, driver.bundle_needs.owner) as variables:
             variables["host_hostname"] = socket.gethostname()
             variables.update(hoststate.namespace_links())

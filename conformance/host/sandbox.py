@@ -74,7 +74,7 @@ def probe(driver: RuntimeDriver, workdir: Path, cid: str, timeout: float = PROBE
         pid, runs, exe = _run_probe(driver, workdir, cid, min(timeout, PROBE_TIMEOUT_S))
     except (ConformanceError, OSError, KeyError, ValueError) as exc:
         return SandboxProbe(False, f"not determined (the probe container did not run: {_one_line(exc)}); "
-                                   "host facts are judged as the container's")
+                                   "host facts are judged as the container's", ran=False)
     if runs:
         return SandboxProbe(False, f"state pid {pid} runs the entrypoint {ENTRYPOINT}")
     return SandboxProbe(True, f"state pid {pid} runs {exe}, not the entrypoint {ENTRYPOINT}")

@@ -44,10 +44,12 @@ class SandboxProbe:
     VM's monitor): host-side facts about that pid describe the sandbox.
     ``evidence`` says what was seen, in words, either way (or why the probe
     could not tell: then ``sandboxed`` is False, the strict reading).
+    ``ran``: False when the probe container did not run at all.
     """
 
     sandboxed: bool
     evidence: str
+    ran: bool = True
 
 
 @dataclass

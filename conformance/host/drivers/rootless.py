@@ -71,7 +71,7 @@ class RootlessDriver(CliDriver):
         self._needs = LaneNeeds(adapt=self._adapt, owner=(self.user.uid, self.user.gid),
                                 refuses={**rootless_config.REFUSED,
                                          **({"own-cgroup": no_cgroup} if no_cgroup else {})},
-                                no_cgroup=no_cgroup)
+                                no_cgroup=no_cgroup, probe_must_run=True)
 
     # -- identity ----------------------------------------------------------------
     @classmethod
