@@ -33,13 +33,13 @@ USAGE = """usage: runtime-ref [--root DIR] [--log FILE] [--log-format text|json]
 
 verbs:
   spec [--bundle B] [--rootless]         write a starter config.json
-  create [--bundle B] [--pid-file F] [--preserve-fds N] [--no-pivot] ID
+  create [--bundle B] [--pid-file F] [--preserve-fds N] [--console-socket S] [--no-pivot] ID
                                          build the container; its init waits for start
   start ID                               let the init exec the process
   state ID                               print the runtime-spec state JSON
   kill [--all] ID [SIGNAL]               signal the init (default TERM)
   delete [--force] ID                    remove a stopped container (--force: kill first)
-  run [--bundle B] [--pid-file F] [--preserve-fds N] [--detach] [--keep] ID
+  run [--bundle B] [--pid-file F] [--preserve-fds N] [--detach [--console-socket S]] [--keep] ID
                                          create + start + wait + delete; exit with its status
   exec [--env K=V] [--cwd D] [--user U[:G]] [--additional-gids G] [--cap C] [--detach] [--pid-file F]
        [--process P] [--preserve-fds N] [--no-new-privs] [--ignore-paused] ID CMD...
@@ -88,7 +88,6 @@ _VERB_ALIASES = {"delete": {"-f": "--force"}, "list": {"-f": "--format"}, "ps": 
 
 #: flags runc has that runtime-ref does not implement: refused by name rather than ignored
 _REFUSED = {
-    "--console-socket": "no terminal or console socket (stdio is inherited)",
     "--tty": "no terminal (stdio is inherited)",
     "--cgroup": "exec --cgroup (a sub-cgroup) is not implemented",
     "--systemd-cgroup": "no systemd cgroup driver",
@@ -263,7 +262,9 @@ def dispatch(g: Flags, verb: str, argv: list[str], disabled: set[str]) -> int:
             from .state import check_id_chars
             check_id_chars(cid)
         from . import container
-        launch: Launch = {"pass_fds": _passed_fds(opts, strict, disabled), "listen_fds": _listen_fds()}
+        launch: Launch = {"pass_fds": _passed_fds(opts, strict, disabled), "listen_fds": _listen_fds(),
+                          "console_socket": _last(opts, "--console-socket"),
+                          "detach": verb == "create" or "--detach" in opts}
         if verb == "create":
             container.create(root, cid, _one(opts, "--bundle", "."), disabled, _last(opts, "--pid-file"),
                              fifo="exec-fifo" not in disabled, launch=launch)
@@ -359,6 +360,9 @@ def _container_switches(root: str, pos: list[str]) -> set[str]:
 def _exec_verb(root: str, opts: Flags, pos: list[str], strict: bool) -> int:
     if not pos:
         raise Error('"exec" requires a container id')
+    if "--console-socket" in opts:
+        raise Error("flag --console-socket is not supported by runtime-ref for exec: no terminal for an "
+                    "exec'd process (exec --tty is refused too)")
     from .exec import exec_process
     gids = [g for v in opts.get("--additional-gids", []) for g in v.split(",") if g]
     if not all(g.isdigit() for g in gids):

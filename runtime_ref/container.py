@@ -60,16 +60,21 @@ def create(root: str, cid: str, bundle: str | None, disabled: Switches,
     With ``fifo=False`` (``run``) the init does not wait for ``start``.
     ``launch`` says what the caller handed over beyond the bundle: how many
     descriptors from 3 on go to the container (``--preserve-fds``, systemd's
-    ``LISTEN_FDS``; every other one is closed before exec).
+    ``LISTEN_FDS``; every other one is closed before exec) and where a terminal's
+    master goes (``--console-socket``, see console.py).
     """
     from .spawn import spawn
-    launch = launch or {"pass_fds": 0, "listen_fds": 0}
+    launch = launch or {"pass_fds": 0, "listen_fds": 0, "console_socket": None, "detach": True}
     bundle = os.path.abspath(bundle or ".")
     config, raw = spec.load(bundle, disabled)
     _switch_hooks(config, disabled)
     if disabled:  # negative controls that make us ignore part of the config
         from . import ignore
         ignore.apply(config, disabled)
+    terminal = bool(config["process"].get("terminal"))
+    if "terminal" not in disabled:  # the switch: --console-socket left unused, nothing refused
+        from . import console
+        console.check(config["process"], launch.get("console_socket"), launch.get("detach", True))
     if launch["listen_fds"]:  # socket activation, as runc: the process learns which fds are its sockets
         config["process"]["env"] = list(config["process"].get("env") or []) + [
             "LISTEN_FDS=%d" % launch["listen_fds"], "LISTEN_PID=1"]
@@ -103,7 +108,11 @@ def create(root: str, cid: str, bundle: str | None, disabled: Switches,
         cg = c.data["cgroups"] = _make_cgroups(cgpath, linux, disabled, warm_up="time" not in nss)
         c.save()
         prog = _prepare(config, disabled, nss)
-        pid = spawn(c, config, bundle, disabled, nss, prog, cg, fifo, launch["pass_fds"])
+        console_fd = None
+        if terminal:  # connected before the clone: the init sends the pty master on it
+            from . import console
+            console_fd = console.connect(str(launch.get("console_socket")))
+        pid = spawn(c, config, bundle, disabled, nss, prog, cg, fifo, launch["pass_fds"], console_fd)
         c.data["pid"] = pid
         c.data["starttime"] = starttime(pid)
         c.save()

@@ -42,7 +42,7 @@ def exec_process(root: str, cid: str, args: list[str], opts: ExecOptions) -> int
     config = c.config()
     disabled = set(c.data.get("disabled") or [])
     if "exec-confine" in disabled:  # the control: the exec'd process keeps the runtime's privileges
-        disabled |= {"caps", "nnp", "seccomp"}
+        disabled |= {"caps", "nnp", "seccomp", "apparmor", "selinux"}
     proc = _process(config, args, opts, disabled)
     security.check(proc, spec.version_at_least(config, (1, 1)), disabled)
     attributes.check(config, proc, disabled)
@@ -98,6 +98,9 @@ def _process(config: Config, args: list[str], opts: ExecOptions, disabled: Switc
         opts = dict(opts, env=None, cwd=None, user=None, cap=None, additional_gids=None,  # type: ignore[assignment]
                     no_new_privs=False, process=None, apparmor=None, process_label=None)
     proc = dict(config["process"])
+    if "exec-terminal" not in disabled:  # the switch: the init's terminal: true is taken over (refused below)
+        proc["terminal"] = False  # as runc: an exec'd process has a terminal only with -t, never the init's
+        proc.pop("consoleSize", None)
     if opts["process"]:
         from .jsonfast import loads
         with open(opts["process"], "rb") as f:

@@ -55,6 +55,8 @@ class Launch(TypedDict):
 
     pass_fds: int    #: descriptors from 3 on that reach the container (LISTEN_FDS + --preserve-fds)
     listen_fds: int  #: of which systemd socket activation's (LISTEN_FDS, LISTEN_PID = us)
+    console_socket: Optional[str]  #: --console-socket: where the pty master goes (process.terminal)
+    detach: bool     #: create, or run --detach: no runtime stays to relay a terminal
 
 
 class Progress(TypedDict, total=False):
@@ -82,5 +84,6 @@ class InitContext(Progress, total=False):
     fifo_dir: Optional[int]          #: the state directory, to open exec.fifo in (None: no fifo)
     hooks_before_pivot: bool
     hook_state: Dict[str, Any]
+    console_fd: Optional[int]        #: connected to --console-socket (process.terminal), else None
     # written by the init itself (and "step", from Progress)
     in_cgroups: bool                 #: the runtime has placed us in our cgroups

@@ -24,6 +24,10 @@ FORCED_NAMESPACES = ("pid", "network", "ipc", "uts", "cgroup")
 def apply(config: Config, disabled: Switches) -> None:
     """Change ``config`` in place as each switch in ``disabled`` says (see spec.SWITCHES)."""
     linux = config.setdefault("linux", {})
+    if "terminal" in disabled:
+        config["process"]["terminal"] = False
+    if "console-size" in disabled:
+        config["process"].pop("consoleSize", None)
     if "sysctl" in disabled:
         linux.pop("sysctl", None)
     if "device-nodes" in disabled:
@@ -32,6 +36,8 @@ def apply(config: Config, disabled: Switches) -> None:
         linux["resources"]["devices"] = [{"allow": False, "access": "rwm"}]  # deny all, then our defaults
     if "rootfs-propagation" in disabled:
         linux["rootfsPropagation"] = "rprivate"
+    if "rootfs-shared" in disabled:
+        linux["rootfsPropagation"] = "shared"
     mounts = config.get("mounts") or []
     for m in mounts:
         options = m.get("options") or []

@@ -114,6 +114,15 @@ def _init(ctx: InitContext) -> NoReturn:
     rootfs.enter(root, use_pivot=ctx["mntns"] and "pivot_root" not in disabled)
     if ctx["mntns"]:
         rootfs.root_propagation(linux.get("rootfsPropagation"))
+    console_slave = None
+    console_fd = ctx.get("console_fd")
+    if console_fd is not None:
+        ctx["step"] = "console"
+        # The terminal, once inside the root: /dev/ptmx is now the container's
+        # devpts, and /dev still writable for the /dev/console bind.
+        from . import console
+        console_slave = console.open_pty(console_fd, config["process"].get("consoleSize"),
+                                         bind_console=ctx["mntns"])
 
     ctx["step"] = "cwd"
     # 4. After the pivot, paths are container paths.  A missing cwd is made
@@ -137,7 +146,7 @@ def _init(ctx: InitContext) -> NoReturn:
     #    seccomp, cwd, descriptors (process.py), waiting in _ready for `start`
     #    before the exec.
     process.finish(config["process"], disabled, ctx.get("seccomp"), ctx, lambda: _ready(ctx),
-                   pass_fds=ctx.get("pass_fds", 0), linux=linux)
+                   pass_fds=ctx.get("pass_fds", 0), linux=linux, terminal=console_slave)
 
 
 def _learn_host_pid(ctx: InitContext) -> None:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 def finish(proc: Process, disabled: Switches, seccomp: SeccompProgram | None,
            progress: Progress, ready: Callable[[], None] | None = None, pass_fds: int = 0,
-           linux: dict[str, Any] | None = None) -> NoReturn:
+           linux: dict[str, Any] | None = None, terminal: int | None = None) -> NoReturn:
     """Set up ``proc`` in this process and exec it; never returns.
 
     ``progress["step"]`` names the step under way (the init's error message
@@ -33,6 +33,8 @@ def finish(proc: Process, disabled: Switches, seccomp: SeccompProgram | None,
     for ``start``.  ``pass_fds``: how many descriptors from 3 on the process
     keeps (``--preserve-fds``); every other one above 2 is closed at exec.
     ``linux``: config.json's ``linux`` object (personality, memory policy).
+    ``terminal``: the pty slave (process.terminal, console.py): the session's
+    controlling terminal and the process's stdio.
     """
     progress["step"] = "session"
     # A session (and process group) of its own, as runc's nsexec gives both the
@@ -41,6 +43,11 @@ def finish(proc: Process, disabled: Switches, seccomp: SeccompProgram | None,
     # or a `kill -- -PGID` from the caller must not reach into it.
     if "session" not in disabled:
         os.setsid()
+    if terminal is not None:
+        # Only a session leader may take a controlling terminal (TIOCSCTTY):
+        # without the setsid above (switch ``session``) the pty is stdio only.
+        from . import console
+        console.attach(terminal, controlling="session" not in disabled)
 
     progress["step"] = "rlimits and attributes"
     # Limits and kernel attributes first: lowering oom_score_adj and raising a

@@ -308,6 +308,8 @@ def setup_dev(rootfs: str, config: Config, ctx: InitContext, all_host_devices: b
         links.append(("/proc/kcore", "core"))
     if os.path.isdir(os.path.join(dev, "pts")):
         links.append(("pts/ptmx", "ptmx"))
+    if "dev-symlinks" in ctx["disabled"]:
+        links = []  # switch "dev-symlinks": none of the spec's default /dev symlinks
     for target, name in links:
         p = os.path.join(dev, name)
         if not os.path.lexists(p):

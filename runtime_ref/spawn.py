@@ -62,11 +62,24 @@ def _open_fifo_dir(c: Container, disabled: Switches) -> int:
 
 
 def spawn(c: Container, config: Config, bundle: str, disabled: Switches, nss: Namespaces,
-          prog: SeccompProgram | None, cg: CgroupSet, fifo: bool, pass_fds: int = 0) -> int:
+          prog: SeccompProgram | None, cg: CgroupSet, fifo: bool, pass_fds: int = 0,
+          console_fd: int | None = None) -> int:
     """Clone the init and walk it through the handshake; returns its pid once it is ready.
 
     ``pass_fds``: how many of our descriptors from 3 on the container keeps (the rest are closed).
+    ``console_fd``: connected to --console-socket (process.terminal); the init sends the pty's
+    master on it, and our copy is closed after the clone.
     """
+    try:
+        return _spawn(c, config, bundle, disabled, nss, prog, cg, fifo, pass_fds, console_fd)
+    finally:
+        if console_fd is not None:
+            os.close(console_fd)
+
+
+def _spawn(c: Container, config: Config, bundle: str, disabled: Switches, nss: Namespaces,
+           prog: SeccompProgram | None, cg: CgroupSet, fifo: bool, pass_fds: int,
+           console_fd: int | None) -> int:
     hooks = config.get("hooks") or {}
     hook_state = {"ociVersion": OCI_VERSION, "id": c.id, "status": "creating", "pid": 0,
                   "bundle": bundle, "annotations": config.get("annotations") or {}}
@@ -82,10 +95,16 @@ def spawn(c: Container, config: Config, bundle: str, disabled: Switches, nss: Na
         "from_parent": from_parent, "to_parent": to_parent, "fifo_dir": fifo_dir,
         "hooks_before_pivot": bool(hooks.get("prestart") or hooks.get("createRuntime")
                                    or hooks.get("createContainer")),
-        "hook_state": hook_state}
+        "hook_state": hook_state, "console_fd": console_fd}
     # Everything the init will need is imported now: once in a user namespace
     # it may not be allowed to read Python's own files (e.g. under /root).
     import fcntl  # noqa: F401  (init: loopback_up)
+    if console_fd is not None:
+        import socket  # noqa: F401  (init: console.open_pty)
+        import struct  # noqa: F401
+        import termios  # noqa: F401
+
+        from . import console  # noqa: F401
 
     from . import init
     if any(hooks.values()):

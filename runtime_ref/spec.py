@@ -112,6 +112,8 @@ SWITCHES = {
     "sysctl": "linux.sysctl ignored: neither checked nor written",
     "rootfs-propagation": "linux.rootfsPropagation ignored: the container's root is made rprivate whatever the "
                           "config says",
+    "rootfs-shared": "linux.rootfsPropagation ignored: the container's root is made shared (a new peer group) "
+                     "whatever the config asks",
     "mount-propagation": "the mounts' propagation options (rslave, rprivate, rshared …) are not applied: each "
                          "mount keeps what it inherits from the root",
     "mount-options": "the mounts' options are ignored but bind/rbind and propagation: each is mounted with the "
@@ -123,6 +125,7 @@ SWITCHES = {
                       "own) /sys is left as the rootfs has it, not bound read-only from the host",
     "implicit-mounts": "/proc and /sys are mounted even when the config does not ask for them",
     "tmpfs-mode": "a tmpfs without mode= gets the kernel's 1777, not the mode of the directory it covers",
+    "dev-symlinks": "/dev gets no default symlinks: no /dev/fd, /dev/stdin, /dev/stdout, /dev/stderr or /dev/ptmx",
     "securejoin": "mount destinations and /dev are resolved on the host: a symlink in the rootfs is followed "
                   "out of it",
     "device-nodes": "linux.devices ignored: no node is made (nor allowed in the device cgroup)",
@@ -154,11 +157,17 @@ SWITCHES = {
                        "runtime's",
     "exec-cgroup": "an exec'd process is not placed in the container's cgroups: it stays in the runtime's",
     "exec-confine": "an exec'd process keeps the runtime's privileges: capabilities not dropped, no "
-                    "no_new_privs, no seccomp filter",
+                    "no_new_privs, no seccomp filter, no LSM label",
     "exec-opts": "exec's own flags are ignored: --env, --cwd, --user, --cap, --additional-gids, "
                  "--no-new-privs, --process",
     "exec-status": "exec exits 0 whatever happened: the process's exit status and exec's own failures "
                    "are dropped",
+    "terminal": "process.terminal ignored: no pseudo-terminal is made, the process keeps the stdio create "
+                "was given, --console-socket is accepted and never connected to, and create without it "
+                "is not refused",
+    "console-size": "process.consoleSize ignored: the terminal keeps the size a new pty has (0x0)",
+    "exec-terminal": "exec takes process.terminal from the container's config instead of -t: exec into a "
+                     "container with a terminal is refused (runtime-ref makes no terminal for exec)",
 }
 
 NAMESPACE_SWITCH = {
@@ -279,9 +288,6 @@ def validate(config: Config, disabled: Iterable[str] = ()) -> Config:
         proc["args"] = ["true"]
     if not proc or not proc.get("args"):
         raise Error("config field process.args is required (runtime-ref only runs processes)")
-    if proc.get("terminal"):
-        raise Error("unsupported config field process.terminal: runtime-ref does not allocate a "
-                    "console; set it to false (stdio is inherited)")
     if not (config.get("root") or {}).get("path"):
         raise Error("config field root.path is required")
     for ns in (config.get("linux") or {}).get("namespaces") or []:

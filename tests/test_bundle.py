@@ -37,12 +37,13 @@ def test_every_scenario_config_is_valid_per_the_runtime_spec(scenario):
                  "net_bridge": "cfbx", "upperdir": "/b/upper", "layer_1": "/l1", "lowerdirs": "/l1:/base",
                  "image_base": "/base", "net_canary_link": "cfk01234567", "net_canary_metric": "100001",
                  "net_canary_route": "198.51.100.0/24 dev lo metric 100001",
-                 "host_kernel_printk_ratelimit": "5", "host_net_ipv4_ip_unprivileged_port_start": "1024",
+                 "host_kernel_msgmax": "8192", "host_kernel_printk_ratelimit": "5",
+                 "host_net_ipv4_ip_unprivileged_port_start": "1024",
                  "host_dir": "/d", "host_dir_token": "host-dir-x", "special_file": "/s/file",
                  "special_fifo": "/s/fifo", "special_socket": "/s/socket", "special_symlink": "/s/link",
                  "special_token": "special-x", "ns_holder": "4242", "ns_holder_token": "cf-holder-x", "ns_holder_hostname": "cf-holder-x",
                  "ns_holder_shm_key": "1", "ns_holder_ttl": "65",
-                 **{f"ns_holder_ns_{t}": f"{t}:[1]" for t in ("pid", "ipc", "uts", "net")},
+                 **{f"ns_holder_ns_{t}": f"{t}:[1]" for t in ("pid", "ipc", "uts", "net", "mnt")},
                  **{f"host_ns_{t}": f"{t}:[2]" for t in ("pid", "net", "ipc", "uts", "mnt", "cgroup", "user", "time")},
                  "oom_sibling_pid": "1", "apparmor_profile": "oci-conformance-x", "apparmor_denied": "/tmp/d"}
     config = bundle.make_config(scenario, "cf-x", "1.0.2-dev", variables)

@@ -115,7 +115,8 @@ def test_what_skips_here_is_proven_in_a_cgroup_v2_guest(local_run, tmp_path):
                       "-k", " or ".join(sorted(here)), timeout=1500)
     assert guest.matrix is not None, guest.output[-3000:]
     assert {c["host"] for c in guest.matrix["controls"]} == {GUEST}
-    assert {c["scenario"] for c in guest.matrix["controls"]} == here, guest.output[-3000:]
+    # -k matches substrings: a name in `here` may also select a longer one (cgroupfs-read-only-in-cgroupns)
+    assert {c["scenario"] for c in guest.matrix["controls"]} >= here, guest.output[-3000:]
     still_skipped = skipped_here(guest.matrix)
     assert still_skipped == unreachable(), f"skipped on every host the tests reach: {sorted(still_skipped)}"
     union = merge([local_run.matrix, guest.matrix])

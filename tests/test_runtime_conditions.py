@@ -7,11 +7,12 @@ that reads nothing, or a condition the runtime never sees, would let those scena
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
 
-from conformance.host import facts, handover
+from conformance.host import facts, handover, hoststate
 from conformance.host.drivers.procs import with_fds_at_3
 from conformance.model.scenario import LaunchSpec
 from tests.conftest import run_suite, write_scenarios
@@ -52,6 +53,34 @@ def test_handed_descriptors_are_made_then_all_closed(tmp_path):
     assert _open_fds() == before
     with handover.handed(LaunchSpec(), tmp_path) as (launch, _):
         assert launch.fds == () and launch.preserve_fds == 0
+
+
+def test_a_console_socket_is_handed_exactly_when_the_terminal_or_the_scenario_says(tmp_path):
+    with handover.handed(LaunchSpec(), tmp_path, terminal=True) as (launch, _):
+        assert launch.console is not None and os.path.exists(launch.console.path)
+        where = launch.console.path
+    assert not os.path.exists(where)
+    with handover.handed(LaunchSpec(), tmp_path) as (launch, _):
+        assert launch.console is None
+    with handover.handed(LaunchSpec(console_socket=False), tmp_path, terminal=True) as (launch, _):
+        assert launch.console is None  # to see a runtime refuse a terminal without one
+    with handover.handed(LaunchSpec(console_socket=True), tmp_path) as (launch, _):
+        assert launch.console is not None  # to see a runtime refuse one without a terminal
+
+
+def test_an_fd_fact_tells_a_pty_slave_s_devpts_and_anything_else(tmp_path):
+    master, slave = os.openpty()
+    read_end, write_end = os.pipe()
+    try:
+        me = os.getpid()
+        pty_view = hoststate.fd_view(me, slave).splitlines()
+        assert pty_view[0] == os.ttyname(slave)
+        # this process's root is the host's: its /dev/pts is the host's devpts (the container's check comes first)
+        assert re.fullmatch(r"pty slave 13[6-9]:\d+ on the container's devpts", pty_view[1])
+        assert hoststate.fd_view(me, read_end).splitlines()[1] == "not a pty slave"
+    finally:
+        for fd in (master, slave, read_end, write_end):
+            os.close(fd)
 
 
 def test_proc_entries_stat_and_cgroup_facts_read_what_the_kernel_says(tmp_path):

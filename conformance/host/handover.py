@@ -8,6 +8,11 @@ harness such a caller: it opens each kind of descriptor (model/scenario.py
 HANDED_FDS) and starts the runtime with them at 3, 4, … (drivers/procs.py
 ``with_fds_at_3``).  The file holds ``{{fd_token}}``, so the container can show
 which file it got.  Everything is closed when the container is done.
+
+A container with ``process.terminal`` is created with ``--console-socket``
+(``launch.console_socket`` can say otherwise, to see a runtime refuse the
+mistake): the harness listens there as an engine does (console.py) and the
+scenario's stdout is what the process wrote to its terminal.
 """
 from __future__ import annotations
 
@@ -20,12 +25,28 @@ from typing import Iterator
 
 from conformance.model.scenario import LaunchSpec
 
+from . import console
 from .drivers.base import Launch
 
 
 @contextlib.contextmanager
-def handed(spec: LaunchSpec, bundle: Path) -> Iterator[tuple[Launch, dict[str, str]]]:
-    """(the Launch for the driver, placeholders: ``fd_token``) for one container; closes all on leaving."""
+def handed(spec: LaunchSpec, bundle: Path, terminal: bool = False,
+           ) -> Iterator[tuple[Launch, dict[str, str]]]:
+    """(the Launch for the driver, placeholders: ``fd_token``) for one container; closes all on leaving.
+
+    ``terminal``: the config's ``process.terminal``, which decides whether a console socket is
+    given unless ``spec.console_socket`` says.
+    """
+    wanted = terminal if spec.console_socket is None else spec.console_socket
+    with contextlib.ExitStack() as stack:
+        terminal_end = stack.enter_context(console.console_socket(bundle)) if wanted else None
+        with _descriptors(spec, bundle) as (fds, token):
+            yield Launch(fds, spec.preserve_fds, terminal_end), {"fd_token": token}
+
+
+@contextlib.contextmanager
+def _descriptors(spec: LaunchSpec, bundle: Path) -> Iterator[tuple[tuple[int, ...], str]]:
+    """The descriptors ``spec.fds`` asks for, and the token the file holds; closed on leaving."""
     token = "fd-token-" + secrets.token_hex(6)
     held: list[int] = []
     sockets: list[socket.socket] = []
@@ -45,7 +66,7 @@ def handed(spec: LaunchSpec, bundle: Path) -> Iterator[tuple[Launch, dict[str, s
                 read_end, write_end = os.pipe()
                 held += [read_end, write_end]
                 fds.append(read_end)
-        yield Launch(tuple(fds), spec.preserve_fds), {"fd_token": token}
+        yield tuple(fds), token
     finally:
         for fd in held:
             os.close(fd)

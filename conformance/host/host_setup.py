@@ -11,7 +11,7 @@ system call with integer arguments and exits with its errno, so a scenario
 can try a call busybox has no applet for.  ``bridge_net``: network
 namespaces of the suite's own holding a bridge, a veth pair into the
 namespace the container joins by path, and a peer (``conformance/host/bridge_net.py``).
-``ns_holder``: a process holding PID, IPC, UTS and network namespaces, each
+``ns_holder``: a process holding PID, IPC, UTS, network and mount namespaces, each
 with something of its own to see, for a container to join by path
 (``conformance/host/ns_holder.py``).  ``host_dir``: a directory to bind, with a
 file, an executable script and a submount (``{{host_dir}}/sub``).
@@ -199,7 +199,7 @@ def mount_under_shared(variables: dict[str, str], name: str) -> str:
 
 #: sysctls whose host values ``host_sysctls`` names {{host_<key with _ for .>}}: one that no namespace holds,
 #: and one of the network namespace (a config naming it without one would write the host's)
-SYSCTL_CANARIES = ("kernel.printk_ratelimit", "net.ipv4.ip_unprivileged_port_start")
+SYSCTL_CANARIES = ("kernel.msgmax", "kernel.printk_ratelimit", "net.ipv4.ip_unprivileged_port_start")
 
 
 def _sysctl_path(key: str) -> Path:

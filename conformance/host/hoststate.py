@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -115,6 +116,40 @@ def link_view(pid: int, name: str) -> str:
     if name != "cwd":
         return text
     return f"{text}\nunder the container's root: {'yes' if _cwd_under_root(pid) else 'no'}"
+
+
+#: ``proc: fd/N``: one descriptor of the init, read as its target and what the host knows of the file
+FD_LINK = re.compile(r"^fd/(\d+)$")
+#: the majors of Unix 98 pty slaves (UNIX98_PTY_SLAVE_MAJOR and the seven after it)
+PTY_SLAVE_MAJORS = range(136, 144)
+
+
+def fd_view(pid: int, fd: int) -> str:
+    """The descriptor's target, then for a pty slave which devpts instance holds it: the container's
+    own (its ``/dev/pts``), the host's (this process's ``/dev/pts``), or another one.
+
+    The target's text cannot tell them apart (every instance names its ptys ``/dev/pts/N``); the
+    device number of the file system can.
+    """
+    link = f"/proc/{pid}/fd/{fd}"
+    text = os.readlink(link)
+    st = os.stat(link)
+    if not stat.S_ISCHR(st.st_mode) or os.major(st.st_rdev) not in PTY_SLAVE_MAJORS:
+        return f"{text}\nnot a pty slave"
+    if st.st_dev == _dev_of(f"/proc/{pid}/root/dev/pts"):
+        whose = "the container's"
+    elif st.st_dev == _dev_of("/dev/pts"):
+        whose = "the host's"
+    else:
+        whose = "another"
+    return f"{text}\npty slave {os.major(st.st_rdev)}:{os.minor(st.st_rdev)} on {whose} devpts"
+
+
+def _dev_of(path: str) -> int | None:
+    try:
+        return os.stat(path).st_dev
+    except OSError:
+        return None
 
 
 def _cwd_under_root(pid: int, depth: int = 256) -> bool:

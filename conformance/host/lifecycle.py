@@ -58,7 +58,10 @@ class Container:
         self.driver.start(self.cid)
 
     def release(self) -> None:
-        """Let an entrypoint waiting in ``read _`` go: one line, then end of input (``cat`` ends too)."""
+        """Let an entrypoint waiting in ``read _`` go: one line, then end of input (``cat`` ends too);
+        on its terminal when it has one (the stdin pipe does not reach it then)."""
+        if self.launch.console is not None:
+            self.launch.console.release()
         if self._stdin_w < 0:
             return
         try:

@@ -1,4 +1,4 @@
-"""A process of the suite's own that holds PID, IPC, UTS and network namespaces (host setup ``ns_holder``).
+"""A process of the suite's own that holds PID, IPC, UTS, network and mount namespaces (host setup ``ns_holder``).
 
 It plays the first of two containers that share namespaces: a scenario's
 container joins one of them by path (``/proc/{{ns_holder}}/ns/TYPE``) and must
@@ -9,7 +9,9 @@ then see what the holder put there, which nothing else on the machine has:
 - uts: its hostname is ``{{ns_holder_hostname}}``;
 - ipc: a System V shared-memory segment with key ``{{ns_holder_shm_key}}`` (decimal,
   as /proc/sysvipc/shm prints it);
-- net: ``net.ipv4.ip_default_ttl`` is ``{{ns_holder_ttl}}`` there (64 everywhere else).
+- net: ``net.ipv4.ip_default_ttl`` is ``{{ns_holder_ttl}}`` there (64 everywhere else);
+- mnt: a copy of the host's mount table, made a slave of it (the host's later mounts, a bundle's
+  rootfs, arrive; nothing mounted there reaches the host).
 
 ``{{ns_holder_ns_TYPE}}`` is the namespace as its /proc link reads
 (``pid:[4026532…]``), to compare with the container's from the host.  The
@@ -31,15 +33,18 @@ from typing import Iterator
 
 READY_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
-HOLDER_TYPES = ("pid", "ipc", "uts", "net")
+HOLDER_TYPES = ("pid", "ipc", "uts", "net", "mnt")
 
 #: the holder itself (argv: token, shm key, ttl): unshare, fork PID 1, set up, report "ready PID", wait
 _HOLDER = r"""
 import ctypes, os, socket, sys
 token, key, ttl = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 libc = ctypes.CDLL(None, use_errno=True)
-if libc.unshare(0x20000000 | 0x08000000 | 0x04000000 | 0x40000000) != 0:
-    sys.exit("unshare(pid, ipc, uts, net): " + os.strerror(ctypes.get_errno()))
+if libc.unshare(0x20000000 | 0x08000000 | 0x04000000 | 0x40000000 | 0x00020000) != 0:
+    sys.exit("unshare(pid, ipc, uts, net, mnt): " + os.strerror(ctypes.get_errno()))
+# MS_REC | MS_SLAVE on /: the host's mounts still arrive (a bundle mounted later), none of ours leaves
+if libc.mount(None, b"/", None, 0x4000 | 0x80000, None) != 0:
+    sys.exit("mount --make-rslave /: " + os.strerror(ctypes.get_errno()))
 r, w = os.pipe()
 pid = os.fork()
 if pid == 0:

@@ -61,6 +61,8 @@ class _HostProbe:
             inside = os.stat(f"/proc/{self.pid}/ns/{fact.target}").st_ino
             host = os.stat(f"/proc/self/ns/{fact.target}").st_ino
             return f"container {fact.target}:[{inside}] host {fact.target}:[{host}]"
+        if fact.kind == "proc" and (fd := hoststate.FD_LINK.match(fact.target)):
+            return hoststate.fd_view(self.pid, int(fd.group(1)))
         if fact.kind == "proc" and fact.target in hoststate.LINK_FACTS:
             return hoststate.link_view(self.pid, fact.target)
         if fact.kind == "proc" and fact.target == "environ":
@@ -152,12 +154,12 @@ def observe(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str,
     started = time.monotonic()
     stages = _StageReader(scenario, bundle, obs)
     with _log_file(bundle.path / "stdout") as out, _log_file(bundle.path / "stderr") as err, \
-            handover.handed(scenario.launch, bundle.path) as (launch, handed_vars):
+            handover.handed(scenario.launch, bundle.path, _terminal(bundle.config)) as (launch, handed_vars):
         bundle.variables.update(handed_vars)
         try:
             if scenario.steps:
                 _steps(scenario, driver, bundle, cid, out, err, obs, stages, launch)
-            elif scenario.needs_lifecycle:
+            elif scenario.needs_lifecycle or launch.console is not None:  # a terminal needs create/start
                 _lifecycle(scenario, driver, bundle, cid, out, err, obs, stages, launch)
             else:
                 outcome = driver.run(bundle.path, cid, out, err, scenario.timeout, launch)
@@ -170,6 +172,11 @@ def observe(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str,
     _read_outputs(bundle, obs)
     obs.duration_s = time.monotonic() - started
     return obs
+
+
+def _terminal(config: dict[str, Any]) -> bool:
+    """Whether the container's process gets a terminal (its stdout is then the pty's output)."""
+    return (config.get("process") or {}).get("terminal") is True
 
 
 def _leftovers(bundle: Bundle, cid: str, stages: _StageReader) -> list[str]:

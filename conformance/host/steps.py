@@ -8,14 +8,15 @@ a duplicate id or a second start are errors.  A scenario lists ``steps``;
 each becomes one checked line of evidence.
 
 Steps (strings or one-key mappings):
-  create | create: fails        start | start: fails        delete | delete: fails | delete: force
+  create | create: fails | create: succeeds (a refusal is the finding, not an error)
+  start | start: fails        delete | delete: fails | delete: force
   kill: SIGNAL | kill: {signal: SIGNAL, fails: true}   (a refusal expected: a stopped container)
   state: created|running|paused|stopped|absent
   state: {status: STATUS, fields: {NAME: <text expectation>}}   (each field of the state JSON as text:
                                 a string as is, a number in decimal, an object or list as sorted JSON,
                                 a missing field as "<absent>")
   pause | pause: fails          resume | resume: fails
-  update: {memory: N, pids: N, …}   (the driver's UPDATE_FLAGS; must succeed)
+  update: {memory: N, pids: N, cpuset_cpus: "1", …}   (the driver's UPDATE_FLAGS; must succeed)
   ps: <text expectation>       (the container's processes as the runtime's ``ps`` lists them, as pids of
                                 the container's own PID namespace, ascending: "1 2 3"; or ps: as-stdout,
                                 the pids the entrypoint's last line of output lists)
@@ -213,7 +214,7 @@ def _host_mount(name: str, variables: dict[str, str]) -> StepResult:
     return StepResult(f"host_mount {name}", True, f"host_mount {name}: a tmpfs mounted at {where} on the host")
 
 
-def _update(container: Container, arg: dict[str, int]) -> StepResult:
+def _update(container: Container, arg: dict[str, int | str]) -> StepResult:
     name = "update " + " ".join(f"{k}={v}" for k, v in arg.items())
     return _expect_rc(name, *_answer(lambda: container.driver.update(container.cid, arg)), False)
 
@@ -342,7 +343,9 @@ def refused_create(steps: list[Any] | tuple[Any, ...], results: list[StepResult]
 
     Such a scenario never had a container to look at: like a refused ``run``,
     that is an error of the runtime's set-up (the verdict ``error``), not a
-    failed or unobservable check.
+    failed or unobservable check.  ``create: succeeds`` says the refusal is
+    itself what the scenario checks (a runtime that fails create over a
+    poststart hook): then it is an ordinary failed expectation.
     """
     for result in results:
         if not result.ok and 0 <= result.index < len(steps) and steps[result.index] == "create":

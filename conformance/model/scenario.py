@@ -153,16 +153,21 @@ class LaunchSpec:
     ``fds``: descriptors it is started with, at 3, 4, … in this order (each one
     of HANDED_FDS: a host file holding ``{{fd_token}}``, one end of a socket
     pair, the read end of a pipe), as a caller that forgot them open would;
-    ``preserve_fds``: ``--preserve-fds N`` on create (and run).
+    ``preserve_fds``: ``--preserve-fds N`` on create (and run);
+    ``console_socket``: whether create names a console socket (``--console-socket``);
+    None, the default: exactly when the config has ``process.terminal`` true.
     """
 
     fds: tuple[str, ...] = ()
     preserve_fds: int = 0
+    console_socket: bool | None = None
 
     @classmethod
     def from_yaml(cls, raw: dict[str, Any] | None) -> "LaunchSpec":
         raw = raw or {}
-        return cls(tuple(raw.get("fds", ())), int(raw.get("preserve_fds", 0)))
+        given = raw.get("console_socket")
+        return cls(tuple(raw.get("fds", ())), int(raw.get("preserve_fds", 0)),
+                   None if given is None else bool(given))
 
 
 @dataclass(frozen=True)

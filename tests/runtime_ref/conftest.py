@@ -66,7 +66,7 @@ class Ref:
         self.bundle = tmp / "bundle"
         self.bundle.mkdir()
         shutil.copytree(template, self.bundle / "rootfs", symlinks=True)
-        self.tag = "cf-rt" + secrets.token_hex(4)
+        self.tag = f"cf-rt{os.getpid()}x{secrets.token_hex(3)}"  # the pid lets a later run sweep a killed one's
         self.n = 0
         self.ids: list[str] = []
         self.config = base_config()
@@ -167,6 +167,35 @@ def leftovers(ref: Ref) -> list[str]:
     if ref.root.exists():
         found += [f"state {p}" for p in ref.root.iterdir()]
     return found
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@pytest.fixture(scope="session", autouse=True)
+def sweep_killed_runs():
+    """Cgroups a killed test run left (its tag carries its pid, now dead): empty ones are removed.
+
+    A cgroup with a process still in it is left alone and named, never killed: it may not be ours.
+    """
+    for path in sorted(glob.glob("/sys/fs/cgroup/*/cf-rt*x*") + glob.glob("/sys/fs/cgroup/cf-rt*x*"),
+                       key=len, reverse=True):
+        pid = os.path.basename(path)[len("cf-rt"):].split("x", 1)[0]
+        if not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        for sub in sorted((d for d, _, _ in os.walk(path)), key=len, reverse=True):
+            try:
+                os.rmdir(sub)
+            except OSError as exc:
+                print(f"runtime_ref tests: could not sweep {sub} ({exc})", file=sys.stderr)
+    yield
 
 
 @pytest.fixture(scope="session", autouse=True)

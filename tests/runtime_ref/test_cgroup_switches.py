@@ -87,12 +87,14 @@ def test_delete_leaves_a_cgroup_it_did_not_make_unless_cgroup_ownership(ref):
     for disable, kept in ((None, True), ("cgroup-ownership", False)):
         foreign = V1_PIDS / f"{ref.tag}-foreign"
         foreign.mkdir()
-        cid = ref.create(["true"], disable=disable)
-        pid = ref.state(cid)["pid"]
-        (foreign / "cgroup.procs").write_text(str(pid))
-        ref.cmd("start", cid)
-        reap(pid)
-        assert ref.cmd("delete", cid).returncode == 0
-        assert foreign.is_dir() is kept
-        if kept:
-            foreign.rmdir()
+        try:
+            cid = ref.create(["true"], disable=disable)
+            pid = ref.state(cid)["pid"]
+            (foreign / "cgroup.procs").write_text(str(pid))
+            ref.cmd("start", cid)
+            reap(pid)
+            assert ref.cmd("delete", cid).returncode == 0
+            assert foreign.is_dir() is kept
+        finally:
+            if foreign.is_dir():
+                foreign.rmdir()  # ours, and empty once the init is reaped (a failed assert included)

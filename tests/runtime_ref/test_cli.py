@@ -19,7 +19,7 @@ import pytest
     (["--log=/no/such/dir/log", "list"], 1, "cannot open log file /no/such/dir/log"),
     (["list", "--format", "yaml"], 1, "invalid value 'yaml' for --format"),
     (["--rootless=true", "list"], 1, "--rootless=true is not supported"),
-    (["create", "--console-socket", "/x", "c1"], 1, "flag --console-socket is not supported"),
+    (["exec", "--console-socket", "/x", "c1", "true"], 1, "flag --console-socket is not supported"),
     (["create", "--preserve-fds", "many", "c1"], 1, "invalid value 'many' for --preserve-fds"),
     (["update", "--kernel-memory", "1", "c1"], 1, "kernel memory limits are gone"),
     (["kill", "--force", "c1"], 1, "flag provided but not defined: --force"),

@@ -44,8 +44,14 @@ def _no_pid_ns(cfg):
     cfg["linux"]["namespaces"] = [ns for ns in cfg["linux"]["namespaces"] if ns["type"] != "pid"]
 
 
+def _private_root(cfg):
+    cfg["linux"]["rootfsPropagation"] = "private"
+
+
 # switch -> (shell run inside, config patch, check without switch, check with it)
 CASES = {
+    "rootfs-shared": ("awk '$5 == \"/\" {print $7}' /proc/self/mountinfo", _private_root,
+                      lambda o: o.strip() == "-", lambda o: o.startswith("shared:")),
     "sysctl": ("cat /proc/sys/kernel/msgmax", _sysctl, lambda o: o.strip() == "12345",
                lambda o: o.strip() != "12345"),
     "rootfs-propagation": ("awk '$5 == \"/\" {print $7}' /proc/self/mountinfo", _shared_root,

@@ -74,6 +74,8 @@ def _env(cfg):
 
 # switch -> (shell run inside, config patch, check without switch, check with it)
 RUN_CASES = {
+    "dev-symlinks": ("readlink /dev/fd; readlink /dev/ptmx; true", None, lambda o: o.split() == ["/proc/self/fd", "pts/ptmx"],
+                     lambda o: o.strip() == ""),
     "pid": ("echo $$", None, lambda o: o.strip() == "1", lambda o: o.strip() != "1"),
     "net": _ns_case("net"),
     "mnt": _ns_case("mnt"),
@@ -275,7 +277,7 @@ ELSEWHERE = {
     "cgroup-ownership": "test_cgroup_switches.py",
     "unified": "test_cgroup_switches.py", "hugetlb": "test_cgroup_switches.py",
     **{s: "test_mounts_and_namespaces.py" for s in (
-        "sysctl", "rootfs-propagation", "mount-propagation", "mount-options", "mount-order", "rbind",
+        "sysctl", "rootfs-propagation", "rootfs-shared", "mount-propagation", "mount-options", "mount-order", "rbind",
         "bind-nondir", "tmpfs-mode", "sysfs-fallback", "implicit-mounts", "securejoin", "device-nodes", "device-rules", "ns-path-type", "force-namespaces")},
     "oom-score-adj": "test_attributes.py", "scheduler": "test_attributes.py", "ioprio": "test_attributes.py",
     "personality": "test_attributes.py", "mempolicy": "test_attributes.py", "cpu-affinity": "test_attributes.py",
@@ -283,6 +285,8 @@ ELSEWHERE = {
     "exec-namespaces": "test_exec.py", "exec-cgroup": "test_exec.py", "exec-confine": "test_exec.py",
     "exec-opts": "test_exec.py", "exec-status": "test_exec.py",
     "apparmor": "test_privilege.py", "selinux": "test_privilege.py",
+    "terminal": "test_terminal.py", "console-size": "test_terminal.py",
+    "exec-terminal": "test_terminal.py",
     "ambient": "test_privilege.py", "cap-names": "test_privilege.py", "force-nnp": "test_privilege.py", "seccomp-args": "test_privilege.py",
 }
 

@@ -25,6 +25,7 @@ from conformance.model.errors import DriverError
 from conformance.model.records import RuntimeEntry, SandboxProbe
 
 from ..bundle import AS_WRITTEN, LaneNeeds
+from ..console import Console
 from ..runtimes import RuntimeProfile
 
 
@@ -46,12 +47,16 @@ class Launch:
 
     ``fds`` are descriptors of the harness that the runtime process starts
     with, at 3, 4, … in this order (a caller's open files, sockets, pipes);
-    ``preserve_fds`` is ``--preserve-fds N``.  The default is what the harness
-    always did: stdio only.
+    ``preserve_fds`` is ``--preserve-fds N``; ``console`` the receiving end
+    of ``--console-socket`` (a container with ``process.terminal``: create
+    names its path; only create, since a foreground run relays a terminal
+    itself, on its own stdio).  The default is what the harness always did:
+    stdio only.
     """
 
     fds: tuple[int, ...] = ()
     preserve_fds: int = 0
+    console: Console | None = None
 
 
 #: stdio only: how every runtime process is started unless a scenario says otherwise
@@ -61,7 +66,7 @@ NO_LAUNCH = Launch()
 UPDATE_FLAGS: dict[str, str] = {
     "memory": "--memory", "memory_swap": "--memory-swap", "memory_reservation": "--memory-reservation",
     "pids": "--pids-limit", "cpu_quota": "--cpu-quota", "cpu_period": "--cpu-period",
-    "cpu_shares": "--cpu-share",
+    "cpu_shares": "--cpu-share", "cpuset_cpus": "--cpuset-cpus", "cpuset_mems": "--cpuset-mems",
 }
 
 
@@ -195,7 +200,7 @@ class RuntimeDriver(abc.ABC):
         """Thaw the paused container; VerbFailed when the runtime refuses."""
 
     @abc.abstractmethod
-    def update(self, cid: str, resources: Mapping[str, int]) -> None:
+    def update(self, cid: str, resources: Mapping[str, int | str]) -> None:
         """Change a running container's limits (keys of ``UPDATE_FLAGS``); VerbFailed when refused."""
 
     @abc.abstractmethod

@@ -192,10 +192,17 @@ class CliDriver(RuntimeDriver):
     def _preserve(launch: Launch) -> list[str]:
         return ["--preserve-fds", str(launch.preserve_fds)] if launch.preserve_fds else []
 
+    @staticmethod
+    def _console(launch: Launch) -> list[str]:
+        return ["--console-socket", launch.console.path] if launch.console is not None else []
+
     # -- verbs ------------------------------------------------------------
     def run(self, bundle: Path, cid: str, stdout: IO[bytes], stderr: IO[bytes], timeout: float,
             launch: Launch = NO_LAUNCH) -> RunOutcome:
         """``RUNTIME run``: foreground, the runtime's exit status is the container's."""
+        if launch.console is not None:
+            raise DriverError("a console socket is for create: a foreground run relays the terminal on its "
+                              "own stdio, which the harness never makes a terminal (use create/start)")
         started = time.monotonic()
         self.live.add(cid)
         ended = False
@@ -222,7 +229,8 @@ class CliDriver(RuntimeDriver):
         self.live.add(cid)
         pid_file = bundle / "init.pid"  # saves a `state` process; runc's CLI has it, so do its kin
         proc = self._launch(self._argv("create", "--bundle", str(bundle), "--pid-file", str(pid_file),
-                                       *self._preserve(launch), cid), launch, stdin, stdout, stderr)
+                                       *self._preserve(launch), *self._console(launch), cid),
+                            launch, stdin, stdout, stderr)
         if self._wait_runtime(proc, timeout):
             self.kill_strays()
             raise DriverError(f"{self.label} create did not return within {timeout:.0f}s")
@@ -282,7 +290,7 @@ class CliDriver(RuntimeDriver):
     def resume(self, cid: str) -> None:
         self._call("resume", cid)
 
-    def update(self, cid: str, resources: Mapping[str, int]) -> None:
+    def update(self, cid: str, resources: Mapping[str, int | str]) -> None:
         flags = [arg for name, value in resources.items() for arg in (UPDATE_FLAGS[name], str(value))]
         self._call("update", *flags, cid)
 
@@ -307,7 +315,9 @@ class CliDriver(RuntimeDriver):
         return self._argv("exec", *flags, cid)
 
     def list_ids(self) -> list[str]:
-        if not self.root.exists():
+        """The runtime's containers under our root; an empty root has none, and asking costs a runtime start
+        (at the end of a --controls run, one per switch set: under load more than xdist waits for a worker)."""
+        if not self.root.exists() or not any(self.root.iterdir()):
             return []
         done = self._call("list", "-q", check=False)
         return [line.strip() for line in done.stdout.splitlines() if line.strip()]
