@@ -6,6 +6,7 @@ unprivileged user is tests/test_rootless.py's.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -202,3 +203,14 @@ def test_a_runtime_that_runs_no_container_rootless_gives_errors_not_passes(monke
                     path=Path("<t>"), line=0)
     done = executor.execute(spec, "x:rootless", (), Session())  # type: ignore[arg-type]
     assert done.error and "Rootless mode not supported" in done.error and "host facts" not in done.error
+
+
+def test_the_console_socket_is_the_bundle_owners(tmp_path):
+    """A runtime run by the bundle's owner (the rootless lane's user) may connect to its console socket."""
+    from conformance.host.console import console_socket
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    os.chown(bundle, 4321, 4321)
+    with console_socket(bundle) as receiver:
+        sock = Path(receiver.path)
+        assert (sock.stat().st_uid, sock.parent.stat().st_uid) == (4321, 4321)
