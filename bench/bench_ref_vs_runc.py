@@ -3,7 +3,10 @@
 
 Runs `true` in a container with each runtime, interleaved (ref, runc, ref,
 runc, ...) so that machine noise hits both alike, and prints the median wall
-time per runtime and the ratio ref/runc.  Not a test: it asserts nothing.
+time per runtime and the ratio ref/runc.  `runtime-ref` is the command a user
+runs: the one pip installed beside this Python (or on the PATH); --ref
+names another (the harness's launcher: runtime_ref/bin/runtime-ref).  Not a
+test: it asserts nothing.
 
     python3 bench/bench_ref_vs_runc.py [-n 100] [--ref CMD] [--runc PATH]
 """
@@ -49,11 +52,17 @@ def set_cgroup(d, config, path):
         json.dump(config, f)
 
 
+def installed_ref():
+    """`runtime-ref` as a user calls it after `pip install`: beside this Python, else on the PATH."""
+    beside = os.path.join(os.path.dirname(sys.executable), "runtime-ref")
+    return beside if os.path.isfile(beside) else shutil.which("runtime-ref") or "runtime-ref"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=100, help="runs per runtime")
-    ap.add_argument("--ref", default=os.path.join(REPO, "runtime_ref", "bin", "runtime-ref"),
-                    help="runtime-ref command (default: the fast launcher)")
+    ap.add_argument("--ref", default=installed_ref(),
+                    help="runtime-ref command (default: the one pip installed, as a user runs it)")
     ap.add_argument("--runc", default=shutil.which("runc") or "runc")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="bench-ref-")
@@ -84,7 +93,8 @@ def main():
             print("%-5s median %.1f ms  (min %.1f, p90 %.1f, n=%d)" % (
                 k, med[k], min(times[k]) * 1000,
                 sorted(times[k])[int(len(times[k]) * 0.9) - 1] * 1000, len(times[k])))
-        print("ratio ref/runc = %.2f" % (med["ref"] / med["runc"]))
+        print("ratio ref/runc = %.2f   (ref: %s; load average %.2f)" % (med["ref"] / med["runc"], args.ref,
+                                                                   os.getloadavg()[0]))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -7,8 +7,8 @@ For each runtime, prints
   - the bare time: the sum, over the same scenarios, of one
     ``R run --bundle B`` each, B being the very bundle the harness builds
     (same config.json, same rootfs, same global flags and adaptations), timed
-    around the runtime process alone; stdin is /dev/null so ``read _`` ends;
-  - their ratio (goal ≤ 1.2).
+    around the runtime process alone; stdin is an empty pipe so ``read _`` ends;
+  - their ratio (goal ≤ 1.3 on runc).
 Then the wall time of the full matrix of ref, runc and crun with ``-n 2``
 (goal ≤ 60 s on this 2-core machine), runsc on its own line, the cost of
 ``--controls`` (the negative controls: one ref run of the scenario per
@@ -29,10 +29,7 @@ import argparse
 import json
 import os
 import secrets
-import select
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -51,9 +48,9 @@ if VENV_PYTHON.exists() and Path(sys.prefix).resolve() != VENV_PYTHON.parent.par
 sys.path.insert(0, str(REPO))
 
 from conformance.catalog.loader import load_scenarios  # noqa: E402
-from conformance.host import cgroupfs, host_setup, hostinfo  # noqa: E402
-from conformance.host.bundle import build  # noqa: E402
-from conformance.host.runtimes import resolve  # noqa: E402
+from conformance.host import hostinfo  # noqa: E402
+from conformance.host.bare import bare_runs as time_bare_runs  # noqa: E402
+from conformance.host.session import RunSession  # noqa: E402
 from conformance.reporting.document import proof_totals  # noqa: E402
 
 TAG = "bench" + secrets.token_hex(3)
@@ -111,7 +108,7 @@ def run_suite(runtimes: str, *extra: str, keep: dict | None = None, whole: bool 
     try:
         started = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env={**os.environ, "OCI_CONFORMANCE_TAG": TAG})
+                                env=user_env())
         meter = PeakMemory(proc.pid)
         meter.start()
         output, _ = proc.communicate()
@@ -127,48 +124,24 @@ def run_suite(runtimes: str, *extra: str, keep: dict | None = None, whole: bool 
         shutil.rmtree(out, ignore_errors=True)
 
 
+def user_env() -> dict[str, str]:
+    """This environment as a user's shell has it: without PYTHONDONTWRITEBYTECODE, which some
+    tool environments set and which makes every pytest start recompile (and re-rewrite) the
+    harness's modules."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    return {**env, "OCI_CONFORMANCE_TAG": TAG}
+
+
 # -- bare runtime runs of the same bundles ---------------------------------------------
-def timed_run(argv: list[str], out, err, timeout: float) -> float:
-    """Wall time of one runtime process, woken by its exit (a pidfd), not by a polling wait."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True)
-    fd = os.pidfd_open(proc.pid)
-    try:
-        exited = select.select([fd], [], [], timeout)[0]
-    finally:
-        os.close(fd)
-    elapsed = time.perf_counter() - started
-    if not exited:
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    return elapsed
-
-
 def bare_runs(name: str) -> tuple[float, int]:
-    """(sum of ``RUNTIME run`` wall times, number of bundles) over the catalog's runnable scenarios."""
-    profile = resolve(name)
-    workdir = Path(tempfile.mkdtemp(prefix=f"oci-conformance-{TAG}-"))
-    workdir.chmod(0o711)
-    state = workdir / "state"
-    total, count = 0.0, 0
+    """(sum of ``RUNTIME run`` wall times, number of bundles) over the catalog's runnable scenarios:
+    the very bundles the suite builds (conformance/host/bare.py, which bench_hosts.py uses on other hosts)."""
+    session = RunSession()
     try:
-        for scenario in catalog():
-            if hostinfo.unmet(scenario.requires):
-                continue  # the suite skips it too: nothing runs
-            cid = f"cf-{TAG}-{secrets.token_hex(4)}"
-            with host_setup.prepared(scenario.host_setup, workdir) as variables:
-                variables["host_hostname"] = socket.gethostname()
-                bundle = build(scenario, cid, workdir, profile.spec_version, variables)
-                argv = profile.argv(state, "run", "--bundle", str(bundle.path), cid)
-                with open(bundle.path / "stdout", "wb") as out, open(bundle.path / "stderr", "wb") as err:
-                    total += timed_run(argv, out, err, scenario.timeout)
-                count += 1
-                subprocess.run(profile.argv(state, "delete", "--force", cid), capture_output=True)
-                cgroupfs.remove_leftovers(bundle.config["linux"]["cgroupsPath"])
-                bundle.remove()
+        times = [t for t in time_bare_runs(catalog(), name, session) if t is not None]
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    return total, count
+        session.close()
+    return sum(times), len(times)
 
 
 def line(name: str, wall: float, bare: float, count: int, peak: int, summary: str) -> str:

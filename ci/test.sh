@@ -6,4 +6,6 @@ bash ci/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
 ruff check conformance runtime_ref tests bench conftest.py
 mypy
-exec pytest tests -p no:cacheprovider "$@"
+# Two workers by default (CI's machines have two cores; the guests and the catalog runs dominate);
+# a later -n in "$@" wins.
+exec pytest tests -p no:cacheprovider -n 2 "$@"

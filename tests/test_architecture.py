@@ -55,6 +55,8 @@ FUNCTION_LEVEL = {
         "testinfra is optional on a remote host: loaded only when a scenario has testinfra checks",
     ("conformance.host.agent", "runtime_ref.cli"):
         "the agent zip's runtime-ref verb: other verbs never load the reference runtime",
+    ("conformance.hosts.connect", "conformance.hosts.qemu"):
+        "guests (and testinfra, which they load) only when --hosts names one: a local run starts faster",
 }
 
 

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import time
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
+from conformance.catalog.loader import load_scenarios
 from conformance.host import cgroupfs, lifecycle
 from conformance.host.bundle import Bundle, build
 from conformance.host.drivers import RuntimeDriver, VerbFailed
+from conformance.host.executor import execute
 from conformance.host.session import RunSession
 from conformance.host.steps import run_steps
 from conformance.model.scenario import Expectations, Scenario
@@ -165,3 +168,53 @@ def test_steps_that_end_mid_life_still_leave_nothing(session, runtime):
         assert _gone(driver, cid, pid) == []
     finally:
         bundle.remove()
+
+
+@pytest.mark.parametrize("name, one_run", [("hooks-container-side-state-pid", False), ("hooks-env-and-argv", True)])
+def test_one_run_serves_only_a_scenario_whose_placeholders_it_can_fill(session, monkeypatch, name, one_run):
+    """``{{init_pid}}`` is create's pid file: a scenario naming it goes through create and start (run's
+    pid file may never be read when the entrypoint ends first), and reads the pid create gave; one
+    whose after-exit facts need nothing of that goes through one ``run --keep`` (ref has it, as runc)."""
+    driver = session.driver("ref")
+    assert driver.keeps_after_run
+    attached: list[str] = []
+    run_attached = driver.run_attached
+
+    def counted(bundle, cid, *args, **kwargs):
+        attached.append(cid)
+        return run_attached(bundle, cid, *args, **kwargs)
+
+    monkeypatch.setattr(driver, "run_attached", counted)
+    scenario = load_scenarios(Path(__file__).parent.parent / "scenarios" / f"{name}.yaml")[0]
+    done = execute(scenario, "ref", (), session)
+    assert done.error is None and done.observation is not None, done.error
+    assert bool(attached) is one_run
+    readings = done.observation.facts
+    assert readings and all(r.error is None for r in readings), readings
+    if not one_run:
+        assert f'"pid":{done.variables["init_pid"]}' in readings[0].value.replace(" ", "")
+
+
+def test_closing_a_session_lists_no_empty_root_and_kills_what_names_a_root(monkeypatch, no_leftovers):
+    """Close is quick with many drivers (one per control): an empty state root is not asked through
+    the runtime, and /proc is read once for every root; a process that names a driver's root (a
+    runtime's daemon whose create was cut short) is still killed, and said."""
+    monkeypatch.setenv("OCI_CONFORMANCE_TAG", RUN_TAG)
+    made = RunSession()
+    plain, control = made.driver("ref"), made.driver("ref", ("seccomp",))
+    plain.root.mkdir(parents=True, exist_ok=True)
+    control.root.mkdir(parents=True, exist_ok=True)
+    asked: list[tuple[str, ...]] = []
+    for driver in (plain, control):
+        monkeypatch.setattr(driver, "_call", lambda *verb, **kw: asked.append(verb))
+    stray = subprocess.Popen(["sh", "-c", "sleep 60", "sh", f"--root={control.root}"])
+    try:
+        left = made.close()
+        assert asked == []
+        assert left == [f"process {stray.pid}"]
+        stray.wait(timeout=5)  # reaped by close already (its status went there): gone long before sleep's 60 s
+        assert not Path(f"/proc/{stray.pid}").exists()
+    finally:
+        if stray.poll() is None:
+            stray.kill()
+            stray.wait()

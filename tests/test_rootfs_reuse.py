@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 
 from conformance.host.rootfs import busybox_rootfs, release_rootfs, take_rootfs
 
@@ -69,3 +70,25 @@ def test_nothing_is_removed_through_a_mount_point(tmp_path):
         assert (target / "precious").read_text() == "must survive\n"
     finally:
         subprocess.run(["umount", "-l", str(target)], check=True)
+
+
+def test_a_reused_copy_is_checked_as_strictly_once_its_directories_are_trusted(tmp_path):
+    """After a round trip the check skips the listings of directories that did not change; a change
+    made later still shows in the directory's own times (or in the entry's), and the copy is not reused."""
+    changes = {
+        "removed link": lambda r: (r / "bin" / "ls").unlink(),
+        "link replaced": lambda r: ((r / "bin" / "cat").unlink(), (r / "bin" / "cat").symlink_to("sh")),
+        "added file": lambda r: (r / "bin" / "extra").write_text("x"),
+        "write": lambda r: (r / "etc" / "passwd").write_text("root:x:0:0::/:/bin/sh\n"),
+    }
+    for i, (what, change) in enumerate(changes.items()):
+        rootfs = _take(tmp_path, f"d{i}")
+        time.sleep(0.06)  # the copy's directories are older than the timestamps' granularity …
+        assert release_rootfs(rootfs, tmp_path) is True  # … when this check takes them: trusted from now on
+        again = _take(tmp_path, f"e{i}")
+        change(again)
+        kept = release_rootfs(again, tmp_path)
+        if what == "added file":  # an addition is removed, and the copy kept
+            assert kept is True and not list((tmp_path / ".rootfs-spare").rglob("extra"))
+        else:
+            assert kept is False, what

@@ -8,11 +8,12 @@ value, or of the unknown key, which is what a person editing the file needs.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Iterator
 
-import jsonschema
 import yaml
 
 from conformance.model.errors import ScenarioError
@@ -49,18 +50,27 @@ def _construct(node: yaml.Node, path: LinePath, lines: dict[LinePath, int], file
     return _scalar(node)
 
 
+#: PyYAML's C parser when it was built with libyaml (several times faster than the pure-Python one,
+#: with the same nodes and marks); the pure-Python one otherwise
+_COMPOSER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+#: one constructor for every scalar (making a loader per scalar cost more than parsing the file)
+_SCALARS = yaml.constructor.SafeConstructor()
+
+
 def _scalar(node: yaml.Node) -> Any:
-    loader = yaml.SafeLoader("")
     try:
-        return loader.construct_object(node, deep=True)
+        return _SCALARS.construct_object(node, deep=True)
     finally:
-        loader.dispose()
+        _SCALARS.constructed_objects.clear()  # its memo would keep every node of every file
 
 
 def parse_documents(text: str, file: str) -> Iterator[tuple[dict[str, Any], dict[LinePath, int]]]:
     """Yield (document, line map) for every YAML document in ``text``."""
     try:
-        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        try:
+            nodes = list(yaml.compose_all(text, Loader=_COMPOSER))
+        except yaml.MarkedYAMLError:  # said again by the pure-Python parser, whose marks point closer
+            nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -115,15 +125,51 @@ def _closest_branch_error(error: Any) -> Any:
     return max(pool, key=lambda e: len(list(e.absolute_path)))
 
 
+@functools.lru_cache(maxsize=1)
+def _validator() -> Any:
+    """The schema's validator, made once (making it compiles the schema's references)."""
+    import jsonschema  # only when a document is not known valid: its import is a tenth of pytest's start
+
+    return jsonschema.Draft202012Validator(scenario_schema())
+
+
+def _known_valid_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return Path(base) / "oci-conformance" / "valid-scenarios"
+
+
+@functools.lru_cache(maxsize=1)
+def _schema_digest() -> bytes:
+    return hashlib.sha256(SCHEMA_PATH.read_bytes()).digest()
+
+
+def _known_valid(doc: dict[str, Any]) -> Path:
+    """Where a mark says this document passed this schema: named by the hash of both."""
+    text = json.dumps(doc, sort_keys=True, default=repr).encode()
+    return _known_valid_dir() / hashlib.sha256(_schema_digest() + text).hexdigest()
+
+
 def validate(doc: dict[str, Any], lines: dict[LinePath, int], file: str) -> None:
-    """Validate one scenario document; raise ScenarioError at the first error's line."""
-    validator = jsonschema.Draft202012Validator(scenario_schema())
+    """Validate one scenario document; raise ScenarioError at the first error's line.
+
+    A document that passed the same schema before (a mark in the user's cache,
+    named by the hash of the schema and the document) is not validated again.
+    """
+    mark = _known_valid(doc)
+    if mark.exists():
+        return
+    validator = _validator()
     errors = sorted(validator.iter_errors(doc),
                     key=lambda e: (_line_for(tuple(e.absolute_path), lines) or 0, str(e.message)))
     if errors:
         line, message = _describe(errors[0], lines)
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise ScenarioError(file, line, message + more)
+    try:
+        mark.parent.mkdir(parents=True, exist_ok=True)
+        mark.touch()
+    except OSError:  # a read-only cache: validated every time, as before
+        pass
 
 
 def load_file(path: Path) -> list[tuple[dict[str, Any], dict[LinePath, int]]]:

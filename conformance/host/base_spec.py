@@ -9,7 +9,7 @@ so a verdict tells about that one thing.
 """
 from __future__ import annotations
 
-import copy
+import json
 from typing import Any
 
 #: Docker's default capability set (moby/oci/caps/defaults.go).
@@ -90,6 +90,14 @@ _BASE: dict[str, Any] = {
 }
 
 
+_BASE_JSON = json.dumps(_BASE)
+
+
 def base_spec() -> dict[str, Any]:
-    """Return a fresh deep copy of the base config (callers mutate it)."""
-    return copy.deepcopy(_BASE)
+    """Return a fresh deep copy of the base config (callers mutate it).
+
+    Copied through its JSON text: the C parser is several times faster than
+    ``copy.deepcopy``, which showed in every bundle (most under emulation).
+    """
+    copied: dict[str, Any] = json.loads(_BASE_JSON)
+    return copied

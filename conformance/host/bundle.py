@@ -164,7 +164,7 @@ def build(scenario: Scenario, cid: str, workdir: Path, oci_version: str,
         _for_lane(bundle, lane)
         _name_cgroups_path(bundle)
         take_rootfs(busybox_rootfs(), bundle.rootfs, workdir, lane.owner)
-        (path / "config.json").write_text(json.dumps(bundle.config, indent=1))
+        (path / "config.json").write_text(json.dumps(bundle.config))
     except BaseException:
         bundle.remove()
         raise
@@ -189,7 +189,7 @@ def _build_on_image(scenario: Scenario, cid: str, workdir: Path, oci_version: st
         bundle.config = make_config(scenario, cid, oci_version, bundle.variables)
         _for_lane(bundle, lane)
         _name_cgroups_path(bundle)
-        (path / "config.json").write_text(json.dumps(bundle.config, indent=1))
+        (path / "config.json").write_text(json.dumps(bundle.config))
     except BaseException:
         bundle.remove()
         raise

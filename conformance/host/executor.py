@@ -46,6 +46,8 @@ def execute(scenario: Scenario, runtime: str, disabled: tuple[str, ...], session
         if driver.bundle_needs.probe_must_run and not found.ran:
             why = found.evidence.partition("; host facts")[0]
             return Execution(error=f"{driver.label} ran no container in this lane: {why}")
+        if driver.sandbox is None:  # a control's variant: the same runtime, so the same init (observe.py)
+            driver.sandbox = found
         with host_setup.prepared(scenario.host_setup, session.workdir, driver.bundle_needs.owner) as variables:
             variables["host_hostname"] = socket.gethostname()
             variables.update(hoststate.namespace_links())

@@ -43,10 +43,13 @@ def read(scenario: Scenario, exec_argv: list[str], cid: str,
     from . import testinfra_exec
 
     try:
-        host = testinfra_exec.container_host(exec_argv, cid)
+        host = testinfra_exec.container_host(exec_argv, cid, kept_open=True)  # one exec, not one per command
     except Exception as exc:  # the first exec failed: nothing can be read
         return not_running(scenario, f"exec into the container failed: {' '.join(str(exc).split())[:300]}")
-    return testinfra_exec.read_checks(host, filled(scenario.inside_checks, variables))
+    try:
+        return testinfra_exec.read_checks(host, filled(scenario.inside_checks, variables))
+    finally:
+        host.backend.close()
 
 
 def not_running(scenario: Scenario, why: str) -> list[InsideReading]:

@@ -19,11 +19,12 @@ from __future__ import annotations
 import os
 import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from conformance.model.errors import DriverError
-from conformance.model.placeholders import fill
+from conformance.model.placeholders import fill, named
 from conformance.model.records import FactReading, Observation
 from conformance.model.scenario import HostFact, Scenario
 
@@ -159,6 +160,8 @@ def observe(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str,
         try:
             if scenario.steps:
                 _steps(scenario, driver, bundle, cid, out, err, obs, stages, launch)
+            elif launch.console is None and _one_run_serves(scenario, driver):  # a terminal needs create/start
+                _attached(scenario, driver, bundle, cid, out, err, obs, stages, launch)
             elif scenario.needs_lifecycle or launch.console is not None:  # a terminal needs create/start
                 _lifecycle(scenario, driver, bundle, cid, out, err, obs, stages, launch)
             else:
@@ -245,6 +248,87 @@ class _StageReader:
 NOT_SEEN_RUNNING = "the entrypoint was not seen running (it exited first, or exec never happened)"
 
 
+def _one_run_serves(scenario: Scenario, driver: RuntimeDriver) -> bool:
+    """Everything the scenario reads, it reads while the entrypoint runs, or after it ended when the
+    runtime's ``run`` can keep the stopped container and the fact needs no process: one ``run``
+    serves it (nothing is read before start, while paused or after delete, and no refused create is
+    told apart from the entrypoint's own exit).  A scenario that names ``{{init_pid}}`` goes through
+    create: its pid file is the one that is there before anything runs (``run``'s may never be read
+    when the entrypoint ends first, and then the placeholder would have no value)."""
+    def served(fact: HostFact) -> bool:
+        return fact.when == "running" or (fact.when == "exited" and fact.kind in PID_FREE and driver.keeps_after_run)
+
+    return (scenario.needs_lifecycle and not scenario.steps and not scenario.expect.or_refused
+            and all(served(f) for f in scenario.host_facts) and bool(_init_exe(driver))
+            and not named(scenario.source, "init_pid"))
+
+
+#: facts that need no process to be read (an entrypoint that ended before its pid was seen does not
+#: keep them from being read after the exit); a cgroup fact needs the init's cgroups, read while it lives
+PID_FREE = ("host_file", "layer_file", "host_stat", "host_unchanged", "runtime_binary_unchanged")
+
+
+def _init_exe(driver: RuntimeDriver) -> str:
+    """What the runtime's own init reads as /proc/<pid>/exe before it execs the entrypoint (its probe
+    learned it); "" when unknown: then only create/start tells the two moments apart."""
+    return driver.sandbox.init_exe if driver.sandbox is not None else ""
+
+
+@dataclass
+class _Started:
+    """A container ``run`` started: its init's pid and its id (what ``_while_running`` needs)."""
+
+    pid: int
+    cid: str
+
+
+def _attached(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str, out: IO[bytes],
+              err: IO[bytes], obs: Observation, stages: _StageReader, launch: Launch) -> None:
+    """One foreground run: facts and checks read once the init was started and exec'd the entrypoint,
+    then its stdin let go; with ``--keep``, the after-exit facts read before the delete."""
+    stdin_r, stdin_w = os.pipe()
+    gone: list[int] = []
+
+    def while_running(pid: int) -> None:
+        stages.probe, stages.created_exe = _HostProbe(pid, stages.variables, stages.config), _init_exe(driver)
+        if stages.probe.cgroups is None:  # its /proc entry is gone: it ended before it could be looked at
+            gone.append(pid)
+        else:
+            _while_running(scenario, driver, _Started(pid, cid), stages, obs)
+            stages.done.add("running")
+        _let_go(stdin_w)
+
+    keep = bool(stages.wanted["exited"])
+    try:
+        outcome = driver.run_attached(bundle.path, cid, stdin_r, out, err, scenario.timeout, while_running, keep,
+                                      launch)
+        try:
+            if stages.probe is None or gone:  # the entrypoint ended (or failed) before it was looked at
+                obs.facts += [FactReading(f, error=NOT_SEEN_RUNNING) for f in stages.wanted["running"]]
+                if scenario.inside_checks:
+                    obs.inside = inside.not_running(scenario, NOT_SEEN_RUNNING)
+            if keep:  # facts that need no process (PID_FREE), read before the delete
+                stages.probe = stages.probe or _HostProbe(0, stages.variables, stages.config)
+                stages.read("exited")
+        finally:
+            if keep:
+                driver.delete(cid, force=True)
+    finally:
+        os.close(stdin_r)
+        _let_go(stdin_w)
+    obs.exit, obs.timed_out = outcome.exit, outcome.timed_out
+    obs.runtime_exit = outcome.exit  # what `RUNTIME run` returned: no second run needed for it
+
+
+def _let_go(fd: int) -> None:
+    """The entrypoint's ``read _`` returns: one line, then end of input (closed once)."""
+    try:
+        os.write(fd, b"\n")
+        os.close(fd)
+    except OSError:  # closed already, or the container is gone
+        pass
+
+
 def _lifecycle(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str, out: IO[bytes],
                err: IO[bytes], obs: Observation, stages: _StageReader, launch: Launch) -> None:
     with lifecycle.running(driver, bundle.path, cid, out, err, scenario.timeout, at=stages.at,
@@ -254,7 +338,7 @@ def _lifecycle(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: s
     obs.exit, obs.timed_out = container.exit, container.timed_out
 
 
-def _while_running(scenario: Scenario, driver: RuntimeDriver, container: lifecycle.Container,
+def _while_running(scenario: Scenario, driver: RuntimeDriver, container: lifecycle.Container | _Started,
                    stages: _StageReader, obs: Observation) -> None:
     """Host facts and testinfra checks, once the entrypoint is seen running (a sandbox: once started,
     since its state pid never execs the entrypoint)."""
@@ -264,7 +348,8 @@ def _while_running(scenario: Scenario, driver: RuntimeDriver, container: lifecyc
         if scenario.inside_checks:  # commands inside, through the runtime's exec
             obs.inside = inside.read(scenario, driver.exec_argv(container.cid), container.cid,
                                      stages.variables)
-        if stages.wanted["paused"]:  # facts `when: paused`: pause, read them, resume
+        if stages.wanted["paused"]:  # facts `when: paused`: pause, read them, resume (never a one-run scenario)
+            assert isinstance(container, lifecycle.Container)
             _paused(driver, container, stages)
     else:
         obs.facts += [FactReading(f, error=NOT_SEEN_RUNNING) for f in stages.wanted["running"]]

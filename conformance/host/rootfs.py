@@ -7,12 +7,14 @@ next one.  The copy is ~400 symlinks and one 2 MB file.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
 import stat
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
 
@@ -43,7 +45,8 @@ def find_static_busybox() -> Path:
 
 def _is_dynamic(path: Path) -> bool:
     """True if the ELF file has a PT_INTERP program header (needs a loader)."""
-    head = path.read_bytes()[:4096]
+    with open(path, "rb") as f:
+        head = f.read(4096)
     return b"ld-linux" in head or b"/lib64/ld" in head
 
 
@@ -97,9 +100,16 @@ def cached_build(target: Path, build: Callable[[Path], None]) -> Path:
 def busybox_rootfs() -> Path:
     """Path of the cached pristine rootfs, building it on first use (atomically)."""
     busybox = find_static_busybox()
-    digest = hashlib.sha256(busybox.read_bytes()).hexdigest()[:16]
-    target = cache_root() / "rootfs" / f"busybox-{digest}-v{LAYOUT_VERSION}"
+    st = busybox.stat()
+    target = cache_root() / "rootfs" / f"busybox-{_digest(str(busybox), st.st_size, st.st_mtime_ns)}-v{LAYOUT_VERSION}"
     return cached_build(target, lambda staging: _build(busybox, staging))
+
+
+@functools.lru_cache(maxsize=4)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    """The binary's content hash, computed once per process and version of the file (2 MB read and
+    hashed for every bundle was a measurable part of a scenario's cost)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 def copy_rootfs(source: Path, dest: Path, owner: tuple[int, int] | None = None) -> None:
@@ -138,10 +148,37 @@ def chown_tree(top: Path, uid: int, gid: int) -> None:
 # chown, link or rename of an original entry shows, and such a copy is
 # deleted instead.  A directory may differ only in mtime/ctime/size, which
 # adding and removing entries sets.  Nothing is removed across a mount point.
+#
+# The check reads a directory's listing only when the directory changed (its
+# size, mtime or ctime), and skips the symlinks of a directory that did not:
+# a symlink's target cannot change in place, only by a new link, which changes
+# its directory (an lchown of a link is not seen; nothing a scenario holds
+# depends on a link's owner).  Timestamps are coarse (one kernel tick), so a
+# directory modified within TRUST_AFTER_NS of when its manifest was taken is
+# listed all the same.  Under emulation this made the check ~20x cheaper.
 SPARE_DIR = ".rootfs-spare"
 Stat = Tuple[int, int, int, int, int, int, int, int]   # dev, ino, mode, uid, gid, size, mtime, ctime
-#: (st_dev, st_ino) of a copy's top directory -> (its source, its manifest when made, its owner)
-_made: dict[tuple[int, int], tuple[Path, Dict[str, Stat], Optional[Tuple[int, int]]]] = {}
+TRUST_AFTER_NS = 50_000_000
+
+
+class _Manifest:
+    """A copy's entries as made (relative path -> Stat), by directory, and when that was taken."""
+
+    def __init__(self, entries: Dict[str, Stat]) -> None:
+        self.entries = entries
+        self.children: Dict[str, list[str]] = {rel: [] for rel, st in entries.items() if stat.S_ISDIR(st[2])}
+        for rel in entries:
+            if rel:
+                self.children[rel.rpartition("/")[0]].append(rel)
+        self.taken_ns = time.time_ns()
+
+    def unchanged_listing(self, rel: str, now: Stat) -> bool:
+        was = self.entries[rel]
+        return now[5:] == was[5:] and was[6] < self.taken_ns - TRUST_AFTER_NS
+
+
+#: (st_dev, st_ino) of a copy's top directory -> (its source, its manifest, its owner)
+_made: dict[tuple[int, int], tuple[Path, _Manifest, Optional[Tuple[int, int]]]] = {}
 
 
 def _stat(path: str) -> Stat:
@@ -169,28 +206,64 @@ def _spares(source: Path, workdir: Path, owner: tuple[int, int] | None = None) -
     return workdir / SPARE_DIR / (source.name if owner is None else f"{source.name}-{owner[0]}-{owner[1]}")
 
 
-def _restore(root: Path, made: Dict[str, Stat]) -> bool:
+def _changes(root: Path, made: _Manifest) -> tuple[list[str], list[str]] | None:
+    """(entries added, directories whose listing changed) since ``made``; None if an original entry changed."""
+    top = str(root)
+    added: list[str] = []
+    relisted: list[str] = []
+    pending = [""]
+    while pending:
+        rel = pending.pop()
+        now = _stat(top + rel)
+        if now[:5] != made.entries[rel][:5]:
+            return None
+        trusted = made.unchanged_listing(rel, now)
+        if not trusted:
+            relisted.append(rel)
+            names = {f"{rel}/{name}" for name in os.listdir(top + rel)}
+            if not names.issuperset(made.children[rel]):
+                return None  # an original entry is gone
+            added += sorted(names.difference(made.children[rel]))
+        for child in made.children[rel]:
+            was = made.entries[child]
+            if stat.S_ISDIR(was[2]):
+                pending.append(child)
+            elif not (trusted and stat.S_ISLNK(was[2])) and _stat(top + child) != was:
+                return None
+    return added, relisted
+
+
+def _on_one_device(path: str, device: int) -> bool:
+    """``path`` and, for a directory, everything below it are on ``device`` (nothing mounted there)."""
+    if os.lstat(path).st_dev != device:
+        return False
+    for dirpath, dirnames, filenames in os.walk(path):
+        if any(os.lstat(os.path.join(dirpath, n)).st_dev != device for n in dirnames + filenames):
+            return False
+    return True
+
+
+def _restore(root: Path, made: _Manifest) -> bool:
     """Bring a used copy back to ``made`` by removing added entries; False if that cannot be done."""
-    now = _manifest(root)
-    for rel, was in made.items():
-        cur = now.get(rel)
-        if cur is None:
-            return False
-        if stat.S_ISDIR(was[2]) and cur[:5] == was[:5]:
-            continue  # a directory's mtime, ctime and size follow its entries, checked one by one
-        if cur != was:
-            return False
-    added = sorted(rel for rel in now if rel not in made)
-    if any(now[rel][0] != made[""][0] for rel in added):
+    try:
+        found = _changes(root, made)
+    except FileNotFoundError:
+        return False
+    if found is None:
+        return False
+    added, relisted = found
+    device = made.entries[""][0]
+    if not all(_on_one_device(str(root) + rel, device) for rel in added):
         return False  # something is mounted there: never delete through a mount point
     for rel in added:
-        if os.path.dirname(rel) in added and os.path.dirname(rel) != rel:
-            continue  # goes with its added parent
         path = str(root) + rel
-        if stat.S_ISDIR(now[rel][2]):
+        if stat.S_ISDIR(os.lstat(path).st_mode):
             shutil.rmtree(path)
         else:
             os.unlink(path)
+    for rel in relisted:  # as they are now, after the removals: the next check can trust them again
+        made.entries[rel] = _stat(str(root) + rel)
+    made.taken_ns = time.time_ns()
     return True
 
 
@@ -205,7 +278,7 @@ def take_rootfs(source: Path, dest: Path, workdir: Path, owner: tuple[int, int] 
         except OSError:
             shutil.rmtree(spare, ignore_errors=True)
     copy_rootfs(source, dest, owner)
-    _made[_identity(dest)] = (source, _manifest(dest), owner)
+    _made[_identity(dest)] = (source, _Manifest(_manifest(dest)), owner)
 
 
 def release_rootfs(rootfs: Path, workdir: Path) -> bool:

@@ -38,6 +38,9 @@ class RuntimeProfile:
     #: what starts ``command`` in a place prepared for it (crun on a hybrid host: a private mount
     #: namespace); runs as the harness, so a lane that drops privileges does so after it
     launcher: list[str] = field(default_factory=list)
+    #: ``run --keep`` leaves the stopped container for delete (runc): facts read after the exit
+    #: need no create/start then
+    run_keeps: bool = False
 
     def argv(self, root: Path, *verb: str) -> list[str]:
         return [*self.launcher, *self.command, "--root", str(root), *self.global_flags, *verb]
@@ -106,6 +109,16 @@ def _version(command: list[str]) -> tuple[str, str]:
             spec.group(1) if spec else DEFAULT_SPEC_VERSION)
 
 
+def _has_run_flag(command: list[str], flag: str) -> bool:
+    """Whether ``RUNTIME run --help`` lists ``flag`` (asked once per runtime and session): as an
+    option (runc, ``   --keep``) or in a usage line (runtime-ref, ``[--keep]``)."""
+    try:
+        out = subprocess.run([*command, "run", "--help"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return re.search(rf"(^|[\s\[]){re.escape(flag)}\b", out.stdout + out.stderr, re.M) is not None
+
+
 def _crun_on_hybrid(profile: RuntimeProfile) -> None:
     """crun 1.x refuses hybrid hosts whose cgroup2 mount exists beside v1.
 
@@ -158,6 +171,7 @@ def resolve(name: str, extra_flags: list[str] | None = None) -> RuntimeProfile:
     version, spec = _version(command)
     profile = RuntimeProfile(name=label(name), path=path, command=command, global_flags=list(extra_flags or []),
                              version=version, spec_version=spec)
+    profile.run_keeps = _has_run_flag(command, "--keep")
     base = Path(path).name
     if base == "crun":
         _crun_on_hybrid(profile)

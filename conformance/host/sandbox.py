@@ -71,27 +71,37 @@ def _runs(pid: int, entrypoint: os.stat_result, wait_s: float) -> tuple[bool, st
 def probe(driver: RuntimeDriver, workdir: Path, cid: str, timeout: float = PROBE_TIMEOUT_S) -> SandboxProbe:
     """Run the probe container once on ``driver`` and say whether its state pid is the entrypoint."""
     try:
-        pid, runs, exe = _run_probe(driver, workdir, cid, min(timeout, PROBE_TIMEOUT_S))
+        pid, runs, exe, init_exe = _run_probe(driver, workdir, cid, min(timeout, PROBE_TIMEOUT_S))
     except (ConformanceError, OSError, KeyError, ValueError) as exc:
         return SandboxProbe(False, f"not determined (the probe container did not run: {_one_line(exc)}); "
                                    "host facts are judged as the container's", ran=False)
     if runs:
-        return SandboxProbe(False, f"state pid {pid} runs the entrypoint {ENTRYPOINT}")
-    return SandboxProbe(True, f"state pid {pid} runs {exe}, not the entrypoint {ENTRYPOINT}")
+        return SandboxProbe(False, f"state pid {pid} runs the entrypoint {ENTRYPOINT}", init_exe)
+    return SandboxProbe(True, f"state pid {pid} runs {exe}, not the entrypoint {ENTRYPOINT}", init_exe)
 
 
-def _run_probe(driver: RuntimeDriver, workdir: Path, cid: str, timeout: float) -> tuple[int, bool, str]:
-    """(the state pid, whether it runs the entrypoint, its exe) of one probe container, removed after."""
+def _run_probe(driver: RuntimeDriver, workdir: Path, cid: str, timeout: float) -> tuple[int, bool, str, str]:
+    """(the state pid, whether it runs the entrypoint, its exe, its exe when only created) of one probe
+    container, removed after."""
     bundle = build(_probe_scenario(), cid, workdir, driver.spec_version, {}, driver.bundle_needs)
+    created: list[str] = []
+
+    def at(stage: str, container: lifecycle.Container) -> None:
+        if stage == "created" and container.pid is not None:
+            try:
+                created.append(os.readlink(f"/proc/{container.pid}/exe"))
+            except OSError:
+                pass
+
     try:
         with open(bundle.path / "stdout", "wb") as out, open(bundle.path / "stderr", "wb") as err, \
-                lifecycle.running(driver, bundle.path, cid, out, err, timeout):
+                lifecycle.running(driver, bundle.path, cid, out, err, timeout, at=at):
             pid = int(driver.state(cid)["pid"])
             runs, exe = _runs(pid, os.stat(bundle.rootfs / ENTRYPOINT.lstrip("/")), EXEC_WAIT_S)
     finally:
         cgroupfs.remove_leftovers(bundle.config["linux"].get("cgroupsPath", ""))
         bundle.remove()
-    return pid, runs, exe
+    return pid, runs, exe, created[0] if created else ""
 
 
 def _one_line(exc: BaseException) -> str:

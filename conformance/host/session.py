@@ -20,12 +20,15 @@ from pathlib import Path
 from conformance.model.errors import ConformanceError, NotApplicable, RuntimeNotFound
 from conformance.model.records import SandboxProbe
 
-from . import drivers, sandbox
+from . import cgroupfs, drivers, sandbox
 from .drivers import RuntimeDriver
+from .drivers.cli import CliDriver, kill_naming
 from .image import unmount_tree
 from .runtimes import RuntimeProfile, resolve
 
 STATE_BASE = Path("/run")
+#: beside each driver's state root: the runtime's argv up to the verb, for sweep_dead
+SWEEP_SUFFIX = ".argv"
 
 
 class RunSession:
@@ -45,7 +48,8 @@ class RunSession:
     def workdir(self) -> Path:
         """Where bundles are written (one sub-directory per container, removed after it)."""
         if self._workdir is None:
-            self._workdir = Path(tempfile.mkdtemp(prefix=f"oci-conformance-{self._tag}-"))
+            # the pid in the name lets a later agent of this run sweep what a killed one left (sweep_dead)
+            self._workdir = Path(tempfile.mkdtemp(prefix=f"oci-conformance-{self._tag}-{os.getpid()}-"))
             # mkdtemp makes it 0700; a user-namespaced container's root (a mapped,
             # unprivileged host uid) must be able to traverse it to reach its rootfs.
             self._workdir.chmod(0o711)
@@ -82,6 +86,8 @@ class RunSession:
             column = lane.driver_class.qualify(profile.name)
             root = self._state_root / (re.sub(r"[^\w.-]", "-", column) + "".join(f"-no-{d}" for d in disabled))
             root.mkdir(parents=True, exist_ok=True)
+            # how to reach this root's containers without this process: for sweep_dead
+            root.with_name(root.name + SWEEP_SUFFIX).write_text(json.dumps(profile.argv(root)))
             try:
                 self._drivers[key] = lane.driver_class(profile, root)
             except NotApplicable as exc:
@@ -126,10 +132,56 @@ class RunSession:
         """Remove every container, state root and bundle this process made. Returns leftovers found."""
         leftovers = []
         for (name, _), driver in self._drivers.items():
-            leftovers += [f"{name}:{cid}" for cid in driver.cleanup()]
+            cleaned = driver.remove_containers() if isinstance(driver, CliDriver) else driver.cleanup()
+            leftovers += [f"{name}:{cid}" for cid in cleaned]
+        roots = [driver.root for driver in self._drivers.values() if isinstance(driver, CliDriver)]
+        if roots:  # one pass over /proc for every CLI driver's root (see CliDriver.cleanup)
+            leftovers += [f"process {pid}" for pid in kill_naming(roots)]
         shutil.rmtree(self._state_root, ignore_errors=True)
         if self._workdir is not None:
             # an image's overlay still mounted (a bundle not removed) must not be walked into by rmtree
             leftovers += [f"mount {p}" for p in unmount_tree(self._workdir)]
             shutil.rmtree(self._workdir, ignore_errors=True)
         return leftovers
+
+
+def _alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+def sweep_dead(tag: str) -> list[str]:
+    """Remove what sessions of run ``tag`` left when their process was killed (a hung agent's SIGKILL).
+
+    Their state roots and work dirs carry their pid; for each pid that no
+    longer runs, every container still listed under a state root is
+    force-deleted with the runtime's argv saved beside it, then the roots and
+    work dirs go (unmounting first).  Returns what was removed, for the log.
+    """
+    removed: list[str] = []
+    for state in STATE_BASE.glob(f"oci-conformance-{tag}-*"):
+        pid = state.name.rpartition("-")[2]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        for saved in state.glob(f"*{SWEEP_SUFFIX}"):
+            removed += _delete_all(json.loads(saved.read_text()))
+        shutil.rmtree(state, ignore_errors=True)
+        removed.append(str(state))
+    for work in Path(tempfile.gettempdir()).glob(f"oci-conformance-{tag}-*-*"):
+        pid = work.name[len(f"oci-conformance-{tag}-"):].partition("-")[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        unmount_tree(work)
+        shutil.rmtree(work, ignore_errors=True)
+        removed.append(str(work))
+    return removed
+
+
+def _delete_all(argv: list[str]) -> list[str]:
+    try:
+        listed = subprocess.run([*argv, "list", "-q"], capture_output=True, text=True, timeout=30).stdout.split()
+        for cid in listed:
+            subprocess.run([*argv, "delete", "--force", cid], capture_output=True, timeout=30)
+            cgroupfs.remove_leftovers(f"/{cid}")
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [f"container {cid}" for cid in listed]

@@ -24,7 +24,11 @@ from __future__ import annotations
 import functools
 import os
 import re
+import secrets
+import select
+import shlex
 import subprocess
+import time
 from typing import Any, Callable, Sequence
 
 import testinfra.host
@@ -73,35 +77,130 @@ def _busybox_ip_status(cmd: str, rc: int, err: bytes) -> int:
     return rc
 
 
+class _KeptShell:
+    """One ``sh`` started by one ``exec``, running command after command (each its own ``sh -c``).
+
+    Every command is sent as one line: ``/bin/sh -c 'CMD' </dev/null``, then
+    its exit status and an end mark on stdout and on stderr, so the two
+    streams stay apart and a command's own output, with or without a last
+    newline, comes back as it was.  Inside the container this costs a fork
+    and an exec per command instead of a runtime process per command.
+    """
+
+    def __init__(self, exec_argv: Sequence[str]) -> None:
+        self.proc = subprocess.Popen([*exec_argv, "/bin/sh"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, start_new_session=True)
+        self.mark = secrets.token_hex(8)
+
+    def run(self, script: str, timeout: float) -> tuple[int, bytes, bytes] | None:
+        """(exit status, stdout, stderr) of one command; None if the shell is gone or stuck."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None and self.proc.stderr is not None
+        line = (f"/bin/sh -c {shlex.quote(script)} </dev/null; printf '\\n__RC_{self.mark} %d\\n' \"$?\"; "
+                f"printf '\\n__END_{self.mark}\\n' >&2\n")
+        try:
+            self.proc.stdin.write(line.encode())
+            self.proc.stdin.flush()
+        except OSError:
+            return None
+        rc_mark, end_mark = f"\n__RC_{self.mark} ".encode(), f"\n__END_{self.mark}\n".encode()
+        out, err = b"", b""
+        deadline = time.monotonic() + timeout
+        streams = {self.proc.stdout.fileno(): "out", self.proc.stderr.fileno(): "err"}
+        while not (_ends_with_status(out, rc_mark) and err.endswith(end_mark)):
+            ready = select.select(list(streams), [], [], max(0.0, deadline - time.monotonic()))[0]
+            if not ready:
+                return None
+            for fd in ready:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    return None
+                if streams[fd] == "out":
+                    out += chunk
+                else:
+                    err += chunk
+        body, _, status = out[:-1].rpartition(rc_mark)
+        return int(status), body, err[:-len(end_mark)]
+
+    def close(self) -> None:
+        try:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+            self.proc.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def _ends_with_status(out: bytes, rc_mark: bytes) -> bool:
+    at = out.rfind(rc_mark)
+    return at >= 0 and out.endswith(b"\n") and out[at + len(rc_mark):-1].isdigit()
+
+
 class RuntimeExecBackend(base.BaseBackend):  # type: ignore[misc]  # testinfra ships no type information
-    """Run testinfra's commands inside container ``cid`` through ``RUNTIME exec``."""
+    """Run testinfra's commands inside container ``cid`` through ``RUNTIME exec``.
+
+    ``kept_open``: one exec starts a shell that runs every command (``_KeptShell``;
+    ``close`` ends it), instead of one exec per command; a shell that fails
+    hands over to one exec per command again.
+    """
 
     NAME = "runtime-exec"
 
-    def __init__(self, cid: str, exec_argv: Sequence[str], *args: Any, **kwargs: Any) -> None:
+    def __init__(self, cid: str, exec_argv: Sequence[str], *args: Any, kept_open: bool = False,
+                 **kwargs: Any) -> None:
         self.exec_argv = list(exec_argv)  # e.g. ["runc", "--root", "/run/…", "exec", cid]
+        self.kept_open = kept_open
+        self.shell: _KeptShell | None = None
         super().__init__(cid, *args, **kwargs)
 
     def run(self, command: str, *args: str, **kwargs: Any) -> base.CommandResult:
         cmd = _busybox_ps(self.get_command(command, *args))
         script = GETENT_SHIM + cmd if "getent" in cmd else cmd
-        argv = [*self.exec_argv, "/bin/sh", "-c", script]
-        try:
-            done = subprocess.run(argv, input=b"", capture_output=True,  # a pipe, never /dev/null (see empty_stdin)
-                                  timeout=EXEC_TIMEOUT_S, start_new_session=True)
-            rc, out, err = done.returncode, done.stdout, done.stderr
-        except subprocess.TimeoutExpired as exc:
-            rc, out, err = 124, exc.stdout or b"", (exc.stderr or b"") + b"\nexec: no answer in time"
+        done = self._in_kept_shell(script)
+        if done is None:
+            argv = [*self.exec_argv, "/bin/sh", "-c", script]
+            try:
+                ran = subprocess.run(argv, input=b"", capture_output=True,  # a pipe, never /dev/null (see empty_stdin)
+                                     timeout=EXEC_TIMEOUT_S, start_new_session=True)
+                done = ran.returncode, ran.stdout, ran.stderr
+            except subprocess.TimeoutExpired as exc:
+                done = 124, exc.stdout or b"", (exc.stderr or b"") + b"\nexec: no answer in time"
+        rc, out, err = done
         return self.result(_busybox_ip_status(cmd, rc, err), self.encode(cmd), out, err)
+
+    def _in_kept_shell(self, script: str) -> tuple[int, bytes, bytes] | None:
+        if not self.kept_open:
+            return None
+        if self.shell is None:
+            self.shell = _KeptShell(self.exec_argv)
+        done = self.shell.run(script, EXEC_TIMEOUT_S)
+        if done is None:  # the shell died or hung: one exec per command from here on
+            self.close()
+            self.kept_open = False
+        return done
+
+    def close(self) -> None:
+        if self.shell is not None:
+            self.shell.close()
+            self.shell = None
 
     def get_pytest_id(self) -> str:
         return f"{os.path.basename(self.exec_argv[0])}-exec://{self.hostname}"
 
 
-def container_host(exec_argv: Sequence[str], cid: str) -> testinfra.host.Host:
-    """A testinfra Host whose commands run inside the running container ``cid`` (``exec_argv``: see above)."""
-    host = testinfra.host.Host(RuntimeExecBackend(cid, exec_argv))
-    _known_linux(host)
+def container_host(exec_argv: Sequence[str], cid: str, kept_open: bool = False) -> testinfra.host.Host:
+    """A testinfra Host whose commands run inside the running container ``cid`` (``exec_argv``: see above).
+
+    ``kept_open``: through one shell kept open (the caller closes ``host.backend``)."""
+    host = testinfra.host.Host(RuntimeExecBackend(cid, exec_argv, kept_open=kept_open))
+    try:
+        _known_linux(host)
+    except BaseException:
+        host.backend.close()
+        raise
     return host
 
 

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import testinfra
-
 from conformance.model.errors import ConformanceError
 
-from .qemu import QemuTarget
 from .targets import BrokenTarget, HostError, LocalTarget, RemoteTarget, Target
 
 
@@ -23,6 +20,8 @@ def expand(specs: list[str], ansible_inventory: str | None) -> list[str]:
     out: list[str] = []
     for spec in specs:
         if spec.startswith("ansible://") and ansible_inventory:
+            import testinfra  # loaded only for other hosts: a local run does without it
+
             try:
                 hosts = testinfra.get_hosts([spec], ansible_inventory=ansible_inventory)
             except Exception as exc:
@@ -52,7 +51,11 @@ class Targets:
         if spec == "local":
             return LocalTarget(self.runtime_flags)
         if spec.startswith("qemu://"):
+            from .qemu import QemuTarget  # loaded only when a guest is asked for (it loads testinfra)
+
             return QemuTarget(spec, self.runtime_flags, self.tag)
+        import testinfra  # loaded only for other hosts: a local run does without it
+
         options = {k: v for k, v in self.options.items() if v}
         try:
             host = testinfra.get_host(spec, **options)

@@ -15,13 +15,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import hashlib
 import io
+import lzma
 import os
 import re
 import shutil
 import signal
 import socket
 import stat
+import struct
 import subprocess
 import sys
 import tempfile
@@ -35,6 +38,7 @@ from conformance.host.rootfs import cache_root, find_static_busybox
 from conformance.model.errors import ConformanceError
 from conformance.model.records import HostDescription
 
+from .agent_link import AgentLink
 from .targets import RemoteTarget
 
 LAYOUTS = ("cgroup-v2", "cgroup-v1")
@@ -44,6 +48,12 @@ INITRAMFS_MODULES = ("virtio_pci", "9pnet_virtio", "9p", "virtio_net", "overlay"
 V1_CONTROLLERS = ("cpu,cpuacct", "memory", "pids", "blkio", "devices", "freezer", "cpuset", "net_cls,net_prio",
                   "perf_event", "hugetlb", "rdma", "misc")
 BOOT_TIMEOUT_KVM_S, BOOT_TIMEOUT_TCG_S = 60.0, 240.0
+#: kernel parameters that save seconds under emulation and change nothing a scenario looks at:
+#: no CPU vulnerability mitigations (a throw-away guest running this machine's own binaries)
+FAST_BOOT_CMDLINE = ("mitigations=off",)
+#: console lines that mark a boot's progress (the kernel's own only with OCI_CONFORMANCE_QEMU_VERBOSE=1)
+BOOT_MILESTONES = (("kernel", "Linux version"), ("init", "CONFORMANCE-GUEST-INIT"),
+                   ("root", "CONFORMANCE-GUEST-ROOT"), ("ready", "CONFORMANCE-GUEST-READY"))
 PR_SET_PDEATHSIG = 1
 
 
@@ -125,6 +135,72 @@ def resolve_kernel(choice: str | None) -> Kernel:
     return kernel_from_package(choice)
 
 
+# -- the image qemu boots: the uncompressed kernel, entered through PVH -------------------
+XZ_MAGIC = b"\xfd7zXZ\x00"
+#: the ELF note a kernel built with CONFIG_PVH carries: its 32-bit entry point for a direct boot
+XEN_ELFNOTE_PHYS32_ENTRY = 18
+
+
+def has_pvh_entry(elf: bytes) -> bool:
+    """Whether an ELF kernel has the Xen PVH entry note qemu's ``-kernel`` needs to boot it directly."""
+    if elf[:4] != b"\x7fELF" or elf[4] != 2:  # 64-bit ELF only
+        return False
+    phoff, phentsize, phnum = struct.unpack_from("<Q", elf, 0x20)[0], *struct.unpack_from("<HH", elf, 0x36)
+    for i in range(phnum):
+        p_type, _, p_offset, _, _, p_filesz = struct.unpack_from("<IIQQQQ", elf, phoff + i * phentsize)
+        pos, end = p_offset, p_offset + p_filesz
+        while p_type == 4 and pos + 12 <= end:  # PT_NOTE: namesz, descsz, type, name, desc (4-aligned)
+            namesz, descsz, kind = struct.unpack_from("<III", elf, pos)
+            name = elf[pos + 12:pos + 12 + namesz].rstrip(b"\0")
+            if name == b"Xen" and kind == XEN_ELFNOTE_PHYS32_ENTRY:
+                return True
+            pos += 12 + (namesz + 3) // 4 * 4 + (descsz + 3) // 4 * 4
+    return False
+
+
+def boot_image(kernel: Kernel) -> Path:
+    """What qemu's ``-kernel`` gets: the vmlinux inside the bzImage when it can be booted through PVH.
+
+    A bzImage decompresses itself before the kernel runs; Debian's is
+    XZ-compressed, which under TCG costs seconds per boot.  The ELF inside
+    it (found at the XZ magic, decompressed once, cached beside the cache's
+    kernels) is entered directly when the kernel has a PVH entry note;
+    otherwise the bzImage is booted as it is.
+    """
+    target = cache_root() / "kernels" / f"vmlinux-{kernel.version}-{_file_key(kernel.image)}"
+    if target.exists():
+        return target if target.stat().st_size else kernel.image  # empty: known not to be PVH-bootable
+    data = kernel.image.read_bytes()
+    start = data.find(XZ_MAGIC)
+    elf = b""
+    if start >= 0:
+        try:
+            elf = lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(data[start:])
+        except lzma.LZMAError:
+            elf = b""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomically(target, elf if has_pvh_entry(elf) else b"")
+    return target if target.stat().st_size else kernel.image
+
+
+def _file_key(path: Path) -> str:
+    st = path.stat()
+    return hashlib.sha256(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
+
+
+def _write_atomically(target: Path, data: bytes) -> None:
+    """Write via a temp file and a rename: a parallel worker sees no file or the whole one."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 # -- the initramfs ---------------------------------------------------------------
 def _cpio_entry(out: io.BytesIO, name: str, mode: int, data: bytes = b"", ino: int = 0) -> None:
     """One entry of a "newc" cpio archive (what the kernel unpacks into its rootfs)."""
@@ -142,12 +218,14 @@ INIT = r"""#!/bin/busybox sh
 # over to the run's guest.sh (sshd). Every failure ends in a clear console line.
 set -u
 B=/bin/busybox
+echo CONFORMANCE-GUEST-INIT
 fail() { echo "CONFORMANCE-GUEST-FAILED: $*"; $B poweroff -f; }
 $B mkdir -p /proc /sys /dev /newroot
 $B mount -t proc proc /proc; $B mount -t sysfs sys /sys; $B mount -t devtmpfs dev /dev
 for m in $(cat /modules.list); do $B insmod /modules/$m.ko 2>/dev/null || [ -d /sys/module/$m ] || fail "insmod $m"; done
 $B mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose hostroot /newroot || fail "mount 9p root"
 R=/newroot
+echo CONFORMANCE-GUEST-ROOT
 # The kernel's modules live in this machine's cache (under /root, which becomes a
 # tmpfs): bind them to /run/kernel first, and point the kernel's module loader there.
 $B mount -t tmpfs -o mode=755 tmpfs $R/run || fail "tmpfs run"
@@ -190,8 +268,10 @@ MODPROBE = """#!/bin/sh
 exec /sbin/modprobe -d /run/kernel "$@"
 """
 
-GUEST_SH = """# pid 1 of the guest, from this machine's busybox: start sshd, then reap orphans forever
-/usr/sbin/sshd -f /run/conformance/sshd_config -E /run/sshd.log || echo "CONFORMANCE-GUEST-FAILED: sshd" > /dev/console
+GUEST_SH = """# pid 1 of the guest, from this machine's busybox: start sshd, then reap orphans forever.
+# -r: no re-exec of sshd (from 9p, under emulation) for every connection; an sshd without -r runs as it is
+/usr/sbin/sshd -r -f /run/conformance/sshd_config -E /run/sshd.log 2>/dev/null ||
+  /usr/sbin/sshd -f /run/conformance/sshd_config -E /run/sshd.log || echo "CONFORMANCE-GUEST-FAILED: sshd" > /dev/console
 echo CONFORMANCE-GUEST-READY > /dev/console
 while :; do wait; sleep 1; done
 """
@@ -238,10 +318,32 @@ def _module_files(kernel: Kernel) -> dict[str, Path]:
     return ordered
 
 
+def _init_script(kernel: Kernel, layout: str) -> str:
+    return (INIT.replace("@LAYOUT@", layout).replace("@VERSION@", kernel.version)
+            .replace("@KERNELROOT@", str(kernel.modules.parent.parent.parent)).replace("@V1@", " ".join(V1_CONTROLLERS)))
+
+
+def cached_initramfs(kernel: Kernel, layout: str) -> Path:
+    """The initramfs for a kernel and layout, built once and kept in the cache.
+
+    Its name hashes everything it is made of (the init script, the module
+    files, the busybox binary), so a change to any of them builds a new one.
+    Nothing in it is per guest: keys and sshd's configuration come through
+    the guest's own 9p share.
+    """
+    parts = [_init_script(kernel, layout), *(f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
+                                              for p in [*_module_files(kernel).values(), find_static_busybox()])]
+    digest = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+    target = cache_root() / "initramfs" / f"{kernel.version}-{layout}-{digest}.cpio"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        build_initramfs(kernel, layout, target)
+    return target
+
+
 def build_initramfs(kernel: Kernel, layout: str, dest: Path) -> None:
     modules = _module_files(kernel)
-    init = (INIT.replace("@LAYOUT@", layout).replace("@VERSION@", kernel.version)
-            .replace("@KERNELROOT@", str(kernel.modules.parent.parent.parent)).replace("@V1@", " ".join(V1_CONTROLLERS)))
+    init = _init_script(kernel, layout)
     out = io.BytesIO()
     entries = [("bin", stat.S_IFDIR | 0o755, b""), ("modules", stat.S_IFDIR | 0o755, b""),
                ("bin/busybox", stat.S_IFREG | 0o755, find_static_busybox().read_bytes()),
@@ -251,7 +353,7 @@ def build_initramfs(kernel: Kernel, layout: str, dest: Path) -> None:
     for ino, (name, mode, data) in enumerate(entries, start=1):
         _cpio_entry(out, name, mode, data, ino)
     _cpio_entry(out, "TRAILER!!!", 0)
-    dest.write_bytes(out.getvalue())
+    _write_atomically(dest, out.getvalue())
 
 
 # -- the guest --------------------------------------------------------------------
@@ -273,6 +375,22 @@ def _kvm_usable() -> bool:
         return False
 
 
+def _loops_per_jiffy(kernel: Kernel) -> list[str]:
+    """``lpj=`` from this machine's clock and the kernel's HZ, so no CPU calibrates its delay loop.
+
+    The boot CPU already takes it from the timer's frequency; each other CPU
+    measures for about a second under emulation.  The value is what the boot
+    CPU computes (TSC kHz × 1000 / HZ); nothing is given when either is unknown.
+    """
+    config = kernel.image.parent / f"config-{kernel.version}"
+    try:
+        hz = int(re.search(r"^CONFIG_HZ=(\d+)$", config.read_text(), re.M).group(1))  # type: ignore[union-attr]
+        mhz = float(re.search(r"^cpu MHz\s*:\s*([\d.]+)", Path("/proc/cpuinfo").read_text(), re.M).group(1))  # type: ignore[union-attr]
+    except (OSError, AttributeError, ValueError):
+        return []
+    return [f"lpj={int(mhz * 1_000_000 / hz)}"]
+
+
 def _die_with_parent() -> None:
     """In the qemu child: get SIGKILL if the harness dies, so no guest outlives it."""
     ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -289,6 +407,9 @@ class Guest:
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.boot_s = 0.0
+        #: seconds from qemu's start to each boot milestone seen (console lines, sshd's banner)
+        self.timeline: dict[str, float] = {}
+        self.image_note = ""
         self.accel = "kvm" if _kvm_usable() and not _KVM_BROKEN.exists() else "tcg"
         self.accel_note = "" if self.accel == "kvm" else (
             f"tcg: KVM failed here before ({_KVM_BROKEN.read_text().strip()})" if _KVM_BROKEN.exists() else "tcg: no usable /dev/kvm")
@@ -308,7 +429,9 @@ class Guest:
         self.dir = Path(tempfile.mkdtemp(prefix=f"oci-conformance-guest-{tag + '-' if tag else ''}"))
         share = self.dir / "share"
         share.mkdir()
-        build_initramfs(kernel, self.layout, self.dir / "initramfs.cpio")
+        initramfs = cached_initramfs(kernel, self.layout)
+        image = kernel.image if os.environ.get("OCI_CONFORMANCE_QEMU_BZIMAGE") else boot_image(kernel)
+        self.image_note = "vmlinux through PVH" if image != kernel.image else "bzImage"
         for name, kind in (("id_ed25519", "user"), ("share/ssh_host_ed25519_key", "host")):
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"conformance-{kind}",
                             "-f", str(self.dir / name)], check=True)
@@ -320,17 +443,19 @@ class Guest:
         self.port = _free_port()
         accel = (["-accel", "kvm", "-cpu", os.environ.get("OCI_CONFORMANCE_QEMU_CPU", "host")] if self.accel == "kvm"
                  else ["-accel", "tcg", "-cpu", "max"])
-        cmdline = "console=ttyS0 panic=-1" + ("" if os.environ.get("OCI_CONFORMANCE_QEMU_VERBOSE") else " quiet") + (" cgroup_no_v1=all" if self.layout == "cgroup-v2" else "")
-        cmdline += " " + LSM_CMDLINE
+        cmdline = " ".join(["console=ttyS0 panic=-1", *([] if os.environ.get("OCI_CONFORMANCE_QEMU_VERBOSE") else ["quiet"]),
+                            *(["cgroup_no_v1=all"] if self.layout == "cgroup-v2" else []), *FAST_BOOT_CMDLINE,
+                            *_loops_per_jiffy(kernel), LSM_CMDLINE,
+                            os.environ.get("OCI_CONFORMANCE_QEMU_APPEND", "")])
         return ["qemu-system-x86_64", *accel, "-m", str(self.memory_mb), "-smp", str(min(2, os.cpu_count() or 1)),
-                "-kernel", str(kernel.image), "-initrd", str(self.dir / "initramfs.cpio"), "-append", cmdline,
+                "-kernel", str(image), "-initrd", str(initramfs), "-append", cmdline,
                 "-display", "none", "-monitor", "none", "-serial", f"file:{self.dir / 'console.log'}", "-no-reboot",
                 "-fsdev", "local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap",
                 "-device", "virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot",
                 "-fsdev", f"local,id=share,path={share},security_model=none,readonly=on",
                 "-device", "virtio-9p-pci,fsdev=share,mount_tag=share",
                 "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{self.port}-:22",
-                "-device", "virtio-net-pci,netdev=n0"]
+                "-device", "virtio-net-pci,netdev=n0,romfile="]  # no option ROM: nothing boots from the net
 
     def _files(self) -> Path:
         """The guest's own temp dir (made by _prepare, removed by stop)."""
@@ -363,9 +488,17 @@ class Guest:
                      for line in text.splitlines() if "CONFORMANCE-GUEST-FAILED:" in line), None)
 
     def _ssh_banner(self) -> bool:
+        """sshd answers, once the guest said it started it (CONFORMANCE-GUEST-READY).
+
+        Not polled before: qemu's user network accepts on the host side at
+        once and holds the connection while the guest has no network yet,
+        and each probe costs the guest's sshd a fork under emulation.
+        """
+        if "ready" not in self.timeline:
+            return False
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                s.settimeout(2)
+            with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
+                s.settimeout(10)
                 return s.recv(8).startswith(b"SSH-")
         except OSError:
             return False
@@ -394,7 +527,10 @@ class Guest:
                 self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                              stderr=errors, preexec_fn=_die_with_parent)
             deadline = started + (BOOT_TIMEOUT_KVM_S if self.accel == "kvm" else BOOT_TIMEOUT_TCG_S)
-            while not self._ssh_banner():
+            while True:
+                self._note_milestones(started)
+                if self._ssh_banner():
+                    break
                 if self.accel == "kvm":
                     self._check_kvm(started)
                 if self.proc.poll() is not None:
@@ -413,7 +549,20 @@ class Guest:
             self.stop()
             raise
         self.boot_s = time.monotonic() - started
+        self._note_milestones(started)
+        self.timeline["sshd"] = round(self.boot_s, 2)
         return self
+
+    def _note_milestones(self, started: float) -> None:
+        """When each milestone first showed on the console (polled with the banner: ~0.1 s resolution)."""
+        try:
+            text = (self._files() / "console.log").read_text(errors="replace")
+        except OSError:
+            return
+        now = round(time.monotonic() - started, 2)
+        for name, mark in BOOT_MILESTONES:
+            if name not in self.timeline and mark in text:
+                self.timeline[name] = now
 
     def stop(self) -> None:
         """Power off (kill qemu: nothing in the guest is persistent) and remove the guest's files."""
@@ -433,31 +582,46 @@ class Guest:
 # -- the target the harness uses ------------------------------------------------------
 def QemuTarget(spec: str, runtime_flags: dict[str, list[str]], tag: str,
                kernel_choice: str | None = None) -> RemoteTarget:
-    """A RemoteTarget whose host is a guest booted here, stopped when the target closes."""
+    """A RemoteTarget whose host is a guest booted here, stopped when the target closes.
+
+    Its agent is started at once, so the host profile can say how long the
+    guest took to be usable: ``guest_boot_s`` (qemu's start to sshd),
+    ``guest_usable_s`` (to the agent's hello) and the boot's milestones.
+    """
     guest = Guest(spec[len("qemu://"):], kernel_choice or os.environ.get("OCI_CONFORMANCE_QEMU_KERNEL")).boot()
     try:
         host = testinfra.get_host(f"paramiko://root@127.0.0.1:{guest.port}", ssh_identity_file=str(guest.key))
-        host.run("true")
+        target = _GuestTarget(spec, host.backend, runtime_flags, tag, python="/usr/bin/python3")
+        target.guest = guest
+        started = time.monotonic()
+        if isinstance(target.agent, AgentLink):
+            target.agent.start()
+        guest.timeline["agent"] = round(guest.boot_s + time.monotonic() - started, 2)
     except BaseException:
         guest.stop()
         raise
+    return target
 
-    class _GuestTarget(RemoteTarget):
-        def close(self) -> None:
-            try:
-                super().close()
-            finally:
-                with contextlib.suppress(Exception):
-                    self.backend.client.close()
-                guest.stop()
 
-        def describe(self, runtimes: list[str]) -> HostDescription:
-            out = super().describe(runtimes)
-            out["profile"]["guest_boot_s"] = round(guest.boot_s, 2)
-            out["profile"]["guest_accel"] = guest.accel_note or guest.accel
-            return out
+class _GuestTarget(RemoteTarget):
+    guest: Guest
 
-    return _GuestTarget(spec, host.backend, runtime_flags, tag, python="/usr/bin/python3")
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            with contextlib.suppress(Exception):
+                self.backend.client.close()
+            self.guest.stop()
+
+    def describe(self, runtimes: list[str]) -> HostDescription:
+        out = super().describe(runtimes)
+        out["profile"]["guest_boot_s"] = round(self.guest.boot_s, 2)
+        out["profile"]["guest_usable_s"] = self.guest.timeline.get("agent")
+        out["profile"]["guest_boot_timeline"] = dict(self.guest.timeline)
+        out["profile"]["guest_kernel_image"] = self.guest.image_note
+        out["profile"]["guest_accel"] = self.guest.accel_note or self.guest.accel
+        return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,27 +3,26 @@
 ``--hosts`` keeps testinfra's meaning (``local``, ``ssh://``, ``paramiko://``,
 ``ansible://GROUP`` with ``--ansible-inventory``) plus ``qemu://cgroup-v2`` and
 ``qemu://cgroup-v1``, guests the harness boots itself (conformance/hosts/qemu.py).
-A remote host gets the agent (this package as one zip) and is driven one
-command per scenario over testinfra's backend; a host that cannot be
-reached turns its scenarios into errors with one clear line, and the other
-hosts still run.
+A remote host gets the agent (this package as one zip), started once per
+session over testinfra's backend and kept open (agent_link.py, channels.py);
+a host that cannot be reached turns its scenarios into errors with one
+clear line, and the other hosts still run.
 """
 from __future__ import annotations
 
-import base64
 import functools
 import importlib.util
 import io
-import json
 import os
-import secrets
-import shlex
+import py_compile
+import tempfile
 import zipfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol, cast
 
 from conformance.host import agent
+from conformance.host.bare import bare_runs
 from conformance.host.drivers.rootless import USER_ENV as ROOTLESS_USER_ENV
 from conformance.host.executor import execute
 from conformance.host.runtimes import ref_launcher
@@ -32,8 +31,14 @@ from conformance.model.errors import ConformanceError
 from conformance.model.records import Execution, HostDescription, SandboxProbe
 from conformance.model.scenario import Scenario
 
+from .agent_link import AgentDied, AgentError, AgentHung, AgentLink, OneShotAgent
+from .channels import opener
+
 PACKAGE_DIR = Path(__file__).parent.parent  # the conformance package
-CHUNK = 96 * 1024  # below the kernel's 128 KiB limit for one command-line argument
+#: what an agent gets beyond the scenario's own timeout before it counts as hung: the work around the
+#: container (bundle, sandbox probe, a forced delete), each bounded on its own, under emulation too
+AGENT_GRACE_S = 60.0
+DESCRIBE_TIMEOUT_S = 120.0
 
 
 class HostError(ConformanceError):
@@ -63,6 +68,10 @@ class LocalTarget:
     def describe(self, runtimes: list[str]) -> HostDescription:
         return agent.describe({"runtimes": runtimes, "flags": self.runtime_flags})
 
+    def bare_runs(self, scenarios: list[Scenario], runtime: str) -> list[float | None]:
+        """One bare ``RUNTIME run`` per scenario's bundle (host/bare.py): for bench/."""
+        return bare_runs(scenarios, runtime, self.session)
+
     def close(self) -> None:
         self.session.close()
 
@@ -76,8 +85,12 @@ AGENT_PARTS = ("__init__.py", "model", "host")
 def agent_zip() -> bytes:
     """The host-side layers and the reference runtime as one runnable zip.
 
-    ``python3 agent.pyz OP ARG`` runs the agent; ``python3 -IS agent.pyz runtime-ref …``
+    ``python3 agent.pyz serve`` runs the agent; ``python3 -IS agent.pyz runtime-ref …``
     runs the reference runtime, so ``ref`` exists on any host the suite reaches.
+    Each module also comes compiled by this Python (unchecked-hash .pyc beside the
+    .py, which zipimport prefers): a host running the same Python version does not
+    compile the agent at every start (seconds under emulation); another version
+    ignores them and compiles the sources.
     """
     buf = io.BytesIO()
     files = [(f"conformance/{p.relative_to(PACKAGE_DIR)}", p) for part in AGENT_PARTS
@@ -86,23 +99,43 @@ def agent_zip() -> bytes:
     if ref is not None and ref.origin:
         ref_dir = Path(ref.origin).parent
         files += [(f"runtime_ref/{p.relative_to(ref_dir)}", p) for p in sorted(ref_dir.rglob("*.py"))]
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf, tempfile.TemporaryDirectory() as tmp:
         for name, path in files:
             if "__pycache__" not in path.parts:
                 zf.write(path, name)
+                zf.writestr(name + "c", _compiled(path, name, Path(tmp) / "out.pyc"))
         zf.writestr("__main__.py", "import sys\nfrom conformance.host.agent import main\nsys.exit(main())\n")
     return buf.getvalue()
 
 
+def _compiled(source: Path, name: str, scratch: Path) -> bytes:
+    py_compile.compile(str(source), cfile=str(scratch), dfile=name, doraise=True,
+                       invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+    return scratch.read_bytes()
+
+
 class RemoteTarget:
-    """A host reached through a testinfra backend; the agent does the work there."""
+    """A host reached through a testinfra backend; one kept-open agent does the work there.
+
+    The agent is started on first use over the backend's own connection
+    (channels.py) and answers one request per scenario (agent_link.py).  An
+    agent that dies during a scenario is restarted once and the scenario
+    sent again; the cell says so (``Execution.host_note``).  One that gives
+    no answer within the scenario's timeout (plus ``grace_s`` for what the
+    agent does around the container: bundle, sandbox probe, delete) is
+    stopped, the cell is an error saying so, and the next scenario starts a
+    new agent.
+    """
 
     def __init__(self, spec: str, backend: Any, runtime_flags: dict[str, list[str]], tag: str,
-                 python: str = "python3") -> None:
+                 python: str = "python3", grace_s: float = AGENT_GRACE_S) -> None:
         self.spec, self.backend, self.runtime_flags, self.tag = spec, backend, runtime_flags, tag
-        self.python = python
-        self.agent: str | None = None
-        #: runtime -> what its sandbox probe found on this host (the agent is a new process per call)
+        self.python, self.grace_s = python, grace_s
+        opened = opener(backend)
+        self.agent: AgentLink | OneShotAgent = (
+            AgentLink(spec, self._run, opened, python, tag, agent_zip()) if opened is not None
+            else OneShotAgent(spec, self._run, python, tag, agent_zip()))
+        #: runtime -> what its sandbox probe found on this host (kept here for a restarted agent)
         self.sandbox: dict[str, SandboxProbe] = {}
 
     def _run(self, command: str) -> Any:
@@ -111,58 +144,49 @@ class RemoteTarget:
         except Exception as exc:  # a transport fault of any kind: name the host, keep going
             raise HostError(f"host {self.spec}: cannot run commands there: {type(exc).__name__}: {exc}") from None
 
-    def _place_agent(self) -> str:
-        """Copy the agent zip to the host (base64 in argument-sized chunks)."""
-        if self.agent is None:
-            path = f"/tmp/oci-conformance-agent-{self.tag}-{os.getpid()}-{secrets.token_hex(3)}.pyz"
-            data = base64.b64encode(agent_zip()).decode()
-            self._run(f"rm -f {path}.b64")
-            for i in range(0, len(data), CHUNK):
-                done = self._run(f"printf %s {data[i:i + CHUNK]} >> {path}.b64")
-                if done.rc != 0:
-                    raise HostError(f"host {self.spec}: cannot write {path}: {done.stderr.strip()}")
-            done = self._run(f"base64 -d {path}.b64 > {path} && rm -f {path}.b64")
-            if done.rc != 0:
-                raise HostError(f"host {self.spec}: cannot place the agent: {done.stderr.strip()}")
-            self.agent = path
-        return self.agent
-
-    def _call(self, op: str, request: dict[str, Any]) -> dict[str, Any]:
-        agent = self._place_agent()
+    def _request(self, op: str, request: dict[str, Any], timeout: float) -> Any:
         # The harness's reference runtime, by path: a guest sharing this machine's root finds it there.
-        payload = base64.b64encode(json.dumps({**request, "tag": self.tag, "ref": ref_launcher(),
-                                               "rootless_user": os.environ.get(ROOTLESS_USER_ENV)}).encode()).decode()
-        done = self._run(f"{shlex.quote(self.python)} {agent} {op} {payload}")
-        lines = done.stdout.strip().splitlines()
-        if done.rc != 0 or not lines:
-            raise HostError(f"host {self.spec}: agent {op} failed (exit {done.rc}): "
-                            f"{(done.stderr or done.stdout).strip()[-400:]}")
-        answer: dict[str, Any] = json.loads(lines[-1])
-        return answer
+        return self.agent.request({"op": op, **request, "flags": self.runtime_flags, "tag": self.tag,
+                                   "ref": ref_launcher(), "rootless_user": os.environ.get(ROOTLESS_USER_ENV)},
+                                  timeout)
 
     def execute(self, scenario: Scenario, runtime: str, disabled: tuple[str, ...]) -> Execution:
         known = self.sandbox.get(runtime)
+        request = {"scenario": scenario.to_json(), "runtime": runtime, "disabled": list(disabled),
+                   "sandbox": None if known is None else asdict(known)}
+        timeout = scenario.timeout + self.grace_s
+        note = None
         try:
-            answer = self._call("execute", {"scenario": scenario.to_json(), "runtime": runtime,
-                                            "disabled": list(disabled), "flags": self.runtime_flags,
-                                            "sandbox": None if known is None else asdict(known)})
-        except HostError as exc:
-            return Execution(error=str(exc))
+            try:
+                answer = self._request("execute", request, timeout)
+            except AgentDied as died:  # restarted once, the scenario sent again; the cell says so
+                note = f"{died}; a new agent was started and ran the scenario again"
+                answer = self._request("execute", request, timeout)
+        except AgentHung as exc:
+            return Execution(error=f"{exc} (the scenario's timeout {scenario.timeout:.0f}s + {self.grace_s:.0f}s); "
+                                   "the next scenario starts a new agent", host_note=note)
+        except (AgentError, HostError) as exc:
+            return Execution(error=str(exc) if note is None else f"{exc} (after: {note})", host_note=note)
         done = Execution.from_json(answer, scenario)
+        done.host_note = note
         if done.sandbox is not None:
             self.sandbox[runtime] = done.sandbox
         return done
 
     def describe(self, runtimes: list[str]) -> HostDescription:
-        return cast(HostDescription, self._call("describe", {"runtimes": runtimes, "flags": self.runtime_flags}))
+        try:
+            return cast(HostDescription, self._request("describe", {"runtimes": runtimes}, DESCRIBE_TIMEOUT_S))
+        except AgentError as exc:
+            raise HostError(str(exc)) from None
+
+    def bare_runs(self, scenarios: list[Scenario], runtime: str) -> list[float | None]:
+        """One bare ``RUNTIME run`` per scenario's bundle, timed on the host (host/bare.py): for bench/."""
+        timeout = sum(sc.timeout for sc in scenarios) + self.grace_s
+        answer = self._request("bare", {"scenarios": [sc.to_json() for sc in scenarios], "runtime": runtime}, timeout)
+        return cast("list[float | None]", answer)
 
     def close(self) -> None:
-        if self.agent is not None:
-            try:
-                self._run(f"rm -f {self.agent} {self.agent}.b64 {self.agent}.ref")
-            except HostError:
-                pass
-            self.agent = None
+        self.agent.close()
 
 
 class BrokenTarget:

@@ -11,8 +11,8 @@ AREAS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("namespaces", ("pid", "net", "mnt", "uts", "ipc", "user", "cgroupns", "time", "sysctl")),
     ("cgroups", ("memory", "pids", "cpu", "io", "freezer", "cgroupfs")),
     ("rootfs/overlay", ("overlay", "rootfs", "pivot_root", "readonly-rootfs")),
-    ("security", ("masked-paths", "readonly-paths", "devices", "caps", "seccomp", "nnp", "rlimits", "process", "fds",
-                  "cve")),
+    ("security", ("masked-paths", "readonly-paths", "devices", "caps", "seccomp", "nnp", "rlimits", "process", "lsm",
+                  "fds", "cve")),
     ("lifecycle", ("lifecycle", "state", "hooks", "exit-code")),
     # the command line itself: scripts and engines call it, and a typo they make must not pass as a success
     ("cli", ("cli",)),

@@ -33,3 +33,15 @@ def fill(value: Any, variables: dict[str, str]) -> Any:
     if isinstance(value, (list, tuple)):
         return type(value)(fill(v, variables) for v in value)
     return value
+
+
+def named(value: Any, name: str) -> bool:
+    """Whether ``{{name}}`` appears in any string inside ``value`` (a scenario's document): a
+    placeholder only one path fills (``{{init_pid}}``, create's pid) decides the path."""
+    if isinstance(value, str):
+        return any(m.group(1) == name for m in _PLACEHOLDER.finditer(value))
+    if isinstance(value, dict):
+        return any(named(v, name) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(named(v, name) for v in value)
+    return False

@@ -49,6 +49,10 @@ class SandboxProbe:
 
     sandboxed: bool
     evidence: str
+    #: what ``/proc/<pid>/exe`` of a created, not yet started init reads: the runtime's own init
+    #: ("" when the probe did not get that far); an init whose exe reads otherwise has exec'd the entrypoint
+    init_exe: str = ""
+    #: False when the probe container did not run at all
     ran: bool = True
 
 
@@ -117,6 +121,9 @@ class Execution:
     oci_version: str | None = None
     #: the runtime's sandbox probe, when one was made or known for this run (the harness keeps it per host)
     sandbox: SandboxProbe | None = None
+    #: what happened to the host's agent on the way (it died and was restarted), for the cell's evidence;
+    #: set where the harness runs, never sent by a host
+    host_note: str | None = None
 
     def to_json(self, scenario: Scenario) -> dict[str, Any]:
         out: dict[str, Any] = {"skip": self.skip, "error": self.error, "variables": self.variables,

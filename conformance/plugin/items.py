@@ -171,8 +171,9 @@ class ScenarioItem(pytest.Item):
         target = self.config.stash[targets_key].get(self.host)
         done = target.execute(self.scenario, self.runtime, self.disabled)
         if done.skip:
-            _record(self, self._result(SKIP, done.skip))
-            pytest.skip(done.skip)
+            reason = done.skip + (f" [{done.host_note}]" if done.host_note else "")
+            _record(self, self._result(SKIP, reason))
+            pytest.skip(reason)
         if done.error or done.observation is None:
             verdict, duration = Verdict(ERROR, done.error or "no observation"), 0.0
         else:
@@ -181,6 +182,9 @@ class ScenarioItem(pytest.Item):
         row = self._result(verdict.verdict, verdict.evidence, duration, done.oci_version, verdict)
         if done.sandbox is not None and done.sandbox.sandboxed:  # the matrix header says how it was learned
             row["sandboxed"] = done.sandbox.evidence
+        if done.host_note:  # the host's agent died on the way and was restarted: the cell says so
+            row["host_note"] = done.host_note
+            row["evidence"] = f"{row['evidence']} [{done.host_note}]"
         _record(self, row)
         self._conclude(verdict)
 

@@ -36,6 +36,7 @@ class ResultRow(_ResultKeys, total=False):
     area: str                  # added by the document (model/areas.py)
     invalid: bool              # an invalid scenario file's error cell
     sandboxed: str             # the runtime runs containers in a sandbox: how its probe on that host saw it
+    host_note: str             # the host's agent died during this cell and was restarted (and why)
     # negative controls only
     disabled: List[str]        # the switches turned off in ref
     broken: List[str]          # the expectation ids that broke

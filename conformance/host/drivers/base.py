@@ -17,9 +17,10 @@ lane learns an exit status, what it must reap) stay in that lane's class.
 from __future__ import annotations
 
 import abc
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, ClassVar, Mapping, Sequence
+from typing import IO, Any, Callable, ClassVar, Mapping, Sequence
 
 from conformance.model.errors import DriverError
 from conformance.model.records import RuntimeEntry, SandboxProbe
@@ -156,6 +157,46 @@ class RuntimeDriver(abc.ABC):
     def run(self, bundle: Path, cid: str, stdout: IO[bytes], stderr: IO[bytes], timeout: float,
             launch: Launch = NO_LAUNCH) -> RunOutcome:
         """Run the container in the foreground to its end; it is gone afterwards, however it ended."""
+
+    @property
+    def keeps_after_run(self) -> bool:
+        """Whether ``run_attached(keep=True)`` can leave the stopped container for the caller to read."""
+        return True
+
+    def run_attached(self, bundle: Path, cid: str, stdin: int, stdout: IO[bytes], stderr: IO[bytes],
+                     timeout: float, while_running: Callable[[int], None], keep: bool = False,
+                     launch: Launch = NO_LAUNCH) -> RunOutcome:
+        """Run the container to its end, calling ``while_running(init pid)`` once it was started.
+
+        The container's stdin is ``stdin`` (a pipe the caller holds: an
+        entrypoint waiting on it stays up until ``while_running`` lets it
+        go).  ``while_running`` is not called when the container ended, or
+        never started, before its pid was known.  The container is gone
+        afterwards, however it ended — unless ``keep`` (and
+        ``keeps_after_run``): then a container that ended by itself stays,
+        stopped, for the caller to read and delete.  This default drives the
+        verbs one by one; a lane whose runtime has a cheaper way (the bare
+        CLI's ``run --pid-file``: one runtime process instead of create,
+        start, delete) overrides it.
+        """
+        started = time.monotonic()
+        kept = False
+        try:
+            pid = self.create(bundle, cid, stdin, stdout, stderr, timeout, launch)
+            self.start(cid)
+            while_running(pid)
+            exit, timed_out = self.wait(cid, max(0.0, timeout - (time.monotonic() - started)))
+            if timed_out:
+                try:
+                    self.kill(cid, "KILL")
+                except DriverError:
+                    pass
+                self.wait(cid, 5.0)
+            kept = keep and not timed_out
+            return RunOutcome(exit, timed_out, time.monotonic() - started)
+        finally:
+            if not kept:
+                self.delete(cid, force=True)
 
     @abc.abstractmethod
     def create(self, bundle: Path, cid: str, stdin: int, stdout: IO[bytes], stderr: IO[bytes],

@@ -21,7 +21,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import IO, Any, Mapping, Sequence
+from typing import IO, Any, Callable, Mapping, Sequence
 
 from conformance.model.errors import DriverError
 
@@ -35,6 +35,7 @@ from .procs import (
     process_state,
     reap_adopted,
     wait_exit,
+    wait_for_file,
     with_fds_at_3,
 )
 
@@ -120,12 +121,14 @@ class CliDriver(RuntimeDriver):
         finally:
             os.close(stdin)
         deadline = time.monotonic() + timeout
+        between = 0.005  # communicate returns the moment the verb ends; this only paces the reaping
         while True:
             reap_adopted(exclude=proc.pid)
             try:
-                out, err = proc.communicate(timeout=0.005)
+                out, err = proc.communicate(timeout=between)
                 break
             except subprocess.TimeoutExpired:
+                between = min(between * 2, 0.05)
                 if time.monotonic() > deadline:
                     self._wait_runtime(proc, 0)
                     proc.communicate()
@@ -144,27 +147,7 @@ class CliDriver(RuntimeDriver):
         ``delete`` could find.  Our root is unique to this process, so a
         process naming it is ours.
         """
-        marks = {str(self.root), f"--root={self.root}"}
-        killed = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit() or int(entry) == os.getpid():
-                continue
-            try:
-                args = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace").split("\0")
-            except OSError:
-                continue
-            if marks.intersection(args) and (cid is None or any(cid in arg for arg in args)):
-                try:
-                    os.kill(int(entry), signal.SIGKILL)
-                    killed.append(int(entry))
-                except ProcessLookupError:
-                    pass
-        deadline = time.monotonic() + 2.0
-        while killed and time.monotonic() < deadline and any(Path(f"/proc/{p}/cmdline").exists() and
-                                                               process_state(p) not in ("Z", None) for p in killed):
-            time.sleep(0.01)
-        reap_adopted()
-        return killed
+        return kill_naming([self.root], cid)
 
     def has_state(self, cid: str) -> bool:
         """Whether anything under our private root still names the container (runc, crun, ref: a
@@ -220,6 +203,46 @@ class CliDriver(RuntimeDriver):
         finally:
             if ended and not self.has_state(cid):
                 self.live.discard(cid)  # run deleted it itself: a delete would only cost a process
+            else:
+                self.delete(cid)
+
+    @property
+    def keeps_after_run(self) -> bool:
+        return self.profile.run_keeps
+
+    def run_attached(self, bundle: Path, cid: str, stdin: int, stdout: IO[bytes], stderr: IO[bytes],
+                     timeout: float, while_running: Callable[[int], None], keep: bool = False,
+                     launch: Launch = NO_LAUNCH) -> RunOutcome:
+        """``RUNTIME run --pid-file [--keep]``: one runtime process where create, start and delete are three.
+
+        runc, crun, runsc and ref write the pid file once the container was
+        started; ``while_running`` gets the pid then (the caller still checks
+        that the entrypoint was exec'd before reading anything).  The exit
+        status is the runtime's, which ``run`` makes the container's.
+        ``keep`` (a runtime whose ``run`` has ``--keep``): the stopped
+        container stays for the caller, who deletes it.
+        """
+        started = time.monotonic()
+        keep = keep and self.keeps_after_run
+        self.live.add(cid)
+        pid_file = bundle / "init.pid"
+        ended = False
+        try:
+            proc = self._launch(self._argv("run", *(["--keep"] if keep else []), "--pid-file", str(pid_file),
+                                           "--bundle", str(bundle), *self._preserve(launch), cid),
+                                launch, stdin, stdout, stderr)
+            pid = _pid_when_written(pid_file, proc, started + timeout)
+            if pid is not None:
+                while_running(pid)
+            timed_out = self._wait_runtime(proc, max(0.0, started + timeout - time.monotonic()))
+            ended = not timed_out
+            return RunOutcome(None if timed_out else exit_status(proc.returncode), timed_out,
+                              time.monotonic() - started)
+        finally:
+            if ended and keep:
+                pass  # stopped, kept for the caller (and in ``live`` until its delete)
+            elif ended and not self.has_state(cid):
+                self.live.discard(cid)  # run deleted it itself
             else:
                 self.delete(cid)
 
@@ -324,6 +347,12 @@ class CliDriver(RuntimeDriver):
 
     def cleanup(self) -> list[str]:
         """Delete every container under our root, then the root itself. Returns what was left."""
+        return self.remove_containers() + [f"process {pid}" for pid in self.kill_strays()]
+
+    def remove_containers(self) -> list[str]:
+        """``cleanup`` without the look for stray processes, which a session makes once for all its
+        drivers (``kill_naming``): with a driver per control, one pass over /proc each would
+        outlast the time an xdist worker is given to exit."""
         leftovers = sorted(self.live | set(self.list_ids()))
         for cid in leftovers:
             try:
@@ -331,10 +360,45 @@ class CliDriver(RuntimeDriver):
             except DriverError:
                 pass  # stopped already, or unknown: delete --force settles both
             self.delete(cid)
-        leftovers += [f"process {pid}" for pid in self.kill_strays()]
         self._inits.clear()
         shutil.rmtree(self.root, ignore_errors=True)
         return leftovers
+
+
+def kill_naming(roots: Sequence[Path], cid: str | None = None) -> list[int]:
+    """SIGKILL the processes whose command line names one of ``roots`` (and ``cid``, if given; one
+    pass over /proc for all of them), then reap them; returns their pids."""
+    marks = {str(root) for root in roots} | {f"--root={root}" for root in roots}
+    killed = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            args = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if marks.intersection(args) and (cid is None or any(cid in arg for arg in args)):
+            try:
+                os.kill(int(entry), signal.SIGKILL)
+                killed.append(int(entry))
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + 2.0
+    while killed and time.monotonic() < deadline and any(Path(f"/proc/{p}/cmdline").exists() and
+                                                           process_state(p) not in ("Z", None) for p in killed):
+        time.sleep(0.01)
+    reap_adopted()
+    return killed
+
+
+def _pid_when_written(pid_file: Path, proc: subprocess.Popen[bytes], deadline: float) -> int | None:
+    """The pid in ``pid_file`` once the runtime wrote it; None if the runtime ended first or time ran out."""
+    if not wait_for_file(pid_file, lambda: proc.poll() is None, deadline):
+        return None
+    try:
+        return int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
 
 
 def _tail(stream: IO[bytes], limit: int = 600) -> str:

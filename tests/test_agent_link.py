@@ -1,0 +1,138 @@
+"""The kept-open agent: one per host and session, restarted once when it dies, stopped when it hangs,
+gone after the session (Ctrl-C included).  The remote host is this machine, through a real sshd."""
+from __future__ import annotations
+
+import glob
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import testinfra
+
+from conformance.catalog.loader import load_scenarios
+from conformance.hosts.targets import RemoteTarget
+from tests import sshd as sshd_mod
+from tests.conftest import PID1, REPO, RUN_TAG, SUITE_ENV, suite_command, write_scenarios
+
+QUICK = ("pid-ns-init-is-pid1", "uts-ns-hostname", "ipc-ns-host-shm-hidden")
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    server, proc, made = sshd_mod.start(tmp_path_factory.mktemp("sshd"))
+    yield server
+    sshd_mod.stop(proc, made)
+
+
+def _scenarios(*names: str):
+    return [sc for name in names for sc in load_scenarios(REPO / "scenarios" / f"{name}.yaml")]
+
+
+def _target(sshd, scheme: str = "paramiko", **kw) -> RemoteTarget:
+    spec = f"{scheme}://root@127.0.0.1:{sshd.port}"
+    host = testinfra.get_host(spec, ssh_identity_file=str(sshd.key), ssh_config=str(sshd.ssh_config))
+    return RemoteTarget(spec, host.backend, {}, RUN_TAG, **kw)
+
+
+def _agent_processes() -> list[str]:
+    return subprocess.run(["pgrep", "-f", f"oci-conformance-agent-{RUN_TAG}-"], capture_output=True,
+                          text=True).stdout.split()
+
+
+def _agent_files() -> list[str]:
+    return glob.glob(f"/tmp/oci-conformance-agent-{RUN_TAG}-*")
+
+
+def _gone(pid: int, within: float = 10.0) -> bool:
+    deadline = time.monotonic() + within
+    while Path(f"/proc/{pid}").exists():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _passed(done) -> bool:
+    return done.error is None and done.observation is not None and done.observation.exit == 0
+
+
+@pytest.mark.parametrize("scheme", ["paramiko", "ssh"])
+def test_one_agent_answers_every_scenario_of_the_session(sshd, scheme, no_leftovers):
+    target = _target(sshd, scheme)
+    try:
+        assert set(target.describe(["runc"])["runtimes"]) == {"runc"}
+        pids = set()
+        for sc in _scenarios(*QUICK) * 2:
+            done = target.execute(sc, "runc", ())
+            assert _passed(done), (sc.id, done)
+            assert done.host_note is None
+            pids.add(target.agent.pid)
+        assert target.agent.starts == 1 and len(pids) == 1
+        (pid,) = pids
+        assert pid is not None and _agent_processes()
+    finally:
+        target.close()
+    assert _gone(pid) and _agent_processes() == [] and _agent_files() == []
+
+
+def test_a_dead_agent_is_restarted_once_and_the_cell_says_so(sshd, no_leftovers):
+    target = _target(sshd)
+    (pid1, uts, _) = _scenarios(*QUICK)
+    try:
+        assert _passed(target.execute(pid1, "runc", ()))
+        first = target.agent.pid
+        os.kill(first, signal.SIGKILL)  # what it made stays behind: the next agent sweeps it
+        assert _gone(first)
+        done = target.execute(uts, "runc", ())
+        assert _passed(done), done
+        assert f"the agent (pid {first}) ended" in (done.host_note or "")
+        assert "a new agent was started and ran the scenario again" in done.host_note
+        assert target.agent.starts == 2 and target.agent.pid != first
+        assert _passed(target.execute(pid1, "runc", ())) and target.agent.starts == 2
+    finally:
+        target.close()
+    assert _agent_processes() == [] and _agent_files() == []
+
+
+def test_a_hung_agent_is_stopped_at_the_timeout_and_the_next_scenario_gets_a_new_one(sshd, tmp_path,
+                                                                                     no_leftovers):
+    quick = write_scenarios(tmp_path / "sc", {"pid1.yaml": PID1 + "timeout: 2\n"})
+    (scenario,) = load_scenarios(quick / "pid1.yaml")
+    target = _target(sshd, grace_s=1.0)
+    try:
+        assert _passed(target.execute(scenario, "runc", ()))
+        hung = target.agent.pid
+        os.kill(hung, signal.SIGSTOP)  # alive, silent: a hang
+        started = time.monotonic()
+        done = target.execute(scenario, "runc", ())
+        assert done.error is not None and "gave no answer within 3s; it was stopped" in done.error, done
+        assert "the next scenario starts a new agent" in done.error
+        assert time.monotonic() - started < 30
+        assert _gone(hung)
+        assert _passed(target.execute(scenario, "runc", ())) and target.agent.starts == 2
+    finally:
+        target.close()
+    assert _agent_processes() == [] and _agent_files() == []
+
+
+def test_ctrl_c_leaves_no_agent_on_an_ssh_host(sshd, tmp_path, no_leftovers):
+    """SIGINT to pytest while a container runs under the remote agent: the agent removes what it made."""
+    scenarios = write_scenarios(tmp_path / "sc", {"long.yaml": PID1.replace("id: pid1", "id: long")
+                                                  .replace("run: echo $$", "run: sleep 61")})
+    remote = f"ssh://root@127.0.0.1:{sshd.port}"
+    proc = subprocess.Popen(suite_command(scenarios, tmp_path / "out", "--runtime=runc", f"--hosts={remote}",
+                                          f"--ssh-identity-file={sshd.key}", f"--ssh-config={sshd.ssh_config}"),
+                            cwd=REPO, env=SUITE_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while not glob.glob(f"/run/oci-conformance-{RUN_TAG}-*/runc/cf-*"):  # the container exists
+        assert time.monotonic() < deadline and proc.poll() is None, "the container never started"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=90)
+    deadline = time.monotonic() + 10
+    while (_agent_processes() or _agent_files()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _agent_processes() == [] and _agent_files() == []
