@@ -49,6 +49,14 @@ class LaneNeeds:
         """Why the lane cannot run a scenario with these requirements, or None."""
         return next((f"lane lacks {name}: {self.refuses[name]}" for name in requires if name in self.refuses), None)
 
+    def unplaceable_limits(self, config: dict[str, Any]) -> list[str]:
+        """The ``linux.resources`` a runtime of this lane may refuse for want of a cgroup (none where the
+        container has one): a refused create must then be told from the entrypoint's exit (create/start)."""
+        if not self.no_cgroup:
+            return []
+        return sorted(k for k, v in ((config.get("linux") or {}).get("resources") or {}).items()
+                      if v and k != "devices")
+
     def excused(self, config: dict[str, Any], refusal: str | None) -> str | None:
         """A create refused for limits the lane gives no cgroup to hold, said as a skip; else None.
 
@@ -57,9 +65,8 @@ class LaneNeeds:
         of its set-up; the cell says so with the runtime's own message.  Running without the limits
         instead stays a ``fail`` with the evidence.
         """
-        limits = sorted(k for k, v in ((config.get("linux") or {}).get("resources") or {}).items()
-                        if v and k != "devices")
-        if not (self.no_cgroup and refusal and limits and _LIMIT_REFUSAL.search(refusal)):
+        limits = self.unplaceable_limits(config)
+        if not (limits and refusal and _LIMIT_REFUSAL.search(refusal)):
             return None  # e.g. runsc --rootless refuses create itself: that stays an error
         return (f"refused the limits ({', '.join(limits)}) it has no cgroup to hold ({self.no_cgroup}): "
                 f"{refusal[-400:]}")
