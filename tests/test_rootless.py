@@ -54,8 +54,7 @@ control: [pid]
 patch:
   mounts: {$append: [{destination: /x, type: bind, source: /nonexistent-oci-conformance-source, options: [bind]}]}
 run: "true"
-expect:            # a host fact: the container goes through create
-  host: [{namespace_differs: pid}]
+steps: [create, start]   # through create, which must succeed: its refusal is the cell's error
 """
 #: the init's host uid, read while it runs
 HOST_UID = """
@@ -193,7 +192,7 @@ def test_a_run_leaves_no_user_range_or_dir_even_when_create_fails(tmp_path: Path
     for runtime in ("runc:rootless", "crun:rootless"):
         assert verdicts[("pid1", runtime)] == "pass", done.output
         failed = done.result("create-fails", runtime)
-        assert failed["verdict"] == "error" and "create failed" in failed["evidence"], failed
+        assert failed["verdict"] == "error" and "create: expected to succeed" in failed["evidence"], failed
         uid = int(re.search(r"observed '(\d+)", done.result("host-uid", runtime)["evidence"]).group(1))
         assert uid >= 1000 and not any(e.pw_uid == uid for e in pwd.getpwall()), f"uid {uid} still has a user"
     entry = done.matrix["runtimes"]["runc:rootless"]

@@ -41,6 +41,7 @@ _COMMENT_RE = re.compile(r"^oci-conformance rootless user pid=(\d+) start=(\d+) 
 #: where a swept user's home may be (the drivers' state roots): nothing else is removed by a sweep
 HOME_BASE = "/run/oci-conformance-"
 TOOL_TIMEOUT_S = 60.0
+USERDEL_TRIES = 10
 
 
 class UserSetupError(ConformanceError):
@@ -135,11 +136,17 @@ def remove(user: RootlessUser) -> list[str]:
 
 def remove_user(name: str) -> list[str]:
     """``userdel`` (the user, its group and its subordinate ranges); what is still there after it."""
-    subprocess.run(["userdel", name], capture_output=True, text=True, timeout=TOOL_TIMEOUT_S)
+    said = ""
+    for _ in range(USERDEL_TRIES):  # another useradd/userdel may hold /etc/passwd's lock a moment (exit 10)
+        done = subprocess.run(["userdel", name], capture_output=True, text=True, timeout=TOOL_TIMEOUT_S)
+        said = (done.stderr or done.stdout).strip()
+        if done.returncode in (0, 6):  # 6: no such user
+            break
+        time.sleep(0.2)
     left = []
     try:
         pwd.getpwnam(name)
-        left.append(f"user {name}")
+        left.append(f"user {name} (userdel: {said})")
     except KeyError:
         pass
     left += [f"{path} entry of {name}" for path in ("/etc/subuid", "/etc/subgid") if _ranges_of(name, -1, path)]

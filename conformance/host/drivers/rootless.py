@@ -101,11 +101,12 @@ class RootlessDriver(CliDriver):
         return [*self.profile.launcher, *enter, *self.user.as_user(), *self.profile.command,
                 "--root", str(self.root), *self.profile.global_flags, *verb]
 
-    def cleanup(self) -> list[str]:
-        """The bare lane's cleanup as the user, then the cgroup subtree, the user and its home."""
+    def remove_containers(self) -> list[str]:
+        """The bare lane's removal as the user, then the cgroup subtree, the user (its processes
+        killed) and its home: what both ``cleanup`` and a closing session call."""
         left: list[str] = []
         try:
-            left = super().cleanup()
+            left = super().remove_containers()
         finally:
             left += self._remove_user()
         return left
