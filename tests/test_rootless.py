@@ -69,6 +69,20 @@ expect:
 """
 
 
+@pytest.fixture(autouse=True)
+def one_at_a_time() -> Iterator[None]:
+    """These tests diff the host's users, groups and subordinate ranges: under xdist, one of them at a
+    time (another's user, half made or half removed, would read as this one's leftover)."""
+    import fcntl
+
+    fd = os.open(Path(__file__).parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 @pytest.fixture
 def session(monkeypatch: pytest.MonkeyPatch, no_leftovers: None) -> Iterator[RunSession]:
     monkeypatch.setenv("OCI_CONFORMANCE_TAG", RUN_TAG)  # what no_leftovers looks for

@@ -20,6 +20,8 @@ Standard library only: the agent runs this on remote hosts.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import pwd
 import re
@@ -29,6 +31,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from conformance.model.errors import ConformanceError
 
@@ -42,6 +45,10 @@ _COMMENT_RE = re.compile(r"^oci-conformance rootless user pid=(\d+) start=(\d+) 
 HOME_BASE = "/run/oci-conformance-"
 TOOL_TIMEOUT_S = 60.0
 USERDEL_TRIES = 10
+#: flock'ed around every useradd/usermod/userdel of ours: the shadow tools fail at once (exit 10) when
+#: another holds /etc/passwd's lock, and parallel workers of a run (xdist) make and remove users at once
+#: (the directory itself: it is always there, and no file is left behind for the lock)
+USERS_LOCK = "/etc"
 
 
 class UserSetupError(ConformanceError):
@@ -138,7 +145,8 @@ def remove_user(name: str) -> list[str]:
     """``userdel`` (the user, its group and its subordinate ranges); what is still there after it."""
     said = ""
     for _ in range(USERDEL_TRIES):  # another useradd/userdel may hold /etc/passwd's lock a moment (exit 10)
-        done = subprocess.run(["userdel", name], capture_output=True, text=True, timeout=TOOL_TIMEOUT_S)
+        with users_lock():
+            done = subprocess.run(["userdel", name], capture_output=True, text=True, timeout=TOOL_TIMEOUT_S)
         said = (done.stderr or done.stdout).strip()
         if done.returncode in (0, 6):  # 6: no such user
             break
@@ -236,9 +244,21 @@ def _all_ranges(path: str) -> list[IdRange]:
     return out
 
 
+@contextlib.contextmanager
+def users_lock() -> Iterator[None]:
+    """This machine's user database to ourselves while one tool changes it (see USERS_LOCK)."""
+    fd = os.open(USERS_LOCK, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def _tool(argv: list[str], what: str) -> None:
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=TOOL_TIMEOUT_S)
+        with users_lock():
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=TOOL_TIMEOUT_S)
     except FileNotFoundError:
         raise UserSetupError(f"{what}: {argv[0]} is not installed (Debian's passwd package)") from None
     except subprocess.TimeoutExpired:
