@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what the suite needs, idempotently: a second call installs nothing.
 #   Debian packages: the runtimes under test, busybox-static (the rootfs), the
-#   OCI runtime-spec JSON Schema (to validate bundles), util-linux (unshare);
+#   OCI runtime-spec JSON Schema (to validate bundles), util-linux (unshare, setpriv),
+#   uidmap (newuidmap/newgidmap: the rootless lane's subordinate id maps);
 #   for qemu:// hosts: qemu, sshd (its binary runs in the guests; the service is
 #   never started here), kmod (depmod), and a Debian kernel unpacked in the cache;
 #   apparmor (apparmor_parser: the guests boot with AppArmor on and load a test profile).
@@ -9,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(runc crun runsc containerd busybox-static golang-github-opencontainers-specs-dev util-linux iproute2
+APT_PACKAGES=(runc crun runsc containerd busybox-static golang-github-opencontainers-specs-dev util-linux iproute2 uidmap
               qemu-system-x86 openssh-server openssh-client kmod apparmor)
 VENV=${VENV:-.venv}
 

@@ -14,6 +14,14 @@ directories ``create`` made, and whatever sub-cgroups the container made in
 its own (``remove_children``).  A relative cgroupsPath is placed below this
 runtime's own cgroup in each hierarchy, as runc does (the spec leaves its
 base to the runtime).
+
+Rootless (the runtime is not uid 0), as runc: a cgroup is made only at a
+``cgroupsPath`` the user may write (a delegated v2 subtree); without one the
+container stays in the caller's cgroups, and a limit that needs a cgroup
+makes create fail (``refuse_unplaced_limits``).  Device rules are not
+written: a user namespace can make no device node and reach none the user
+could not open anyway, and the device cgroup (v1) or its BPF program (v2)
+needs privileges the user lacks.
 """
 from __future__ import annotations
 
@@ -61,6 +69,24 @@ def detect() -> tuple[str, dict[str, str]]:
                     if opt.startswith("name=") or "=" not in opt:
                         v1.setdefault(opt, mnt)
     return "v1", v1
+
+
+def rootless() -> bool:
+    """Whether this runtime runs as an unprivileged user."""
+    return os.geteuid() != 0
+
+
+#: linux.resources keys whose limits need a cgroup of the container's own
+_LIMITS = {"memory": "memory", "pids": "pids", "cpu": "cpu", "blockIO": "io", "hugepageLimits": "memory",
+           "unified": "", "network": ""}
+
+
+def refuse_unplaced_limits(res: Resources, disabled: Switches) -> None:
+    """Rootless without a cgroup: fail on any limit it asks for (devices aside: see the module doc)."""
+    asked = [key for key, switch in _LIMITS.items() if res.get(key) and switch not in disabled]
+    if asked:
+        raise Error("cannot set linux.resources.%s: running rootless (uid %d) without linux.cgroupsPath, "
+                    "the container has no cgroup of its own to hold the limit" % (", ".join(asked), os.geteuid()))
 
 
 def _write(path: str, value: str) -> None:
@@ -289,6 +315,8 @@ def create(cgpath: str, res: Resources, disabled: Switches, spec_devices: Device
     created: list[str] = []
     leaves: list[str] = []
     ctrls: list[str] = []
+    if rootless():
+        disabled = frozenset(disabled) | {"devices"}  # see the module doc
     try:
         if version == "v2":
             base = mounts[""]
@@ -312,6 +340,11 @@ def create(cgpath: str, res: Resources, disabled: Switches, spec_devices: Device
                     _cpuset_init(mnt, at(ctrl))
                 if ctrl == "devices" and "devices" not in disabled:
                     _v1_limits(ctrl, leaves[-1], res, spec_devices)
+    except OSError as e:  # e.g. rootless at a path not delegated to the user
+        remove(created)
+        raise Error("cannot create cgroup %s as uid %d: %s%s" % (
+            e.filename or cgpath, os.geteuid(), e.strerror,
+            " (rootless: the path must lie in a cgroup delegated to the user)" if rootless() else "")) from None
     except BaseException:
         remove(created)
         raise

@@ -142,16 +142,23 @@ def _cgroups_path(linux: Config, cid: str, disabled: Switches) -> str | None:
     every container of this runtime is found in one place.  None (switch
     ``default-cgroup``): no cgroup of its own, the runtime's are kept.  A
     relative cgroupsPath goes below our own cgroup (cgroups.placement).
+    Rootless (not uid 0) without a path: None too, as runc does — an
+    unprivileged user can make no cgroup but in a subtree given to it, which
+    only a path names.
     """
     given = str(linux.get("cgroupsPath") or "")
     dropped = not given.startswith("/") and "cgroups-path" in disabled  # the switch: a relative one
     if given and not dropped:
         return given
-    return None if "default-cgroup" in disabled else DEFAULT_CGROUP_PARENT + "/" + cid
+    if "default-cgroup" in disabled or cgroups.rootless():
+        return None
+    return DEFAULT_CGROUP_PARENT + "/" + cid
 
 
 def _make_cgroups(cgpath: str | None, linux: Config, disabled: Switches, warm_up: bool) -> CgroupSet:
     if cgpath is None:
+        if cgroups.rootless():  # the spec: a limit is applied, or the runtime fails
+            cgroups.refuse_unplaced_limits(linux.get("resources") or {}, disabled)
         return cgroups.none()
     return cgroups.create(cgpath, linux.get("resources") or {}, disabled, linux.get("devices") or [],
                           warm_up=warm_up)

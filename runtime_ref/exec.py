@@ -50,6 +50,11 @@ def exec_process(root: str, cid: str, args: list[str], opts: ExecOptions) -> int
     prog = _seccomp(config, disabled)
     fds = {} if "exec-namespaces" in disabled else _namespaces_to_join(c.pid)
     rootfd = os.open("/proc/%d/root" % c.pid, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    userns = "user" in fds
+    if userns and cgroups.rootless():
+        # Rootless: joining the others needs CAP_SYS_ADMIN over them, which only their owner,
+        # the container's user namespace, gives an unprivileged user: join it first, here.
+        L.setns(fds.pop("user"), namespaces.CLONE_FLAG["user"])
     # pid and time namespaces apply to children: join them here, then fork
     for t in ("pid", "time"):
         if t in fds:
@@ -65,7 +70,7 @@ def exec_process(root: str, cid: str, args: list[str], opts: ExecOptions) -> int
         os.close(r)
         progress: Progress = {"step": "join"}
         try:
-            _child(c, proc, config.get("linux") or {}, disabled, prog, fds, rootfd, opts["pass_fds"], progress)
+            _child(c, proc, config.get("linux") or {}, disabled, prog, fds, rootfd, opts["pass_fds"], progress, userns)
         except BaseException as e:  # the message names the step, as the init's do
             msg = str(e) if isinstance(e, Error) else "exec (%s): %s" % (progress.get("step"), e)
             os.write(w, msg.encode(errors="replace"))
@@ -160,8 +165,9 @@ def _namespaces_to_join(pid: int) -> dict[str, int]:
 
 
 def _child(c: Container, proc: Process, linux: Config, disabled: Switches, prog: SeccompProgram | None,
-           fds: dict[str, int], rootfd: int, pass_fds: int, progress: Progress) -> NoReturn:
-    """In the forked child: into the container, then the same last steps as the init."""
+           fds: dict[str, int], rootfd: int, pass_fds: int, progress: Progress, userns: bool) -> NoReturn:
+    """In the forked child: into the container, then the same last steps as the init
+    (``userns``: the container has a user namespace, joined here or, rootless, by the parent)."""
     affinity = (proc.get("execCPUAffinity") or {}) if "cpu-affinity" not in disabled else {}
     # process.execCPUAffinity: "initial" before the move into the container's cgroup (the
     # cpuset there may not hold our CPUs), "final" once in it
@@ -171,7 +177,7 @@ def _child(c: Container, proc: Process, linux: Config, disabled: Switches, prog:
         cgroups.add(c.data["cgroups"]["leaves"], 0)
     attributes.set_affinity(affinity.get("final"), "process.execCPUAffinity.final")
     namespaces.join(fds)
-    if "user" in fds:
+    if userns:
         L.setresgid(0)
         L.setresuid(0)
     # the container's root (pivot_root'ed or chroot'ed): enter it explicitly

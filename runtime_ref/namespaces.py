@@ -8,7 +8,9 @@ before their first member exists:
 
 * ``time``: we unshare it in the runtime just before clone and write
   ``/proc/self/timens_offsets`` (allowed only while the namespace is still
-  empty), so the init is born in it with the offsets in place;
+  empty), so the init is born in it with the offsets in place (rootless
+  with a new user namespace, a child of ours does it inside that user
+  namespace, the only one where we hold CAP_SYS_ADMIN: spawn._Holder);
 * ``cgroup``: the init unshares it itself *after* being placed in its cgroup,
   so that its own cgroup becomes the root of its view (``/proc/self/cgroup``
   reads ``/``).
@@ -104,18 +106,23 @@ def before_clone(nss: Namespaces, fds: dict[str, int], config: Config) -> list[t
             L.setns(fds[t], CLONE_FLAG[t])
     if "time" in nss and nss["time"] is None:
         restore.append((os.open("/proc/self/ns/time", os.O_RDONLY | os.O_CLOEXEC), L.CLONE_NEWTIME))
-        L.unshare(L.CLONE_NEWTIME)
-        offsets = (config.get("linux") or {}).get("timeOffsets") or {}
-        lines = []
-        for clock in ("monotonic", "boottime"):
-            o = offsets.get(clock)
-            if o:
-                lines.append("%s %d %d" % (clock, o.get("secs", 0), o.get("nanosecs", 0)))
-        for line in lines:
-            with open("/proc/self/timens_offsets", "w") as f:
-                f.write(line)
+        new_time(config)
     # (switch "time", or no time namespace: linux.timeOffsets is not applied)
     return restore
+
+
+def new_time(config: Config) -> None:
+    """Unshare a time namespace for our children and write its offsets (allowed while it is empty)."""
+    try:
+        L.unshare(L.CLONE_NEWTIME)
+    except OSError as e:
+        raise Error("cannot make the time namespace: %s" % e.strerror) from None
+    offsets = (config.get("linux") or {}).get("timeOffsets") or {}
+    for clock in ("monotonic", "boottime"):
+        o = offsets.get(clock)
+        if o:
+            with open("/proc/self/timens_offsets", "w") as f:
+                f.write("%s %d %d" % (clock, o.get("secs", 0), o.get("nanosecs", 0)))
 
 
 def after_clone(restore: list[tuple[int, int]]) -> None:
@@ -136,15 +143,47 @@ def join(fds: dict[str, int], typed: bool = True) -> None:
 
 
 def write_id_maps(pid: int, config: Config) -> None:
-    """Write the user namespace's uid/gid maps from the parent (host root)."""
+    """Write the user namespace's uid/gid maps from the parent.
+
+    As root, straight into /proc/<pid>/{uid,gid}_map.  As an unprivileged
+    user (rootless) the kernel lets a process write one line only, mapping its
+    own euid (and, after ``deny`` in /proc/<pid>/setgroups, its own egid);
+    any other map is written by the setuid helpers newuidmap/newgidmap, which
+    check it against the user's ranges in /etc/subuid and /etc/subgid.
+    """
     linux = config.get("linux") or {}
     for kind in ("uid", "gid"):
         maps = linux.get(kind + "Mappings") or []
         if not maps:
             raise Error("linux.%sMappings is required with a new user namespace" % kind)
-        text = "".join("%d %d %d\n" % (m["containerID"], m["hostID"], m["size"]) for m in maps)
-        try:
-            with open("/proc/%d/%s_map" % (pid, kind), "w") as f:
-                f.write(text)
-        except OSError as e:
-            raise Error("cannot write %s_map %r: %s" % (kind, text, e.strerror)) from None
+        own = os.geteuid() if kind == "uid" else os.getegid()
+        if os.geteuid() == 0 or [(m["hostID"], m["size"]) for m in maps] == [(own, 1)]:
+            _write_map(pid, kind, maps)
+        else:
+            _helper_map(pid, kind, maps)
+
+
+def _write_map(pid: int, kind: str, maps: list[dict[str, int]]) -> None:
+    text = "".join("%d %d %d\n" % (m["containerID"], m["hostID"], m["size"]) for m in maps)
+    try:
+        if kind == "gid" and os.geteuid() != 0:  # rootless: gid_map only once setgroups is denied
+            with open("/proc/%d/setgroups" % pid, "w") as f:
+                f.write("deny")
+        with open("/proc/%d/%s_map" % (pid, kind), "w") as f:
+            f.write(text)
+    except OSError as e:
+        raise Error("cannot write %s_map %r: %s" % (kind, text, e.strerror)) from None
+
+
+def _helper_map(pid: int, kind: str, maps: list[dict[str, int]]) -> None:
+    """newuidmap/newgidmap PID CONTAINER HOST SIZE …: the rootless way to a map of several ids."""
+    import subprocess
+    argv = ["new%smap" % kind, str(pid)] + [str(m[k]) for m in maps for k in ("containerID", "hostID", "size")]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise Error("cannot write %s_map as uid %d: %s is not installed (Debian's uidmap)"
+                    % (kind, os.geteuid(), argv[0])) from None
+    if done.returncode != 0:
+        raise Error("cannot write %s_map as uid %d: %s: %s"
+                    % (kind, os.geteuid(), " ".join(argv), (done.stderr or done.stdout).strip()))

@@ -20,7 +20,7 @@ from .state import OCI_VERSION
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import signal
-    from typing import Any, Callable
+    from typing import Any, Callable, NoReturn
 
     from .hints import CgroupSet, Config, InitContext, Namespaces, SeccompProgram, Switches
     from .state import Container
@@ -112,13 +112,22 @@ def _spawn(c: Container, config: Config, bundle: str, disabled: Switches, nss: N
 
         from . import hooks as _hooks  # noqa: F401
         from . import jsonfast  # noqa: F401
-    restore = namespaces.before_clone(nss, join_fds, config)
+    holder: _Holder | None = None
+    if _time_in_own_userns(nss):  # rootless: the holder makes both, then the init (see _Holder)
+        restore = namespaces.before_clone({t: v for t, v in nss.items() if t != "time"}, join_fds, config)
+    else:
+        restore = namespaces.before_clone(nss, join_fds, config)
     try:
-        pid = L.clone(namespaces.clone_flags(nss))
-        if pid == 0:
-            os.close(to_init)
-            os.close(from_init)
-            init.main(ctx)  # never returns (nor runs the finally below: it ends in _exit)
+        if _time_in_own_userns(nss):
+            holder = _Holder(ctx, config, namespaces.clone_flags(nss) & ~L.CLONE_NEWUSER,
+                             (to_init, from_init, from_parent, to_parent))
+            pid = holder.pid
+        else:
+            pid = L.clone(namespaces.clone_flags(nss))
+            if pid == 0:
+                os.close(to_init)
+                os.close(from_init)
+                init.main(ctx)  # never returns (nor runs the finally below: it ends in _exit)
     finally:
         namespaces.after_clone(restore)
     os.close(from_parent)
@@ -129,8 +138,10 @@ def _spawn(c: Container, config: Config, bundle: str, disabled: Switches, nss: N
         os.close(fifo_dir)
     hook_state["pid"] = pid
     try:
-        _handshake(pid, config, disabled, nss, cg, hook_state, to_init, from_init)
+        _handshake(pid, config, disabled, nss, cg, hook_state, to_init, from_init, holder is None)
     except BaseException:
+        if holder is not None:
+            holder.release()  # the init is ours from here (we are its subreaper)
         try:
             os.kill(pid, signal.SIGKILL)
         except OSError:
@@ -140,18 +151,104 @@ def _spawn(c: Container, config: Config, bundle: str, disabled: Switches, nss: N
     finally:
         os.close(to_init)
         os.close(from_init)
+    if holder is not None:
+        holder.release()
     return pid
 
 
+def _time_in_own_userns(nss: Namespaces) -> bool:
+    """Rootless, with new user and time namespaces: the time namespace must belong to the new user
+    namespace (only there has an unprivileged runtime CAP_SYS_ADMIN), so it is made inside it."""
+    return os.geteuid() != 0 and nss.get("user", 1) is None and nss.get("time", 1) is None
+
+
+class _Holder:
+    """Rootless with a time namespace: a child that makes the container's user namespace, has its
+    maps written, makes the time namespace inside it (offsets written while it is empty), and
+    clones the init there with the other namespaces.  It lives until the init is ready (the init
+    dies with its parent until then), then exits; we are the init's subreaper, so it is ours after.
+    """
+
+    def __init__(self, ctx: InitContext, config: Config, flags: int, parent_fds: tuple[int, ...]) -> None:
+        L.prctl(L.PR_SET_CHILD_SUBREAPER, 1)
+        up_r, up_w = os.pipe()
+        down_r, self._down = os.pipe()
+        self._hpid = os.fork()
+        if self._hpid == 0:
+            os.close(up_r)
+            os.close(self._down)
+            self._child(ctx, config, flags, parent_fds, up_w, down_r)
+        os.close(up_w)
+        os.close(down_r)
+        try:
+            if os.read(up_r, 1) != b"u":
+                raise Error("the user namespace for the time namespace: " + _said(up_r))
+            namespaces.write_id_maps(self._hpid, config)
+            os.write(self._down, b"m")
+            msg = os.read(up_r, 64)
+            if not msg.startswith(b"p"):
+                raise Error((msg[1:] or b"its maker exited").decode(errors="replace") + _said(up_r))
+            self.pid = int(msg[1:])
+        except BaseException:
+            self.release()
+            raise
+        finally:
+            os.close(up_r)
+
+    @staticmethod
+    def _child(ctx: InitContext, config: Config, flags: int, parent_fds: tuple[int, ...],
+               up: int, down: int) -> NoReturn:
+        from . import init
+        try:
+            L.unshare(L.CLONE_NEWUSER)
+            os.write(up, b"u")
+            if os.read(down, 1) != b"m":
+                os._exit(1)
+            namespaces.new_time(config)
+            pid = L.clone(flags)
+            if pid == 0:
+                os.close(up)
+                os.close(down)
+                for fd in parent_fds[:2]:  # the runtime's ends of the init's pipes
+                    os.close(fd)
+                init.main(ctx)
+            for fd in parent_fds:  # ours must not keep the init's pipes open
+                os.close(fd)
+            os.write(up, b"p%d" % pid)
+            os.read(down, 1)  # until release(): the init dies with us while it is not ready
+            os._exit(0)
+        except BaseException as e:
+            try:
+                os.write(up, b"E" + str(e).encode(errors="replace")[:4000])
+            finally:
+                os._exit(1)
+
+    def release(self) -> None:
+        """Let the holder exit, and reap it."""
+        if self._down >= 0:
+            os.close(self._down)
+            self._down = -1
+            os.waitpid(self._hpid, 0)
+
+
+def _said(fd: int) -> str:
+    try:
+        return os.read(fd, 4096).decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def _handshake(pid: int, config: Config, disabled: Switches, nss: Namespaces, cg: CgroupSet,
-               hook_state: dict[str, Any], to_init: int, from_init: int) -> None:
-    """Our half of the protocol in init.py, until the init is ready (``R``)."""
+               hook_state: dict[str, Any], to_init: int, from_init: int, write_maps: bool = True) -> None:
+    """Our half of the protocol in init.py, until the init is ready (``R``) (``write_maps``: False
+    when the init was born in a user namespace whose maps are already written: _Holder)."""
     # Joining a cgroup waits for an RCU grace period (~12 ms): a thread
     # does it while we write the maps and limits and the init its mounts.
     joined = _Background(cgroups.add, cg["leaves"], pid)
     try:
         if nss.get("user", 1) is None:
-            namespaces.write_id_maps(pid, config)
+            if write_maps:
+                namespaces.write_id_maps(pid, config)
             os.write(to_init, b"M")
         linux = config.get("linux") or {}
         cgroups.set_limits(cg, linux.get("resources") or {}, disabled, linux.get("devices") or [])

@@ -108,6 +108,7 @@ def host_leftovers() -> set[str]:
     # (a socket a shim still answers on may be another worker's, at work: a leaked shim shows as a
     # process below; what may not outlive its shim is a socket nobody answers on)
     found |= {f"shim socket {p}" for p in glob.glob("/run/containerd/s/*") if not _answers(p)}
+    found |= rootless_leftovers()
     found |= {f"link {name}" for name in os.listdir("/sys/class/net")}  # the host's own: none may come or go
     for pid in os.listdir("/proc"):
         if pid.isdigit():
@@ -119,6 +120,30 @@ def host_leftovers() -> set[str]:
             # … and so is one naming this run's state root (a private containerd, its shims)
             if f"/cf-{RUN_TAG}-" in cgroups or f"/run/oci-conformance-{RUN_TAG}-" in cmdline:
                 found.add(f"process {pid} {cmdline.strip()}")
+    return found
+
+
+def rootless_leftovers(tag: str = RUN_TAG) -> set[str]:
+    """What the rootless lane adds to the host, named as the harness names it: users whose comment
+    names run ``tag`` (rootless_user.COMMENT), their processes, and every group, subordinate range
+    and delegated cgroup named oci-conformance-* (to diff: another run's may be there before)."""
+    import pwd
+
+    found: set[str] = set()
+    users = {e.pw_name: e.pw_uid for e in pwd.getpwall() if f" run={tag}" in e.pw_gecos}
+    found |= {f"user {name}" for name in users}
+    for path in ("/etc/group", "/etc/subuid", "/etc/subgid"):
+        found |= {f"{path} {line}" for line in Path(path).read_text().splitlines() if line.startswith("oci-conformance-")}
+    v2 = [p for p in glob.glob("/sys/fs/cgroup/oci-conformance-*") + glob.glob("/sys/fs/cgroup/unified/oci-conformance-*")]
+    found |= {f"cgroup {p}" for p in v2}
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                uid = int(Path(f"/proc/{pid}/status").read_text().split("\nUid:")[1].split()[0])
+            except (OSError, IndexError, ValueError):
+                continue
+            if uid in users.values():
+                found.add(f"process {pid} of uid {uid}")
     return found
 
 

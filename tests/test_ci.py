@@ -36,11 +36,11 @@ def test_the_workflow_follows_githubs_workflow_schema():
     assert not errors, "\n".join(f"{list(e.absolute_path)}: {e.message}" for e in errors)
 
 
-def test_one_job_per_runtime_uploads_summarises_and_pages_publish():
+def test_one_job_per_runtime_and_one_rootless_upload_summarise_and_pages_publish():
     wf = _workflow()
     assert set(wf["on"]) >= {"push", "pull_request"}
     jobs = wf["jobs"]
-    assert set(jobs) == {"matrix", "publish", "pages"}
+    assert set(jobs) == {"matrix", "rootless", "publish", "pages"}
 
     run = jobs["matrix"]
     assert run["strategy"]["matrix"]["runtime"] == ["ref", "runc", "crun", "runsc"]
@@ -51,8 +51,15 @@ def test_one_job_per_runtime_uploads_summarises_and_pages_publish():
     uploads = [s for s in _steps(run) if s.get("uses", "").startswith("actions/upload-artifact@")]
     assert uploads and uploads[0]["if"] == "always()" and "matrix.runtime" in uploads[0]["with"]["name"]
 
+    rootless = jobs["rootless"]  # the rootless lane: its columns join the published matrix
+    assert set(rootless["env"]["RUNTIMES"].split(",")) == {"runc:rootless", "crun:rootless"}
+    assert "--privileged" in rootless["container"]["options"]
+    assert "bash ci/matrix.sh" in " ".join(s.get("run", "") for s in _steps(rootless))
+    assert [s["with"]["name"] for s in _steps(rootless) if s.get("uses", "").startswith("actions/upload-artifact@")] \
+        == ["matrix-rootless"]
+
     publish = jobs["publish"]
-    assert publish["needs"] == "matrix" and publish["if"] == "always()"
+    assert publish["needs"] == ["matrix", "rootless"] and publish["if"] == "always()"
     uses = [s.get("uses", "") for s in _steps(publish)]
     assert any(u.startswith("actions/download-artifact@") for u in uses)
     assert any(u.startswith("actions/upload-pages-artifact@") for u in uses)

@@ -41,8 +41,9 @@ from conformance.model.errors import RuntimeNotFound
 from conformance.model.records import HostDescription, RuntimeEntry, SandboxProbe
 from conformance.model.scenario import Scenario
 
-from . import drivers, hostinfo
+from . import drivers, hostinfo, rootless_cgroup
 from .bare import bare_runs
+from .drivers.rootless import USER_ENV as ROOTLESS_USER_ENV
 from .executor import execute
 from .runtimes import REF_ENV
 from .session import RunSession, sweep_dead
@@ -57,7 +58,10 @@ def describe(request: dict[str, Any], session: RunSession | None = None) -> Host
             runtimes[column] = entry
         except RuntimeNotFound as exc:
             runtimes[name] = {"path": None, "version": None, "error": str(exc)}
-    return {"profile": hostinfo.profile(), "runtimes": runtimes}
+    profile = dict(hostinfo.profile())
+    if any(drivers.parse(name).lane == drivers.RootlessDriver.lane for name in request["runtimes"]):
+        profile["rootless_cgroups"] = rootless_cgroup.plan()  # whether this host delegated cgroups
+    return {"profile": profile, "runtimes": runtimes}
 
 
 def run_one(request: dict[str, Any], session: RunSession | None = None) -> dict[str, Any]:
@@ -107,6 +111,8 @@ def _set_up(request: dict[str, Any]) -> None:
     """The run's tag and the reference runtime's launcher, from the harness's first request."""
     if request.get("tag"):
         os.environ["OCI_CONFORMANCE_TAG"] = request["tag"]
+    if request.get("rootless_user"):  # --rootless-user: the same name on every host
+        os.environ[ROOTLESS_USER_ENV] = request["rootless_user"]
     if not os.environ.get(REF_ENV):
         if request.get("ref") and os.access(request["ref"], os.X_OK):
             os.environ[REF_ENV] = request["ref"]  # the same files as where pytest runs (a guest's shared root)

@@ -115,13 +115,17 @@ def console_socket(bundle: Path) -> Iterator[Console]:
     to finish, then everything is closed and removed.
 
     The socket lives in a directory of its own under the temporary directory, not in the bundle:
-    an AF_UNIX path holds at most 107 bytes, which a bundle's path may already take.
+    an AF_UNIX path holds at most 107 bytes, which a bundle's path may already take.  Both are
+    the bundle owner's, so a runtime run by that user (the rootless lane) may connect.
     """
     where = Path(tempfile.mkdtemp(prefix="oci-console-"))
     path = where / "sock"
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         listener.bind(str(path))
+        owner = bundle.stat()
+        for made in (where, path):
+            os.chown(made, owner.st_uid, owner.st_gid)
         listener.listen(1)
     except OSError:
         listener.close()

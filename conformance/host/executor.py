@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import socket
 
-from conformance.model.errors import ConformanceError
+from conformance.model.errors import ConformanceError, NotApplicable
 from conformance.model.records import Execution, Observation
 from conformance.model.scenario import Scenario
 
-from . import host_setup, hostinfo, hoststate, inside
+from . import drivers, host_setup, hostinfo, hoststate, inside
 from .bundle import build
 from .drivers import RuntimeDriver
 from .observe import observe
@@ -33,26 +33,41 @@ def execute(scenario: Scenario, runtime: str, disabled: tuple[str, ...], session
         return Execution(skip=reason)
     try:
         driver = session.driver(runtime, disabled)
+    except NotApplicable as exc:  # the lane cannot run on this host (no unprivileged user namespaces)
+        return Execution(skip=f"{drivers.label(runtime)}: {exc}")
     except ConformanceError as exc:  # a missing runtime, or a control switch it does not have
         return Execution(error=str(exc))
     reason = driver.unsupported(scenario)
     if reason:
         return Execution(skip=reason)
+    reason = driver.bundle_needs.unmet(scenario.requires)
+    if reason:  # the property cannot exist in this lane (a device node in a user namespace)
+        return Execution(skip=f"{driver.label}: {reason}")
     cid = session.new_container_id()
     try:
         found = session.sandbox(runtime, scenario.timeout)
+        if driver.bundle_needs.probe_must_run and not found.ran:
+            why = found.evidence.partition("; host facts")[0]
+            return Execution(error=f"{driver.label} ran no container in this lane: {why}")
         if driver.sandbox is None:  # a control's variant: the same runtime, so the same init (observe.py)
             driver.sandbox = found
-        with host_setup.prepared(scenario.host_setup, session.workdir) as variables:
+        with host_setup.prepared(scenario.host_setup, session.workdir, driver.bundle_needs.owner) as variables:
             variables["host_hostname"] = socket.gethostname()
             variables.update(hoststate.namespace_links())
             variables.update(hoststate.before(((f.kind, f.target) for f in scenario.host_facts), variables,
                                               driver.profile.path))
-            bundle = build(scenario, cid, session.workdir, driver.spec_version, variables, driver.images)
+            try:
+                bundle = build(scenario, cid, session.workdir, driver.spec_version, variables, driver.bundle_needs,
+                               driver.images)
+            except NotApplicable as exc:  # the lane cannot express the scenario (rootless_config.py)
+                return Execution(skip=f"{driver.label}: {exc}")
             try:
                 obs = observe(scenario, driver, bundle, cid, found.evidence if found.sandboxed else None)
             finally:
                 bundle.remove()
+            excused = driver.bundle_needs.excused(bundle.config, obs.runtime_error)
+            if excused:  # rootless without a cgroup: the runtime refused limits, as the spec allows
+                return Execution(skip=f"{driver.label}: {excused}")
             if scenario.wants_runtime_exit and obs.runtime_exit is None and obs.runtime_error is None:
                 _second_run(scenario, driver, session, variables, obs)
         return Execution(observation=obs, variables=bundle.variables, oci_version=driver.spec_version,
@@ -70,7 +85,7 @@ def _second_run(scenario: Scenario, driver: RuntimeDriver, session: RunSession, 
     create/start): the same config under a new id, run in the foreground.
     """
     cid = session.new_container_id()
-    bundle = build(scenario, cid, session.workdir, driver.spec_version, variables, driver.images)
+    bundle = build(scenario, cid, session.workdir, driver.spec_version, variables, driver.bundle_needs, driver.images)
     try:
         obs.runtime_exit, leaks = run_exit(scenario, driver, bundle, cid)
         obs.leaks += leaks

@@ -102,14 +102,16 @@ MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_SHARED, MNT_DETACH = 0x2, 0x4, 0x8, 1 << 20, 
 
 
 @contextlib.contextmanager
-def shared_mount(workdir: Path) -> Iterator[dict[str, str]]:
+def shared_mount(workdir: Path, owner: tuple[int, int] | None = None) -> Iterator[dict[str, str]]:
+    """``owner``: the tmpfs's root belongs to that uid and gid (the container's root in a rootless lane,
+    which must be able to make its mount point in it as a rootful container's root can)."""
     libc = ctypes.CDLL(None, use_errno=True)
     path = workdir / ("shared-" + secrets.token_hex(8))
     path.mkdir()
     target = str(path).encode()
+    data = "size=64k,mode=755" + (f",uid={owner[0]},gid={owner[1]}" if owner else "")
     try:
-        if libc.mount(b"conformance", target, b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                      b"size=64k,mode=755") != 0:
+        if libc.mount(b"conformance", target, b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, data.encode()) != 0:
             raise OSError(ctypes.get_errno(), f"cannot mount the shared canary tmpfs on {path}")
         try:
             if libc.mount(None, target, None, MS_SHARED, None) != 0:
@@ -123,10 +125,11 @@ def shared_mount(workdir: Path) -> Iterator[dict[str, str]]:
 
 
 @contextlib.contextmanager
-def host_dir(workdir: Path) -> Iterator[dict[str, str]]:
+def host_dir(workdir: Path, owner: tuple[int, int] | None = None) -> Iterator[dict[str, str]]:
     """A host directory to bind into a container: ``file`` (``{{host_dir_token}}``), ``run.sh`` (an
     executable script printing it), and ``sub``, a tmpfs mounted there holding ``marker`` (rbind carries
-    it, bind does not).  Detached and removed afterwards, whatever a container did to it."""
+    it, bind does not).  Detached and removed afterwards, whatever a container did to it.  ``owner``:
+    the directory, file and script are the container root's, so only a mount flag can refuse it a write."""
     libc = ctypes.CDLL(None, use_errno=True)
     token = "host-dir-" + secrets.token_hex(8)
     path = workdir / ("hostdir-" + secrets.token_hex(6))
@@ -137,6 +140,9 @@ def host_dir(workdir: Path) -> Iterator[dict[str, str]]:
         script = path / "run.sh"
         script.write_text(f"#!/bin/sh\necho ran {token}\n")
         script.chmod(0o755)
+        if owner is not None:
+            for owned in (path, path / "file", script):
+                os.chown(owned, *owner)
         if libc.mount(b"conformance-sub", str(sub).encode(), b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
                       b"size=16k,mode=755") != 0:
             raise OSError(ctypes.get_errno(), f"cannot mount the submount tmpfs on {sub}")
@@ -358,11 +364,21 @@ SETUPS = {"marker": marker, "sysv_shm": sysv_shm, "posix_mqueue": posix_mqueue,
           "oom_sibling": oom_sibling, "apparmor_profile": apparmor_profile}
 
 
+#: setups the container's root writes into: owned by it (``prepared``'s ``owner``) in a rootless lane
+OWNED = {"shared_mount": shared_mount, "host_dir": host_dir}
+
+
 @contextlib.contextmanager
-def prepared(names: tuple[str, ...], workdir: Path) -> Iterator[dict[str, str]]:
-    """Enter every named setup; all are undone on exit, whatever happened."""
+def prepared(names: tuple[str, ...], workdir: Path, owner: tuple[int, int] | None = None
+             ) -> Iterator[dict[str, str]]:
+    """Enter every named setup; all are undone on exit, whatever happened.
+
+    ``owner``: the uid and gid of the container's root on the host, when it is not root's
+    (the rootless lane): what the container writes into is theirs.
+    """
     with contextlib.ExitStack() as stack:
         variables: dict[str, str] = {}
         for name in names:
-            variables.update(stack.enter_context(SETUPS[name](workdir)))
+            setup = OWNED[name](workdir, owner) if name in OWNED else SETUPS[name](workdir)
+            variables.update(stack.enter_context(setup))
         yield variables

@@ -231,6 +231,11 @@ REQUIREMENTS: dict[str, Callable[[], str | None]] = {
     "host-nic": _host_nic,
     "host-route": _host_route,
     "proc-timer-list": lambda: None if Path("/proc/timer_list").exists() else "the kernel has no /proc/timer_list",
+    # a host always offers it; a lane that runs every container in a user namespace of its own does not
+    # (the rootless lane: LaneNeeds.refuses)
+    "initial-userns": lambda: None,
+    # a host always gives a container a cgroup of its own; the rootless lane without delegation does not
+    "own-cgroup": lambda: None,
     **{f"controller:{c}": _controller(c) for c in ("memory", "pids", "cpu", "io", "cpuset")},
     "controller:hugetlb": _hugetlb,
     "multi-cpu": _multi_cpu,

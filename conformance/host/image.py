@@ -34,6 +34,7 @@ import os
 import posixpath
 import shutil
 import stat
+import subprocess
 import tarfile
 import tempfile
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ..model.image_spec import OPAQUE_MARKER, WHITEOUT_PREFIX, ImageError, ImageSpec
-from .rootfs import busybox_rootfs, cache_root, cached_build
+from .rootfs import busybox_rootfs, cache_root, cached_build, chown_tree
 
 OPAQUE_XATTR = "trusted.overlay.opaque"
 #: who the bare lane's snapshotter is (the matrix says so beside each image scenario's cell)
@@ -189,14 +190,40 @@ class Snapshotter(Protocol):
     def mount(self, spec: ImageSpec, bundle_dir: Path, target: Path) -> ImageMount: ...
 
 
-def mount_image(spec: ImageSpec, bundle_dir: Path, target: Path) -> ImageMount:
-    """Unpack (or reuse) every layer and mount the overlay at ``target``; upper/work go in ``bundle_dir``."""
+#: in a work dir: the unpacked layers and base as one owner has them (see owned_copy)
+OWNED_DIR = ".owned"
+
+
+def owned_copy(source: Path, owner: tuple[int, int], workdir: Path) -> Path:
+    """A copy of a cached layer (or the base) whose every entry belongs to ``owner``, made once per
+    work dir: what an unprivileged user's own unpack of the image is (the rootless lane), while the
+    shared cache stays root's.  ``cp -a`` keeps whiteout nodes and the opaque xattr."""
+    def build(staging: Path) -> None:
+        done = subprocess.run(["cp", "-a", f"{source}/.", str(staging)], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise ImageError(f"cannot copy {source} for uid {owner[0]}: {done.stderr.strip()}")
+        chown_tree(staging, *owner)
+    return cached_build(workdir / OWNED_DIR / f"{owner[0]}-{owner[1]}" / source.name, build)
+
+
+def mount_image(spec: ImageSpec, bundle_dir: Path, target: Path,
+                owner: tuple[int, int] | None = None) -> ImageMount:
+    """Unpack (or reuse) every layer and mount the overlay at ``target``; upper/work go in ``bundle_dir``.
+
+    ``owner``: the layers, the base and the upper dir belong to that uid and gid (owned_copy).
+    """
     layers = [layer_dir(layer.tar()) for layer in spec.layers]
+    base = busybox_rootfs()
+    if owner is not None:
+        layers = [owned_copy(layer, owner, bundle_dir.parent) for layer in layers]
+        base = owned_copy(base, owner, bundle_dir.parent)
     upper, work = bundle_dir / "upper", bundle_dir / "work"
     for d in (target, upper, work):
         d.mkdir(mode=0o755)
     upper.chmod(0o755)  # the merged root's mode is the upper dir's (mkdir's is masked by umask)
-    mounted = ImageMount(target, upper, work, busybox_rootfs(), layers)
+    if owner is not None:
+        os.chown(upper, *owner)
+    mounted = ImageMount(target, upper, work, base, layers)
     try:
         _mount("overlay", target, "overlay", 0, overlay_options(mounted.lowers, upper, work))
     except BaseException:  # Ctrl-C right after the mount call must not leave it mounted

@@ -160,7 +160,7 @@ def observe(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str,
         try:
             if scenario.steps:
                 _steps(scenario, driver, bundle, cid, out, err, obs, stages, launch)
-            elif launch.console is None and _one_run_serves(scenario, driver):  # a terminal needs create/start
+            elif launch.console is None and _one_run_serves(scenario, driver, bundle.config):  # a terminal needs create/start
                 _attached(scenario, driver, bundle, cid, out, err, obs, stages, launch)
             elif scenario.needs_lifecycle or launch.console is not None:  # a terminal needs create/start
                 _lifecycle(scenario, driver, bundle, cid, out, err, obs, stages, launch)
@@ -248,19 +248,20 @@ class _StageReader:
 NOT_SEEN_RUNNING = "the entrypoint was not seen running (it exited first, or exec never happened)"
 
 
-def _one_run_serves(scenario: Scenario, driver: RuntimeDriver) -> bool:
+def _one_run_serves(scenario: Scenario, driver: RuntimeDriver, config: dict[str, Any]) -> bool:
     """Everything the scenario reads, it reads while the entrypoint runs, or after it ended when the
     runtime's ``run`` can keep the stopped container and the fact needs no process: one ``run``
     serves it (nothing is read before start, while paused or after delete, and no refused create is
     told apart from the entrypoint's own exit).  A scenario that names ``{{init_pid}}`` goes through
     create: its pid file is the one that is there before anything runs (``run``'s may never be read
-    when the entrypoint ends first, and then the placeholder would have no value)."""
+    when the entrypoint ends first, and then the placeholder would have no value).  Nor limits the
+    lane gives no cgroup for (rootless, nothing delegated): their refusal is the cell's finding."""
     def served(fact: HostFact) -> bool:
         return fact.when == "running" or (fact.when == "exited" and fact.kind in PID_FREE and driver.keeps_after_run)
 
     return (scenario.needs_lifecycle and not scenario.steps and not scenario.expect.or_refused
             and all(served(f) for f in scenario.host_facts) and bool(_init_exe(driver))
-            and not named(scenario.source, "init_pid"))
+            and not named(scenario.source, "init_pid") and not driver.bundle_needs.unplaceable_limits(config))
 
 
 #: facts that need no process to be read (an entrypoint that ended before its pid was seen does not

@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 from conformance.model.errors import ConformanceError
 
@@ -112,9 +112,28 @@ def _digest(path: str, size: int, mtime_ns: int) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
-def copy_rootfs(source: Path, dest: Path) -> None:
-    """A private, writable copy of a pristine rootfs for one container."""
+def copy_rootfs(source: Path, dest: Path, owner: tuple[int, int] | None = None) -> None:
+    """A private, writable copy of a pristine rootfs for one container.
+
+    ``owner``: every entry of the copy belongs to that uid and gid instead of
+    the cache's root — what an unprivileged user's own unpacked rootfs is (the
+    rootless lane: its container root is that user).
+    """
     shutil.copytree(source, dest, symlinks=True)
+    if owner is not None:
+        chown_tree(dest, *owner)
+
+
+def chown_tree(top: Path, uid: int, gid: int) -> None:
+    """Every entry under ``top`` (itself included, links not followed) to ``uid``:``gid``, modes kept
+    (chown clears set-id bits: they are put back)."""
+    for dirpath, dirnames, filenames in os.walk(top):  # a directory is its own dirpath once; links are names
+        links = [n for n in dirnames if os.path.islink(os.path.join(dirpath, n))]
+        for path in [dirpath, *(os.path.join(dirpath, n) for n in filenames + links)]:
+            st = os.lstat(path)
+            os.lchown(path, uid, gid)
+            if st.st_mode & 0o6000 and not stat.S_ISLNK(st.st_mode):
+                os.chmod(path, stat.S_IMODE(st.st_mode))
 
 
 # -- reuse: a copy that comes back unchanged serves the next container ---------------
@@ -158,8 +177,8 @@ class _Manifest:
         return now[5:] == was[5:] and was[6] < self.taken_ns - TRUST_AFTER_NS
 
 
-#: (st_dev, st_ino) of a copy's top directory -> (its source, its manifest)
-_made: dict[tuple[int, int], tuple[Path, _Manifest]] = {}
+#: (st_dev, st_ino) of a copy's top directory -> (its source, its manifest, its owner)
+_made: dict[tuple[int, int], tuple[Path, _Manifest, Optional[Tuple[int, int]]]] = {}
 
 
 def _stat(path: str) -> Stat:
@@ -182,8 +201,9 @@ def _identity(path: Path) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-def _spares(source: Path, workdir: Path) -> Path:
-    return workdir / SPARE_DIR / source.name
+def _spares(source: Path, workdir: Path, owner: tuple[int, int] | None = None) -> Path:
+    """Where returned copies of ``source`` wait (per owner: a copy is only ever reused as it was made)."""
+    return workdir / SPARE_DIR / (source.name if owner is None else f"{source.name}-{owner[0]}-{owner[1]}")
 
 
 def _changes(root: Path, made: _Manifest) -> tuple[list[str], list[str]] | None:
@@ -247,17 +267,18 @@ def _restore(root: Path, made: _Manifest) -> bool:
     return True
 
 
-def take_rootfs(source: Path, dest: Path, workdir: Path) -> None:
-    """Put a pristine copy of ``source`` at ``dest``: a returned spare if one is left, else a fresh copy."""
-    spares = _spares(source, workdir)
+def take_rootfs(source: Path, dest: Path, workdir: Path, owner: tuple[int, int] | None = None) -> None:
+    """Put a pristine copy of ``source`` at ``dest`` (owned by ``owner``, see copy_rootfs): a returned
+    spare if one is left, else a fresh copy."""
+    spares = _spares(source, workdir, owner)
     for spare in sorted(spares.iterdir()) if spares.is_dir() else ():
         try:
             spare.rename(dest)
             return
         except OSError:
             shutil.rmtree(spare, ignore_errors=True)
-    copy_rootfs(source, dest)
-    _made[_identity(dest)] = (source, _Manifest(_manifest(dest)))
+    copy_rootfs(source, dest, owner)
+    _made[_identity(dest)] = (source, _Manifest(_manifest(dest)), owner)
 
 
 def release_rootfs(rootfs: Path, workdir: Path) -> bool:
@@ -267,13 +288,13 @@ def release_rootfs(rootfs: Path, workdir: Path) -> bool:
         entry = _made.pop(_identity(rootfs), None)
         if entry is None:
             return False
-        source, made = entry
+        source, made, owner = entry
         if not _restore(rootfs, made):
             return False
-        spares = _spares(source, workdir)
+        spares = _spares(source, workdir, owner)
         spares.mkdir(parents=True, exist_ok=True)
         rootfs.rename(spares / rootfs.parent.name)
-        _made[_identity(spares / rootfs.parent.name)] = (source, made)
+        _made[_identity(spares / rootfs.parent.name)] = (source, made, owner)
         return True
     except OSError:
         return False

@@ -47,7 +47,7 @@ def run_exit(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str
         finally:
             if kills:
                 killer.join()
-            leaks = cgroupfs.remove_leftovers(bundle.config["linux"]["cgroupsPath"])
+            leaks = cgroupfs.remove_leftovers(bundle.config["linux"].get("cgroupsPath", ""))
     return (outcome.exit if outcome is not None else None), leaks
 
 

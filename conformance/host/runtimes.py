@@ -30,17 +30,20 @@ class RuntimeProfile:
 
     name: str                    # label in the matrix (basename for a path)
     path: str                    # the binary (or launcher) that runs
-    command: list[str]           # argv prefix up to, not including, the global flags
+    command: list[str]           # the runtime's own argv prefix, up to, not including, the global flags
     global_flags: list[str] = field(default_factory=list)
     version: str = "unknown"
     spec_version: str = DEFAULT_SPEC_VERSION   # ociVersion written into config.json
     adaptations: list[str] = field(default_factory=list)
+    #: what starts ``command`` in a place prepared for it (crun on a hybrid host: a private mount
+    #: namespace); runs as the harness, so a lane that drops privileges does so after it
+    launcher: list[str] = field(default_factory=list)
     #: ``run --keep`` leaves the stopped container for delete (runc): facts read after the exit
     #: need no create/start then
     run_keeps: bool = False
 
     def argv(self, root: Path, *verb: str) -> list[str]:
-        return [*self.command, "--root", str(root), *self.global_flags, *verb]
+        return [*self.launcher, *self.command, "--root", str(root), *self.global_flags, *verb]
 
     def as_json(self) -> RuntimeEntry:
         return {"path": self.path, "version": self.version, "spec_version": self.spec_version,
@@ -132,9 +135,8 @@ def _crun_on_hybrid(profile: RuntimeProfile) -> None:
     if cgroupfs.layout(mount_map) != "hybrid":
         return
     unified = str(mount_map[""])
-    profile.command = ["unshare", "--mount", "--propagation", "unchanged", "--", "sh", "-c",
-                       f'mount --make-private {unified} && umount -l {unified} && exec "$0" "$@"',
-                       *profile.command]
+    profile.launcher = ["unshare", "--mount", "--propagation", "unchanged", "--", "sh", "-c",
+                        f'mount --make-private {unified} && umount -l {unified} && exec "$0" "$@"']
     profile.adaptations.append(
         f"hybrid cgroup host: crun runs in a private mount namespace without {unified} "
         "(crun refuses hybrid layouts)")

@@ -74,7 +74,7 @@ def probe(driver: RuntimeDriver, workdir: Path, cid: str, timeout: float = PROBE
         pid, runs, exe, init_exe = _run_probe(driver, workdir, cid, min(timeout, PROBE_TIMEOUT_S))
     except (ConformanceError, OSError, KeyError, ValueError) as exc:
         return SandboxProbe(False, f"not determined (the probe container did not run: {_one_line(exc)}); "
-                                   "host facts are judged as the container's")
+                                   "host facts are judged as the container's", ran=False)
     if runs:
         return SandboxProbe(False, f"state pid {pid} runs the entrypoint {ENTRYPOINT}", init_exe)
     return SandboxProbe(True, f"state pid {pid} runs {exe}, not the entrypoint {ENTRYPOINT}", init_exe)
@@ -83,7 +83,7 @@ def probe(driver: RuntimeDriver, workdir: Path, cid: str, timeout: float = PROBE
 def _run_probe(driver: RuntimeDriver, workdir: Path, cid: str, timeout: float) -> tuple[int, bool, str, str]:
     """(the state pid, whether it runs the entrypoint, its exe, its exe when only created) of one probe
     container, removed after."""
-    bundle = build(_probe_scenario(), cid, workdir, driver.spec_version, {})
+    bundle = build(_probe_scenario(), cid, workdir, driver.spec_version, {}, driver.bundle_needs)
     created: list[str] = []
 
     def at(stage: str, container: lifecycle.Container) -> None:
@@ -99,7 +99,7 @@ def _run_probe(driver: RuntimeDriver, workdir: Path, cid: str, timeout: float) -
             pid = int(driver.state(cid)["pid"])
             runs, exe = _runs(pid, os.stat(bundle.rootfs / ENTRYPOINT.lstrip("/")), EXEC_WAIT_S)
     finally:
-        cgroupfs.remove_leftovers(bundle.config["linux"]["cgroupsPath"])
+        cgroupfs.remove_leftovers(bundle.config["linux"].get("cgroupsPath", ""))
         bundle.remove()
     return pid, runs, exe, created[0] if created else ""
 

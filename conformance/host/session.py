@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from conformance.model.errors import ConformanceError, RuntimeNotFound
+from conformance.model.errors import ConformanceError, NotApplicable, RuntimeNotFound
 from conformance.model.records import SandboxProbe
 
 from . import cgroupfs, drivers, sandbox
@@ -41,6 +41,8 @@ class RunSession:
         self._workdir: Path | None = None
         self._profiles: dict[str, RuntimeProfile | RuntimeNotFound] = {}
         self._drivers: dict[tuple[str, tuple[str, ...]], RuntimeDriver] = {}
+        #: drivers whose lane cannot run on this host (asked once: every scenario gets the same answer)
+        self._unavailable: dict[tuple[str, tuple[str, ...]], NotApplicable] = {}
 
     @property
     def workdir(self) -> Path:
@@ -72,6 +74,8 @@ class RunSession:
         """The driver for a ``--runtime`` value, in the lane it names (``drivers.parse``);
         ``disabled`` switches (ref only) make a negative-control variant."""
         key = (name, disabled)
+        if key in self._unavailable:
+            raise self._unavailable[key]
         if key not in self._drivers:
             lane = drivers.parse(name)
             profile = self.profile(lane.runtime)
@@ -84,6 +88,12 @@ class RunSession:
             root.mkdir(parents=True, exist_ok=True)
             made = self._drivers[key] = lane.driver_class(profile, root)
             # how to reach this root's containers without this process: for sweep_dead
+            root.with_name(root.name + SWEEP_SUFFIX).write_text(json.dumps(profile.argv(root)))
+            try:
+                made = self._drivers[key] = lane.driver_class(profile, root)
+            except NotApplicable as exc:
+                self._unavailable[key] = exc
+                raise
             root.with_name(root.name + SWEEP_SUFFIX).write_text(json.dumps(made.sweep_argv()))
         return self._drivers[key]
 

@@ -245,6 +245,9 @@ def _host_file(arg: dict[str, Any], variables: dict[str, str]) -> StepResult:
 def _cgroup(want: str, variables: dict[str, str]) -> StepResult:
     """The directories at the config's cgroupsPath, in every hierarchy mounted here."""
     given = variables.get("cgroups_path", "")
+    if not given and variables.get("no_cgroup"):  # the lane gave the container none: nothing to judge
+        why = f"the container has no cgroup of its own ({variables['no_cgroup']})"
+        return StepResult(f"cgroup {want}", False, f"cgroup {want}: not judged: {why}", sandbox=why)
     if not given.startswith("/"):
         return StepResult(f"cgroup {want}", False, f"cgroup {want}: the config names no absolute cgroupsPath "
                           f"({given!r}), so the harness cannot tell where its directories would be")

@@ -3,7 +3,8 @@
 ``qemu://cgroup-v2`` / ``qemu://cgroup-v1``: a Debian kernel (the package's
 files are unpacked into the cache, never installed), an initramfs made here
 from busybox-static and the few modules needed to mount this machine's root
-read-only over virtio-9p, tmpfs on /tmp /run /root, the named cgroup layout,
+read-only over virtio-9p, tmpfs on /tmp /run /root, /etc an overlay in memory
+(the rootless lane adds users there), the named cgroup layout,
 and sshd (this machine's openssh-server binary) with a key pair and host key
 made per guest.  The guest listens only through qemu's ``hostfwd`` on
 127.0.0.1 and its user network is restricted (no route out).  Nothing is
@@ -232,6 +233,9 @@ $B mkdir -p $R/run/kernel $R/run/conformance $R/run/sshd
 $B mount --bind $R@KERNELROOT@ $R/run/kernel || fail "bind kernel modules"
 for d in tmp root var/tmp; do $B mount -t tmpfs -o mode=1777 tmpfs $R/$d || fail "tmpfs $d"; done
 $B chmod 700 $R/root
+# /etc writable in memory over the shared one: the rootless lane adds users and subordinate ranges here
+$B mkdir -p $R/run/etc-upper $R/run/etc-work
+$B mount -t overlay -o lowerdir=$R/etc,upperdir=$R/run/etc-upper,workdir=$R/run/etc-work overlay $R/etc || fail "overlay etc"
 $B mount -t 9p -o trans=virtio,version=9p2000.L,ro share $R/run/conformance || fail "mount 9p share"
 $B mount -t devtmpfs dev $R/dev; $B mkdir -p $R/dev/pts $R/dev/shm $R/dev/mqueue
 $B mount -t devpts -o newinstance,ptmxmode=0666 devpts $R/dev/pts; $B mount -t tmpfs tmpfs $R/dev/shm

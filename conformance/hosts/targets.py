@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import io
+import os
 import py_compile
 import tempfile
 import zipfile
@@ -22,6 +23,7 @@ from typing import Any, Protocol, cast
 
 from conformance.host import agent
 from conformance.host.bare import bare_runs
+from conformance.host.drivers.rootless import USER_ENV as ROOTLESS_USER_ENV
 from conformance.host.executor import execute
 from conformance.host.runtimes import ref_launcher
 from conformance.host.session import RunSession
@@ -145,7 +147,8 @@ class RemoteTarget:
     def _request(self, op: str, request: dict[str, Any], timeout: float) -> Any:
         # The harness's reference runtime, by path: a guest sharing this machine's root finds it there.
         return self.agent.request({"op": op, **request, "flags": self.runtime_flags, "tag": self.tag,
-                                   "ref": ref_launcher()}, timeout)
+                                   "ref": ref_launcher(), "rootless_user": os.environ.get(ROOTLESS_USER_ENV)},
+                                  timeout)
 
     def execute(self, scenario: Scenario, runtime: str, disabled: tuple[str, ...]) -> Execution:
         known = self.sandbox.get(runtime)

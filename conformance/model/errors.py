@@ -21,3 +21,9 @@ class RuntimeNotFound(ConformanceError):
 
 class DriverError(ConformanceError):
     """The runtime CLI failed where the harness needed it to succeed (create, state, …)."""
+
+
+class NotApplicable(ConformanceError):
+    """The scenario cannot run in this lane or on this host (the rootless lane cannot join a
+    namespace of root's, the host lets no unprivileged user make a user namespace): a skip with
+    the reason, never a runtime's fault."""

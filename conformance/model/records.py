@@ -27,6 +27,7 @@ class RuntimeEntry(TypedDict, total=False):
     engine: str                # the engine that drove the runtime: "containerd 1.6.20"
     shim: str                  # the engine's shim: "io.containerd.runc.v2"
     snapshotter: str           # who unpacked and mounted a scenario's image layers
+    rootless: bool             # the runtime ran as an unprivileged user (the rootless lane)
     error: str                 # why the runtime could not be used on that host
 
 
@@ -46,6 +47,7 @@ class SandboxProbe:
     VM's monitor): host-side facts about that pid describe the sandbox.
     ``evidence`` says what was seen, in words, either way (or why the probe
     could not tell: then ``sandboxed`` is False, the strict reading).
+    ``ran``: False when the probe container did not run at all.
     """
 
     sandboxed: bool
@@ -53,6 +55,8 @@ class SandboxProbe:
     #: what ``/proc/<pid>/exe`` of a created, not yet started init reads: the runtime's own init
     #: ("" when the probe did not get that far); an init whose exe reads otherwise has exec'd the entrypoint
     init_exe: str = ""
+    #: False when the probe container did not run at all
+    ran: bool = True
 
 
 @dataclass
@@ -63,7 +67,8 @@ class StepResult:
     ok: bool
     detail: str
     index: int = -1   # its place in the scenario's ``steps`` (the expectation id is ``steps[index]``)
-    #: set when what the step read describes a sandbox rather than the container: not judged
+    #: set when what the step read cannot describe the container (it describes a sandbox, or the lane
+    #: gave the container no such thing: rootless without a cgroup): not judged, with this reason
     sandbox: str | None = None
 
 

@@ -54,7 +54,7 @@ def running_container(session: RunSession, runtime: str, patch: dict[str, Any] |
     cid = session.new_container_id()
     spec = Scenario(id="container-host", title="container_host", tags=(), controls=(), args=tuple(args),
                     expect=Expectations(), path=Path("<container_host>"), line=0, patch=patch or {})
-    bundle = build(spec, cid, session.workdir, driver.spec_version, {})
+    bundle = build(spec, cid, session.workdir, driver.spec_version, {}, driver.bundle_needs)
     try:
         with open(bundle.path / "stdout", "wb") as out, open(bundle.path / "stderr", "wb") as err:
             # leaving ends `cat` (stdin closed), waits for it, deletes it; an exception deletes it at once

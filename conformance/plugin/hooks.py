@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from conformance.catalog.loader import scenario_schema
+from conformance.host.drivers.rootless import USER_ENV as ROOTLESS_USER_ENV
 from conformance.host.session import sweep_dead
 from conformance.hosts.connect import Targets, expand
 from conformance.hosts.targets import HostError
@@ -49,6 +50,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "(default: the newest linux-image-*-amd64-unsigned; env OCI_CONFORMANCE_QEMU_KERNEL)")
     group.addoption("--scenarios", default=None, metavar="DIR",
                     help="scenario directory (default: scenarios/ beside the conformance package)")
+    group.addoption("--rootless-user", default=None, metavar="NAME",
+                    help="the user a NAME:rootless runtime runs as (an existing, unprivileged one, used as it is; "
+                         "default: a user made for the session and removed after it)")
     group.addoption("--baseline", default=None, metavar="OLD.json",
                     help="compare the matrix with a saved matrix.json: the session fails on any cell that went "
                          "from pass to fail/error, and only then (failures the baseline had are accepted)")
@@ -99,6 +103,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "control: negative controls (ref with the scenario's switches off)")
     if config.getoption("qemu_kernel"):
         os.environ["OCI_CONFORMANCE_QEMU_KERNEL"] = config.getoption("qemu_kernel")  # read where guests boot
+    if config.getoption("rootless_user"):
+        os.environ[ROOTLESS_USER_ENV] = config.getoption("rootless_user")  # read where the runtimes run
     config.stash[runtimes_key] = _runtime_names(config)
     config.stash[hosts_key] = _host_specs(config)
     tag = os.environ.get("OCI_CONFORMANCE_TAG") or secrets.token_hex(4)

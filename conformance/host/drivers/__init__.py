@@ -11,6 +11,7 @@ the containerd or the rootless lane is one class and one entry here.
     parse("runc")            -> Lane("bare", "runc")
     parse("/opt/my-runc")    -> Lane("bare", "/opt/my-runc")
     parse("containerd/runc") -> Lane("containerd", "runc")
+    parse("runc:rootless")   -> Lane("rootless", "runc")
 """
 from __future__ import annotations
 
@@ -22,16 +23,19 @@ from .. import runtimes
 from .base import RunOutcome, RuntimeDriver, VerbFailed
 from .cli import CliDriver
 from .containerd import ContainerdDriver
+from .rootless import RootlessDriver
 
 #: lane name -> driver class
 DRIVERS: dict[str, type[RuntimeDriver]] = {
     CliDriver.lane: CliDriver,
     ContainerdDriver.lane: ContainerdDriver,
+    RootlessDriver.lane: RootlessDriver,
 }
 #: the lane of a value no other lane's spelling claims (a runtime name or a path)
 DEFAULT_LANE = CliDriver.lane
 
-__all__ = ["DRIVERS", "Lane", "RunOutcome", "RuntimeDriver", "VerbFailed", "describe", "label", "parse"]
+__all__ = ["DRIVERS", "Lane", "RootlessDriver", "RunOutcome", "RuntimeDriver", "VerbFailed", "describe", "label",
+           "parse"]
 
 
 @dataclass(frozen=True)

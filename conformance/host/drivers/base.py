@@ -1,9 +1,9 @@
 """The driver interface: what the harness asks of a runtime, whatever lane drives it.
 
 A *lane* is how a runtime is driven: ``bare`` is its own runc-compatible CLI
-with a private ``--root`` (``cli.py``); ``containerd/NAME`` (a private
-containerd and its runc shim) and ``NAME:rootless`` (NAME run by an
-unprivileged user) are the lanes to come.  Everything above the drivers —
+with a private ``--root`` (``cli.py``); ``NAME:rootless`` is NAME run by an
+unprivileged user (``rootless.py``); ``containerd/NAME`` (a private
+containerd and its runc shim) is the lane to come.  Everything above the drivers —
 ``lifecycle.py``, ``observe.py``, ``steps.py``, the ``container_host``
 fixture — uses only what this class declares, so a lane is one class and one
 entry in ``drivers/__init__.py``.  ``tests/test_drivers.py`` checks every
@@ -26,6 +26,7 @@ from conformance.model.errors import DriverError
 from conformance.model.records import RuntimeEntry, SandboxProbe
 from conformance.model.scenario import Scenario
 
+from ..bundle import AS_WRITTEN, LaneNeeds
 from ..console import Console
 from ..image import HARNESS_SNAPSHOTTER, Snapshotter
 from ..runtimes import RuntimeProfile
@@ -116,10 +117,10 @@ class RuntimeDriver(abc.ABC):
 
     @classmethod
     def describe(cls, profile: RuntimeProfile) -> RuntimeEntry:
-        """The matrix's ``runtimes`` entry: how the runtime was found and driven (on the bare lane the
-        harness itself unpacks and mounts a scenario's image: the entry says so)."""
+        """The matrix's ``runtimes`` entry: how the runtime was found and driven (its lane, whether it ran
+        as an unprivileged user; on the bare lane the harness itself unpacks and mounts a scenario's image)."""
         entry = profile.as_json()
-        entry.update({"lane": cls.lane, "snapshotter": HARNESS_SNAPSHOTTER})
+        entry.update({"lane": cls.lane, "rootless": False, "snapshotter": HARNESS_SNAPSHOTTER})
         return entry
 
     @property
@@ -146,6 +147,12 @@ class RuntimeDriver(abc.ABC):
         """Who unpacks and mounts a scenario's image on this lane; None: the harness (image.py), as the
         bare lane has no engine to do it."""
         return None
+
+    @property
+    def bundle_needs(self) -> LaneNeeds:
+        """What this lane changes in a scenario's bundle (its config, its owner): bundle.build takes it.
+        The bare lane runs the config as the scenario writes it."""
+        return AS_WRITTEN
 
     @property
     def sandboxed(self) -> str | None:
