@@ -86,8 +86,8 @@ class RunSession:
             column = lane.driver_class.qualify(profile.name)
             root = self._state_root / (re.sub(r"[^\w.-]", "-", column) + "".join(f"-no-{d}" for d in disabled))
             root.mkdir(parents=True, exist_ok=True)
-            made = self._drivers[key] = lane.driver_class(profile, root)
-            # how to reach this root's containers without this process: for sweep_dead
+            # how to reach this root's containers without this process: for sweep_dead (written first, so
+            # a run killed while the driver is made is swept too; then as the lane reaches them)
             root.with_name(root.name + SWEEP_SUFFIX).write_text(json.dumps(profile.argv(root)))
             try:
                 made = self._drivers[key] = lane.driver_class(profile, root)

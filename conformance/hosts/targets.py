@@ -14,6 +14,7 @@ import functools
 import importlib.util
 import io
 import os
+import sys
 import py_compile
 import tempfile
 import zipfile
@@ -73,7 +74,9 @@ class LocalTarget:
         return bare_runs(scenarios, runtime, self.session)
 
     def close(self) -> None:
-        self.session.close()
+        left = self.session.close()
+        if left:  # said, not silently dropped: a leak is a bug to find (the next run sweeps what it can)
+            print(f"oci-conformance: left behind on this host: {', '.join(left)[:800]}", file=sys.stderr)
 
 
 #: What ships to another host: the layers that run there (standard library only) and the
