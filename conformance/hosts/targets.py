@@ -14,8 +14,8 @@ import functools
 import importlib.util
 import io
 import os
-import sys
 import py_compile
+import sys
 import tempfile
 import zipfile
 from dataclasses import asdict
