@@ -162,9 +162,9 @@ class ContainerdDriver(RuntimeDriver):
                 "containerd: scenarios with `cli` steps, a `launch` (descriptors, --preserve-fds, a console socket) "
                 "or a terminal are skipped: an engine exposes neither the runtime's command line nor its caller's "
                 "descriptors to the runtime, and this lane creates no task with a terminal yet"]
-        if len(profile.command) > 1 or profile.global_flags:
+        if profile.launcher or len(profile.command) > 1 or profile.global_flags:
             said.append(f"containerd: the shim's BinaryName is a wrapper script running "
-                        f"`{' '.join([*profile.command, *profile.global_flags])}` (the shim runs a binary, "
+                        f"`{' '.join([*profile.launcher, *profile.command, *profile.global_flags])}` (the shim runs a binary, "
                         "without extra arguments)")
         return said
 
@@ -183,10 +183,11 @@ class ContainerdDriver(RuntimeDriver):
 
     def _binary(self) -> str:
         """What the shim runs: the runtime's path, or a wrapper carrying its launcher and global flags."""
-        if len(self.profile.command) == 1 and not self.profile.global_flags:
+        if not self.profile.launcher and len(self.profile.command) == 1 and not self.profile.global_flags:
             return self.profile.command[0]
         wrapper = self.root / "runtime"
-        argv = " ".join(shlex.quote(a) for a in [*self.profile.command, *self.profile.global_flags])
+        argv = " ".join(shlex.quote(a) for a in [*self.profile.launcher, *self.profile.command,
+                                                  *self.profile.global_flags])
         wrapper.write_text(f'#!/bin/sh\nexec {argv} "$@"\n')
         wrapper.chmod(0o755)
         return str(wrapper)
