@@ -197,7 +197,8 @@ def test_the_reference_runtime_s_cgroup_v2_code_and_its_controls_in_a_v2_guest(t
     assert run.returncode == 0, run.output[-4000:]
     assert {r["scenario"] for r in run.matrix["results"]} == {
         "freezer-pause-freezes-every-process", "freezer-delete-force-paused-leaves-nothing",
-        "cgroupfs-own-cgroup-only", "cgroupfs-read-only-in-cgroupns", "update-lowers-limits", "update-raises-limits"}
+        "cgroupfs-own-cgroup-only", "cgroupfs-read-only-in-cgroupns", "update-lowers-limits", "update-raises-limits",
+        "update-cpu-and-soft-limits"}
     assert {r["verdict"] for r in run.matrix["results"]} == {"pass"}, run.output[-3000:]
     assert {c["verdict"] for c in run.matrix["controls"]} == {"fail"}, run.matrix["controls"]
     assert run.matrix["hosts"]["qemu://cgroup-v2"]["cgroup"] == "v2"
