@@ -24,7 +24,7 @@ import select
 import subprocess
 import tempfile
 import time
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 #: what is kept of an agent's error output (its traceback, a runtime's complaint)
 STDERR_KEPT = 4000
@@ -62,6 +62,27 @@ class _LineBuffer:
         line, self.data = self.data[:cut + 1], self.data[cut + 1:]
         return line
 
+    def read_line(self, deadline: float, receive: Callable[[float], bytes | None]) -> bytes | None:
+        """The next line; what is left at the end of input (b"" once nothing is); None at the deadline.
+
+        ``receive(remaining)`` waits at most that long and returns a chunk, b"" at the end of input,
+        or None when nothing came (each channel knows its own way to wait).
+        """
+        while True:
+            line = self.take_line()
+            if line is not None:
+                return line
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            chunk = receive(remaining)
+            if chunk is None:
+                continue
+            if not chunk:
+                line, self.data = self.data, b""
+                return line
+            self.data += chunk
+
     def add_err(self, chunk: bytes) -> None:
         self.err = (self.err + chunk)[-STDERR_KEPT:]
 
@@ -88,26 +109,16 @@ class ParamikoChannel:
             self.buf.add_err(self.chan.recv_stderr(65536))
 
     def readline(self, deadline: float) -> bytes | None:
-        while True:
-            line = self.buf.take_line()
-            if line is not None:
-                return line
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            select.select([self.chan.fileno()], [], [], remaining)
-            self._drain_stderr()
-            if self.chan.recv_ready():
-                chunk = self.chan.recv(65536)
-            elif self.chan.eof_received or self.chan.closed:
-                chunk = b""
-            else:
-                continue
-            if not chunk:
-                self._drain_stderr()
-                line, self.buf.data = self.buf.data, b""
-                return line
-            self.buf.data += chunk
+        return self.buf.read_line(deadline, self._receive)
+
+    def _receive(self, remaining: float) -> bytes | None:
+        select.select([self.chan.fileno()], [], [], remaining)
+        self._drain_stderr()
+        chunk = self.chan.recv(65536) if self.chan.recv_ready() else \
+            b"" if self.chan.eof_received or self.chan.closed else None
+        if chunk == b"":
+            self._drain_stderr()  # the agent's last words, before its end is reported
+        return chunk
 
     def stderr_tail(self) -> str:
         self._drain_stderr()
@@ -150,22 +161,12 @@ class ProcessChannel:
         self.proc.stdin.flush()
 
     def readline(self, deadline: float) -> bytes | None:
+        return self.buf.read_line(deadline, self._receive)
+
+    def _receive(self, remaining: float) -> bytes | None:
         assert self.proc.stdout is not None
         fd = self.proc.stdout.fileno()
-        while True:
-            line = self.buf.take_line()
-            if line is not None:
-                return line
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            if not select.select([fd], [], [], remaining)[0]:
-                continue
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                line, self.buf.data = self.buf.data, b""
-                return line
-            self.buf.data += chunk
+        return os.read(fd, 65536) if select.select([fd], [], [], remaining)[0] else None
 
     def stderr_tail(self) -> str:
         self.errors.seek(0)
