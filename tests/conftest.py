@@ -38,6 +38,15 @@ control: [pid]
 run: echo $$
 expect: {exit: 0, stdout: "1"}
 """
+#: a scenario that runs until it is stopped (Ctrl-C and kill tests interrupt it)
+LONG = """
+id: long
+title: runs long
+tags: [pid]
+control: [pid]
+run: sleep 91
+expect: {exit: 0}
+"""
 HEADER = "# yaml-language-server: $schema=../conformance/schema/scenario.schema.json\n"
 
 

@@ -24,6 +24,7 @@ from conformance.host.session import RunSession, sweep_dead
 from conformance.model.errors import DriverError
 from conformance.model.image_spec import ImageSpec
 from tests.conftest import (
+    LONG,
     REPO,
     RUN_TAG,
     SUITE_ENV,
@@ -37,14 +38,6 @@ from tests.conftest import (
 pytestmark = pytest.mark.skipif(daemon.binary() is None or shutil.which("runc") is None,
                                 reason="containerd or runc is not installed (ci/setup.sh installs both)")
 
-LONG = """
-id: long
-title: runs long
-tags: [pid]
-control: [pid]
-run: sleep 91
-expect: {exit: 0}
-"""
 
 
 # -- the wire, without a daemon -------------------------------------------------------------------

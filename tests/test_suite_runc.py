@@ -7,7 +7,17 @@ import time
 
 import pytest
 
-from tests.conftest import PID1, REPO, SUITE_ENV, host_leftovers, known_gaps, run_suite, suite_command, write_scenarios
+from tests.conftest import (
+    LONG,
+    PID1,
+    REPO,
+    SUITE_ENV,
+    host_leftovers,
+    known_gaps,
+    run_suite,
+    suite_command,
+    write_scenarios,
+)
 
 
 def test_the_catalog_passes_on_runc(tmp_path, no_leftovers):
@@ -71,14 +81,7 @@ expect:
 
 
 def test_ctrl_c_during_a_run_leaves_nothing(tmp_path, no_leftovers):
-    sc = write_scenarios(tmp_path / "sc", {"t.yaml": """
-id: long
-title: runs long
-tags: [pid]
-control: [pid]
-run: sleep 91
-expect: {exit: 0}
-"""})
+    sc = write_scenarios(tmp_path / "sc", {"t.yaml": LONG})
     proc = subprocess.Popen(suite_command(sc, tmp_path / "out", "--runtime=runc"), cwd=REPO, env=SUITE_ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
