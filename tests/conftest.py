@@ -101,33 +101,36 @@ def write_scenarios(directory: Path, files: dict[str, str]) -> Path:
     return directory
 
 
-def host_leftovers() -> set[str]:
-    """Everything a run could leave behind on this host, as strings to diff."""
+def host_leftovers(tag: str = RUN_TAG) -> set[str]:
+    """Everything a run (of ``tag``) could leave behind on this host, as strings to diff."""
     found: set[str] = set()
     from conformance.host import cgroupfs
 
     for mountpoint in set(cgroupfs.mounts().values()):
-        found |= {f"cgroup {p}" for p in glob.glob(f"{mountpoint}/cf-{RUN_TAG}-*")}
-    found |= {f"state {p}" for p in glob.glob(f"/run/oci-conformance-{RUN_TAG}-*")}
-    found |= {f"workdir {p}" for p in glob.glob(os.path.join(tempfile.gettempdir(), f"oci-conformance-{RUN_TAG}-*"))}
+        found |= {f"cgroup {p}" for p in glob.glob(f"{mountpoint}/cf-{tag}-*")}
+    found |= {f"state {p}" for p in glob.glob(f"/run/oci-conformance-{tag}-*")}
+    found |= {f"workdir {p}" for p in glob.glob(os.path.join(tempfile.gettempdir(), f"oci-conformance-{tag}-*"))}
     with open("/proc/self/mountinfo") as f:
-        found |= {f"mount {line.split()[4]}" for line in f if f"oci-conformance-{RUN_TAG}" in line}
-    found |= {f"netns {p}" for p in glob.glob(f"/run/netns/cf-{RUN_TAG}-*")}  # host_setup bridge_net
+        found |= {f"mount {line.split()[4]}" for line in f if f"oci-conformance-{tag}" in line}
+    found |= {f"netns {p}" for p in glob.glob(f"/run/netns/cf-{tag}-*")}  # host_setup bridge_net
     # containerd 1.6's shims put their sockets there, whatever the daemon's config says (engine/daemon.py)
     # (a socket a shim still answers on may be another worker's, at work: a leaked shim shows as a
     # process below; what may not outlive its shim is a socket nobody answers on)
     found |= {f"shim socket {p}" for p in glob.glob("/run/containerd/s/*") if not _answers(p)}
-    found |= rootless_leftovers()
+    found |= rootless_leftovers(tag)
     found |= {f"link {name}" for name in os.listdir("/sys/class/net")}  # the host's own: none may come or go
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             try:  # a process in one of this run's container cgroups (cf-<tag>-…) is ours
                 cgroups = Path(f"/proc/{pid}/cgroup").read_text()
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+                status = Path(f"/proc/{pid}/status").read_text()
             except OSError:
                 continue
+            if "State:\tZ" in status and "\nPPid:\t1\n" in status:
+                continue  # ended, and the host's init reaps it: nothing of it runs or holds a resource
             # … and so is one naming this run's state root (a private containerd, its shims)
-            if f"/cf-{RUN_TAG}-" in cgroups or f"/run/oci-conformance-{RUN_TAG}-" in cmdline:
+            if f"/cf-{tag}-" in cgroups or f"/run/oci-conformance-{tag}-" in cmdline:
                 found.add(f"process {pid} {cmdline.strip()}")
     return found
 

@@ -8,7 +8,9 @@ next run, after SIGKILL.
 """
 from __future__ import annotations
 
+import glob
 import os
+import secrets
 import shutil
 import signal
 import stat
@@ -20,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from conformance.host.engine import api, daemon, exec_process, images, wire
+from conformance.host.image import unmount_tree
 from conformance.host.session import RunSession, sweep_dead
 from conformance.model.errors import DriverError
 from conformance.model.image_spec import ImageSpec
@@ -247,13 +250,14 @@ def test_the_stack_findings_hold_they_pass_bare_and_fail_through_containerd(tmp_
 
 
 # -- cleanup: Ctrl-C, and a later run after SIGKILL ----------------------------------------------
-def _start_long_run(tmp_path: Path) -> subprocess.Popen[bytes]:
+def _start_long_run(tmp_path: Path, tag: str = RUN_TAG) -> subprocess.Popen[bytes]:
     sc = write_scenarios(tmp_path / "sc", {"t.yaml": LONG})
     proc = subprocess.Popen(suite_command(sc, tmp_path / "out", "--runtime=containerd/runc"), cwd=REPO,
-                            env=SUITE_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            env={**SUITE_ENV, "OCI_CONFORMANCE_TAG": tag}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
-    while not any("containerd-shim" in x for x in host_leftovers()) or \
-            not any(x.startswith("process") and "sleep" in x for x in host_leftovers()):
+    while not any("containerd-shim" in x for x in host_leftovers(tag)) or \
+            not any(x.startswith("process") and "sleep" in x for x in host_leftovers(tag)):
         assert time.monotonic() < deadline and proc.poll() is None, "the container never started"
         time.sleep(0.05)
     return proc
@@ -276,3 +280,68 @@ def test_a_later_run_sweeps_what_a_killed_one_left(tmp_path, no_leftovers):
     removed = sweep_dead(RUN_TAG)  # what the next run's start does (plugin/hooks.py), for this run's tag
     assert any(r.startswith(f"/run/oci-conformance-{RUN_TAG}-") for r in removed), removed
     assert any("container cf-" in r for r in removed), removed
+
+
+def test_a_daemon_whose_session_directory_was_removed_is_still_swept(tmp_path):
+    """The leak seen once: daemons left running whose state root something had removed (crun 1.8's
+    ``delete --force ..`` removes its --root's parent).  A later run finds the daemon and its shims by
+    the root their command lines name, computes the shims' sockets from theirs, and removes the
+    orphaned container's cgroups (its runtime state went with the root): nothing is left."""
+    # a run of its own (no live session of it holds its cgroups), of a tag no suite started meanwhile by
+    # another test sweeps at its start (session.OWN_TAG): only this test's sweep may take what it left
+    tag = "sweep" + secrets.token_hex(3)
+    before = host_leftovers(tag)
+    proc = _start_long_run(tmp_path, tag)
+    try:
+        proc.kill()
+        proc.wait()
+        [state] = glob.glob(f"/run/oci-conformance-{tag}-*")
+        unmount_tree(Path(state))
+        shutil.rmtree(state)  # what crun's bug did, with the daemon running
+        left = host_leftovers(tag)
+        assert any("containerd --config" in x for x in left) and any("containerd-shim" in x for x in left)
+        assert any(x.startswith("cgroup ") for x in left), left
+        removed = sweep_dead(tag)
+        assert state in removed, removed
+        assert any("shim socket" in r for r in removed) and any(r.startswith("cgroup ") for r in removed), removed
+    finally:
+        sweep_dead(tag)
+        assert host_leftovers(tag) - before == set()
+
+
+def test_closing_a_session_stops_its_daemon_even_when_a_column_fails_to_clean_up(monkeypatch):
+    session = RunSession()
+    driver = session.driver("containerd/runc")
+    base = driver.engine.base
+
+    def broken() -> list[str]:
+        raise DriverError("the column's cleanup failed half-way")
+
+    monkeypatch.setattr(driver, "cleanup", broken)
+    left = session.close()
+    assert any("cleanup failed" in x for x in left) and any("still running at the session's end" in x for x in left)
+    assert driver.engine.proc.poll() is not None and not base.exists()
+
+
+def test_a_column_that_fails_to_construct_does_not_hold_the_daemon(monkeypatch):
+    from conformance.host.drivers import containerd
+
+    started: list[daemon.Daemon] = []
+    real_start = daemon.Daemon.start
+
+    def start(base: Path, timeout: float = daemon.START_TIMEOUT_S) -> daemon.Daemon:
+        started.append(real_start(base, timeout))
+        return started[-1]
+
+    def no_images(*args: object) -> None:
+        raise DriverError("images could not be set up")
+
+    monkeypatch.setattr(daemon.Daemon, "start", staticmethod(start))
+    monkeypatch.setattr(containerd, "Images", no_images)
+    session = RunSession()
+    try:
+        with pytest.raises(DriverError, match="images could not be set up"):
+            session.driver("containerd/runc")
+        assert started and started[0].proc.poll() is not None, "the daemon stopped with the failed column"
+    finally:
+        session.close()

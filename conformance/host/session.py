@@ -20,9 +20,10 @@ from pathlib import Path
 from conformance.model.errors import ConformanceError, NotApplicable, RuntimeNotFound
 from conformance.model.records import SandboxProbe
 
-from . import cgroupfs, drivers, sandbox
+from . import cgroupfs, drivers, proctable, sandbox
 from .drivers import RuntimeDriver
 from .drivers.cli import CliDriver, kill_naming
+from .drivers.procs import reap_adopted
 from .image import unmount_tree
 from .runtimes import RuntimeProfile, resolve
 
@@ -134,8 +135,13 @@ class RunSession:
         """Remove every container, state root and bundle this process made. Returns leftovers found."""
         leftovers = []
         for (name, _), driver in self._drivers.items():
-            cleaned = driver.remove_containers() if isinstance(driver, CliDriver) else driver.cleanup()
+            try:  # one driver's failure must not keep the others' containers (or a daemon) alive
+                cleaned = driver.remove_containers() if isinstance(driver, CliDriver) else driver.cleanup()
+            except Exception as exc:  # noqa: BLE001 - reported as a leftover; the rest is still cleaned
+                cleaned = [f"cleanup failed: {exc}"]
             leftovers += [f"{name}:{cid}" for cid in cleaned]
+        for cls in drivers.DRIVERS.values():
+            leftovers += cls.close_session(self._state_root)
         roots = [driver.root for driver in self._drivers.values() if isinstance(driver, CliDriver)]
         if roots:  # one pass over /proc for every CLI driver's root (see CliDriver.cleanup)
             leftovers += [f"process {pid}" for pid in kill_naming(roots)]
@@ -157,15 +163,23 @@ def sweep_dead(tag: str | None = None) -> list[str]:
     A session's state root (``/run/oci-conformance-TAG-PID``) and work dir
     (``$TMPDIR/oci-conformance-TAG-PID-…``) carry the pid of the process that
     made them; for each such pid that no longer runs (of run ``tag``, or of
-    any run whose tag the harness generated), each lane removes what it keeps beyond its runtime's
-    containers (containerd's daemon and shims: ``RuntimeDriver.sweep_dead``),
-    every container still listed under a driver's root is force-deleted with
-    the runtime's argv saved beside it, and the roots and work dirs go
-    (unmounted first).  A live session's things are never touched; nothing
-    that is not named so is looked at.  Returns what was removed, for the log.
+    any run whose tag is one of the forms this project makes: ``OWN_TAG``),
+    each lane removes what it keeps beyond its runtime's containers
+    (containerd's daemon and shims: ``RuntimeDriver.sweep_dead``), every
+    container still listed under a driver's root is force-deleted with the
+    runtime's argv saved beside it, any process still naming the root is
+    killed (a daemon whose directory something else removed is found so),
+    and the roots and work dirs go (unmounted first).  Then the cgroups
+    named after containers (``cf-TAG-…``) of the runs those dead sessions
+    belonged to, unless a session of that run lives on, and the work dirs of
+    qemu guests of dead harnesses.
+    A live session's things are never touched; nothing that is not named so
+    is looked at.  Returns what was removed, for the log.
     """
     removed: list[str] = []
-    for state in _dead(STATE_BASE, tag, r"-(?P<pid>\d+)"):
+    dead_tags = set()
+    for state in _dead_state_roots(tag):
+        dead_tags.add(_tag_of(state))
         for cls in drivers.DRIVERS.values():
             removed += cls.sweep_dead(state)
         for saved in state.glob(f"*{SWEEP_SUFFIX}"):
@@ -173,29 +187,95 @@ def sweep_dead(tag: str | None = None) -> list[str]:
                 removed += _delete_all(json.loads(saved.read_text()))
             except (OSError, ValueError):
                 pass
+        removed += [f"process {pid}" for pid in proctable.kill_all(proctable.naming(f"{state}/"))]
         unmount_tree(state)
         shutil.rmtree(state, ignore_errors=True)
         removed.append(str(state))
     for work in _dead(Path(tempfile.gettempdir()), tag, r"-(?P<pid>\d+)-[^-/]+"):
+        dead_tags.add(_tag_of(work))
         unmount_tree(work)
         shutil.rmtree(work, ignore_errors=True)
         removed.append(str(work))
+    removed += _sweep_cgroups(dead_tags - {""})
+    removed += _sweep_guest_dirs(tag)
+    reap_adopted()  # what was killed and re-parented to us (a subreaper) is not left a zombie
     return removed
 
 
-#: a run's tag as RunSession makes it (secrets.token_hex(4)); OCI_CONFORMANCE_TAG may say otherwise
-GENERATED_TAG = "[0-9a-f]{8}"
+#: the tags this project makes: a run's (RunSession, the plugin: secrets.token_hex(4)), the project's
+#: tests' (tests/conftest.py RUN_TAG) and the benchmarks' (bench/); OCI_CONFORMANCE_TAG may say otherwise
+OWN_TAG = "(?:[0-9a-f]{8}|t[0-9a-f]{6}|bench[0-9a-f]{6}|bh[0-9a-f]{6})"
 
 
-def _dead(base: Path, tag: str | None, tail: str) -> list[Path]:
-    """Directories under ``base`` named ``oci-conformance-TAG`` + ``tail`` whose pid no longer runs."""
-    named = re.compile(f"oci-conformance-{GENERATED_TAG if tag is None else re.escape(tag)}{tail}")
+def _tag_pattern(tag: str | None) -> str:
+    return OWN_TAG if tag is None else re.escape(tag)
+
+
+def _dead(base: Path, tag: str | None, tail: str, prefix: str = "oci-conformance-") -> list[Path]:
+    """Directories under ``base`` named ``prefix`` + TAG + ``tail`` whose pid no longer runs."""
+    named = re.compile(f"{re.escape(prefix)}{_tag_pattern(tag)}{tail}")
     found = []
-    for path in base.glob("oci-conformance-*"):
+    for path in base.glob(f"{prefix}*"):
         match = named.fullmatch(path.name)
         if match and path.is_dir() and not path.is_symlink() and not _alive(int(match.group("pid"))):
             found.append(path)
     return found
+
+
+def _dead_state_roots(tag: str | None) -> list[Path]:
+    """Dead sessions' state roots: the directories, and the ones only a process still names.
+
+    A root can be gone while what used it runs on (crun 1.8's ``delete
+    --force ..`` removes its ``--root``'s parent, the session's root, with a
+    private containerd's config in it): its daemon and shims name the root
+    on their command line, which is how they are found.
+    """
+    found = set(_dead(STATE_BASE, tag, r"-(?P<pid>\d+)"))
+    named = re.compile(f"{re.escape(str(STATE_BASE))}/(oci-conformance-{_tag_pattern(tag)}-(?P<pid>\\d+))(?:/|$)")
+    for _, args in proctable.cmdlines():
+        for arg in args:
+            match = named.search(arg)
+            if match and not _alive(int(match.group("pid"))):
+                found.add(STATE_BASE / match.group(1))
+    return sorted(found)
+
+
+def _tag_of(path: Path, prefix: str = "oci-conformance-") -> str:
+    """The run tag in a session's state root or work dir name (``oci-conformance-TAG-PID[-…]``)."""
+    match = re.fullmatch(f"{re.escape(prefix)}(?P<tag>.+?)-\\d+(?:-[^-/]+)?", path.name)
+    return match.group("tag") if match else ""
+
+
+def _live_tags() -> set[str]:
+    """The tags of sessions whose process runs (their state roots and work dirs name them)."""
+    live = set()
+    for base, tail in ((STATE_BASE, r"-(?P<pid>\d+)"), (Path(tempfile.gettempdir()), r"-(?P<pid>\d+)-[^-/]+")):
+        named = re.compile(f"oci-conformance-(?P<tag>.+?){tail}")
+        live |= {m.group("tag") for p in base.glob("oci-conformance-*")
+                 if (m := named.fullmatch(p.name)) and _alive(int(m.group("pid")))}
+    return live
+
+
+def _sweep_cgroups(dead_tags: set[str]) -> list[str]:
+    """Containers' cgroups (``/cf-TAG-…``: the cgroupsPath bundle.build writes) of the runs a dead
+    session shows were killed, when no session of that run lives on: what their containers left
+    where the runtime's state was already gone (nothing lists them any more)."""
+    tags = dead_tags - _live_tags()
+    if not tags:
+        return []
+    named = re.compile(f"cf-(?:{'|'.join(map(re.escape, sorted(tags)))})-[0-9a-f]{{8}}")
+    found = sorted({d.name for mp in set(cgroupfs.mounts().values()) for d in mp.glob("cf-*") if named.fullmatch(d.name)})
+    return [f"cgroup {d}" for name in found for d in cgroupfs.remove_leftovers(f"/{name}")]
+
+
+def _sweep_guest_dirs(tag: str | None) -> list[str]:
+    """qemu guests' work dirs (hosts/qemu.py: ``oci-conformance-guest-TAG-PID-…``) of harnesses that
+    no longer run (their qemu died with them: it is started with PR_SET_PDEATHSIG)."""
+    removed = []
+    for d in _dead(Path(tempfile.gettempdir()), tag, r"-(?P<pid>\d+)-[^-/]+", prefix="oci-conformance-guest-"):
+        shutil.rmtree(d, ignore_errors=True)
+        removed.append(str(d))
+    return removed
 
 
 def _delete_all(argv: list[str]) -> list[str]:

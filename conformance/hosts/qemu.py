@@ -426,7 +426,8 @@ class Guest:
             raise GuestError("/usr/sbin/sshd is missing (ci/setup.sh installs openssh-server)")
         kernel = resolve_kernel(self.kernel_choice)
         tag = os.environ.get("OCI_CONFORMANCE_TAG", "")
-        self.dir = Path(tempfile.mkdtemp(prefix=f"oci-conformance-guest-{tag + '-' if tag else ''}"))
+        # the harness's pid in the name lets a later run sweep it after a SIGKILL (host/session.py)
+        self.dir = Path(tempfile.mkdtemp(prefix=f"oci-conformance-guest-{tag or 'untagged'}-{os.getpid()}-"))
         share = self.dir / "share"
         share.mkdir()
         initramfs = cached_initramfs(kernel, self.layout)

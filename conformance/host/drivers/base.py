@@ -292,6 +292,12 @@ class RuntimeDriver(abc.ABC):
         containers (an engine's daemon, its shims); returns what was removed.  The bare lane has none."""
         return []
 
+    @classmethod
+    def close_session(cls, state_root: Path) -> list[str]:
+        """Stop what this lane keeps for a whole session (an engine's daemon) at the session's end,
+        after every driver's ``cleanup``, whatever those did; returns what was still running."""
+        return []
+
     @abc.abstractmethod
     def list_ids(self) -> list[str]:
         """Ids of the containers this driver's state root still holds."""

@@ -25,6 +25,7 @@ from typing import IO, Any, Callable, Mapping, Sequence
 
 from conformance.model.errors import DriverError
 
+from .. import proctable
 from ..runtimes import RuntimeProfile
 from .base import NO_LAUNCH, UPDATE_FLAGS, Launch, RunOutcome, RuntimeDriver, VerbFailed
 from .procs import (
@@ -32,7 +33,6 @@ from .procs import (
     block_until_exit,
     empty_stdin,
     exit_status,
-    process_state,
     reap_adopted,
     wait_exit,
     wait_for_file,
@@ -369,24 +369,9 @@ def kill_naming(roots: Sequence[Path], cid: str | None = None) -> list[int]:
     """SIGKILL the processes whose command line names one of ``roots`` (and ``cid``, if given; one
     pass over /proc for all of them), then reap them; returns their pids."""
     marks = {str(root) for root in roots} | {f"--root={root}" for root in roots}
-    killed = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            args = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace").split("\0")
-        except OSError:
-            continue
-        if marks.intersection(args) and (cid is None or any(cid in arg for arg in args)):
-            try:
-                os.kill(int(entry), signal.SIGKILL)
-                killed.append(int(entry))
-            except ProcessLookupError:
-                pass
-    deadline = time.monotonic() + 2.0
-    while killed and time.monotonic() < deadline and any(Path(f"/proc/{p}/cmdline").exists() and
-                                                           process_state(p) not in ("Z", None) for p in killed):
-        time.sleep(0.01)
+    named = [pid for pid, args in proctable.cmdlines()
+             if marks.intersection(args) and (cid is None or any(cid in arg for arg in args))]
+    killed = proctable.kill_all(named)
     reap_adopted()
     return killed
 

@@ -133,13 +133,17 @@ class ContainerdDriver(RuntimeDriver):
         self._io: dict[str, TaskIO] = {}
         self._state_root = root.parent
         self.engine = _acquire(self._state_root, self)
-        #: this column's own namespace in the session's daemon (its containers, nobody else's)
-        self.namespace = root.name
-        self.client = api.Client(self.engine.address, self.namespace)
-        self.runtime_root = root / "runc"  # the shim appends the namespace: runtime_root/NAMESPACE
-        self.binary = self._binary()
-        self._images = Images(self.client, self._ctr(), self.engine.base / "state" / "io.containerd.runtime.v2.task"
-                              / self.namespace)
+        try:
+            #: this column's own namespace in the session's daemon (its containers, nobody else's)
+            self.namespace = root.name
+            self.client = api.Client(self.engine.address, self.namespace)
+            self.runtime_root = root / "runc"  # the shim appends the namespace: runtime_root/NAMESPACE
+            self.binary = self._binary()
+            self._images = Images(self.client, self._ctr(), self.engine.base / "state"
+                                  / "io.containerd.runtime.v2.task" / self.namespace)
+        except BaseException:  # a driver never made is never cleaned up: it must not hold the daemon
+            _release(self._state_root, self)
+            raise
 
     # -- identity ----------------------------------------------------------------------
     @classmethod
@@ -195,6 +199,18 @@ class ContainerdDriver(RuntimeDriver):
     def sweep_argv(self) -> list[str]:
         """The runtime's argv at the shim's root: how a later run deletes what a killed one left."""
         return self.profile.argv(self.runtime_root / self.namespace)
+
+    @classmethod
+    def close_session(cls, state_root: Path) -> list[str]:
+        """The session's daemon, if a column's cleanup did not stop it (it failed, or a driver's
+        construction failed half-way): stopped now, its shims killed, its directory removed."""
+        with _LOCK:
+            shared = _DAEMONS.pop(state_root, None)
+            _FAILED.pop(state_root, None)
+        if shared is None:
+            return []
+        return [f"containerd {shared.daemon.proc.pid} (still running at the session's end)",
+                *shared.daemon.stop()]
 
     @classmethod
     def sweep_dead(cls, state_root: Path) -> list[str]:

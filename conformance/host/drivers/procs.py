@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
+from ..proctable import process_state
+
 PR_SET_CHILD_SUBREAPER = 36
 #: how long a wait polls before it blocks: measured on this project's VM, a runtime process that
 #: a blocked waiter waits for ends ~5-10 ms later than one a short poll watches (idle virtual CPUs
@@ -179,14 +181,6 @@ def _children() -> list[int]:
         except OSError:
             continue
     return pids
-
-
-def process_state(pid: int) -> str | None:
-    """The one-letter state of a process (Z for a zombie), None if it is gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except (OSError, IndexError):
-        return None
 
 
 def reap_adopted(exclude: int = -1) -> list[int]:

@@ -19,15 +19,16 @@ directory behind.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
 
 from conformance.model.errors import DriverError
 
+from .. import proctable
 from ..image import unmount_tree
 from . import api
 from .wire import RpcError
@@ -156,45 +157,6 @@ def _tail(log: Path, limit: int = 300) -> str:
 
 
 # -- what a daemon leaves: its shims, their sockets, mounts, the directory ------------------------
-def _processes_naming(base: Path) -> list[int]:
-    """Pids whose command line names ``base`` (the daemon: its config; a shim: its -address)."""
-    mark = str(base)
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            args = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace").split("\0")
-        except OSError:
-            continue
-        if any(mark in arg for arg in args):
-            found.append(int(entry))
-    return found
-
-
-def _kill_all(pids: list[int]) -> list[str]:
-    killed = []
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-            killed.append(f"process {pid}")
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + 2.0
-    while any(Path(f"/proc/{p}").exists() and _state(p) not in ("Z", None) for p in pids):
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.01)
-    return killed
-
-
-def _state(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except (OSError, IndexError):
-        return None
-
-
 def _shim_sockets(base: Path) -> list[Path]:
     """The sockets our shims named in their bundles' ``address`` files (``unix:///run/containerd/s/…``)."""
     found = []
@@ -211,7 +173,7 @@ def _shim_sockets(base: Path) -> list[Path]:
 
 def _remove(base: Path) -> list[str]:
     """Kill what still names ``base``, remove its shims' sockets, unmount under it, remove it."""
-    left = _kill_all(_processes_naming(base))
+    left = [f"process {pid}" for pid in proctable.kill_all(proctable.naming(str(base)))]
     for sock in _shim_sockets(base):
         if sock.exists():
             sock.unlink(missing_ok=True)
@@ -228,8 +190,34 @@ def _remove(base: Path) -> list[str]:
     return left
 
 
+def _shim_socket(args: list[str]) -> Path | None:
+    """The socket a containerd 1.6 shim serves, from its command line (``-namespace NS -id ID
+    -address ADDR``): ``/run/containerd/s/`` + sha256 of ``ADDR/NS/ID``, as the shim names it."""
+    flags = dict(zip(args[1::2], args[2::2])) if args and "containerd-shim" in args[0] else {}
+    if not all(k in flags for k in ("-namespace", "-id", "-address")):
+        return None
+    digest = hashlib.sha256(os.path.join(flags["-address"], flags["-namespace"], flags["-id"]).encode()).hexdigest()
+    return SHIM_SOCKETS / digest
+
+
 def sweep(base: Path) -> list[str]:
-    """What a killed session's daemon left under ``base`` (its process, shims, mounts): removed."""
-    if not base.exists():
+    """What a killed session's daemon left under ``base`` (its process, shims, mounts): removed.
+
+    Also when ``base`` itself is gone while the daemon runs on (something
+    removed the session's directory): the daemon names it in ``--config``,
+    its shims in ``-address``, and each shim's socket is computed from its
+    command line, since no bundle's ``address`` file is left to read it from.
+    """
+    sockets = [sock for _, args in proctable.cmdlines() if str(base) in " ".join(args)
+               and (sock := _shim_socket(args)) is not None]
+    if base.exists():
+        left = _remove(base)
+    else:
+        left = [f"process {pid}" for pid in proctable.kill_all(proctable.naming(str(base)))]
+    for sock in sockets:
+        if sock.exists():
+            sock.unlink(missing_ok=True)
+            left.append(f"shim socket {sock}")
+    if not left and not base.exists():
         return []
-    return [f"containerd {base}: {what}" for what in _remove(base)] or [f"containerd {base}"]
+    return [f"containerd {base}: {what}" for what in left] or [f"containerd {base}"]

@@ -1,0 +1,115 @@
+"""What a later run sweeps of a killed one's (host/session.py sweep_dead), and what it leaves alone.
+
+Real cgroups and processes: a killed run's container whose runtime state is
+gone leaves only its cgroup (``/cf-TAG-…``) with the container's processes
+in it, and a killed harness leaves its qemu guest's work dir.  The sweep
+must remove those, and only when no session of that run lives on.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conformance.host import cgroupfs
+from conformance.host.session import STATE_BASE, sweep_dead
+
+
+def _dead_pid() -> int:
+    """The pid of a process that ran and is gone (reaped)."""
+    done = subprocess.Popen(["true"])
+    done.wait()
+    return done.pid
+
+
+def _hierarchy() -> Path:
+    """One cgroup hierarchy of this host (v1 pids, or the v2 root)."""
+    mounts = cgroupfs.mounts()
+    return mounts.get("pids") or next(iter(sorted(set(mounts.values()))))
+
+
+def _private_tag() -> str:
+    """A tag of a form the project's own runs do not make (session.OWN_TAG): a suite started meanwhile
+    by another test sweeps every dead run of those forms, and would take this test's objects first."""
+    return "sweep" + secrets.token_hex(3)
+
+
+class Run:
+    """A run of a fresh tag: its session state root (dead or alive), and a container cgroup with a process."""
+
+    def __init__(self, owner_pid: int) -> None:
+        self.tag = _private_tag()
+        self.state = STATE_BASE / f"oci-conformance-{self.tag}-{owner_pid}"
+        self.state.mkdir()
+        self.cgroup = _hierarchy() / f"cf-{self.tag}-{secrets.token_hex(4)}"
+        self.cgroup.mkdir()
+        self.proc = subprocess.Popen(["sleep", "60"])
+        (self.cgroup / "cgroup.procs").write_text(str(self.proc.pid))
+
+    def remove(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        if self.cgroup.exists():
+            self.cgroup.rmdir()
+        shutil.rmtree(self.state, ignore_errors=True)
+
+
+@pytest.fixture
+def runs() -> Iterator[list[Run]]:
+    made: list[Run] = []
+    yield made
+    for run in made:
+        run.remove()
+
+
+def test_a_killed_runs_container_cgroups_are_removed_with_their_processes(runs: list[Run]):
+    killed = Run(_dead_pid())
+    runs.append(killed)
+    removed = sweep_dead(killed.tag)
+    assert str(killed.state) in removed and f"cgroup {killed.cgroup}" in removed, removed
+    assert not killed.cgroup.exists()
+    # ended long before its 60 s (the sweep reaps what it killed, so its status is not ours to read)
+    assert killed.proc.poll() is not None, "the container's process was killed with its cgroup"
+
+
+def test_a_run_with_a_live_session_keeps_its_cgroups(runs: list[Run]):
+    """A dead worker of a run whose other worker still runs: that run's containers are not touched."""
+    live = Run(os.getpid())
+    runs.append(live)
+    dead_worker = STATE_BASE / f"oci-conformance-{live.tag}-{_dead_pid()}"
+    dead_worker.mkdir()
+    removed = sweep_dead(live.tag)
+    assert removed == [str(dead_worker)], removed
+    assert live.cgroup.exists() and live.proc.poll() is None
+
+
+def test_a_killed_harnesss_guest_dir_is_removed_and_a_live_ones_kept():
+    tag = _private_tag()
+    dead = Path(tempfile.mkdtemp(prefix=f"oci-conformance-guest-{tag}-{_dead_pid()}-"))
+    alive = Path(tempfile.mkdtemp(prefix=f"oci-conformance-guest-{tag}-{os.getpid()}-"))
+    try:
+        (dead / "console.log").write_text("a guest's console\n")
+        assert sweep_dead(tag) == [str(dead)]
+        assert not dead.exists() and alive.exists()
+    finally:
+        shutil.rmtree(dead, ignore_errors=True)
+        shutil.rmtree(alive, ignore_errors=True)
+
+
+def test_tags_this_project_did_not_make_are_not_swept_unless_named(runs: list[Run]):
+    """Without a tag, only the forms this project makes are swept: another tool's ``oci-conformance-…``
+    objects stay.  (A user's own OCI_CONFORMANCE_TAG is swept when a run of it names it.)"""
+    foreign = STATE_BASE / f"oci-conformance-someone-else-{_dead_pid()}"
+    foreign.mkdir()
+    try:
+        assert str(foreign) not in sweep_dead()
+        assert foreign.exists()
+        assert str(foreign) in sweep_dead("someone-else")
+    finally:
+        shutil.rmtree(foreign, ignore_errors=True)
