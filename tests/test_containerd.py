@@ -209,7 +209,8 @@ def test_an_image_with_whiteouts_and_an_opaque_dir_is_unpacked_by_containerd(no_
 
 # -- one scenario per area on each containerd column --------------------------------------------
 PER_AREA = ["pid-ns-init-is-pid1", "memory-limit-written", "overlay-whiteout-hides-lower-file", "caps-drop-one",
-            "lifecycle-create-start-stop", "freezer-delete-force-paused-leaves-nothing", "exec-process-flags"]
+            "lifecycle-create-start-stop", "freezer-delete-force-paused-leaves-nothing", "exec-process-flags",
+            "terminal-is-a-tty"]
 #: a scenario the engine lane cannot express (a `cli` step: the runtime's own command line): skipped, saying so
 NOT_EXPRESSED = "cli-unknown-verb-refused"
 

@@ -91,7 +91,7 @@ class Console(threading.Thread):
 
     def _copy(self, master: int) -> None:
         with open(self.out, "ab", buffering=0) as out:
-            pending = b""
+            endings = LineEndings()
             while True:
                 ready = select.select([master], [], [], 0.05)[0]
                 if not ready and not self.stop.is_set():
@@ -101,11 +101,26 @@ class Console(threading.Thread):
                 except OSError:  # EIO: every slave descriptor is closed, the process is gone
                     chunk = b""
                 if not chunk:
-                    out.write(pending)
+                    out.write(endings.end())
                     return
-                data = pending + chunk
-                pending = b"\r" if data.endswith(b"\r") else b""
-                out.write((data[:-1] if pending else data).replace(b"\r\n", b"\n"))
+                out.write(endings.feed(chunk))
+
+
+class LineEndings:
+    """A terminal's output, ``\\r\\n`` read back as ``\\n``, chunk by chunk (a pair may be split
+    between two reads: a trailing ``\\r`` waits for the next chunk)."""
+
+    def __init__(self) -> None:
+        self.pending = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = self.pending + chunk
+        self.pending = b"\r" if data.endswith(b"\r") else b""
+        return (data[:-1] if self.pending else data).replace(b"\r\n", b"\n")
+
+    def end(self) -> bytes:
+        left, self.pending = self.pending, b""
+        return left
 
 
 @contextlib.contextmanager

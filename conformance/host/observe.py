@@ -155,7 +155,8 @@ def observe(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str,
     started = time.monotonic()
     stages = _StageReader(scenario, bundle, obs)
     with _log_file(bundle.path / "stdout") as out, _log_file(bundle.path / "stderr") as err, \
-            handover.handed(scenario.launch, bundle.path, _terminal(bundle.config)) as (launch, handed_vars):
+            handover.handed(scenario.launch, bundle.path,
+                            _terminal(bundle.config) and not driver.relays_terminal) as (launch, handed_vars):
         bundle.variables.update(handed_vars)
         try:
             if scenario.steps:

@@ -94,6 +94,9 @@ class RuntimeDriver(abc.ABC):
     #: how a ``--runtime`` value names this lane, ``{}`` standing for the runtime:
     #: ``{}`` (bare), ``containerd/{}``, ``{}:rootless``
     spelling: ClassVar[str] = "{}"
+    #: the lane's engine takes a terminal container's console itself and relays it (a shim): the
+    #: harness then gives no console socket, and the terminal's output arrives on the task's stdout
+    relays_terminal: ClassVar[bool] = False
 
     def __init__(self, profile: RuntimeProfile, root: Path) -> None:
         self.profile = profile

@@ -27,6 +27,7 @@ its one line, remembered, so the next scenario does not wait again.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -35,6 +36,7 @@ import signal
 import socket
 import subprocess
 import sys
+import termios
 import threading
 import time
 from pathlib import Path
@@ -126,6 +128,7 @@ class ContainerdDriver(RuntimeDriver):
 
     lane = "containerd"
     spelling = "containerd/{}"
+    relays_terminal = True
 
     def __init__(self, profile: RuntimeProfile, root: Path) -> None:
         super().__init__(profile, root)
@@ -163,9 +166,14 @@ class ContainerdDriver(RuntimeDriver):
                 "(the harness copies them into the bundle's files); BUNDLE/init.pid is a link to the shim's bundle's "
                 "init.pid (the runtime's --pid-file under the shim); exec is containerd's Tasks.Exec with runc's exec "
                 "flags applied to the container's process spec (as `ctr task exec` does for --user and --cwd)",
-                "containerd: scenarios with `cli` steps, a `launch` (descriptors, --preserve-fds, a console socket) "
-                "or a terminal are skipped: an engine exposes neither the runtime's command line nor its caller's "
-                "descriptors to the runtime, and this lane creates no task with a terminal yet"]
+                "containerd: scenarios with `cli` steps or a `launch` (descriptors, --preserve-fds, a console socket) "
+                "are skipped: an engine exposes neither the runtime's command line nor its caller's descriptors "
+                "to the runtime",
+                "containerd: a container with process.terminal is a task created with a terminal: the shim takes the "
+                "runtime's console and relays it (stdin FIFO into the pty, its output into the stdout FIFO); the "
+                "harness reads the terminal's \\r\\n as \\n, and releases an entrypoint waiting in `read _` by "
+                "typing a line and ^D into the stdin FIFO, echo turned off first through the task's terminal (its "
+                "init's fd 0: the shim holds the master), as the bare lane does on the master"]
         if profile.launcher or len(profile.command) > 1 or profile.global_flags:
             said.append(f"containerd: the shim's BinaryName is a wrapper script running "
                         f"`{' '.join([*profile.launcher, *profile.command, *profile.global_flags])}` (the shim runs a binary, "
@@ -226,10 +234,10 @@ class ContainerdDriver(RuntimeDriver):
         if scenario.launch.fds or scenario.launch.preserve_fds:
             return ("containerd lane: the shim starts the runtime, so no descriptor of the caller's reaches it "
                     "(launch.fds / --preserve-fds have no engine equivalent); the bare column judges this")
-        if (scenario.patch.get("process") or {}).get("terminal") or scenario.launch.console_socket:
-            return ("containerd lane: a terminal is the shim's (it takes the runtime's console and relays it); "
-                    "this lane does not yet create tasks with a terminal, and no engine hands the caller's "
-                    "--console-socket to the runtime; the bare column judges this")
+        if scenario.launch.console_socket is not None:
+            return ("containerd lane: a terminal is the shim's (it takes the runtime's console and relays it), "
+                    "and no engine hands a caller's --console-socket to the runtime, or withholds it; "
+                    "the bare column judges this")
         cli = [step for step in scenario.steps if isinstance(step, dict) and "cli" in step]
         if cli:
             return ("containerd lane: the `cli` steps run the runtime's own command line "
@@ -302,10 +310,13 @@ class ContainerdDriver(RuntimeDriver):
         except OSError as exc:
             raise DriverError(f"{self.label} create: containerd did not answer: {exc}{self.engine.health()}") from None
         self.live.add(cid)
-        self._io[cid] = io = TaskIO(bundle, stdin, stdout, stderr, lambda: _quietly(self.client.close_stdin, cid))
+        terminal = (spec.get("process") or {}).get("terminal") is True
+        self._io[cid] = io = TaskIO(bundle, stdin, stdout, stderr, lambda: _quietly(self.client.close_stdin, cid),
+                                    terminal=terminal, echo_off=lambda: _echo_off(self.client.get(cid).pid))
         self._link_pid_file(bundle, cid)
         try:
-            return self.client.create_task(cid, io.stdin, io.stdout, io.stderr, self._options(), rootfs, timeout)
+            return self.client.create_task(cid, io.stdin, io.stdout, io.stderr, self._options(), rootfs, timeout,
+                                           terminal)
         except RpcError as exc:
             self.delete(cid)
             raise self._refused("create", exc) from None
@@ -448,6 +459,19 @@ class ContainerdDriver(RuntimeDriver):
         leftovers += _release(self._state_root, self)
         shutil.rmtree(self.root, ignore_errors=True)
         return leftovers
+
+
+def _echo_off(pid: int) -> None:
+    """Turn off echo on the terminal of the task whose init is ``pid``, through its slave (its fd 0):
+    the shim holds the master, and the harness's typing must not show in the output."""
+    with contextlib.suppress(OSError, termios.error):  # the task is gone, and its terminal with it
+        fd = os.open(f"/proc/{pid}/fd/0", os.O_RDWR | os.O_NOCTTY)
+        try:
+            attrs = termios.tcgetattr(fd)
+            attrs[3] &= ~termios.ECHO
+            termios.tcsetattr(fd, termios.TCSANOW, attrs)
+        finally:
+            os.close(fd)
 
 
 def _signal_number(sig: str) -> int:

@@ -82,9 +82,11 @@ class Client:
 
     # -- tasks ---------------------------------------------------------------------------
     def create_task(self, cid: str, stdin: str, stdout: str, stderr: str, options: Message,
-                    rootfs: List[Mount], timeout: float) -> int:
+                    rootfs: List[Mount], timeout: float, terminal: bool = False) -> int:
+        """The task's pid.  ``terminal``: the shim gives the runtime a console socket, takes the pty's
+        master and relays it (``stdin`` into it, its output to ``stdout``; ``stderr`` unused)."""
         request = (Message().data(1, cid).strings(3, [m.encode().done() for m in rootfs])
-                   .data(4, stdin).data(5, stdout).data(6, stderr)
+                   .data(4, stdin).data(5, stdout).data(6, stderr).number(7, terminal)
                    .data(9, wire.any_message(RUNC_OPTIONS_TYPE, options.done())))
         return first_int(wire.fields(self._call("tasks.v1.Tasks", "Create", request, timeout)), 2)
 
