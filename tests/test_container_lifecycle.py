@@ -7,6 +7,7 @@ the container is left: its state, its init process, its cgroups.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -218,3 +219,29 @@ def test_closing_a_session_lists_no_empty_root_and_kills_what_names_a_root(monke
         if stray.poll() is None:
             stray.kill()
             stray.wait()
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_start_returns_once_the_init_runs_the_entrypoint(session, runtime):
+    """``start`` may return while the init is still in the runtime's code (here a startContainer hook
+    holds it there for half a second): what the harness observes from then on must be the entrypoint.
+    Without the wait, exec-confined-like-init compared an exec with runtime-ref's Python, under load."""
+    session.sandbox(runtime)  # the wait is for runtimes whose state pid is the entrypoint's
+    driver = session.driver(runtime)
+    cid = session.new_container_id()
+    bundle = _bundle(session, driver, cid, "sh", "-c", "read _")
+    config = json.loads((bundle.path / "config.json").read_text())
+    config["hooks"] = {"startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "sleep 0.5"]}]}
+    (bundle.path / "config.json").write_text(json.dumps(config))
+    try:
+        with open(bundle.path / "stdout", "wb") as out, open(bundle.path / "stderr", "wb") as err, \
+                lifecycle.held(driver, bundle.path, cid, out, err, 20) as container:
+            pid = container.create()
+            runtime_code = os.readlink(f"/proc/{pid}/exe")
+            container.start()
+            assert os.readlink(f"/proc/{pid}/exe") != runtime_code, f"start returned with the init in {runtime_code}"
+            assert os.readlink(f"/proc/{pid}/exe").endswith("busybox")
+            container.release()
+            assert container.wait() == 0
+    finally:
+        bundle.remove()

@@ -33,6 +33,7 @@ from conformance.model.placeholders import fill
 from conformance.model.records import StepResult
 from conformance.model.scenario import TextExpectation
 
+from . import proctable
 from .drivers.procs import empty_stdin, reap_adopted
 from .lifecycle import Container
 
@@ -155,24 +156,16 @@ def _appeared(pid_file: Path, init_pid: int | None, proc: subprocess.Popen[str],
     """The exec'd pid, once it runs the init's executable (the runtime's own code is gone); None if
     the exec ended or never got there (``seen`` then says what was read last)."""
     deadline = time.monotonic() + timeout
-    want = _exe_id(init_pid) if init_pid else None
+    want = proctable.exe_id(init_pid) if init_pid else None
     while time.monotonic() < deadline and proc.poll() is None:
         text = pid_file.read_text().strip() if pid_file.exists() else ""
         pid = int(text) if text.isdigit() else None
-        exe = _exe_id(pid) if pid is not None else None
+        exe = proctable.exe_id(pid) if pid is not None else None
         if exe is not None and exe == want:
             return pid
         seen[:] = [f"pid file {text!r}, its exe {exe}, the init's {want}"]
         time.sleep(0.005)
     return None
-
-
-def _exe_id(pid: int) -> tuple[int, int] | None:
-    try:
-        st = os.stat(f"/proc/{pid}/exe")
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
 
 
 def _compare(init: int | None, other: int, groups: list[str]) -> list[str]:

@@ -18,16 +18,21 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from pathlib import Path
 from typing import IO, Callable, Iterator, Optional
 
 from conformance.model.errors import DriverError
 
+from . import proctable
 from .drivers import RuntimeDriver
 from .drivers.base import NO_LAUNCH, Launch
 
 #: after a kill (the timeout) or a forced delete: how long the init gets to be reaped
 STOP_WAIT_S = 5.0
+
+#: how long start waits for the init to exec the entrypoint (past it, the steps judge what they see)
+ENTRYPOINT_WAIT_S = 10.0
 
 #: the points of ``running`` where ``at`` is called (the ``with`` body is "running")
 STAGES = ("created", "exited", "deleted")
@@ -47,15 +52,33 @@ class Container:
         self._waited = False
         self._deleted = False
         self._stdin_r, self._stdin_w = os.pipe()
+        self._runtime_exe: tuple[int, int] | None = None  # what the init ran when created (the runtime's code)
 
     def create(self) -> int:
         """Create the container; DriverError when the runtime cannot (a step may expect that)."""
         self.pid = self.driver.create(self.bundle, self.cid, self._stdin_r, self.stdout, self.stderr, self.timeout,
                                       self.launch)
+        # the created init still runs the runtime's code (runc init, crun, runtime-ref's Python), waiting for start
+        self._runtime_exe = proctable.exe_id(self.pid)
         return self.pid
 
     def start(self) -> None:
+        """Start the container, and return once its init runs the entrypoint's program.
+
+        ``start`` may return while the init is still in the runtime's code on
+        its way to exec (runtime-ref's is Python: under load that takes a
+        while); what the harness observes of a running container from then
+        on (its /proc from the host, an exec compared with it) must be the
+        entrypoint's.  Not waited for in a sandbox (the state's pid is the
+        sandbox's, which never execs the entrypoint) or before the sandbox
+        probe said which kind the runtime is.
+        """
         self.driver.start(self.cid)
+        if self.pid is None or self._runtime_exe is None or self.driver.sandbox is None or self.driver.sandboxed:
+            return
+        deadline = time.monotonic() + min(self.timeout, ENTRYPOINT_WAIT_S)
+        while proctable.exe_id(self.pid) == self._runtime_exe and time.monotonic() < deadline:
+            time.sleep(0.001)
 
     def release(self) -> None:
         """Let an entrypoint waiting in ``read _`` go: one line, then end of input (``cat`` ends too);

@@ -46,6 +46,16 @@ def process_state(pid: int) -> str | None:
         return None
 
 
+def exe_id(pid: int) -> tuple[int, int] | None:
+    """(device, inode) of the file a process runs (``/proc/<pid>/exe``): which program it is now,
+    comparable across mount namespaces; None once it is gone (or for a kernel thread)."""
+    try:
+        st = os.stat(f"/proc/{pid}/exe")
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def alive(pid: int) -> bool:
     """The process runs (a zombie has ended: its owner just has not reaped it)."""
     return process_state(pid) not in ("Z", None)
