@@ -9,20 +9,22 @@ are ``process.finish``, shared with ``exec``.
 
 Protocol on the two pipes (one-byte tags, always in this order):
 parent -> init ``M`` (uid/gid maps written; only with a new user namespace),
-``C`` (placed in the cgroups), ``G`` (hooks done: go on);
+``C`` (in the cgroups, their limits written), ``G`` (hooks done: go on);
 init -> parent ``H`` (mounts done: run prestart/createRuntime hooks, answer
 ``G``), ``R`` (ready: everything but exec is done), ``E<message>`` (failed).
 
-Joining a cgroup costs an RCU grace period in the kernel (~12 ms here), so
-the init does not wait for ``C`` until it needs it: its mounts are built while
-the runtime is still blocked in that write.
+On cgroup v1 the init joins its cgroups itself, first thing, through files
+the runtime opened (cgroups.self_join_files: moving oneself skips the
+kernel's RCU grace period, 5-12 ms here).  On v2 the runtime moves it, and
+that costs the grace period, so the init does not wait for ``C`` until it
+needs it: its mounts are built while the runtime is still blocked in that write.
 """
 from __future__ import annotations
 
 import os
 
+from . import cgroups, namespaces, process, rootfs
 from . import linux as L
-from . import namespaces, process, rootfs
 from .errors import Error
 
 TYPE_CHECKING = False
@@ -72,6 +74,11 @@ def _init(ctx: InitContext) -> NoReturn:
     # leave a half-built container behind); cleared again before we block.
     L.prctl(L.PR_SET_PDEATHSIG, 9)
 
+    ctx["step"] = "cgroups"
+    # 0. v1: into our cgroups before anything else (nothing of ours escapes their limits);
+    #    the limits themselves may still be being written (``C`` says when they are).
+    cgroups.join_self(ctx.get("cgroup_fds") or [])
+
     ctx["step"] = "user namespace"
     # 1. Wait until the runtime has written our uid/gid maps: nothing in a
     #    new user namespace works before.
@@ -85,7 +92,8 @@ def _init(ctx: InitContext) -> NoReturn:
         L.setresuid(0)
     if nss.get("cgroup", 1) is None:
         # after joining our cgroup, so that it becomes the root of our view
-        _in_cgroups(ctx)
+        if not ctx.get("cgroup_fds"):
+            _in_cgroups(ctx)  # v2: the runtime moves us
         L.unshare(L.CLONE_NEWCGROUP)
 
     ctx["step"] = "hostname"

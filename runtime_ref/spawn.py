@@ -2,8 +2,9 @@
 
 ``spawn`` is called by ``create`` once the state directory and the cgroups
 exist.  It clones the init into its new namespaces (one ``clone``), then,
-while the init builds its mounts: writes the uid/gid maps (``M``), places the
-init in its cgroups and writes their limits (``C``), runs the prestart and
+while the init builds its mounts: writes the uid/gid maps (``M``), writes the
+cgroups' limits (``C``; on v2 it first places the init in them, on v1 the
+init joins by itself: cgroups.self_join_files), runs the prestart and
 createRuntime hooks when the init asks (``H`` / ``G``), and returns when the
 init says it is ready (``R``) or raises its error (``E``).  The protocol is
 described in init.py, which is the other side.
@@ -84,12 +85,15 @@ def _spawn(c: Container, config: Config, bundle: str, disabled: Switches, nss: N
     hook_state = {"ociVersion": OCI_VERSION, "id": c.id, "status": "creating", "pid": 0,
                   "bundle": bundle, "annotations": config.get("annotations") or {}}
     join_fds = namespaces.open_joins(nss, check_type="ns-path-type" not in disabled)
+    # v1: the init joins its cgroups itself, first thing (cgroups.self_join_files says why);
+    # v2, or rootless with a time namespace (the holder's child is the init): we move it
+    cgroup_fds = [] if _time_in_own_userns(nss) else cgroups.self_join_files(cg)
     from_parent, to_init = os.pipe()
     from_init, to_parent = os.pipe()
     fifo_dir = _open_fifo_dir(c, disabled) if fifo else None
     ctx: InitContext = {
         "config": config, "bundle": bundle, "disabled": disabled, "nss": nss,
-        "seccomp": prog, "cgroups": cg, "pass_fds": pass_fds,
+        "seccomp": prog, "cgroups": cg, "cgroup_fds": cgroup_fds, "pass_fds": pass_fds,
         "mntns": "mount" in nss, "userns": "user" in nss, "cgroupns": "cgroup" in nss,
         "join_fds": {t: fd for t, fd in join_fds.items() if t not in ("pid", "time")},
         "from_parent": from_parent, "to_parent": to_parent, "fifo_dir": fifo_dir,
@@ -132,13 +136,14 @@ def _spawn(c: Container, config: Config, bundle: str, disabled: Switches, nss: N
         namespaces.after_clone(restore)
     os.close(from_parent)
     os.close(to_parent)
-    for fd in join_fds.values():
+    for fd in [*join_fds.values(), *cgroup_fds]:
         os.close(fd)
     if fifo_dir is not None:
         os.close(fifo_dir)
     hook_state["pid"] = pid
     try:
-        _handshake(pid, config, disabled, nss, cg, hook_state, to_init, from_init, holder is None)
+        _handshake(pid, config, disabled, nss, cg, hook_state, to_init, from_init, holder is None,
+                   move_init=not cgroup_fds)
     except BaseException:
         if holder is not None:
             holder.release()  # the init is ours from here (we are its subreaper)
@@ -239,12 +244,14 @@ def _said(fd: int) -> str:
 
 
 def _handshake(pid: int, config: Config, disabled: Switches, nss: Namespaces, cg: CgroupSet,
-               hook_state: dict[str, Any], to_init: int, from_init: int, write_maps: bool = True) -> None:
+               hook_state: dict[str, Any], to_init: int, from_init: int, write_maps: bool = True,
+               move_init: bool = True) -> None:
     """Our half of the protocol in init.py, until the init is ready (``R``) (``write_maps``: False
-    when the init was born in a user namespace whose maps are already written: _Holder)."""
-    # Joining a cgroup waits for an RCU grace period (~12 ms): a thread
-    # does it while we write the maps and limits and the init its mounts.
-    joined = _Background(cgroups.add, cg["leaves"], pid)
+    when the init was born in a user namespace whose maps are already written: _Holder;
+    ``move_init``: False when the init joins its cgroups itself, cgroups.self_join_files)."""
+    # Moving a process into a cgroup waits for an RCU grace period (5-12 ms): a
+    # thread does it while we write the maps and limits and the init its mounts.
+    joined = _Background(cgroups.add, cg["leaves"], pid) if move_init else None
     try:
         if nss.get("user", 1) is None:
             if write_maps:
@@ -252,12 +259,14 @@ def _handshake(pid: int, config: Config, disabled: Switches, nss: Namespaces, cg
             os.write(to_init, b"M")
         linux = config.get("linux") or {}
         cgroups.set_limits(cg, linux.get("resources") or {}, disabled, linux.get("devices") or [])
-        joined.result()
+        if joined is not None:
+            joined.result()
         os.write(to_init, b"C")
     except BrokenPipeError:
         pass  # the init failed early: its message is waiting below
     finally:
-        joined.result(raise_error=False)
+        if joined is not None:
+            joined.result(raise_error=False)
     while True:
         msg = os.read(from_init, 65536)
         if msg == b"H":
