@@ -90,9 +90,15 @@ def refuse_unplaced_limits(res: Resources, disabled: Switches) -> None:
 
 
 def _write(path: str, value: str) -> None:
+    """One write of ``value`` (a cgroup file takes each write(2) as one request; no buffered file
+    object either: a container start writes a dozen of these)."""
     try:
-        with open(path, "w") as f:
-            f.write(value)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+        try:
+            if value:  # (as a file object: nothing written, no empty write(2))
+                os.write(fd, value.encode())
+        finally:
+            os.close(fd)
     except OSError as e:
         raise Error("cannot write %r to %s: %s" % (value, path, e.strerror)) from None
 
@@ -558,11 +564,21 @@ def remove_children(leaves: Iterable[str]) -> None:
     """rmdir every cgroup the container made below its own (a container with a writable cgroup
     namespace may), deepest first: its own directory cannot go while they are there."""
     for leaf in leaves:
+        if not _has_subdirs(leaf):
+            continue  # the usual case, found without walking
         below = []
         for top, dirs, _ in os.walk(leaf):
             below += [os.path.join(top, d) for d in dirs]
         for d in sorted(below, key=lambda p: -p.count("/")):
             remove([d])
+
+
+def _has_subdirs(d: str) -> bool:
+    try:
+        with os.scandir(d) as entries:
+            return any(e.is_dir(follow_symlinks=False) for e in entries)
+    except OSError:
+        return False
 
 
 def remove(created: list[str], timeout: float = 2.0) -> None:

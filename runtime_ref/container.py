@@ -72,7 +72,8 @@ def create(root: str, cid: str, bundle: str | None, disabled: Switches,
         from . import ignore
         ignore.apply(config, disabled)
     terminal = bool(config["process"].get("terminal"))
-    if "terminal" not in disabled:  # the switch: --console-socket left unused, nothing refused
+    if "terminal" not in disabled and (terminal or launch.get("console_socket")):
+        # (the switch: --console-socket left unused, nothing refused)
         from . import console
         console.check(config["process"], launch.get("console_socket"), launch.get("detach", True))
     if launch["listen_fds"]:  # socket activation, as runc: the process learns which fds are its sockets
@@ -412,17 +413,20 @@ def _destroy(c: Container, config: Config, run_hooks: bool) -> None:
     if not cg and c.data.get("cgroups_path"):  # create was stopped while making them
         cg = cgroups.find(c.data["cgroups_path"])
     if cg and not _left_frozen(c):
-        _thaw(c)
         # without a pid namespace, killing the init does not kill the rest
+        thawed = False
         for _ in range(100):
             left = cgroups.pids(cg["leaves"])
             if not left:
-                break
+                break  # (an empty cgroup needs no thaw to go: the usual case, and the cheap one)
             for p in left:
                 try:
                     os.kill(p, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+            if not thawed:
+                _thaw(c)  # after the kill, as in _kill_and_wait
+                thawed = True
             time.sleep(0.005)
     errors = []
     if c.data.get("host_mounts") and c.data.get("rootfs"):

@@ -102,8 +102,8 @@ def _spawn(c: Container, config: Config, bundle: str, disabled: Switches, nss: N
         "hook_state": hook_state, "console_fd": console_fd}
     # Everything the init will need is imported now: once in a user namespace
     # it may not be allowed to read Python's own files (e.g. under /root).
-    import fcntl  # noqa: F401  (init: loopback_up)
     if console_fd is not None:
+        import fcntl  # noqa: F401
         import socket  # noqa: F401  (init: console.open_pty)
         import struct  # noqa: F401
         import termios  # noqa: F401
