@@ -107,6 +107,7 @@ SYS_seccomp = 317
 SYS_setgroups = 116
 SYS_setresuid = 117
 SYS_setresgid = 119
+SYS_prlimit64 = 302
 
 
 def clone(flags: int) -> int:
@@ -231,6 +232,24 @@ def ioctl(fd: int, request: int, arg: bytes | int = 0) -> tuple[int, bytes]:
         ret = _check(_ioctl(c_int(fd), c_long(request), c_long(addr)), "ioctl(0x%x)" % request)
         return ret, bytes(buf)[:len(arg)]
     return _check(_ioctl(c_int(fd), c_long(request), c_long(arg)), "ioctl(0x%x)" % request), b""
+
+
+RLIM_INFINITY = (1 << 64) - 1
+
+
+def setrlimit(resource: int, soft: int, hard: int) -> None:
+    """prlimit64(2) on ourselves; -1 is RLIM_INFINITY, as in Python's ``resource``."""
+    limits = (soft & RLIM_INFINITY).to_bytes(8, "little") + (hard & RLIM_INFINITY).to_bytes(8, "little")
+    syscall(SYS_prlimit64, 0, resource, limits, 0, what="prlimit64(%d)" % resource)
+
+
+def getrlimit(resource: int) -> tuple[int, int]:
+    """prlimit64(2) reading our own (soft, hard) limits."""
+    buf, addr = buffer(bytes(16))
+    _check(_syscall(c_long(SYS_prlimit64), c_long(0), c_long(resource), c_long(0), c_long(addr)),
+           "prlimit64(%d)" % resource)
+    raw = bytes(buf)
+    return int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:16], "little")
 
 
 def loopback_up() -> None:
