@@ -21,7 +21,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import signal
 
-    from .hints import CgroupSet, Config, Launch, Namespaces, SeccompProgram, Switches
+    from .hints import CgroupSet, Config, Launch, Namespaces, Switches
 else:
     import _signal as signal  # the C module: `signal` imports enum (~3 ms)
 
@@ -32,8 +32,9 @@ DEFAULT_CGROUP_PARENT = "/runtime-ref"
 FORWARD = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH")
 
 
-def _prepare(config: Config, disabled: Switches, nss: Namespaces) -> SeccompProgram | None:
-    """Every check that does not need a process; returns the seccomp program."""
+def _prepare(config: Config, disabled: Switches, nss: Namespaces) -> Config | None:
+    """Every check that does not need a process; returns ``linux.seccomp`` when a filter is to be
+    made (spawn compiles and checks it while the init builds its mounts, see spawn._handshake)."""
     from . import attributes, lsm, rootfs, security
     proc = config["process"]
     security.check(proc, spec.version_at_least(config, (1, 1)), disabled)
@@ -44,11 +45,8 @@ def _prepare(config: Config, disabled: Switches, nss: Namespaces) -> SeccompProg
         if not (m.get("destination") or "").startswith("/"):
             raise Error("mounts: destination %r must be absolute" % m.get("destination"))
         rootfs.parse_options(m.get("options"))
-    sc = (config.get("linux") or {}).get("seccomp")
-    if sc and "seccomp" not in disabled:
-        from . import seccomp
-        return seccomp.compile(sc, ignore_args="seccomp-args" in disabled)
-    return None
+    sc: Config | None = (config.get("linux") or {}).get("seccomp")
+    return sc if sc and "seccomp" not in disabled else None
 
 
 def create(root: str, cid: str, bundle: str | None, disabled: Switches,
@@ -108,12 +106,12 @@ def create(root: str, cid: str, bundle: str | None, disabled: Switches,
         # (Not with a time namespace: joining one needs a single-threaded runtime.)
         cg = c.data["cgroups"] = _make_cgroups(cgpath, linux, disabled, warm_up="time" not in nss)
         c.save()
-        prog = _prepare(config, disabled, nss)
+        seccomp = _prepare(config, disabled, nss)
         console_fd = None
         if terminal:  # connected before the clone: the init sends the pty master on it
             from . import console
             console_fd = console.connect(str(launch.get("console_socket")))
-        pid = spawn(c, config, bundle, disabled, nss, prog, cg, fifo, launch["pass_fds"], console_fd)
+        pid = spawn(c, config, bundle, disabled, nss, seccomp, cg, fifo, launch["pass_fds"], console_fd)
         c.data["pid"] = pid
         c.data["starttime"] = starttime(pid)
         c.save()

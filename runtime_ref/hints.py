@@ -72,7 +72,7 @@ class InitContext(Progress, total=False):
     bundle: str
     disabled: Switches
     nss: Namespaces
-    seccomp: Optional[SeccompProgram]
+    seccomp: Optional[SeccompProgram]  #: the filter, as ``C`` brings it (spawn._seccomp_frame)
     cgroups: CgroupSet
     cgroup_fds: List[int]            #: v1: the cgroups' ``tasks`` files, for the init to join itself
     pass_fds: int                    #: descriptors from 3 on that the container keeps

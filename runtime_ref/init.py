@@ -9,7 +9,9 @@ are ``process.finish``, shared with ``exec``.
 
 Protocol on the two pipes (one-byte tags, always in this order):
 parent -> init ``M`` (uid/gid maps written; only with a new user namespace),
-``C`` (in the cgroups, their limits written), ``G`` (hooks done: go on);
+``C`` (in the cgroups, their limits written; followed by the seccomp program:
+flags and length, 4 bytes each little-endian, then the BPF, length 0 for
+none), ``G`` (hooks done: go on);
 init -> parent ``H`` (mounts done: run prestart/createRuntime hooks, answer
 ``G``), ``R`` (ready: everything but exec is done), ``E<message>`` (failed).
 
@@ -47,9 +49,24 @@ def _expect(ctx: InitContext, tag: bytes) -> None:
 
 
 def _in_cgroups(ctx: InitContext) -> None:
+    """Wait for ``C``: in our cgroups, their limits written; it carries the seccomp program."""
     if not ctx.get("in_cgroups"):
         _expect(ctx, b"C")
+        header = _read_exactly(ctx["from_parent"], 8)
+        flags, size = int.from_bytes(header[:4], "little"), int.from_bytes(header[4:], "little")
+        ctx["seccomp"] = (_read_exactly(ctx["from_parent"], size), flags) if size else None
         ctx["in_cgroups"] = True
+
+
+def _read_exactly(fd: int, n: int) -> bytes:
+    """n bytes from the pipe (a program of up to 32 KiB may come in parts)."""
+    data = b""
+    while len(data) < n:
+        chunk = os.read(fd, n - len(data))
+        if not chunk:
+            os._exit(1)  # the runtime died or gave up on us
+        data += chunk
+    return data
 
 
 def main(ctx: InitContext) -> NoReturn:
@@ -152,7 +169,8 @@ def _init(ctx: InitContext) -> NoReturn:
 
     # 6. The process: session, limits, user, capabilities, no_new_privs,
     #    seccomp, cwd, descriptors (process.py), waiting in _ready for `start`
-    #    before the exec.
+    #    before the exec.  The seccomp program comes with ``C``: wait for it.
+    _in_cgroups(ctx)
     process.finish(config["process"], disabled, ctx.get("seccomp"), ctx, lambda: _ready(ctx),
                    pass_fds=ctx.get("pass_fds", 0), linux=linux, terminal=console_slave)
 
