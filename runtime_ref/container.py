@@ -101,8 +101,9 @@ def create(root: str, cid: str, bundle: str | None, disabled: Switches,
                   "cgroups_path": cgpath, "disabled": sorted(disabled), "host_mounts": "mount" not in nss,
                   "namespaces": sorted(nss), "created": time.time()}
         c.save()  # before anything is made on the host: a killed create can still be deleted
-        # Joining a cgroup waits for an RCU grace period (5-12 ms here): create
-        # starts that wait early (warm_up), and we do our Python work meanwhile.
+        # On v2, moving the init into its cgroup waits for an RCU grace period (5-12 ms
+        # here): create starts that wait early (warm_up), and we do our Python work
+        # meanwhile (on v1 the init joins by itself, without it: cgroups.self_join_files).
         # (Not with a time namespace: joining one needs a single-threaded runtime.)
         cg = c.data["cgroups"] = _make_cgroups(cgpath, linux, disabled, warm_up="time" not in nss)
         c.save()
