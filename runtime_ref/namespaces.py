@@ -65,7 +65,7 @@ def open_joins(nss: Namespaces, check_type: bool = True) -> dict[str, int]:
                     fds[t] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
                 except OSError as e:
                     raise Error("linux.namespaces: cannot open %s namespace %s: %s"
-                                % (t, path, os.strerror(e.errno or 0))) from None
+                                % (t, path, e.strerror)) from None
                 if check_type:
                     _check_type(t, path, fds[t])
     except BaseException:
