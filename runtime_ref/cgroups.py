@@ -338,7 +338,7 @@ def create(cgpath: str, res: Resources, disabled: Switches, spec_devices: Device
         else:
             if res.get("unified"):
                 raise Error("linux.resources.unified needs cgroup v2; this host is v1")
-            for ctrl, mnt in mounts.items():  # (no warm-up: on v1 the init joins by itself, see add)
+            for ctrl, mnt in mounts.items():  # (no warm-up: on v1 the init joins by itself, self_join_files)
                 leaves.append(_mkdirs(mnt, at(ctrl), created))
                 ctrls.append(ctrl)
                 if ctrl == "cpuset":
