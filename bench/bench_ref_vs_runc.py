@@ -1,14 +1,26 @@
 #!/usr/bin/env python3
 """Benchmark: `runtime-ref run` vs `runc run` on the same busybox bundle.
 
-Runs `true` in a container with each runtime, interleaved (ref, runc, ref,
-runc, ...) so that machine noise hits both alike, and prints the median wall
-time per runtime and the ratio ref/runc.  `runtime-ref` is the command a user
-runs: the one pip installed beside this Python (or on the PATH); --ref
-names another (the harness's launcher: runtime_ref/bin/runtime-ref).  Not a
-test: it asserts nothing.
+Runs `true` in a container with each runtime and prints the median wall time
+per runtime and the ratio ref/runc, in two designs, each alternating the two
+runtimes so that machine noise hits both alike:
 
-    python3 bench/bench_ref_vs_runc.py [-n 100] [--ref CMD] [--runc PATH]
+- interleaved (ref, runc, ref, runc, ...): each run follows the other runtime's;
+- back to back (blocks of --block runs of one runtime, blocks alternating):
+  each run follows the same runtime's run.
+
+Both, because of the kernel: runc moves its init into each cgroup, which waits
+for an RCU grace period (~10 ms here) unless the lock behind it was taken
+moments before.  Back to back, runc's previous run took it: that wait is
+mostly gone (runc at its best).  Interleaved, it depends on the other runtime;
+runtime-ref on cgroup v1 never takes that lock (its init moves itself), so
+runc pays the wait each time, as it does for a container started now and then.
+
+`runtime-ref` is the command a user runs: the one pip installed beside this
+Python (or on the PATH); --ref names another (the harness's launcher:
+runtime_ref/bin/runtime-ref).  Not a test: it asserts nothing.
+
+    python3 bench/bench_ref_vs_runc.py [-n 100] [--block 10] [--ref CMD] [--runc PATH]
 """
 import argparse
 import json
@@ -60,7 +72,8 @@ def installed_ref():
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("-n", type=int, default=100, help="runs per runtime")
+    ap.add_argument("-n", type=int, default=100, help="runs per runtime, in each design")
+    ap.add_argument("--block", type=int, default=10, help="runs per block in the back-to-back design")
     ap.add_argument("--ref", default=installed_ref(),
                     help="runtime-ref command (default: the one pip installed, as a user runs it)")
     ap.add_argument("--runc", default=shutil.which("runc") or "runc")
@@ -80,23 +93,34 @@ def main():
             "runc": [args.runc, "--root", os.path.join(tmp, "state-runc"), "run", "--bundle",
                      bundles["runc"], "bench-runc-%d" % os.getpid()],
         }
-        times = {"ref": [], "runc": []}
         for name in ("ref", "runc"):  # warm-up (page cache, .pyc files)
             subprocess.run(cmds[name], check=True, stdin=subprocess.DEVNULL)
-        for _ in range(args.n):
-            for name in ("ref", "runc"):
+        print("ref: %s; load average %.2f at the start" % (args.ref, os.getloadavg()[0]))
+        report("interleaved", measure(cmds, args.n, 1))
+        report("back to back", measure(cmds, args.n, max(args.block, 1)))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def measure(cmds, n, block):
+    """n timed runs per runtime, in blocks of ``block`` runs of one runtime, the runtimes alternating."""
+    times = {"ref": [], "runc": []}
+    while len(times["runc"]) < n:
+        for name in ("ref", "runc"):
+            for _ in range(min(block, n - len(times[name]))):
                 t0 = time.perf_counter()
                 subprocess.run(cmds[name], check=True, stdin=subprocess.DEVNULL)
                 times[name].append(time.perf_counter() - t0)
-        med = {k: statistics.median(v) * 1000 for k, v in times.items()}
-        for k in ("ref", "runc"):
-            print("%-5s median %.1f ms  (min %.1f, p90 %.1f, n=%d)" % (
-                k, med[k], min(times[k]) * 1000,
-                sorted(times[k])[int(len(times[k]) * 0.9) - 1] * 1000, len(times[k])))
-        print("ratio ref/runc = %.2f   (ref: %s; load average %.2f)" % (med["ref"] / med["runc"], args.ref,
-                                                                   os.getloadavg()[0]))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    return times
+
+
+def report(design, times):
+    med = {k: statistics.median(v) * 1000 for k, v in times.items()}
+    print("%s:" % design)
+    for k in ("ref", "runc"):
+        print("  %-5s median %.1f ms  (min %.1f, p90 %.1f, n=%d)" % (
+            k, med[k], min(times[k]) * 1000, sorted(times[k])[int(len(times[k]) * 0.9) - 1] * 1000, len(times[k])))
+    print("  ratio ref/runc = %.2f   (load average %.2f)" % (med["ref"] / med["runc"], os.getloadavg()[0]))
 
 
 if __name__ == "__main__":

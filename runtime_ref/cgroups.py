@@ -90,9 +90,15 @@ def refuse_unplaced_limits(res: Resources, disabled: Switches) -> None:
 
 
 def _write(path: str, value: str) -> None:
+    """One write of ``value`` (a cgroup file takes each write(2) as one request; no buffered file
+    object either: a container start writes a dozen of these)."""
     try:
-        with open(path, "w") as f:
-            f.write(value)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+        try:
+            if value:  # (as a file object: nothing written, no empty write(2))
+                os.write(fd, value.encode())
+        finally:
+            os.close(fd)
     except OSError as e:
         raise Error("cannot write %r to %s: %s" % (value, path, e.strerror)) from None
 
@@ -296,8 +302,9 @@ def create(cgpath: str, res: Resources, disabled: Switches, spec_devices: Device
            warm_up: bool = False) -> CgroupSet:
     """Make the container's cgroup directories and its device rules.
 
-    ``warm_up``: start ``start_grace_period`` as soon as the first directory
-    exists (the sooner the kernel starts waiting, the sooner it is done).
+    ``warm_up`` (v2, where the runtime moves the init: see ``self_join_files``):
+    start ``start_grace_period`` as soon as the directory exists (the sooner
+    the kernel starts waiting, the sooner it is done).
 
     Other limits come later (``set_limits``), but device rules must be in place
     before the init can join: they are written as "deny all, then allow each",
@@ -331,11 +338,9 @@ def create(cgpath: str, res: Resources, disabled: Switches, spec_devices: Device
         else:
             if res.get("unified"):
                 raise Error("linux.resources.unified needs cgroup v2; this host is v1")
-            for ctrl, mnt in mounts.items():
+            for ctrl, mnt in mounts.items():  # (no warm-up: on v1 the init joins by itself, self_join_files)
                 leaves.append(_mkdirs(mnt, at(ctrl), created))
                 ctrls.append(ctrl)
-                if warm_up and len(leaves) == 1:
-                    start_grace_period(leaves[0])
                 if ctrl == "cpuset":
                     _cpuset_init(mnt, at(ctrl))
                 if ctrl == "devices" and "devices" not in disabled:
@@ -481,9 +486,58 @@ def start_grace_period(cgroup_dir: str) -> None:
 
 
 def add(leaves: Iterable[str], pid: int) -> None:
-    """Move ``pid`` (0: ourselves) into every leaf."""
+    """Move process ``pid`` into every leaf (the way that takes the kernel's global lock: v2)."""
     for d in leaves:
         _write(os.path.join(d, "cgroup.procs"), str(pid))
+
+
+def self_join_files(cg: CgroupSet) -> list[int]:
+    """v1: each leaf's ``tasks``, opened for writing, for a single-threaded child to join by
+    writing "0" (``join_self``); [] on v2 or without cgroups of the container's own.
+
+    Why: moving a *process* (cgroup.procs, or any pid but 0) takes the kernel's
+    global threadgroup lock, whose first taker waits for an RCU grace period
+    (5-12 ms here, longer than the rest of a container start); a thread that
+    moves *itself* ("0" into v1's ``tasks``) needs only the cgroup mutex
+    (kernel/cgroup/cgroup.c, cgroup_procs_write_start).  For a process of one
+    thread, as a freshly forked child is, the outcome is the same.  v2 has no
+    such way (a thread cannot leave its process's domain).  The files are
+    opened here, by the runtime: the kernel checks the opener's credentials,
+    and the child may already be in a user namespace that could not open them.
+    """
+    if cg["version"] != "v1":
+        return []
+    fds: list[int] = []
+    try:
+        for d in cg["leaves"]:
+            fds.append(os.open(os.path.join(d, "tasks"), os.O_WRONLY | os.O_CLOEXEC))
+    except OSError as e:
+        for fd in fds:
+            os.close(fd)
+        raise Error("cannot open %s: %s" % (e.filename, e.strerror)) from None
+    return fds
+
+
+def enter(cg: CgroupSet) -> None:
+    """Move the calling process, a child of one thread (``exec``'s), into the container's cgroups."""
+    fds = self_join_files(cg)
+    if fds:
+        join_self(fds)
+    else:
+        add(cg["leaves"], 0)
+
+
+def join_self(fds: list[int]) -> None:
+    """Move the calling thread (a child of one thread: the whole process) into the cgroups
+    whose ``tasks`` files ``self_join_files`` opened, and close them."""
+    try:
+        for fd in fds:
+            os.write(fd, b"0")
+    except OSError as e:
+        raise Error("cannot join the container's cgroups: %s" % e.strerror) from None
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def pids(leaves: Iterable[str]) -> list[int]:
@@ -510,11 +564,21 @@ def remove_children(leaves: Iterable[str]) -> None:
     """rmdir every cgroup the container made below its own (a container with a writable cgroup
     namespace may), deepest first: its own directory cannot go while they are there."""
     for leaf in leaves:
+        if not _has_subdirs(leaf):
+            continue  # the usual case, found without walking
         below = []
         for top, dirs, _ in os.walk(leaf):
             below += [os.path.join(top, d) for d in dirs]
         for d in sorted(below, key=lambda p: -p.count("/")):
             remove([d])
+
+
+def _has_subdirs(d: str) -> bool:
+    try:
+        with os.scandir(d) as entries:
+            return any(e.is_dir(follow_symlinks=False) for e in entries)
+    except OSError:
+        return False
 
 
 def remove(created: list[str], timeout: float = 2.0) -> None:

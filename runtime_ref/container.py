@@ -21,7 +21,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import signal
 
-    from .hints import CgroupSet, Config, Launch, Namespaces, SeccompProgram, Switches
+    from .hints import CgroupSet, Config, Launch, Namespaces, Switches
 else:
     import _signal as signal  # the C module: `signal` imports enum (~3 ms)
 
@@ -32,8 +32,9 @@ DEFAULT_CGROUP_PARENT = "/runtime-ref"
 FORWARD = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH")
 
 
-def _prepare(config: Config, disabled: Switches, nss: Namespaces) -> SeccompProgram | None:
-    """Every check that does not need a process; returns the seccomp program."""
+def _prepare(config: Config, disabled: Switches, nss: Namespaces) -> Config | None:
+    """Every check that does not need a process; returns ``linux.seccomp`` when a filter is to be
+    made (spawn compiles and checks it while the init builds its mounts, see spawn._handshake)."""
     from . import attributes, lsm, rootfs, security
     proc = config["process"]
     security.check(proc, spec.version_at_least(config, (1, 1)), disabled)
@@ -44,11 +45,8 @@ def _prepare(config: Config, disabled: Switches, nss: Namespaces) -> SeccompProg
         if not (m.get("destination") or "").startswith("/"):
             raise Error("mounts: destination %r must be absolute" % m.get("destination"))
         rootfs.parse_options(m.get("options"))
-    sc = (config.get("linux") or {}).get("seccomp")
-    if sc and "seccomp" not in disabled:
-        from . import seccomp
-        return seccomp.compile(sc, ignore_args="seccomp-args" in disabled)
-    return None
+    sc: Config | None = (config.get("linux") or {}).get("seccomp")
+    return sc if sc and "seccomp" not in disabled else None
 
 
 def create(root: str, cid: str, bundle: str | None, disabled: Switches,
@@ -72,7 +70,8 @@ def create(root: str, cid: str, bundle: str | None, disabled: Switches,
         from . import ignore
         ignore.apply(config, disabled)
     terminal = bool(config["process"].get("terminal"))
-    if "terminal" not in disabled:  # the switch: --console-socket left unused, nothing refused
+    if "terminal" not in disabled and (terminal or launch.get("console_socket")):
+        # (the switch: --console-socket left unused, nothing refused)
         from . import console
         console.check(config["process"], launch.get("console_socket"), launch.get("detach", True))
     if launch["listen_fds"]:  # socket activation, as runc: the process learns which fds are its sockets
@@ -102,17 +101,18 @@ def create(root: str, cid: str, bundle: str | None, disabled: Switches,
                   "cgroups_path": cgpath, "disabled": sorted(disabled), "host_mounts": "mount" not in nss,
                   "namespaces": sorted(nss), "created": time.time()}
         c.save()  # before anything is made on the host: a killed create can still be deleted
-        # Joining a cgroup waits for an RCU grace period (5-12 ms here): create
-        # starts that wait early (warm_up), and we do our Python work meanwhile.
+        # On v2, moving the init into its cgroup waits for an RCU grace period (5-12 ms
+        # here): create starts that wait early (warm_up), and we do our Python work
+        # meanwhile (on v1 the init joins by itself, without it: cgroups.self_join_files).
         # (Not with a time namespace: joining one needs a single-threaded runtime.)
         cg = c.data["cgroups"] = _make_cgroups(cgpath, linux, disabled, warm_up="time" not in nss)
         c.save()
-        prog = _prepare(config, disabled, nss)
+        seccomp = _prepare(config, disabled, nss)
         console_fd = None
         if terminal:  # connected before the clone: the init sends the pty master on it
             from . import console
             console_fd = console.connect(str(launch.get("console_socket")))
-        pid = spawn(c, config, bundle, disabled, nss, prog, cg, fifo, launch["pass_fds"], console_fd)
+        pid = spawn(c, config, bundle, disabled, nss, seccomp, cg, fifo, launch["pass_fds"], console_fd)
         c.data["pid"] = pid
         c.data["starttime"] = starttime(pid)
         c.save()
@@ -412,17 +412,20 @@ def _destroy(c: Container, config: Config, run_hooks: bool) -> None:
     if not cg and c.data.get("cgroups_path"):  # create was stopped while making them
         cg = cgroups.find(c.data["cgroups_path"])
     if cg and not _left_frozen(c):
-        _thaw(c)
         # without a pid namespace, killing the init does not kill the rest
+        thawed = False
         for _ in range(100):
             left = cgroups.pids(cg["leaves"])
             if not left:
-                break
+                break  # (an empty cgroup needs no thaw to go: the usual case, and the cheap one)
             for p in left:
                 try:
                     os.kill(p, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+            if not thawed:
+                _thaw(c)  # after the kill, as in _kill_and_wait
+                thawed = True
             time.sleep(0.005)
     errors = []
     if c.data.get("host_mounts") and c.data.get("rootfs"):

@@ -174,7 +174,7 @@ def _child(c: Container, proc: Process, linux: Config, disabled: Switches, prog:
     attributes.set_affinity(affinity.get("initial"), "process.execCPUAffinity.initial")
     # cgroups first: /sys/fs/cgroup is only visible from the host mount namespace
     if "exec-cgroup" not in disabled:
-        cgroups.add(c.data["cgroups"]["leaves"], 0)
+        cgroups.enter(c.data["cgroups"])
     attributes.set_affinity(affinity.get("final"), "process.execCPUAffinity.final")
     namespaces.join(fds)
     if userns:

@@ -72,8 +72,9 @@ class InitContext(Progress, total=False):
     bundle: str
     disabled: Switches
     nss: Namespaces
-    seccomp: Optional[SeccompProgram]
+    seccomp: Optional[SeccompProgram]  #: the filter, as ``C`` brings it (spawn._seccomp_frame)
     cgroups: CgroupSet
+    cgroup_fds: List[int]            #: v1: the cgroups' ``tasks`` files, for the init to join itself
     pass_fds: int                    #: descriptors from 3 on that the container keeps
     mntns: bool
     userns: bool
@@ -86,4 +87,4 @@ class InitContext(Progress, total=False):
     hook_state: Dict[str, Any]
     console_fd: Optional[int]        #: connected to --console-socket (process.terminal), else None
     # written by the init itself (and "step", from Progress)
-    in_cgroups: bool                 #: the runtime has placed us in our cgroups
+    in_cgroups: bool                 #: we are in our cgroups and their limits are written (``C``)

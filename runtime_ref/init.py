@@ -9,20 +9,24 @@ are ``process.finish``, shared with ``exec``.
 
 Protocol on the two pipes (one-byte tags, always in this order):
 parent -> init ``M`` (uid/gid maps written; only with a new user namespace),
-``C`` (placed in the cgroups), ``G`` (hooks done: go on);
+``C`` (in the cgroups, their limits written; followed by the seccomp program:
+flags and length, 4 bytes each little-endian, then the BPF, length 0 for
+none), ``G`` (hooks done: go on);
 init -> parent ``H`` (mounts done: run prestart/createRuntime hooks, answer
 ``G``), ``R`` (ready: everything but exec is done), ``E<message>`` (failed).
 
-Joining a cgroup costs an RCU grace period in the kernel (~12 ms here), so
-the init does not wait for ``C`` until it needs it: its mounts are built while
-the runtime is still blocked in that write.
+On cgroup v1 the init joins its cgroups itself, first thing, through files
+the runtime opened (cgroups.self_join_files: moving oneself skips the
+kernel's RCU grace period, 5-12 ms here).  On v2 the runtime moves it, and
+that costs the grace period, so the init does not wait for ``C`` until it
+needs it: its mounts are built while the runtime is still blocked in that write.
 """
 from __future__ import annotations
 
 import os
 
+from . import cgroups, namespaces, process, rootfs
 from . import linux as L
-from . import namespaces, process, rootfs
 from .errors import Error
 
 TYPE_CHECKING = False
@@ -45,9 +49,24 @@ def _expect(ctx: InitContext, tag: bytes) -> None:
 
 
 def _in_cgroups(ctx: InitContext) -> None:
+    """Wait for ``C``: in our cgroups, their limits written; it carries the seccomp program."""
     if not ctx.get("in_cgroups"):
         _expect(ctx, b"C")
+        header = _read_exactly(ctx["from_parent"], 8)
+        flags, size = int.from_bytes(header[:4], "little"), int.from_bytes(header[4:], "little")
+        ctx["seccomp"] = (_read_exactly(ctx["from_parent"], size), flags) if size else None
         ctx["in_cgroups"] = True
+
+
+def _read_exactly(fd: int, n: int) -> bytes:
+    """n bytes from the pipe (a program of up to 32 KiB may come in parts)."""
+    data = b""
+    while len(data) < n:
+        chunk = os.read(fd, n - len(data))
+        if not chunk:
+            os._exit(1)  # the runtime died or gave up on us
+        data += chunk
+    return data
 
 
 def main(ctx: InitContext) -> NoReturn:
@@ -72,6 +91,11 @@ def _init(ctx: InitContext) -> NoReturn:
     # leave a half-built container behind); cleared again before we block.
     L.prctl(L.PR_SET_PDEATHSIG, 9)
 
+    ctx["step"] = "cgroups"
+    # 0. v1: into our cgroups before anything else (nothing of ours escapes their limits);
+    #    the limits themselves may still be being written (``C`` says when they are).
+    cgroups.join_self(ctx.get("cgroup_fds") or [])
+
     ctx["step"] = "user namespace"
     # 1. Wait until the runtime has written our uid/gid maps: nothing in a
     #    new user namespace works before.
@@ -85,7 +109,8 @@ def _init(ctx: InitContext) -> NoReturn:
         L.setresuid(0)
     if nss.get("cgroup", 1) is None:
         # after joining our cgroup, so that it becomes the root of our view
-        _in_cgroups(ctx)
+        if not ctx.get("cgroup_fds"):
+            _in_cgroups(ctx)  # v2: the runtime moves us
         L.unshare(L.CLONE_NEWCGROUP)
 
     ctx["step"] = "hostname"
@@ -144,7 +169,8 @@ def _init(ctx: InitContext) -> NoReturn:
 
     # 6. The process: session, limits, user, capabilities, no_new_privs,
     #    seccomp, cwd, descriptors (process.py), waiting in _ready for `start`
-    #    before the exec.
+    #    before the exec.  The seccomp program comes with ``C``: wait for it.
+    _in_cgroups(ctx)
     process.finish(config["process"], disabled, ctx.get("seccomp"), ctx, lambda: _ready(ctx),
                    pass_fds=ctx.get("pass_fds", 0), linux=linux, terminal=console_slave)
 

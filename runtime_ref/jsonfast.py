@@ -58,8 +58,19 @@ def loads(text: str | bytes) -> Any:
 _esc = _json.encode_basestring_ascii
 
 
+def _unsupported(obj: object) -> object:
+    raise TypeError("cannot encode %r as JSON" % type(obj).__name__)
+
+
+#: the C encoder json.dumps uses for compact output (markers None: our data has no cycles)
+_encode = _json.make_encoder(None, _unsupported, _esc, None, ": ", ", ", False, False, True)
+
+
 def dumps(obj: object, indent: int | None = None, _level: int = 0) -> str:
-    """Serialise dicts, lists, strings, numbers, booleans and None."""
+    """Serialise dicts, lists, strings, numbers, booleans and None (compact: in C, as json does;
+    indented, for people: here)."""
+    if indent is None and _level == 0:
+        return "".join(_encode(obj, 0))
     if obj is None:
         return "null"
     if obj is True:

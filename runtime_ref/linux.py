@@ -66,6 +66,7 @@ _prctl = _fn("prctl")
 _sethostname = _fn("sethostname")
 _socket = _fn("socket")
 _setdomainname = _fn("setdomainname")
+_ioctl = _fn("ioctl")
 
 
 def _check(ret: int, what: str) -> int:
@@ -106,6 +107,7 @@ SYS_seccomp = 317
 SYS_setgroups = 116
 SYS_setresuid = 117
 SYS_setresgid = 119
+SYS_prlimit64 = 302
 
 
 def clone(flags: int) -> int:
@@ -221,16 +223,42 @@ def seccomp_load(filter_bytes: bytes, flags: int = 0) -> None:
     _check(_syscall(c_long(SYS_seccomp), c_long(1), c_long(flags), c_long(fa)), "seccomp")
 
 
+def ioctl(fd: int, request: int, arg: bytes | int = 0) -> tuple[int, bytes]:
+    """ioctl(2) (libc's: ``fcntl``, a module of its own, costs a library load per start):
+    ``arg`` is an integer, or bytes passed by address; returns (the result, the bytes as the
+    kernel left them)."""
+    if isinstance(arg, bytes):
+        buf, addr = buffer(arg)
+        ret = _check(_ioctl(c_int(fd), c_long(request), c_long(addr)), "ioctl(0x%x)" % request)
+        return ret, bytes(buf)[:len(arg)]
+    return _check(_ioctl(c_int(fd), c_long(request), c_long(arg)), "ioctl(0x%x)" % request), b""
+
+
+RLIM_INFINITY = (1 << 64) - 1
+
+
+def setrlimit(resource: int, soft: int, hard: int) -> None:
+    """prlimit64(2) on ourselves; -1 is RLIM_INFINITY, as in Python's ``resource``."""
+    limits = (soft & RLIM_INFINITY).to_bytes(8, "little") + (hard & RLIM_INFINITY).to_bytes(8, "little")
+    syscall(SYS_prlimit64, 0, resource, limits, 0, what="prlimit64(%d)" % resource)
+
+
+def getrlimit(resource: int) -> tuple[int, int]:
+    """prlimit64(2) reading our own (soft, hard) limits."""
+    buf, addr = buffer(bytes(16))
+    _check(_syscall(c_long(SYS_prlimit64), c_long(0), c_long(resource), c_long(0), c_long(addr)),
+           "prlimit64(%d)" % resource)
+    raw = bytes(buf)
+    return int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:16], "little")
+
+
 def loopback_up() -> None:
     """ifconfig lo up: SIOCGIFFLAGS, set IFF_UP, SIOCSIFFLAGS on a throwaway socket."""
-    import fcntl
     fd = _check(_socket(c_int(2), c_int(2 | 0o2000000), c_int(0)), "socket")  # AF_INET, SOCK_DGRAM|CLOEXEC
     try:
-        req = bytearray(b"lo".ljust(16, b"\0") + bytes(24))
-        fcntl.ioctl(fd, 0x8913, req)  # SIOCGIFFLAGS
+        _, req = ioctl(fd, 0x8913, b"lo".ljust(16, b"\0") + bytes(24))  # SIOCGIFFLAGS
         flags = int.from_bytes(req[16:18], "little") | 1  # IFF_UP
-        req[16:18] = flags.to_bytes(2, "little")
-        fcntl.ioctl(fd, 0x8914, bytes(req))  # SIOCSIFFLAGS
+        ioctl(fd, 0x8914, req[:16] + flags.to_bytes(2, "little") + req[18:])  # SIOCSIFFLAGS
     finally:
         os.close(fd)
 

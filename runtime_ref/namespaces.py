@@ -82,12 +82,11 @@ NS_GET_NSTYPE = 0xB703
 def _check_type(t: str, path: str, fd: int) -> None:
     """The namespace open at ``fd`` is of type ``t`` (asked of the kernel: a path under
     /run/netns reads as that path, not as "net:[inode]")."""
-    import fcntl
     try:
-        kind = fcntl.ioctl(fd, NS_GET_NSTYPE)
+        kind = L.ioctl(fd, NS_GET_NSTYPE)[0]
     except OSError as e:
         raise Error("linux.namespaces: the %s namespace path %s is not a namespace (%s)"
-                    % (t, path, e.strerror)) from None
+                    % (t, path, os.strerror(e.errno or 0))) from None
     if kind != CLONE_FLAG[t]:
         named = next((n for n, flag in CLONE_FLAG.items() if flag == kind), "unknown")
         raise Error("linux.namespaces: the %s namespace path %s names a namespace of type %s" % (t, path, named))

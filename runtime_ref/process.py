@@ -128,8 +128,7 @@ def cloexec_from(first: int) -> None:
     try:
         fds = [int(n) for n in os.listdir("/proc/self/fd")]
     except OSError:
-        import resource
-        os.closerange(first, max(resource.getrlimit(resource.RLIMIT_NOFILE)[1] & 0x7FFFFFFF, 65536))
+        os.closerange(first, max(L.getrlimit(security.RLIMITS["RLIMIT_NOFILE"])[1] & 0x7FFFFFFF, 65536))
         return
     for fd in fds:
         if fd >= first:

@@ -93,17 +93,19 @@ class _Asm:
         return t
 
     def assemble(self) -> bytes:
-        """The program as ``struct sock_filter[]`` bytes."""
-        out = bytearray()
+        """The program as ``struct sock_filter[]`` bytes: u16 code, u8 jt, u8 jf, u32 k, little-endian
+        (one 64-bit integer each: a profile of a few hundred instructions is assembled per container)."""
+        words = []
         for pos, (code, jt, jf, k) in enumerate(self.code):
             if code == JA:  # unconditional: k is the target, 32 bits wide
                 k, jt, jf = self._rel(k, pos, 0xFFFFFFFF), 0, 0
-            else:  # conditional: jt and jf are the targets, 8 bits each; k is a constant
+            elif isinstance(jt, str) or isinstance(jf, str) or not (0 <= jt <= 255 and 0 <= jf <= 255):
+                # conditional: jt and jf are the targets, 8 bits each; k is a constant
                 jt, jf = self._rel(jt, pos, 255), self._rel(jf, pos, 255)
-            out += code.to_bytes(2, "little") + bytes((jt, jf)) + int(k).to_bytes(4, "little")
+            words.append(code | jt << 16 | jf << 24 | int(k) << 32)
         if len(self.code) > 4096:
             raise Error("seccomp filter has %d instructions (kernel limit 4096)" % len(self.code))
-        return bytes(out)
+        return b"".join(w.to_bytes(8, "little") for w in words)
 
 
 def _arg(asm: _Asm, cond: dict[str, Any], fail: str, where: str) -> None:

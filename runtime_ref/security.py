@@ -31,6 +31,14 @@ CAPS = ["CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", 
         "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE"]
 CAP_NUMBER = {"CAP_" + n: i for i, n in enumerate(CAPS)}
 
+#: process.rlimits types -> Linux's resource numbers (asm-generic/resource.h, x86): a table, not
+#: ``import resource``, a library load per container start (RLIMIT_OFILE: BSD's name for NOFILE,
+#: which that module took too)
+RLIMITS = {"RLIMIT_CPU": 0, "RLIMIT_FSIZE": 1, "RLIMIT_DATA": 2, "RLIMIT_STACK": 3, "RLIMIT_CORE": 4,
+           "RLIMIT_RSS": 5, "RLIMIT_NPROC": 6, "RLIMIT_NOFILE": 7, "RLIMIT_OFILE": 7, "RLIMIT_MEMLOCK": 8,
+           "RLIMIT_AS": 9, "RLIMIT_LOCKS": 10, "RLIMIT_SIGPENDING": 11, "RLIMIT_MSGQUEUE": 12,
+           "RLIMIT_NICE": 13, "RLIMIT_RTPRIO": 14, "RLIMIT_RTTIME": 15}
+
 
 def last_cap() -> int:
     """The highest capability number this kernel knows."""
@@ -71,17 +79,23 @@ def check(proc: Process, warn_unknown_caps: bool = False, disabled: Switches = f
                 sys.stderr.write("runtime-ref: warning: process.capabilities.%s: ignoring unknown capabilities %s\n"
                                  % (kind, ", ".join(unknown)))
             caps[kind] = [n for n in names if n in CAP_NUMBER]
-    import resource
     for r in proc.get("rlimits") or []:
-        if not hasattr(resource, r.get("type", "")):
+        if r.get("type", "") not in RLIMITS:
             raise Error("process.rlimits: unknown type %r" % r.get("type"))
+        for field in ("soft", "hard"):
+            if not isinstance(r.get(field), int) or not -1 <= r[field] <= L.RLIM_INFINITY:
+                raise Error("process.rlimits %s: %s %r is not a limit (0 to 2^64-1; -1 or 2^64-1: "
+                            "unlimited)" % (r["type"], field, r.get(field)))
 
 
 def set_rlimits(rlimits: list[dict[str, Any]] | None) -> None:
     """process.rlimits, each as (soft, hard)."""
-    import resource
     for r in rlimits or []:
-        resource.setrlimit(getattr(resource, r["type"]), (r["soft"], r["hard"]))
+        try:
+            L.setrlimit(RLIMITS[r["type"]], r["soft"], r["hard"])
+        except OSError as e:
+            raise Error("process.rlimits %s (soft %d, hard %d): %s" % (
+                r["type"], r["soft"], r["hard"], os.strerror(e.errno or 0))) from None
 
 
 def drop_bounding(caps: dict[str, list[str]]) -> None:

@@ -2,8 +2,10 @@
 
 ``spawn`` is called by ``create`` once the state directory and the cgroups
 exist.  It clones the init into its new namespaces (one ``clone``), then,
-while the init builds its mounts: writes the uid/gid maps (``M``), places the
-init in its cgroups and writes their limits (``C``), runs the prestart and
+while the init builds its mounts: writes the uid/gid maps (``M``), writes the
+cgroups' limits and compiles the seccomp filter (``C``, which carries it; on
+v2 it first places the init in the cgroups, on v1 the init joins by itself:
+cgroups.self_join_files), runs the prestart and
 createRuntime hooks when the init asks (``H`` / ``G``), and returns when the
 init says it is ready (``R``) or raises its error (``E``).  The protocol is
 described in init.py, which is the other side.
@@ -22,7 +24,7 @@ if TYPE_CHECKING:
     import signal
     from typing import Any, Callable, NoReturn
 
-    from .hints import CgroupSet, Config, InitContext, Namespaces, SeccompProgram, Switches
+    from .hints import CgroupSet, Config, InitContext, Namespaces, Switches
     from .state import Container
 else:
     import _signal as signal  # the C module: `signal` imports enum (~3 ms)
@@ -62,34 +64,38 @@ def _open_fifo_dir(c: Container, disabled: Switches) -> int:
 
 
 def spawn(c: Container, config: Config, bundle: str, disabled: Switches, nss: Namespaces,
-          prog: SeccompProgram | None, cg: CgroupSet, fifo: bool, pass_fds: int = 0,
+          seccomp: Config | None, cg: CgroupSet, fifo: bool, pass_fds: int = 0,
           console_fd: int | None = None) -> int:
     """Clone the init and walk it through the handshake; returns its pid once it is ready.
 
+    ``seccomp``: the ``linux.seccomp`` to compile for the init (None: no filter).
     ``pass_fds``: how many of our descriptors from 3 on the container keeps (the rest are closed).
     ``console_fd``: connected to --console-socket (process.terminal); the init sends the pty's
     master on it, and our copy is closed after the clone.
     """
     try:
-        return _spawn(c, config, bundle, disabled, nss, prog, cg, fifo, pass_fds, console_fd)
+        return _spawn(c, config, bundle, disabled, nss, seccomp, cg, fifo, pass_fds, console_fd)
     finally:
         if console_fd is not None:
             os.close(console_fd)
 
 
 def _spawn(c: Container, config: Config, bundle: str, disabled: Switches, nss: Namespaces,
-           prog: SeccompProgram | None, cg: CgroupSet, fifo: bool, pass_fds: int,
+           seccomp: Config | None, cg: CgroupSet, fifo: bool, pass_fds: int,
            console_fd: int | None) -> int:
     hooks = config.get("hooks") or {}
     hook_state = {"ociVersion": OCI_VERSION, "id": c.id, "status": "creating", "pid": 0,
                   "bundle": bundle, "annotations": config.get("annotations") or {}}
     join_fds = namespaces.open_joins(nss, check_type="ns-path-type" not in disabled)
+    # v1: the init joins its cgroups itself, first thing (cgroups.self_join_files says why);
+    # v2, or rootless with a time namespace (the holder's child is the init): we move it
+    cgroup_fds = [] if _time_in_own_userns(nss) else cgroups.self_join_files(cg)
     from_parent, to_init = os.pipe()
     from_init, to_parent = os.pipe()
     fifo_dir = _open_fifo_dir(c, disabled) if fifo else None
     ctx: InitContext = {
         "config": config, "bundle": bundle, "disabled": disabled, "nss": nss,
-        "seccomp": prog, "cgroups": cg, "pass_fds": pass_fds,
+        "seccomp": None, "cgroups": cg, "cgroup_fds": cgroup_fds, "pass_fds": pass_fds,
         "mntns": "mount" in nss, "userns": "user" in nss, "cgroupns": "cgroup" in nss,
         "join_fds": {t: fd for t, fd in join_fds.items() if t not in ("pid", "time")},
         "from_parent": from_parent, "to_parent": to_parent, "fifo_dir": fifo_dir,
@@ -98,8 +104,8 @@ def _spawn(c: Container, config: Config, bundle: str, disabled: Switches, nss: N
         "hook_state": hook_state, "console_fd": console_fd}
     # Everything the init will need is imported now: once in a user namespace
     # it may not be allowed to read Python's own files (e.g. under /root).
-    import fcntl  # noqa: F401  (init: loopback_up)
     if console_fd is not None:
+        import fcntl  # noqa: F401
         import socket  # noqa: F401  (init: console.open_pty)
         import struct  # noqa: F401
         import termios  # noqa: F401
@@ -132,13 +138,14 @@ def _spawn(c: Container, config: Config, bundle: str, disabled: Switches, nss: N
         namespaces.after_clone(restore)
     os.close(from_parent)
     os.close(to_parent)
-    for fd in join_fds.values():
+    for fd in [*join_fds.values(), *cgroup_fds]:
         os.close(fd)
     if fifo_dir is not None:
         os.close(fifo_dir)
     hook_state["pid"] = pid
     try:
-        _handshake(pid, config, disabled, nss, cg, hook_state, to_init, from_init, holder is None)
+        _handshake(pid, config, disabled, nss, cg, hook_state, to_init, from_init, holder is None,
+                   move_init=not cgroup_fds, seccomp=seccomp)
     except BaseException:
         if holder is not None:
             holder.release()  # the init is ours from here (we are its subreaper)
@@ -239,12 +246,15 @@ def _said(fd: int) -> str:
 
 
 def _handshake(pid: int, config: Config, disabled: Switches, nss: Namespaces, cg: CgroupSet,
-               hook_state: dict[str, Any], to_init: int, from_init: int, write_maps: bool = True) -> None:
+               hook_state: dict[str, Any], to_init: int, from_init: int, write_maps: bool = True,
+               move_init: bool = True, seccomp: Config | None = None) -> None:
     """Our half of the protocol in init.py, until the init is ready (``R``) (``write_maps``: False
-    when the init was born in a user namespace whose maps are already written: _Holder)."""
-    # Joining a cgroup waits for an RCU grace period (~12 ms): a thread
-    # does it while we write the maps and limits and the init its mounts.
-    joined = _Background(cgroups.add, cg["leaves"], pid)
+    when the init was born in a user namespace whose maps are already written: _Holder;
+    ``move_init``: False when the init joins its cgroups itself, cgroups.self_join_files;
+    ``seccomp``: the ``linux.seccomp`` whose program goes with ``C``)."""
+    # Moving a process into a cgroup waits for an RCU grace period (5-12 ms): a
+    # thread does it while we write the maps and limits and the init its mounts.
+    joined = _Background(cgroups.add, cg["leaves"], pid) if move_init else None
     try:
         if nss.get("user", 1) is None:
             if write_maps:
@@ -252,12 +262,14 @@ def _handshake(pid: int, config: Config, disabled: Switches, nss: Namespaces, cg
             os.write(to_init, b"M")
         linux = config.get("linux") or {}
         cgroups.set_limits(cg, linux.get("resources") or {}, disabled, linux.get("devices") or [])
-        joined.result()
-        os.write(to_init, b"C")
+        if joined is not None:
+            joined.result()
+        os.write(to_init, b"C" + _seccomp_frame(seccomp, disabled))
     except BrokenPipeError:
         pass  # the init failed early: its message is waiting below
     finally:
-        joined.result(raise_error=False)
+        if joined is not None:
+            joined.result(raise_error=False)
     while True:
         msg = os.read(from_init, 65536)
         if msg == b"H":
@@ -271,6 +283,22 @@ def _handshake(pid: int, config: Config, disabled: Switches, nss: Namespaces, cg
             raise Error(msg[1:].decode(errors="replace"))
         else:
             raise Error("container init exited before it was ready")
+
+
+def _seccomp_frame(sc: Config | None, disabled: Switches) -> bytes:
+    """The init's seccomp program as ``C`` carries it: flags and length (4 bytes each), the BPF.
+
+    Compiled here, after the clone: the filter is the init's last step, and
+    assembling it (a profile of a few hundred instructions, and the system
+    call tables) takes us about as long as the init's mounts take it, so the
+    two overlap instead of adding up.  A config the compiler refuses fails
+    the create as before; the half-built init is killed (spawn).
+    """
+    if not sc:
+        return bytes(8)
+    from . import seccomp
+    prog, flags = seccomp.compile(sc, ignore_args="seccomp-args" in disabled)
+    return flags.to_bytes(4, "little") + len(prog).to_bytes(4, "little") + prog
 
 
 class _Background:

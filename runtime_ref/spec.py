@@ -298,14 +298,12 @@ def validate(config: Config, disabled: Iterable[str] = ()) -> Config:
 
 def _drop_unknown_names(proc: dict[str, Any]) -> None:
     """Switch ``validate``: capability names and rlimit types nobody knows are dropped, not refused."""
-    import resource
-
-    from .security import CAP_NUMBER
+    from .security import CAP_NUMBER, RLIMITS
     caps = proc.get("capabilities") or {}
     for kind, names in caps.items():
         caps[kind] = [n for n in names or [] if n in CAP_NUMBER]
     if proc.get("rlimits"):
-        proc["rlimits"] = [r for r in proc["rlimits"] if hasattr(resource, str(r.get("type", "")))]
+        proc["rlimits"] = [r for r in proc["rlimits"] if str(r.get("type", "")) in RLIMITS]
 
 
 def _map_root_if_unmapped(config: Config) -> None:

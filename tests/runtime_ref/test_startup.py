@@ -9,9 +9,10 @@ import subprocess
 
 from conftest import LAUNCHER, REPO
 
-#: what runtime-ref reaches through C modules (_json, _signal, _ctypes, _thread) or not at all
+#: what runtime-ref reaches through C modules (_json, _signal, _ctypes, _thread), through libc (fcntl's
+#: ioctl, resource's prlimit: each module is a library load per start) or not at all
 AVOIDED = {"typing", "json", "signal", "enum", "re", "argparse", "subprocess", "ctypes", "threading",
-           "runtime_ref.hints"}
+           "fcntl", "resource", "runtime_ref.hints"}
 
 
 def _python() -> str:
