@@ -32,8 +32,9 @@ if ((${#missing[@]})); then
   if [ -n "$made_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
 
-# Reinstall the Python package only when pyproject.toml changed (or the venv is new).
-stamp="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+# Reinstall the Python package only when pyproject.toml or an installed script changed (or the venv is
+# new): the editable install serves the code live, but pip copies scripts/ (runtime-ref's launcher).
+stamp="$VENV/.installed-$(cat pyproject.toml scripts/* | sha256sum | cut -c1-16)"
 if [ ! -e "$stamp" ]; then
   echo "setup: creating the Python environment in $VENV"
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
