@@ -36,10 +36,11 @@ import testinfra
 
 from conformance.host.rootfs import cache_root, find_static_busybox
 from conformance.model.errors import ConformanceError
-from conformance.model.records import HostDescription
+from conformance.model.records import Execution, HostDescription
+from conformance.model.scenario import Scenario
 
 from .agent_link import AgentLink
-from .targets import RemoteTarget
+from .targets import HostError, RemoteTarget
 
 LAYOUTS = ("cgroup-v2", "cgroup-v1")
 #: what the initramfs needs to mount the 9p root and bring up the NIC (dependencies follow modules.dep),
@@ -403,6 +404,7 @@ class Guest:
         if layout not in LAYOUTS:
             raise GuestError(f"qemu://{layout}: unknown layout (known: {', '.join(LAYOUTS)})")
         self.layout, self.kernel_choice, self.memory_mb = layout, kernel_choice, memory_mb
+        self.cpus = int(os.environ.get("OCI_CONFORMANCE_QEMU_SMP") or min(2, os.cpu_count() or 1))
         self.dir: Path | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
@@ -447,7 +449,7 @@ class Guest:
                             *(["cgroup_no_v1=all"] if self.layout == "cgroup-v2" else []), *FAST_BOOT_CMDLINE,
                             *_loops_per_jiffy(kernel), LSM_CMDLINE,
                             os.environ.get("OCI_CONFORMANCE_QEMU_APPEND", "")])
-        return ["qemu-system-x86_64", *accel, "-m", str(self.memory_mb), "-smp", str(min(2, os.cpu_count() or 1)),
+        return ["qemu-system-x86_64", *accel, "-m", str(self.memory_mb), "-smp", str(self.cpus),
                 "-kernel", str(image), "-initrd", str(initramfs), "-append", cmdline,
                 "-display", "none", "-monitor", "none", "-serial", f"file:{self.dir / 'console.log'}", "-no-reboot",
                 "-fsdev", "local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap",
@@ -606,16 +608,39 @@ def QemuTarget(spec: str, runtime_flags: dict[str, list[str]], tag: str,
 class _GuestTarget(RemoteTarget):
     guest: Guest
 
+    def execute(self, scenario: Scenario, runtime: str, disabled: tuple[str, ...]) -> Execution:
+        """As any remote host; a guest whose qemu ended is broken at once (nothing there can answer)."""
+        if self.broken is None and (self.guest.proc is None or self.guest.proc.poll() is not None):
+            status = "stopped" if self.guest.proc is None else f"exit {self.guest.proc.returncode}"
+            self.broken = (f"host {self.spec}: the guest's qemu ended ({status}); console: {self.guest.console_tail(4)}"
+                           "; the host is marked broken: its remaining cells were not run")
+        return super().execute(scenario, runtime, disabled)
+
     def close(self) -> None:
+        """Power the guest off without asking its agent to clean up first.
+
+        Everything the agent made lives in the guest's memory (tmpfs, its own
+        cgroups; this machine's root is shared read-only), so stopping qemu
+        removes it all; waiting for the agent would cost seconds under
+        emulation, and a wedged guest would never answer.
+        """
         try:
-            super().close()
+            if isinstance(self.agent, AgentLink) and self.agent.channel is not None:
+                with contextlib.suppress(Exception):
+                    self.agent.channel.drop()
+                self.agent.channel = None
         finally:
-            with contextlib.suppress(Exception):
-                self.backend.client.close()
-            self.guest.stop()
+            try:
+                with contextlib.suppress(Exception):
+                    self.backend.client.close()
+            finally:
+                self.guest.stop()
 
     def describe(self, runtimes: list[str]) -> HostDescription:
-        out = super().describe(runtimes)
+        try:
+            out = super().describe(runtimes)
+        except HostError as exc:  # a broken guest: its error, and how its boot went all the same
+            out = {"profile": {"error": str(exc)}, "runtimes": {}}
         out["profile"]["guest_boot_s"] = round(self.guest.boot_s, 2)
         out["profile"]["guest_usable_s"] = self.guest.timeline.get("agent")
         out["profile"]["guest_boot_timeline"] = dict(self.guest.timeline)
