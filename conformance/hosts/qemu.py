@@ -50,8 +50,10 @@ V1_CONTROLLERS = ("cpu,cpuacct", "memory", "pids", "blkio", "devices", "freezer"
                   "perf_event", "hugetlb", "rdma", "misc")
 BOOT_TIMEOUT_KVM_S, BOOT_TIMEOUT_TCG_S = 60.0, 240.0
 #: kernel parameters that save seconds under emulation and change nothing a scenario looks at:
-#: no CPU vulnerability mitigations (a throw-away guest running this machine's own binaries)
-FAST_BOOT_CMDLINE = ("mitigations=off",)
+#: no CPU vulnerability mitigations (a throw-away guest running this machine's own binaries);
+#: the TSC trusted (every vCPU's comes from qemu's one clock): no sync check that fails spuriously
+#: under TCG and falls back to the HPET, whose every read is an exit to qemu's device model
+FAST_BOOT_CMDLINE = ("mitigations=off", "tsc=reliable")
 #: console lines that mark a boot's progress (the kernel's own only with OCI_CONFORMANCE_QEMU_VERBOSE=1)
 BOOT_MILESTONES = (("kernel", "Linux version"), ("init", "CONFORMANCE-GUEST-INIT"),
                    ("root", "CONFORMANCE-GUEST-ROOT"), ("ready", "CONFORMANCE-GUEST-READY"))
@@ -392,6 +394,22 @@ def _loops_per_jiffy(kernel: Kernel) -> list[str]:
     return [f"lpj={int(mhz * 1_000_000 / hz)}"]
 
 
+def guest_cpus(accel: str) -> int:
+    """vCPUs for a guest: two under KVM; one under TCG (``OCI_CONFORMANCE_QEMU_SMP`` overrides).
+
+    Under TCG a second vCPU is a second host thread emulating the same
+    kernel: when the host deschedules the thread holding a kernel spinlock
+    (other work on the machine), the other vCPU spins on it in emulation —
+    soft lockups and RCU stalls that wedged guests here.  One vCPU per guest
+    also lets two pytest-xdist workers each boot their own guest on a
+    two-core machine (the faster way through a catalog; README "Speed").
+    Scenarios that need two CPUs skip there with the reason (``multi-cpu``).
+    """
+    if os.environ.get("OCI_CONFORMANCE_QEMU_SMP"):
+        return max(1, int(os.environ["OCI_CONFORMANCE_QEMU_SMP"]))
+    return min(2, os.cpu_count() or 1) if accel == "kvm" else 1
+
+
 def _die_with_parent() -> None:
     """In the qemu child: get SIGKILL if the harness dies, so no guest outlives it."""
     ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -404,7 +422,6 @@ class Guest:
         if layout not in LAYOUTS:
             raise GuestError(f"qemu://{layout}: unknown layout (known: {', '.join(LAYOUTS)})")
         self.layout, self.kernel_choice, self.memory_mb = layout, kernel_choice, memory_mb
-        self.cpus = int(os.environ.get("OCI_CONFORMANCE_QEMU_SMP") or min(2, os.cpu_count() or 1))
         self.dir: Path | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
@@ -412,6 +429,7 @@ class Guest:
         #: seconds from qemu's start to each boot milestone seen (console lines, sshd's banner)
         self.timeline: dict[str, float] = {}
         self.image_note = ""
+        self.cpus = 0
         self.accel = "kvm" if _kvm_usable() and not _KVM_BROKEN.exists() else "tcg"
         self.accel_note = "" if self.accel == "kvm" else (
             f"tcg: KVM failed here before ({_KVM_BROKEN.read_text().strip()})" if _KVM_BROKEN.exists() else "tcg: no usable /dev/kvm")
@@ -443,6 +461,7 @@ class Guest:
         (share / "modprobe").write_text(MODPROBE)
         (share / "modprobe").chmod(0o755)
         self.port = _free_port()
+        self.cpus = guest_cpus(self.accel)
         accel = (["-accel", "kvm", "-cpu", os.environ.get("OCI_CONFORMANCE_QEMU_CPU", "host")] if self.accel == "kvm"
                  else ["-accel", "tcg", "-cpu", "max"])
         cmdline = " ".join(["console=ttyS0 panic=-1", *([] if os.environ.get("OCI_CONFORMANCE_QEMU_VERBOSE") else ["quiet"]),
