@@ -28,6 +28,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,7 @@ from conformance.model.records import Execution, HostDescription
 from conformance.model.scenario import Scenario
 
 from .agent_link import AgentLink
-from .targets import HostError, RemoteTarget
+from .targets import HostError, RemoteTarget, agent_zip
 
 LAYOUTS = ("cgroup-v2", "cgroup-v1")
 #: what the initramfs needs to mount the 9p root and bring up the NIC (dependencies follow modules.dep),
@@ -615,7 +616,10 @@ def QemuTarget(spec: str, runtime_flags: dict[str, list[str]], tag: str,
     guest took to be usable: ``guest_boot_s`` (qemu's start to sshd),
     ``guest_usable_s`` (to the agent's hello) and the boot's milestones.
     """
+    builder = threading.Thread(target=agent_zip, daemon=True)  # built while the guest boots, not after
+    builder.start()
     guest = Guest(spec[len("qemu://"):], kernel_choice or os.environ.get("OCI_CONFORMANCE_QEMU_KERNEL")).boot()
+    builder.join()
     try:
         host = testinfra.get_host(f"paramiko://root@127.0.0.1:{guest.port}", ssh_identity_file=str(guest.key))
         target = _GuestTarget(spec, host.backend, runtime_flags, tag, python="/usr/bin/python3")
