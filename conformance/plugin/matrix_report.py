@@ -63,7 +63,8 @@ class MatrixReporter:
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
         for spec, description in getattr(node, "workeroutput", {}).get(HOSTS_OUTPUT, {}).items():
-            self.described.setdefault(spec, description)
+            if spec not in self.described or "error" in self.described[spec]["profile"]:  # a healthy one wins
+                self.described[spec] = description
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         result = recorded_result(report) if report.when == "call" else None
