@@ -53,7 +53,7 @@ BOOT_TIMEOUT_KVM_S, BOOT_TIMEOUT_TCG_S = 60.0, 240.0
 #: kernel parameters that save seconds under emulation and change nothing a scenario looks at:
 #: no CPU vulnerability mitigations (a throw-away guest running this machine's own binaries);
 #: the TSC trusted (every vCPU's comes from qemu's one clock): no sync check that fails spuriously
-#: under TCG and falls back to the HPET, whose every read is an exit to qemu's device model
+#: under TCG and falls back to the HPET, whose every read is an exit to qemu's device model;
 #: no self-tests of every crypto algorithm at boot (~0.4 s under TCG; nothing here depends on them)
 FAST_BOOT_CMDLINE = ("mitigations=off", "tsc=reliable", "cryptomgr.notests")
 #: a firmware that only loads the kernel (qemu-system-data's qboot): SeaBIOS's POST, PCI scan and
