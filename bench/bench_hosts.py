@@ -13,8 +13,9 @@ machine reached through ssh and the kept-open agent) — prints:
   - for the guest: its boot (qemu start to sshd, with the console's
     milestones) and the agent's start, i.e. the time to a usable agent.
 Then, unless --no-suite, the wall time of the whole catalog on runc and crun
-in the guest as a user runs it (``pytest conformance --runtime=runc,crun
---hosts=qemu://cgroup-v2``, boot included; goal < 5 minutes).
+in guests as a user runs it (``pytest conformance --runtime=runc,crun
+--hosts=qemu://cgroup-v2 -n 2``: two workers, each booting its own guest of
+one vCPU under TCG; boot included; goal < 5 minutes; ``--suite-workers``).
 Not a test: it asserts nothing.  Every guest, sshd and agent it starts is stopped.
 
     python3 bench/bench_hosts.py                      # runc; local, qemu://cgroup-v2, ssh
@@ -101,7 +102,7 @@ def bench_guest(layout: str, runtime: str, scenarios) -> None:
         target.agent.start()
         agent_s = time.monotonic() - started
         milestones = " ".join(f"{k} {v:.1f}" for k, v in guest.timeline.items())
-        print(f"qemu://{layout}: boot {guest.boot_s:.1f} s ({guest.accel_note or guest.accel}; {guest.image_note}; "
+        print(f"qemu://{layout}: boot {guest.boot_s:.1f} s ({guest.accel_note or guest.accel}; {guest.cpus} vCPU; {guest.image_note}; "
               f"s from qemu's start: {milestones}), agent +{agent_s:.1f} s: usable after "
               f"{guest.boot_s + agent_s:.1f} s", flush=True)
         bench_remote(f"qemu://{layout}", target, runtime, scenarios)
@@ -121,10 +122,10 @@ def bench_ssh(runtime: str, scenarios) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def whole_catalog_in_guest(layout: str) -> None:
+def whole_catalog_in_guest(layout: str, workers: int) -> None:
     out = Path(tempfile.mkdtemp(prefix=f"{TAG}-reports-"))
     cmd = [sys.executable, "-m", "pytest", "conformance", "--runtime=runc,crun", f"--hosts=qemu://{layout}",
-           f"--matrix-dir={out}", "-p", "no:cacheprovider", "-q"]
+           f"--matrix-dir={out}", "-p", "no:cacheprovider", "-q", "-n", str(workers)]
     try:
         started = time.perf_counter()
         done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=user_env())
@@ -134,7 +135,7 @@ def whole_catalog_in_guest(layout: str) -> None:
     lines = done.stdout.strip().splitlines()
     summary = next((line for line in reversed(lines) if re.search(r"\d+ (passed|failed)", line)),
                    lines[-1] if lines else f"exit {done.returncode}")
-    print(f"whole catalog, runc and crun, qemu://{layout} (boot included): {wall:.0f} s (goal < 300 s)   "
+    print(f"whole catalog, runc and crun, qemu://{layout}, -n {workers} (boot included): {wall:.0f} s (goal < 300 s)   "
           f"({summary.strip('= ')})", flush=True)
 
 
@@ -144,6 +145,8 @@ def main() -> int:
     parser.add_argument("--hosts", nargs="+", default=["local", "qemu://cgroup-v2", "ssh"],
                         help="local, qemu://LAYOUT, ssh (a throw-away sshd on 127.0.0.1)")
     parser.add_argument("--no-suite", action="store_true", help="leave out the whole catalog through pytest")
+    parser.add_argument("--suite-workers", type=int, default=2,
+                        help="xdist workers for the whole catalog in guests (each boots its own; 0: one guest, serial)")
     parser.add_argument("-k", default="", help="only scenarios whose id contains this")
     args = parser.parse_args()
     os.environ["OCI_CONFORMANCE_TAG"] = TAG
@@ -161,7 +164,7 @@ def main() -> int:
             raise SystemExit(f"--hosts {spec}: local, qemu://LAYOUT or ssh")
     for spec in args.hosts:
         if spec.startswith("qemu://") and not args.no_suite:
-            whole_catalog_in_guest(spec[len("qemu://"):])
+            whole_catalog_in_guest(spec[len("qemu://"):], args.suite_workers)
     print(f"load average now {os.getloadavg()[0]:.2f}")
     return 0
 

@@ -13,7 +13,7 @@ import pytest
 import testinfra
 
 from conformance.catalog.loader import load_scenarios
-from conformance.hosts.targets import RemoteTarget
+from conformance.hosts.targets import HostError, RemoteTarget
 from tests import sshd as sshd_mod
 from tests.conftest import PID1, REPO, RUN_TAG, SUITE_ENV, suite_command, write_scenarios
 
@@ -109,7 +109,7 @@ def test_a_hung_agent_is_stopped_at_the_timeout_and_the_next_scenario_gets_a_new
         started = time.monotonic()
         done = target.execute(scenario, "runc", ())
         assert done.error is not None and "gave no answer within 3s; it was stopped" in done.error, done
-        assert "the next scenario starts a new agent" in done.error
+        assert "a new agent was started for the next scenarios" in done.error
         assert time.monotonic() - started < 30
         assert _gone(hung)
         assert _passed(target.execute(scenario, "runc", ())) and target.agent.starts == 2
@@ -133,6 +133,73 @@ def test_ctrl_c_leaves_no_agent_on_an_ssh_host(sshd, tmp_path, no_leftovers):
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=90)
     deadline = time.monotonic() + 10
+    while (_agent_processes() or _agent_files()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _agent_processes() == [] and _agent_files() == []
+
+
+def _process_tree(root: int) -> list[int]:
+    """``root`` and every process below it (parents before children)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop(0)
+        tree.append(pid)
+        todo += children.get(pid, [])
+    return tree
+
+
+def _signal_all(pids: list[int], signum: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+
+def test_a_host_that_stops_answering_fails_its_remaining_cells_at_once(tmp_path, monkeypatch, no_leftovers):
+    """A wedged host, for real: this test's own sshd, its sessions and the agent are stopped (SIGSTOP)
+    mid-session.  The hung cell is an error, the one restart fails within its bounds, and every later
+    cell (and the host's description) is that one line at once, without waiting for its own timeout."""
+    from conformance.hosts import agent_link
+
+    monkeypatch.setattr(agent_link, "QUIET_TIMEOUT_S", 3.0)
+    monkeypatch.setattr(agent_link, "OPEN_TIMEOUT_S", 3.0)
+    quick = write_scenarios(tmp_path / "sc", {"pid1.yaml": PID1 + "timeout: 2\n"})
+    (scenario,) = load_scenarios(quick / "pid1.yaml")
+    server, proc, made = sshd_mod.start(tmp_path)
+    stopped: list[int] = []
+    target = _target(server, grace_s=1.0)
+    try:
+        assert _passed(target.execute(scenario, "runc", ()))
+        stopped = _process_tree(proc.pid)  # sshd, its session processes, the agent and its children
+        assert target.agent.pid in stopped
+        _signal_all(stopped, signal.SIGSTOP)
+        started = time.monotonic()
+        hung = target.execute(scenario, "runc", ())
+        assert time.monotonic() - started < 30, "the restart was not bounded"
+        assert hung.error is not None and "gave no answer within 3s" in hung.error, hung
+        assert "the host is marked broken: its remaining cells were not run" in hung.error
+        assert "\n" not in hung.error and target.broken is not None
+        started = time.monotonic()
+        rest = [target.execute(scenario, "runc", ()) for _ in range(3)]
+        assert time.monotonic() - started < 1.0
+        assert {done.error for done in rest} == {target.broken}
+        assert target.broken.startswith(f"host {target.spec}: cannot run commands there: TimeoutError")
+        with pytest.raises(HostError, match="marked broken"):
+            target.describe(["runc"])
+    finally:
+        _signal_all(stopped, signal.SIGCONT)
+        target.close()
+        sshd_mod.stop(proc, made)
+    deadline = time.monotonic() + 15  # the agent sees its input end once its session can run again
     while (_agent_processes() or _agent_files()) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _agent_processes() == [] and _agent_files() == []

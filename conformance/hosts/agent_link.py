@@ -9,7 +9,11 @@ time means the agent hangs: it is stopped (SIGTERM, which makes it remove
 what it made; SIGKILL if that does not end it) and the caller decides what
 comes next (targets.py: the scenario is an error, the next one starts a new
 agent).  An agent that died is noticed by its channel's end and reported
-with its last error output.
+with its last error output.  Nothing here waits on the host without a bound:
+opening a channel and the clean-up commands (kill, rm) get their own time
+limits, so a host that stopped answering (a wedged guest, a cut network)
+shows as an AgentStartFailed within a minute and the caller can give up on
+that host (targets.py: its remaining cells become errors at once).
 
 A backend without a stream of its own (channels.opener gives None) gets a
 OneShotAgent: the zip is copied once, then ``python3 agent.pyz OP ARG`` runs
@@ -18,10 +22,12 @@ per request — slower (one Python start per scenario), the same answers.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import secrets
 import shlex
+import threading
 import time
 from typing import Any, Callable
 
@@ -35,6 +41,10 @@ START_TIMEOUT_S = 120.0
 STOP_WAIT_S = 60.0
 #: after SIGTERM to a hung agent, before SIGKILL
 KILL_WAIT_S = 5.0
+#: how long opening a channel (a new session on the connection) and sending the zip may take
+OPEN_TIMEOUT_S = 30.0
+#: how long a clean-up command (kill, rm) may take before the host counts as not answering
+QUIET_TIMEOUT_S = 20.0
 CHUNK = 96 * 1024  # below the kernel's 128 KiB limit for one command-line argument
 
 #: Reads ``LENGTH\n`` and the zip from stdin, writes it to argv[1] (which must not exist yet), runs it.
@@ -62,6 +72,36 @@ class AgentHung(AgentError):
     """No answer within the request's time: the agent was stopped."""
 
 
+class AgentStartFailed(AgentError):
+    """No agent could be started on the host (no channel, no hello): it cannot take requests now."""
+
+
+def _within(seconds: float, work: Callable[[], Any]) -> Any:
+    """``work()``'s result, or TimeoutError when it takes longer than ``seconds``.
+
+    Transport calls (paramiko's open_session, testinfra's run) can wait for
+    ever on a host that stopped answering; they run in a daemon thread that
+    is abandoned at the bound (closing the connection at the end of the
+    session ends it).
+    """
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = work()
+        except BaseException as exc:  # handed to the caller as it is
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise TimeoutError(f"no answer within {seconds:.0f}s")
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
 def agent_path(tag: str) -> str:
     """Where the zip goes on a host: named by the run's tag, so leftovers can be told apart."""
     return f"/tmp/oci-conformance-agent-{tag}-{os.getpid()}-{secrets.token_hex(3)}.pyz"
@@ -78,30 +118,37 @@ class AgentLink:
         self.pid: int | None = None
         self.path = ""
         self.starts = 0
+        #: a clean-up command got no answer in time: the next ones are not tried (each would wait as long)
+        self.unanswered = False
 
     @property
     def running(self) -> bool:
         return self.channel is not None
 
     def start(self) -> None:
-        """Place and start the agent; AgentError (with its error output) when it does not say hello."""
+        """Place and start the agent; AgentStartFailed (with its error output) when it does not say hello."""
         self.path = agent_path(self.tag)
         command = f"{shlex.quote(self.python)} -c {shlex.quote(BOOTSTRAP)} {shlex.quote(self.path)}"
         try:
-            self.channel = self.open_channel(command)
-            self.channel.send(b"%d\n" % len(self.zipped) + self.zipped)
+            channel = _within(OPEN_TIMEOUT_S, lambda: self.open_channel(command))
+            self.channel = channel
+            _within(OPEN_TIMEOUT_S, lambda: channel.send(b"%d\n" % len(self.zipped) + self.zipped))
         except Exception as exc:  # a transport fault of any kind: name the host
+            if self.channel is not None:
+                with contextlib.suppress(Exception):  # closing may wait on the same stuck connection
+                    _within(QUIET_TIMEOUT_S, self.channel.drop)
             self._forget()
-            raise AgentError(f"host {self.spec}: cannot run commands there: {type(exc).__name__}: {exc} "
-                             "(starting the agent)") from None
+            raise AgentStartFailed(f"host {self.spec}: cannot run commands there: {type(exc).__name__}: {exc} "
+                                   "(starting the agent)") from None
         self.starts += 1
         line = self.channel.readline(time.monotonic() + START_TIMEOUT_S)
         try:
             self.pid = int(json.loads(line or b"{}")["hello"]["pid"])
         except (ValueError, KeyError, TypeError):
-            why = "no hello" if line is None else self._ending(line)
+            why = f"no hello within {START_TIMEOUT_S:.0f}s" if line is None else self._ending(line)
             self.stop()
-            raise AgentError(f"host {self.spec}: the agent did not start ({self.python}): {why}") from None
+            raise AgentStartFailed(f"host {self.spec}: the agent did not start ({self.python}): {why}") from None
+        self.unanswered = False
 
     def request(self, payload: dict[str, Any], timeout: float) -> Any:
         """Send one request, return the agent's answer; AgentDied, AgentHung, or AgentError (it refused)."""
@@ -168,8 +215,13 @@ class AgentLink:
         self.channel, self.pid = None, None
 
     def _quietly(self, command: str) -> None:
+        """Run a clean-up command, bounded; a host that does not answer in time is not asked again."""
+        if self.unanswered:
+            return
         try:
-            self.run(command)
+            _within(QUIET_TIMEOUT_S, lambda: self.run(command))
+        except TimeoutError:
+            self.unanswered = True
         except Exception:  # the host is unreachable: nothing more can be done from here
             pass
 

@@ -63,6 +63,10 @@ class Targets:
             raise HostError(f"host {spec}: {type(exc).__name__}: {exc}") from None
         return RemoteTarget(spec, host.backend, self.runtime_flags, self.tag)
 
+    def made(self) -> list[str]:
+        """The specs whose target exists (each was reached, or found broken, in this process)."""
+        return list(self._targets)
+
     def close(self) -> None:
         for target in self._targets.values():
             target.close()

@@ -28,6 +28,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,10 +37,11 @@ import testinfra
 
 from conformance.host.rootfs import cache_root, find_static_busybox
 from conformance.model.errors import ConformanceError
-from conformance.model.records import HostDescription
+from conformance.model.records import Execution, HostDescription
+from conformance.model.scenario import Scenario
 
 from .agent_link import AgentLink
-from .targets import RemoteTarget
+from .targets import HostError, RemoteTarget, agent_zip
 
 LAYOUTS = ("cgroup-v2", "cgroup-v1")
 #: what the initramfs needs to mount the 9p root and bring up the NIC (dependencies follow modules.dep),
@@ -49,8 +51,14 @@ V1_CONTROLLERS = ("cpu,cpuacct", "memory", "pids", "blkio", "devices", "freezer"
                   "perf_event", "hugetlb", "rdma", "misc")
 BOOT_TIMEOUT_KVM_S, BOOT_TIMEOUT_TCG_S = 60.0, 240.0
 #: kernel parameters that save seconds under emulation and change nothing a scenario looks at:
-#: no CPU vulnerability mitigations (a throw-away guest running this machine's own binaries)
-FAST_BOOT_CMDLINE = ("mitigations=off",)
+#: no CPU vulnerability mitigations (a throw-away guest running this machine's own binaries);
+#: the TSC trusted (every vCPU's comes from qemu's one clock): no sync check that fails spuriously
+#: under TCG and falls back to the HPET, whose every read is an exit to qemu's device model;
+#: no self-tests of every crypto algorithm at boot (~0.4 s under TCG; nothing here depends on them)
+FAST_BOOT_CMDLINE = ("mitigations=off", "tsc=reliable", "cryptomgr.notests")
+#: a firmware that only loads the kernel (qemu-system-data's qboot): SeaBIOS's POST, PCI scan and
+#: option ROMs take seconds under TCG; without the file the default firmware boots the guest
+QBOOT = Path("/usr/share/qemu/qboot.rom")
 #: console lines that mark a boot's progress (the kernel's own only with OCI_CONFORMANCE_QEMU_VERBOSE=1)
 BOOT_MILESTONES = (("kernel", "Linux version"), ("init", "CONFORMANCE-GUEST-INIT"),
                    ("root", "CONFORMANCE-GUEST-ROOT"), ("ready", "CONFORMANCE-GUEST-READY"))
@@ -391,6 +399,22 @@ def _loops_per_jiffy(kernel: Kernel) -> list[str]:
     return [f"lpj={int(mhz * 1_000_000 / hz)}"]
 
 
+def guest_cpus(accel: str) -> int:
+    """vCPUs for a guest: two under KVM; one under TCG (``OCI_CONFORMANCE_QEMU_SMP`` overrides).
+
+    Under TCG a second vCPU is a second host thread emulating the same
+    kernel: when the host deschedules the thread holding a kernel spinlock
+    (other work on the machine), the other vCPU spins on it in emulation —
+    soft lockups and RCU stalls that wedged guests here.  One vCPU per guest
+    also lets two pytest-xdist workers each boot their own guest on a
+    two-core machine (the faster way through a catalog; README "Speed").
+    Scenarios that need two CPUs skip there with the reason (``multi-cpu``).
+    """
+    if os.environ.get("OCI_CONFORMANCE_QEMU_SMP"):
+        return max(1, int(os.environ["OCI_CONFORMANCE_QEMU_SMP"]))
+    return min(2, os.cpu_count() or 1) if accel == "kvm" else 1
+
+
 def _die_with_parent() -> None:
     """In the qemu child: get SIGKILL if the harness dies, so no guest outlives it."""
     ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -410,6 +434,7 @@ class Guest:
         #: seconds from qemu's start to each boot milestone seen (console lines, sshd's banner)
         self.timeline: dict[str, float] = {}
         self.image_note = ""
+        self.cpus = 0
         self.accel = "kvm" if _kvm_usable() and not _KVM_BROKEN.exists() else "tcg"
         self.accel_note = "" if self.accel == "kvm" else (
             f"tcg: KVM failed here before ({_KVM_BROKEN.read_text().strip()})" if _KVM_BROKEN.exists() else "tcg: no usable /dev/kvm")
@@ -442,13 +467,16 @@ class Guest:
         (share / "modprobe").write_text(MODPROBE)
         (share / "modprobe").chmod(0o755)
         self.port = _free_port()
+        self.cpus = guest_cpus(self.accel)
         accel = (["-accel", "kvm", "-cpu", os.environ.get("OCI_CONFORMANCE_QEMU_CPU", "host")] if self.accel == "kvm"
                  else ["-accel", "tcg", "-cpu", "max"])
         cmdline = " ".join(["console=ttyS0 panic=-1", *([] if os.environ.get("OCI_CONFORMANCE_QEMU_VERBOSE") else ["quiet"]),
                             *(["cgroup_no_v1=all"] if self.layout == "cgroup-v2" else []), *FAST_BOOT_CMDLINE,
                             *_loops_per_jiffy(kernel), LSM_CMDLINE,
                             os.environ.get("OCI_CONFORMANCE_QEMU_APPEND", "")])
-        return ["qemu-system-x86_64", *accel, "-m", str(self.memory_mb), "-smp", str(min(2, os.cpu_count() or 1)),
+        firmware = ["-bios", str(QBOOT)] if QBOOT.exists() and not os.environ.get("OCI_CONFORMANCE_QEMU_SEABIOS") else []
+        # -nodefaults: no VGA, floppy, CD-ROM or parallel port for the firmware and the kernel to probe
+        return ["qemu-system-x86_64", *accel, "-nodefaults", *firmware, "-m", str(self.memory_mb), "-smp", str(self.cpus),
                 "-kernel", str(image), "-initrd", str(initramfs), "-append", cmdline,
                 "-display", "none", "-monitor", "none", "-serial", f"file:{self.dir / 'console.log'}", "-no-reboot",
                 "-fsdev", "local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap",
@@ -589,7 +617,10 @@ def QemuTarget(spec: str, runtime_flags: dict[str, list[str]], tag: str,
     guest took to be usable: ``guest_boot_s`` (qemu's start to sshd),
     ``guest_usable_s`` (to the agent's hello) and the boot's milestones.
     """
+    builder = threading.Thread(target=agent_zip, daemon=True)  # built while the guest boots, not after
+    builder.start()
     guest = Guest(spec[len("qemu://"):], kernel_choice or os.environ.get("OCI_CONFORMANCE_QEMU_KERNEL")).boot()
+    builder.join()
     try:
         host = testinfra.get_host(f"paramiko://root@127.0.0.1:{guest.port}", ssh_identity_file=str(guest.key))
         target = _GuestTarget(spec, host.backend, runtime_flags, tag, python="/usr/bin/python3")
@@ -607,16 +638,39 @@ def QemuTarget(spec: str, runtime_flags: dict[str, list[str]], tag: str,
 class _GuestTarget(RemoteTarget):
     guest: Guest
 
+    def execute(self, scenario: Scenario, runtime: str, disabled: tuple[str, ...]) -> Execution:
+        """As any remote host; a guest whose qemu ended is broken at once (nothing there can answer)."""
+        if self.broken is None and (self.guest.proc is None or self.guest.proc.poll() is not None):
+            status = "stopped" if self.guest.proc is None else f"exit {self.guest.proc.returncode}"
+            self.broken = (f"host {self.spec}: the guest's qemu ended ({status}); console: {self.guest.console_tail(4)}"
+                           "; the host is marked broken: its remaining cells were not run")
+        return super().execute(scenario, runtime, disabled)
+
     def close(self) -> None:
+        """Power the guest off without asking its agent to clean up first.
+
+        Everything the agent made lives in the guest's memory (tmpfs, its own
+        cgroups; this machine's root is shared read-only), so stopping qemu
+        removes it all; waiting for the agent would cost seconds under
+        emulation, and a wedged guest would never answer.
+        """
         try:
-            super().close()
+            if isinstance(self.agent, AgentLink) and self.agent.channel is not None:
+                with contextlib.suppress(Exception):
+                    self.agent.channel.drop()
+                self.agent.channel = None
         finally:
-            with contextlib.suppress(Exception):
-                self.backend.client.close()
-            self.guest.stop()
+            try:
+                with contextlib.suppress(Exception):
+                    self.backend.client.close()
+            finally:
+                self.guest.stop()
 
     def describe(self, runtimes: list[str]) -> HostDescription:
-        out = super().describe(runtimes)
+        try:
+            out = super().describe(runtimes)
+        except HostError as exc:  # a broken guest: its error, and how its boot went all the same
+            out = {"profile": {"error": str(exc)}, "runtimes": {}}
         out["profile"]["guest_boot_s"] = round(self.guest.boot_s, 2)
         out["profile"]["guest_usable_s"] = self.guest.timeline.get("agent")
         out["profile"]["guest_boot_timeline"] = dict(self.guest.timeline)

@@ -32,7 +32,7 @@ from conformance.model.errors import ConformanceError
 from conformance.model.records import Execution, HostDescription, SandboxProbe
 from conformance.model.scenario import Scenario
 
-from .agent_link import AgentDied, AgentError, AgentHung, AgentLink, OneShotAgent
+from .agent_link import AgentDied, AgentError, AgentHung, AgentLink, AgentStartFailed, OneShotAgent
 from .channels import opener
 
 PACKAGE_DIR = Path(__file__).parent.parent  # the conformance package
@@ -126,8 +126,11 @@ class RemoteTarget:
     sent again; the cell says so (``Execution.host_note``).  One that gives
     no answer within the scenario's timeout (plus ``grace_s`` for what the
     agent does around the container: bundle, sandbox probe, delete) is
-    stopped, the cell is an error saying so, and the next scenario starts a
-    new agent.
+    stopped, the cell is an error saying so, and a new agent is started at
+    once for the next scenarios.  When no agent can be started (the host
+    stopped answering: a wedged guest, a cut network) the host is broken:
+    every remaining cell on it is an error at once, with one line saying
+    why, instead of each waiting for its own timeouts.
     """
 
     def __init__(self, spec: str, backend: Any, runtime_flags: dict[str, list[str]], tag: str,
@@ -140,6 +143,8 @@ class RemoteTarget:
             else OneShotAgent(spec, self._run, python, tag, agent_zip()))
         #: runtime -> what its sandbox probe found on this host (kept here for a restarted agent)
         self.sandbox: dict[str, SandboxProbe] = {}
+        #: why this host takes no more requests (no agent could be started there), once it is so
+        self.broken: str | None = None
 
     def _run(self, command: str) -> Any:
         try:
@@ -154,6 +159,8 @@ class RemoteTarget:
                                   timeout)
 
     def execute(self, scenario: Scenario, runtime: str, disabled: tuple[str, ...]) -> Execution:
+        if self.broken is not None:
+            return Execution(error=self.broken)
         known = self.sandbox.get(runtime)
         request = {"scenario": scenario.to_json(), "runtime": runtime, "disabled": list(disabled),
                    "sandbox": None if known is None else asdict(known)}
@@ -165,9 +172,11 @@ class RemoteTarget:
             except AgentDied as died:  # restarted once, the scenario sent again; the cell says so
                 note = f"{died}; a new agent was started and ran the scenario again"
                 answer = self._request("execute", request, timeout)
+        except AgentStartFailed as exc:
+            return Execution(error=self._give_up(exc, note), host_note=note)
         except AgentHung as exc:
-            return Execution(error=f"{exc} (the scenario's timeout {scenario.timeout:.0f}s + {self.grace_s:.0f}s); "
-                                   "the next scenario starts a new agent", host_note=note)
+            hung = f"{exc} (the scenario's timeout {scenario.timeout:.0f}s + {self.grace_s:.0f}s)"
+            return Execution(error=self._restart_after_hang(hung), host_note=note)
         except (AgentError, HostError) as exc:
             return Execution(error=str(exc) if note is None else f"{exc} (after: {note})", host_note=note)
         done = Execution.from_json(answer, scenario)
@@ -176,7 +185,25 @@ class RemoteTarget:
             self.sandbox[runtime] = done.sandbox
         return done
 
+    def _restart_after_hang(self, hung: str) -> str:
+        """A new agent at once: when none starts the host is broken, and the hung cell says so too."""
+        if not isinstance(self.agent, AgentLink):
+            return f"{hung}; the next scenario starts a new agent"
+        try:
+            self.agent.start()
+        except AgentStartFailed as exc:
+            return self._give_up(exc, hung)
+        return f"{hung}; a new agent was started for the next scenarios"
+
+    def _give_up(self, failed: AgentStartFailed, before: str | None = None) -> str:
+        """Mark the host broken: from now on each of its cells is this one line, without being run."""
+        self.broken = (f"{failed}; the host is marked broken: its remaining cells were not run"
+                       + (f" (after: {before})" if before else ""))
+        return self.broken
+
     def describe(self, runtimes: list[str]) -> HostDescription:
+        if self.broken is not None:
+            raise HostError(self.broken)
         try:
             return cast(HostDescription, self._request("describe", {"runtimes": runtimes}, DESCRIBE_TIMEOUT_S))
         except AgentError as exc:

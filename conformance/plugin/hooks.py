@@ -28,7 +28,7 @@ from conformance.model.scenario import id_clashes
 
 from .baseline_gate import BaselineGate
 from .items import Catalog, ScenarioFile, ScenarioItem, tags_of
-from .matrix_report import MatrixReporter
+from .matrix_report import MatrixReporter, WorkerHostReport
 from .stash import PACKAGE_DIR, hosts_key, runtimes_key, scenarios_dir, targets_key
 
 
@@ -115,6 +115,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(MatrixReporter(config), "conformance-matrix")
         if config.getoption("baseline"):
             config.pluginmanager.register(BaselineGate(config, config.getoption("baseline")), "conformance-baseline")
+    else:
+        config.pluginmanager.register(WorkerHostReport(config), "conformance-worker-hosts")
     if hasattr(signal, "SIGTERM") and signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
         signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # so cleanup runs on `kill`/CI timeouts
 

@@ -24,6 +24,27 @@ def _describe(target: Target, runtimes: list[str]) -> HostDescription:
         return {"profile": {"error": str(exc)}, "runtimes": {}}
 
 
+#: where an xdist worker hands the controller the other hosts it described (its ``workeroutput``)
+HOSTS_OUTPUT = "conformance_hosts"
+
+
+class WorkerHostReport:
+    """On an xdist worker: describe the other hosts this worker reached, for the controller.
+
+    Without it the controller, which writes the matrix, would set up each of
+    them again only to describe it (for a ``qemu://`` guest: one more boot
+    after all the cells ran).
+    """
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        targets, names = self.config.stash[targets_key], self.config.stash[runtimes_key]
+        self.config.workeroutput[HOSTS_OUTPUT] = {  # type: ignore[attr-defined]
+            spec: _describe(targets.get(spec), names) for spec in targets.made() if spec != "local"}
+
+
 class MatrixReporter:
     """Gathers results where the matrix is written (the xdist controller, or the only process).
 
@@ -36,6 +57,14 @@ class MatrixReporter:
         self.results: list[ResultRow] = []
         self.written: list[Path] = []
         self.doc: Matrix | None = None
+        #: hosts the xdist workers described (WorkerHostReport), by spec: not set up again here
+        self.described: dict[str, HostDescription] = {}
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        for spec, description in getattr(node, "workeroutput", {}).get(HOSTS_OUTPUT, {}).items():
+            if spec not in self.described or "error" in self.described[spec]["profile"]:  # a healthy one wins
+                self.described[spec] = description
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         result = recorded_result(report) if report.when == "call" else None
@@ -47,7 +76,8 @@ class MatrixReporter:
             return
         targets = self.config.stash[targets_key]
         names = self.config.stash[runtimes_key]
-        described = {spec: _describe(targets.get(spec), names) for spec in self.config.stash[hosts_key]}
+        described = {spec: self.described.get(spec) or _describe(targets.get(spec), names)
+                     for spec in self.config.stash[hosts_key]}
         local = described.get("local") or _describe(targets.get("local"), names)
         self.doc = build_document(self.results, local["profile"], local["runtimes"],
                                          hosts={spec: d["profile"] for spec, d in described.items()},
