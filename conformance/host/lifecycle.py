@@ -23,6 +23,7 @@ from typing import IO, Callable, Iterator, Optional
 
 from conformance.model.errors import DriverError
 
+from . import writers
 from .drivers import RuntimeDriver
 from .drivers.base import NO_LAUNCH, Launch
 
@@ -69,6 +70,14 @@ class Container:
         except OSError:  # the container already exited and closed its end
             pass
         self._close_stdin()
+
+    def may_write(self, path: Path) -> bool:
+        """Whether a process may still add to ``path`` (the container's stdout): not when every
+        holder waits on this stdin, still unreleased (writers.py).  A terminal's output is copied
+        by the harness itself, which that look cannot tell from a waiting one: there, always."""
+        if self.launch.console is not None:
+            return True
+        return writers.may_grow(path, os.fstat(self._stdin_w).st_ino if self._stdin_w >= 0 else None)
 
     def wait(self) -> int | None:
         """Wait up to the timeout for the entrypoint's exit; past it, kill the container.
