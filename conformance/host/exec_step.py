@@ -105,7 +105,7 @@ def _reap_orphans(container: Container) -> None:
 
 def _runtime_exe(container: Container) -> str:
     """The runtime's own init executable (/proc/<pid>/exe before the entrypoint's exec), "" if unknown."""
-    probe = container.driver.sandbox
+    probe = getattr(container.driver, "sandbox", None)  # a driver before its probe (or a stand-in) has none
     return probe.init_exe if probe is not None else ""
 
 

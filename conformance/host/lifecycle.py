@@ -30,6 +30,9 @@ from .drivers.base import NO_LAUNCH, Launch
 #: after a kill (the timeout) or a forced delete: how long the init gets to be reaped
 STOP_WAIT_S = 5.0
 
+#: how long the cleanup waits for a live container its kill ended, before it leaves it to the delete
+KILL_WAIT_S = 0.5
+
 #: the points of ``running`` where ``at`` is called (the ``with`` body is "running")
 STAGES = ("created", "exited", "deleted")
 
@@ -104,11 +107,23 @@ class Container:
             self._stdin_r = -1
         try:
             if not self._deleted:
+                self._stop()
                 self.delete()
         finally:
             if self.pid is not None and not self._waited:
                 self.driver.wait(self.cid, STOP_WAIT_S)  # killed by the delete: reap, record nothing
                 self._waited = True
+
+    def _stop(self) -> None:
+        """End a live container before the cleanup's delete: signalled, then reaped at once by the
+        harness, its subreaper.  runc 1.1's ``delete --force`` of a live container signals it and
+        then sleeps 100 ms before it looks again (delete.go, killContainer), a sleep it never takes
+        for a stopped one.  A container whose kill does not end it soon is left to the delete."""
+        if self.pid is None or self._waited:
+            return
+        _quietly(self.driver.kill, self.cid, "KILL")
+        _, timed_out = self.driver.wait(self.cid, KILL_WAIT_S)
+        self._waited = not timed_out
 
     def _close_stdin(self) -> None:
         if self._stdin_w >= 0:
