@@ -29,6 +29,7 @@ from conformance.model.scenario import id_clashes
 from .baseline_gate import BaselineGate
 from .items import Catalog, ScenarioFile, ScenarioItem, tags_of
 from .matrix_report import MatrixReporter
+from .order import longest_first
 from .stash import PACKAGE_DIR, hosts_key, runtimes_key, scenarios_dir, targets_key
 
 
@@ -160,6 +161,11 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     naming both places, in the place of its first item, and the rest of the
     session runs.
     """
+    _replace_clashing(items)
+    longest_first(items)  # order.py: so that with -n 2 no long cell is handed out last
+
+
+def _replace_clashing(items: list[pytest.Item]) -> None:
     files = list(dict.fromkeys(item.parent for item in items if isinstance(item, ScenarioItem)))
     clashes = id_clashes([sc for file in files if isinstance(file, ScenarioFile) for sc in file.scenarios])
     if not clashes:
