@@ -21,8 +21,6 @@ import os
 from pathlib import Path
 from typing import IO, Callable, Iterator, Optional
 
-from conformance.model.errors import DriverError
-
 from . import writers
 from .drivers import RuntimeDriver
 from .drivers.base import NO_LAUNCH, Launch
@@ -90,7 +88,7 @@ class Container:
         self.exit, self.timed_out = self.driver.wait(self.cid, self.timeout)
         self._waited = True
         if self.timed_out:
-            _quietly(self.driver.kill, self.cid, "KILL")
+            self.driver.stop(self.cid)
             self.driver.wait(self.cid, STOP_WAIT_S)
         return self.exit
 
@@ -115,13 +113,13 @@ class Container:
                 self._waited = True
 
     def _stop(self) -> None:
-        """End a live container before the cleanup's delete: signalled, then reaped at once by the
-        harness, its subreaper.  runc 1.1's ``delete --force`` of a live container signals it and
+        """End a live container before the cleanup's delete: SIGKILLed (``driver.stop``), then reaped
+        at once by the harness, its subreaper.  runc 1.1's ``delete --force`` of a live container signals it and
         then sleeps 100 ms before it looks again (delete.go, killContainer), a sleep it never takes
         for a stopped one.  A container whose kill does not end it soon is left to the delete."""
         if self.pid is None or self._waited:
             return
-        _quietly(self.driver.kill, self.cid, "KILL")
+        self.driver.stop(self.cid)
         _, timed_out = self.driver.wait(self.cid, KILL_WAIT_S)
         self._waited = not timed_out
 
@@ -170,11 +168,3 @@ def running(driver: RuntimeDriver, bundle: Path, cid: str, stdout: IO[bytes], st
 
 def _nowhere(stage: str, container: Container) -> None:
     """No probes."""
-
-
-def _quietly(verb: Callable[..., None], *args: str) -> None:
-    """A verb whose refusal changes nothing (killing a container that exited meanwhile)."""
-    try:
-        verb(*args)
-    except DriverError:
-        pass

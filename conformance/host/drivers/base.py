@@ -232,6 +232,14 @@ class RuntimeDriver(abc.ABC):
     def kill(self, cid: str, sig: str = "KILL") -> None:
         """Send ``sig`` (a name without SIG, or a number) to the init; VerbFailed when refused."""
 
+    def stop(self, cid: str) -> None:
+        """End a live container for its removal (the harness's cleanup, never a checked verb): by
+        default the runtime's own ``kill``; quiet when refused."""
+        try:
+            self.kill(cid, "KILL")
+        except DriverError:
+            pass
+
     @abc.abstractmethod
     def wait(self, cid: str, timeout: float) -> tuple[int | None, bool]:
         """(exit status as 128+N for a signal, or None if unknown; timed out) of the created init."""
