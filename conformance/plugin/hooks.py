@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from conformance.catalog.loader import scenario_schema
+from conformance.host.drivers.procs import set_spin
 from conformance.host.drivers.rootless import USER_ENV as ROOTLESS_USER_ENV
 from conformance.host.session import sweep_dead
 from conformance.hosts.connect import Targets, expand
@@ -116,8 +117,18 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(MatrixReporter(config), "conformance-matrix")
         if config.getoption("baseline"):
             config.pluginmanager.register(BaselineGate(config, config.getoption("baseline")), "conformance-baseline")
+    _spin_only_with_a_spare_cpu(config)
     if hasattr(signal, "SIGTERM") and signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
         signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # so cleanup runs on `kill`/CI timeouts
+
+
+def _spin_only_with_a_spare_cpu(config: pytest.Config) -> None:
+    """An xdist worker among as many workers as CPUs waits for runtimes without polling first
+    (procs.SPIN_S): every CPU is busy with a worker or a runtime, and a poll takes its time from
+    the runtime it waits for."""
+    workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
+    if workers >= len(os.sched_getaffinity(0)):
+        set_spin(0.0)
 
 
 def _sweep_killed_runs() -> None:

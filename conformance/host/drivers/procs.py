@@ -20,8 +20,17 @@ from typing import Callable, Mapping, Sequence
 PR_SET_CHILD_SUBREAPER = 36
 #: how long a wait polls before it blocks: measured on this project's VM, a runtime process that
 #: a blocked waiter waits for ends ~5-10 ms later than one a short poll watches (idle virtual CPUs
-#: wake slowly); past this a wait blocks, so a slow runtime (under emulation) costs no CPU
+#: wake slowly); past this a wait blocks, so a slow runtime (under emulation) costs no CPU.
+#: Only worth it where a CPU would otherwise idle: ``set_spin(0)`` where the harness's own
+#: processes keep every CPU busy (as many xdist workers as CPUs), and the poll would take its
+#: time from the runtimes it waits for.
 SPIN_S = 0.1
+
+
+def set_spin(seconds: float) -> None:
+    """How long waits poll before they block, for this process (see SPIN_S)."""
+    global SPIN_S
+    SPIN_S = seconds
 
 
 def empty_stdin() -> int:
