@@ -21,6 +21,8 @@ import os
 from pathlib import Path
 from typing import IO, Callable, Iterator, Optional
 
+from conformance.model.errors import DriverError
+
 from . import writers
 from .drivers import RuntimeDriver
 from .drivers.base import NO_LAUNCH, Launch
@@ -87,8 +89,11 @@ class Container:
         """
         self.exit, self.timed_out = self.driver.wait(self.cid, self.timeout)
         self._waited = True
-        if self.timed_out:
-            self.driver.stop(self.cid)
+        if self.timed_out:  # through the runtime, as a caller would: what the next steps see is its doing
+            try:
+                self.driver.kill(self.cid, "KILL")
+            except DriverError:
+                pass
             self.driver.wait(self.cid, STOP_WAIT_S)
         return self.exit
 
