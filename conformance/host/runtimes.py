@@ -145,14 +145,14 @@ def _detach_then_exec(mountpoint: str) -> list[str]:
     """A shell that detaches ``mountpoint`` in its (new) mount namespace, then execs the runtime.
 
     The mount is made private first only when it is shared (the detach would reach its peers);
-    with busybox (static, which the rootfs needs anyway) the shell and its ``umount`` start
-    without the dynamic loader: a crun call is then ~3 processes' start-up cheaper.
+    with busybox (static, which the rootfs needs anyway) the ``umount`` starts without the
+    dynamic loader.  The shell stays the system's: busybox's own would run its applets for the
+    names it execs (its ``setpriv`` in the rootless lane, which lacks util-linux's options).
     """
     busybox = shutil.which("busybox")
     prefix = f"{busybox} " if busybox else ""
     private = f"{prefix}mount --make-private {mountpoint} && " if _is_shared(mountpoint) else ""
-    shell = [busybox, "sh"] if busybox else ["sh"]
-    return [*shell, "-c", f'{private}{prefix}umount -l {mountpoint} && exec "$0" "$@"']
+    return ["sh", "-c", f'{private}{prefix}umount -l {mountpoint} && exec "$0" "$@"']
 
 
 def _is_shared(mountpoint: str) -> bool:
