@@ -33,6 +33,10 @@ def set_spin(seconds: float) -> None:
     SPIN_S = seconds
 
 
+#: while a wait for an init lasts, how often the other zombies the harness adopted are reaped
+REAP_EVERY_S = 0.2
+
+
 def empty_stdin() -> int:
     """The read end of a pipe already at its end: what a runtime process gets as stdin.
 
@@ -94,10 +98,19 @@ def wait_exit(pid: int, timeout: float) -> tuple[int | None, bool]:
 
     If the init is not our child (the runtime kept it elsewhere), poll until it
     is gone and report the status as unknown (None).
+
+    Meanwhile the other zombies we adopted are reaped, every REAP_EVERY_S: an
+    init that ends its PID namespace cannot exit until every process of it is
+    reaped, and one the runtime forked and left behind (crun 1.8's child of a
+    failed ``exec --detach``) is ours to reap, as subreaper.  Unreaped, it held
+    the init, and the wait ran into its timeout (20 s) now and then.
     """
     deadline = time.monotonic() + timeout
     delay = 0.001
-    block_until_exit(pid, timeout)
+    exited = block_until_exit(pid, min(timeout, REAP_EVERY_S))
+    while exited is False and time.monotonic() < deadline:
+        reap_adopted(exclude=pid)
+        exited = block_until_exit(pid, min(REAP_EVERY_S, max(deadline - time.monotonic(), 0.0)), spin=False)
     while True:
         try:
             done, status = os.waitpid(pid, os.WNOHANG)
@@ -119,7 +132,7 @@ def _poll_gone(pid: int, deadline: float) -> tuple[int | None, bool]:
     return None, False
 
 
-def block_until_exit(pid: int, timeout: float) -> bool | None:
+def block_until_exit(pid: int, timeout: float, spin: bool = True) -> bool | None:
     """Sleep until ``pid`` has exited (True) or ``timeout`` passed (False), on a pidfd.
 
     Popen.wait(timeout) and a waitpid loop both poll, with sleeps growing to
@@ -135,7 +148,7 @@ def block_until_exit(pid: int, timeout: float) -> bool | None:
         return None
     started = time.monotonic()
     try:
-        while time.monotonic() - started < SPIN_S:  # see wait_for_file: a short poll first
+        while spin and time.monotonic() - started < SPIN_S:  # see wait_for_file: a short poll first
             if select.select([fd], [], [], 0)[0]:
                 return True
             time.sleep(0.0005)
