@@ -76,9 +76,10 @@ class Container:
 
     def may_write(self, path: Path) -> bool:
         """Whether a process may still add to ``path`` (the container's stdout): not when every
-        holder waits on this stdin, still unreleased (writers.py).  A terminal's output is copied
-        by the harness itself, which that look cannot tell from a waiting one: there, always."""
-        if self.launch.console is not None:
+        holder waits on this stdin, still unreleased (writers.py).  Output the harness copies
+        itself (a terminal's, an engine's FIFOs) that look cannot tell from a waiting one: there,
+        always."""
+        if self.launch.console is not None or not getattr(self.driver, "writes_output_itself", False):
             return True
         return writers.may_grow(path, os.fstat(self._stdin_w).st_ino if self._stdin_w >= 0 else None)
 

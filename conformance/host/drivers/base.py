@@ -94,6 +94,10 @@ class RuntimeDriver(abc.ABC):
     #: how a ``--runtime`` value names this lane, ``{}`` standing for the runtime:
     #: ``{}`` (bare), ``containerd/{}``, ``{}:rootless``
     spelling: ClassVar[str] = "{}"
+    #: whether the container's processes write the scenario's stdout file themselves (the bare
+    #: lane hands it to the runtime), rather than a copy the harness makes (an engine's FIFOs):
+    #: only then can who holds the file say that no more output can come (writers.py)
+    writes_output_itself: ClassVar[bool] = False
 
     def __init__(self, profile: RuntimeProfile, root: Path) -> None:
         self.profile = profile

@@ -56,6 +56,7 @@ class CliDriver(RuntimeDriver):
 
     lane = "bare"
     spelling = "{}"
+    writes_output_itself = True
 
     def __init__(self, profile: RuntimeProfile, root: Path) -> None:
         super().__init__(profile, root)
