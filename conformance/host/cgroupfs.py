@@ -89,10 +89,10 @@ def mounts(mountinfo: str | None = None) -> dict[str, Path]:
     for line in text.splitlines():
         left, _, right = line.partition(" - ")
         fstype, _source, options = (right.split() + ["", "", ""])[:3]
-        mountpoint = Path(left.split()[4])
         if fstype == "cgroup2":
-            found.setdefault("", mountpoint)
-        elif fstype == "cgroup":
+            found.setdefault("", Path(left.split()[4]))
+        elif fstype == "cgroup":  # a Path only for these: a container's host has hundreds of other lines
+            mountpoint = Path(left.split()[4])
             for opt in options.split(","):
                 if opt in V1_CONTROLLERS or opt.startswith("name="):
                     found.setdefault(opt, mountpoint)

@@ -104,6 +104,12 @@ def _reap_orphans(container: Container) -> None:
     reap_adopted(exclude=container.pid if container.pid is not None else -1)
 
 
+def _runtime_exe(container: Container) -> str:
+    """The runtime's own init executable (/proc/<pid>/exe before the entrypoint's exec), "" if unknown."""
+    probe = getattr(container.driver, "sandbox", None)  # a driver before its probe (or a stand-in) has none
+    return probe.init_exe if probe is not None else ""
+
+
 def _exit_misses(arg: dict[str, Any], returncode: int) -> list[str]:
     if arg.get("fails"):
         return [] if returncode != 0 else ["expected exec to fail, it exited 0"]
@@ -129,7 +135,7 @@ def _like_init(container: Container, given: list[str], argv: list[str], groups: 
         os.close(read_end)
     seen: list[str] = []
     try:
-        pid = _appeared(pid_file, container.pid, proc, max(APPEAR_S, container.timeout), seen)
+        pid = _appeared(pid_file, container.pid, proc, max(APPEAR_S, container.timeout), seen, _runtime_exe(container))
         differences = _compare(container.pid, pid, groups) if pid else None
     finally:
         os.close(write_end)  # the exec'd process reads EOF and ends
@@ -152,20 +158,35 @@ def _like_init(container: Container, given: list[str], argv: list[str], groups: 
 
 
 def _appeared(pid_file: Path, init_pid: int | None, proc: subprocess.Popen[str], timeout: float,
-              seen: list[str]) -> int | None:
+              seen: list[str], runtime_exe: str = "") -> int | None:
     """The exec'd pid, once it runs the init's executable (the runtime's own code is gone); None if
-    the exec ended or never got there (``seen`` then says what was read last)."""
+    the exec ended or never got there (``seen`` then says what was read last).
+
+    The init's executable is read again at each look: ``start`` may return before the init has
+    exec'd the entrypoint (runc's start only opens the exec fifo), and an executable read that
+    early is the runtime's own, which the exec'd process never runs once it got there.  A match on
+    ``runtime_exe`` (the runtime's init, as its sandbox probe saw it) is both still in the
+    runtime's code, not a match.
+    """
     deadline = time.monotonic() + timeout
-    want = proctable.exe_id(init_pid) if init_pid else None
     while time.monotonic() < deadline and proc.poll() is None:
+        want = proctable.exe_id(init_pid) if init_pid else None
         text = pid_file.read_text().strip() if pid_file.exists() else ""
         pid = int(text) if text.isdigit() else None
         exe = proctable.exe_id(pid) if pid is not None else None
-        if exe is not None and exe == want:
+        if exe is not None and exe == want and _exe_link(pid) != runtime_exe:
             return pid
         seen[:] = [f"pid file {text!r}, its exe {exe}, the init's {want}"]
         time.sleep(0.005)
     return None
+
+
+def _exe_link(pid: int | None) -> str:
+    """What /proc/<pid>/exe names ("" when gone): the form the sandbox probe keeps the runtime's init in."""
+    try:
+        return os.readlink(f"/proc/{pid}/exe") if pid is not None else ""
+    except OSError:
+        return ""
 
 
 def _compare(init: int | None, other: int, groups: list[str]) -> list[str]:

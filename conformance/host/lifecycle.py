@@ -24,15 +24,18 @@ from typing import IO, Callable, Iterator, Optional
 
 from conformance.model.errors import DriverError
 
-from . import proctable
+from . import proctable, writers
 from .drivers import RuntimeDriver
 from .drivers.base import NO_LAUNCH, Launch
+from .drivers.procs import poll_until
 
 #: after a kill (the timeout) or a forced delete: how long the init gets to be reaped
 STOP_WAIT_S = 5.0
 
 #: how long start waits for the init to exec the entrypoint (past it, the steps judge what they see)
 ENTRYPOINT_WAIT_S = 10.0
+#: how long the cleanup waits for a live container its kill ended, before it leaves it to the delete
+KILL_WAIT_S = 0.5
 
 #: the points of ``running`` where ``at`` is called (the ``with`` body is "running")
 STAGES = ("created", "exited", "deleted")
@@ -76,9 +79,8 @@ class Container:
         self.driver.start(self.cid)
         if self.pid is None or self._runtime_exe is None or self.driver.sandbox is None or self.driver.sandboxed:
             return
-        deadline = time.monotonic() + min(self.timeout, ENTRYPOINT_WAIT_S)
-        while proctable.exe_id(self.pid) == self._runtime_exe and time.monotonic() < deadline:
-            time.sleep(0.001)
+        pid, before = self.pid, self._runtime_exe
+        poll_until(lambda: proctable.exe_id(pid) != before, time.monotonic() + min(self.timeout, ENTRYPOINT_WAIT_S))
 
     def release(self) -> None:
         """Let an entrypoint waiting in ``read _`` go: one line, then end of input (``cat`` ends too);
@@ -93,6 +95,15 @@ class Container:
             pass
         self._close_stdin()
 
+    def may_write(self, path: Path) -> bool:
+        """Whether a process may still add to ``path`` (the container's stdout): not when every
+        holder waits on this stdin, still unreleased (writers.py).  Output the harness copies
+        itself (a terminal's, an engine's FIFOs) that look cannot tell from a waiting one: there,
+        always."""
+        if self.launch.console is not None or not getattr(self.driver, "writes_output_itself", False):
+            return True
+        return writers.may_grow(path, os.fstat(self._stdin_w).st_ino if self._stdin_w >= 0 else None)
+
     def wait(self) -> int | None:
         """Wait up to the timeout for the entrypoint's exit; past it, kill the container.
 
@@ -100,8 +111,11 @@ class Container:
         """
         self.exit, self.timed_out = self.driver.wait(self.cid, self.timeout)
         self._waited = True
-        if self.timed_out:
-            _quietly(self.driver.kill, self.cid, "KILL")
+        if self.timed_out:  # through the runtime, as a caller would: what the next steps see is its doing
+            try:
+                self.driver.kill(self.cid, "KILL")
+            except DriverError:
+                pass
             self.driver.wait(self.cid, STOP_WAIT_S)
         return self.exit
 
@@ -118,11 +132,23 @@ class Container:
             self._stdin_r = -1
         try:
             if not self._deleted:
+                self._stop()
                 self.delete()
         finally:
             if self.pid is not None and not self._waited:
                 self.driver.wait(self.cid, STOP_WAIT_S)  # killed by the delete: reap, record nothing
                 self._waited = True
+
+    def _stop(self) -> None:
+        """End a live container before the cleanup's delete: SIGKILLed (``driver.stop``), then reaped
+        at once by the harness, its subreaper.  runc 1.1's ``delete --force`` of a live container signals it and
+        then sleeps 100 ms before it looks again (delete.go, killContainer), a sleep it never takes
+        for a stopped one.  A container whose kill does not end it soon is left to the delete."""
+        if self.pid is None or self._waited:
+            return
+        self.driver.stop(self.cid)
+        _, timed_out = self.driver.wait(self.cid, KILL_WAIT_S)
+        self._waited = not timed_out
 
     def _close_stdin(self) -> None:
         if self._stdin_w >= 0:
@@ -169,11 +195,3 @@ def running(driver: RuntimeDriver, bundle: Path, cid: str, stdout: IO[bytes], st
 
 def _nowhere(stage: str, container: Container) -> None:
     """No probes."""
-
-
-def _quietly(verb: Callable[..., None], *args: str) -> None:
-    """A verb whose refusal changes nothing (killing a container that exited meanwhile)."""
-    try:
-        verb(*args)
-    except DriverError:
-        pass

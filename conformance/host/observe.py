@@ -32,6 +32,7 @@ from . import cgroupfs, facts, handover, hoststate, inside, lifecycle
 from .bundle import Bundle
 from .drivers import RuntimeDriver
 from .drivers.base import Launch
+from .drivers.procs import poll_until
 from .image import read_layer_file
 from .steps import refused_create, run_steps
 
@@ -117,16 +118,18 @@ def _exe(pid: int) -> str | None:
 
 
 def _wait_exec(pid: int, before: str | None, timeout: float) -> bool:
-    """Wait until the init has exec'd the entrypoint (its /proc/<pid>/exe changed)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """Wait until the init has exec'd the entrypoint (its /proc/<pid>/exe changed); polled as the
+    drivers poll a pid file (procs.poll_until: tight where a CPU is spare), since the exec usually
+    follows the pid file by a moment."""
+    outcome: list[bool] = []
+
+    def decided() -> bool:
         now = _exe(pid)
-        if now is None:
-            return False
-        if now != before:
-            return True
-        time.sleep(0.002)
-    return False
+        if now is None or now != before:
+            outcome.append(now is not None)
+        return bool(outcome)
+
+    return poll_until(decided, time.monotonic() + timeout) and outcome[0]
 
 
 def _read_outputs(bundle: Bundle, obs: Observation) -> None:

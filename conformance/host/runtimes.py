@@ -135,11 +135,38 @@ def _crun_on_hybrid(profile: RuntimeProfile) -> None:
     if cgroupfs.layout(mount_map) != "hybrid":
         return
     unified = str(mount_map[""])
-    profile.launcher = ["unshare", "--mount", "--propagation", "unchanged", "--", "sh", "-c",
-                        f'mount --make-private {unified} && umount -l {unified} && exec "$0" "$@"']
+    profile.launcher = ["unshare", "--mount", "--propagation", "unchanged", "--", *_detach_then_exec(unified)]
     profile.adaptations.append(
         f"hybrid cgroup host: crun runs in a private mount namespace without {unified} "
         "(crun refuses hybrid layouts)")
+
+
+def _detach_then_exec(mountpoint: str) -> list[str]:
+    """A shell that detaches ``mountpoint`` in its (new) mount namespace, then execs the runtime.
+
+    The mount is made private first only when it is shared (the detach would reach its peers);
+    with busybox (static, which the rootfs needs anyway) the ``umount`` starts without the
+    dynamic loader.  The shell stays the system's: busybox's own would run its applets for the
+    names it execs (its ``setpriv`` in the rootless lane, which lacks util-linux's options).
+    """
+    busybox = shutil.which("busybox")
+    prefix = f"{busybox} " if busybox else ""
+    private = f"{prefix}mount --make-private {mountpoint} && " if _is_shared(mountpoint) else ""
+    return ["sh", "-c", f'{private}{prefix}umount -l {mountpoint} && exec "$0" "$@"']
+
+
+def _is_shared(mountpoint: str) -> bool:
+    """Whether the mount at ``mountpoint`` has peers (``shared:N`` in /proc/self/mountinfo); when
+    unsure, True (the make-private is then made, as it always was)."""
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return True
+    for line in lines:
+        fields = line.split(" - ")[0].split()
+        if len(fields) > 4 and fields[4] == mountpoint:
+            return any(f.startswith("shared:") for f in fields[6:])
+    return True
 
 
 def _runsc_flags(profile: RuntimeProfile) -> None:

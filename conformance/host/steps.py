@@ -70,6 +70,7 @@ ABSENT = "<absent>"  # a state field, or a host file, that is not there
 
 STATE_SETTLE_S = 2.0  # a "stopped" state may lag the exit by a moment
 OUTPUT_SETTLE_S = 3.0  # how long a stdout step waits for the entrypoint to print
+WRITERS_LOOK_S = 0.02  # how often that wait asks whether anything may still print (writers.py)
 
 
 def parse(step: Any) -> tuple[str, Any]:
@@ -141,14 +142,22 @@ def _state(container: Container, arg: Any, variables: dict[str, str]) -> StepRes
     return StepResult(name, not misses, f"{name}: {'; '.join(misses) or 'as expected'}; observed {shown}")
 
 
-def _stdout(arg: Any, stdout_file: Path, variables: dict[str, str]) -> StepResult:
-    """What the entrypoint has written so far; it writes on its own schedule, so give it a moment."""
-    deadline = time.monotonic() + OUTPUT_SETTLE_S
+def _stdout(arg: Any, stdout_file: Path, variables: dict[str, str],
+            may_write: Callable[[Path], bool] = lambda _path: True) -> StepResult:
+    """What the entrypoint has written so far; it writes on its own schedule, so give it a moment —
+    as long as anything may still write (``may_write``: Container.may_write); the file is read after
+    that look, so whatever was written before it is in."""
+    deadline = next_look = time.monotonic() + OUTPUT_SETTLE_S
+    final = False
     while True:
         text = stdout_file.read_text(errors="replace")
         misses = text_failures(TextExpectation.from_yaml(arg), text, variables)
-        if not misses or time.monotonic() > deadline:
+        if not misses or final or time.monotonic() > deadline:
             break
+        if time.monotonic() >= next_look or next_look == deadline:  # the first miss looks at once
+            next_look = time.monotonic() + WRITERS_LOOK_S
+            final = not may_write(stdout_file)  # then the file is read once more, and that is all
+            continue
         time.sleep(0.01)
     return StepResult("stdout", not misses, f"stdout so far: {'; '.join(misses) or 'as expected'}; "
                       f"observed {text.strip()[:100]!r}")
@@ -332,7 +341,7 @@ def _verb(verb: str, arg: Any, container: Container, stdout_file: Path,
         container.wait()  # kills it on timeout
         return None
     if verb == "stdout":
-        return _stdout(arg, stdout_file, variables)
+        return _stdout(arg, stdout_file, variables, container.may_write)
     if verb == "host_mount":
         return _host_mount(str(arg), variables)
     return StepResult(str(verb), False, f"{verb}: not a lifecycle step (see conformance/host/steps.py)")

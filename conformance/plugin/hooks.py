@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from conformance.catalog.loader import scenario_schema
+from conformance.host.drivers.procs import set_spin
 from conformance.host.drivers.rootless import USER_ENV as ROOTLESS_USER_ENV
 from conformance.host.session import sweep_dead
 from conformance.hosts.connect import Targets, expand
@@ -29,6 +30,7 @@ from conformance.model.scenario import id_clashes
 from .baseline_gate import BaselineGate
 from .items import Catalog, ScenarioFile, ScenarioItem, tags_of
 from .matrix_report import MatrixReporter, WorkerHostReport
+from .order import longest_first
 from .stash import PACKAGE_DIR, hosts_key, runtimes_key, scenarios_dir, targets_key
 
 
@@ -117,8 +119,18 @@ def pytest_configure(config: pytest.Config) -> None:
             config.pluginmanager.register(BaselineGate(config, config.getoption("baseline")), "conformance-baseline")
     else:
         config.pluginmanager.register(WorkerHostReport(config), "conformance-worker-hosts")
+    _spin_only_with_a_spare_cpu(config)
     if hasattr(signal, "SIGTERM") and signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
         signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # so cleanup runs on `kill`/CI timeouts
+
+
+def _spin_only_with_a_spare_cpu(config: pytest.Config) -> None:
+    """An xdist worker among as many workers as CPUs waits for runtimes without polling first
+    (procs.SPIN_S): every CPU is busy with a worker or a runtime, and a poll takes its time from
+    the runtime it waits for."""
+    workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
+    if workers >= len(os.sched_getaffinity(0)):
+        set_spin(0.0)
 
 
 def _sweep_killed_runs() -> None:
@@ -162,6 +174,11 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     naming both places, in the place of its first item, and the rest of the
     session runs.
     """
+    _replace_clashing(items)
+    longest_first(items)  # order.py: so that with -n 2 no long cell is handed out last
+
+
+def _replace_clashing(items: list[pytest.Item]) -> None:
     files = list(dict.fromkeys(item.parent for item in items if isinstance(item, ScenarioItem)))
     clashes = id_clashes([sc for file in files if isinstance(file, ScenarioFile) for sc in file.scenarios])
     if not clashes:

@@ -97,6 +97,10 @@ class RuntimeDriver(abc.ABC):
     #: the lane's engine takes a terminal container's console itself and relays it (a shim): the
     #: harness then gives no console socket, and the terminal's output arrives on the task's stdout
     relays_terminal: ClassVar[bool] = False
+    #: whether the container's processes write the scenario's stdout file themselves (the bare
+    #: lane hands it to the runtime), rather than a copy the harness makes (an engine's FIFOs):
+    #: only then can who holds the file say that no more output can come (writers.py)
+    writes_output_itself: ClassVar[bool] = False
 
     def __init__(self, profile: RuntimeProfile, root: Path) -> None:
         self.profile = profile
@@ -234,6 +238,14 @@ class RuntimeDriver(abc.ABC):
     @abc.abstractmethod
     def kill(self, cid: str, sig: str = "KILL") -> None:
         """Send ``sig`` (a name without SIG, or a number) to the init; VerbFailed when refused."""
+
+    def stop(self, cid: str) -> None:
+        """End a live container for its removal (the harness's cleanup, never a checked verb): by
+        default the runtime's own ``kill``; quiet when refused."""
+        try:
+            self.kill(cid, "KILL")
+        except DriverError:
+            pass
 
     @abc.abstractmethod
     def wait(self, cid: str, timeout: float) -> tuple[int | None, bool]:

@@ -56,6 +56,7 @@ class CliDriver(RuntimeDriver):
 
     lane = "bare"
     spelling = "{}"
+    writes_output_itself = True
 
     def __init__(self, profile: RuntimeProfile, root: Path) -> None:
         super().__init__(profile, root)
@@ -283,6 +284,19 @@ class CliDriver(RuntimeDriver):
 
     def kill(self, cid: str, sig: str = "KILL") -> None:
         self._call("kill", cid, sig)
+
+    def stop(self, cid: str) -> None:
+        """SIGKILL the adopted init directly, where it is the container's process: one runtime process
+        fewer than ``kill`` (for runtime-ref a Python start).  Not yet reaped, its pid cannot have
+        been reused.  A sandbox (runsc: the state pid is its own) gets the runtime's kill."""
+        pid = self._inits.get(cid)
+        if pid is None or self.sandboxed:
+            super().stop(cid)
+            return
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
     def wait(self, cid: str, timeout: float) -> tuple[int | None, bool]:
         """The adopted init's exit status (``waitpid``; runsc: its sandbox's, which exits with it)."""

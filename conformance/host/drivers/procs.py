@@ -22,8 +22,21 @@ from ..proctable import process_state
 PR_SET_CHILD_SUBREAPER = 36
 #: how long a wait polls before it blocks: measured on this project's VM, a runtime process that
 #: a blocked waiter waits for ends ~5-10 ms later than one a short poll watches (idle virtual CPUs
-#: wake slowly); past this a wait blocks, so a slow runtime (under emulation) costs no CPU
+#: wake slowly); past this a wait blocks, so a slow runtime (under emulation) costs no CPU.
+#: Only worth it where a CPU would otherwise idle: ``set_spin(0)`` where the harness's own
+#: processes keep every CPU busy (as many xdist workers as CPUs), and the poll would take its
+#: time from the runtimes it waits for.
 SPIN_S = 0.1
+
+
+def set_spin(seconds: float) -> None:
+    """How long waits poll before they block, for this process (see SPIN_S)."""
+    global SPIN_S
+    SPIN_S = seconds
+
+
+#: while a wait for an init lasts, how often the other zombies the harness adopted are reaped
+REAP_EVERY_S = 0.2
 
 
 def empty_stdin() -> int:
@@ -87,10 +100,19 @@ def wait_exit(pid: int, timeout: float) -> tuple[int | None, bool]:
 
     If the init is not our child (the runtime kept it elsewhere), poll until it
     is gone and report the status as unknown (None).
+
+    Meanwhile the other zombies we adopted are reaped, every REAP_EVERY_S: an
+    init that ends its PID namespace cannot exit until every process of it is
+    reaped, and one the runtime forked and left behind (crun 1.8's child of a
+    failed ``exec --detach``) is ours to reap, as subreaper.  Unreaped, it held
+    the init, and the wait ran into its timeout (20 s) now and then.
     """
     deadline = time.monotonic() + timeout
     delay = 0.001
-    block_until_exit(pid, timeout)
+    exited = block_until_exit(pid, min(timeout, REAP_EVERY_S))
+    while exited is False and time.monotonic() < deadline:
+        reap_adopted(exclude=pid)
+        exited = block_until_exit(pid, min(REAP_EVERY_S, max(deadline - time.monotonic(), 0.0)), spin=False)
     while True:
         try:
             done, status = os.waitpid(pid, os.WNOHANG)
@@ -112,7 +134,7 @@ def _poll_gone(pid: int, deadline: float) -> tuple[int | None, bool]:
     return None, False
 
 
-def block_until_exit(pid: int, timeout: float) -> bool | None:
+def block_until_exit(pid: int, timeout: float, spin: bool = True) -> bool | None:
     """Sleep until ``pid`` has exited (True) or ``timeout`` passed (False), on a pidfd.
 
     Popen.wait(timeout) and a waitpid loop both poll, with sleeps growing to
@@ -128,7 +150,7 @@ def block_until_exit(pid: int, timeout: float) -> bool | None:
         return None
     started = time.monotonic()
     try:
-        while time.monotonic() - started < SPIN_S:  # see wait_for_file: a short poll first
+        while spin and time.monotonic() - started < SPIN_S:  # see wait_for_file: a short poll first
             if select.select([fd], [], [], 0)[0]:
                 return True
             time.sleep(0.0005)
