@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Iterator
@@ -208,7 +209,8 @@ def test_closing_a_session_lists_no_empty_root_and_kills_what_names_a_root(monke
     asked: list[tuple[str, ...]] = []
     for driver in (plain, control):
         monkeypatch.setattr(driver, "_call", lambda *verb, **kw: asked.append(verb))
-    stray = subprocess.Popen(["sh", "-c", "sleep 60", "sh", f"--root={control.root}"])
+    # one process (a shell would fork its sleep, whose command line names the root until it execs)
+    stray = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", f"--root={control.root}"])
     try:
         left = made.close()
         assert asked == []
