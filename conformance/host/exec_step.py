@@ -35,7 +35,7 @@ from conformance.model.scenario import TextExpectation
 
 from . import proctable
 from .drivers.procs import empty_stdin, reap_adopted
-from .lifecycle import Container
+from .lifecycle import Container, exe_link
 
 #: how long the exec'd process may take to appear (pid file) and to exec the command
 APPEAR_S = 10.0
@@ -174,19 +174,11 @@ def _appeared(pid_file: Path, init_pid: int | None, proc: subprocess.Popen[str],
         text = pid_file.read_text().strip() if pid_file.exists() else ""
         pid = int(text) if text.isdigit() else None
         exe = proctable.exe_id(pid) if pid is not None else None
-        if exe is not None and exe == want and _exe_link(pid) != runtime_exe:
+        if pid is not None and exe is not None and exe == want and exe_link(pid) != runtime_exe:
             return pid
         seen[:] = [f"pid file {text!r}, its exe {exe}, the init's {want}"]
         time.sleep(0.005)
     return None
-
-
-def _exe_link(pid: int | None) -> str:
-    """What /proc/<pid>/exe names ("" when gone): the form the sandbox probe keeps the runtime's init in."""
-    try:
-        return os.readlink(f"/proc/{pid}/exe") if pid is not None else ""
-    except OSError:
-        return ""
 
 
 def _compare(init: int | None, other: int, groups: list[str]) -> list[str]:

@@ -24,7 +24,7 @@ from typing import IO, Callable, Iterator, Optional
 
 from conformance.model.errors import DriverError
 
-from . import proctable, writers
+from . import writers
 from .drivers import RuntimeDriver
 from .drivers.base import NO_LAUNCH, Launch
 from .drivers.procs import poll_until
@@ -41,6 +41,30 @@ KILL_WAIT_S = 0.5
 STAGES = ("created", "exited", "deleted")
 
 
+def exe_link(pid: int) -> str | None:
+    """What ``/proc/<pid>/exe`` names (the program the process runs now); None once it is gone."""
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return None
+
+
+def wait_exec(pid: int, before: str | None, timeout: float) -> bool:
+    """Wait until the init has exec'd the entrypoint: its ``/proc/<pid>/exe`` no longer names
+    ``before``, the runtime's own program (True); False if it ended first or ``timeout`` passed.
+    Polled as the drivers poll a pid file (procs.poll_until: tight where a CPU is spare), since the
+    exec usually follows start, or the pid file, by a moment."""
+    outcome: list[bool] = []
+
+    def decided() -> bool:
+        now = exe_link(pid)
+        if now is None or now != before:
+            outcome.append(now is not None)
+        return bool(outcome)
+
+    return poll_until(decided, time.monotonic() + timeout) and outcome[0]
+
+
 class Container:
     """One container id on one driver, with the pipe that is its stdin; the verbs in their order."""
 
@@ -55,14 +79,14 @@ class Container:
         self._waited = False
         self._deleted = False
         self._stdin_r, self._stdin_w = os.pipe()
-        self._runtime_exe: tuple[int, int] | None = None  # what the init ran when created (the runtime's code)
+        self.created_exe: str | None = None  # what the init ran when created (the runtime's code): exe_link
 
     def create(self) -> int:
         """Create the container; DriverError when the runtime cannot (a step may expect that)."""
         self.pid = self.driver.create(self.bundle, self.cid, self._stdin_r, self.stdout, self.stderr, self.timeout,
                                       self.launch)
         # the created init still runs the runtime's code (runc init, crun, runtime-ref's Python), waiting for start
-        self._runtime_exe = proctable.exe_id(self.pid)
+        self.created_exe = exe_link(self.pid)
         return self.pid
 
     def start(self) -> None:
@@ -77,10 +101,9 @@ class Container:
         probe said which kind the runtime is.
         """
         self.driver.start(self.cid)
-        if self.pid is None or self._runtime_exe is None or self.driver.sandbox is None or self.driver.sandboxed:
+        if self.pid is None or self.created_exe is None or self.driver.sandbox is None or self.driver.sandboxed:
             return
-        pid, before = self.pid, self._runtime_exe
-        poll_until(lambda: proctable.exe_id(pid) != before, time.monotonic() + min(self.timeout, ENTRYPOINT_WAIT_S))
+        wait_exec(self.pid, self.created_exe, min(self.timeout, ENTRYPOINT_WAIT_S))
 
     def release(self) -> None:
         """Let an entrypoint waiting in ``read _`` go: one line, then end of input (``cat`` ends too);

@@ -32,7 +32,6 @@ from . import cgroupfs, facts, handover, hoststate, inside, lifecycle
 from .bundle import Bundle
 from .drivers import RuntimeDriver
 from .drivers.base import Launch
-from .drivers.procs import poll_until
 from .image import read_layer_file
 from .steps import refused_create, run_steps
 
@@ -108,28 +107,6 @@ def _field(text: str, name: str) -> str:
         if sep and key.strip() == name:
             return value.strip()
     raise LookupError(f"no {name!r} line")
-
-
-def _exe(pid: int) -> str | None:
-    try:
-        return os.readlink(f"/proc/{pid}/exe")
-    except OSError:
-        return None
-
-
-def _wait_exec(pid: int, before: str | None, timeout: float) -> bool:
-    """Wait until the init has exec'd the entrypoint (its /proc/<pid>/exe changed); polled as the
-    drivers poll a pid file (procs.poll_until: tight where a CPU is spare), since the exec usually
-    follows the pid file by a moment."""
-    outcome: list[bool] = []
-
-    def decided() -> bool:
-        now = _exe(pid)
-        if now is None or now != before:
-            outcome.append(now is not None)
-        return bool(outcome)
-
-    return poll_until(decided, time.monotonic() + timeout) and outcome[0]
 
 
 def _read_outputs(bundle: Bundle, obs: Observation) -> None:
@@ -225,10 +202,10 @@ class _StageReader:
             assert container.pid is not None
             self.variables["init_pid"] = str(container.pid)  # {{init_pid}}: the init's host pid
             self.probe = _HostProbe(container.pid, self.variables, self.config)
-            self.created_exe = _exe(container.pid)
+            self.created_exe = container.created_exe
         if stage == "running" and self.wanted["running"] and "running" not in self.done:
             assert container.pid is not None
-            if not (self.obs.sandboxed or _wait_exec(container.pid, self.created_exe, self.timeout)):
+            if not (self.obs.sandboxed or lifecycle.wait_exec(container.pid, self.created_exe, self.timeout)):
                 self.obs.facts += [FactReading(f, error=NOT_SEEN_RUNNING) for f in self.wanted["running"]]
                 self.done.add("running")
                 return
@@ -348,7 +325,7 @@ def _while_running(scenario: Scenario, driver: RuntimeDriver, container: lifecyc
     """Host facts and testinfra checks, once the entrypoint is seen running (a sandbox: once started,
     since its state pid never execs the entrypoint)."""
     assert container.pid is not None
-    if obs.sandboxed or _wait_exec(container.pid, stages.created_exe, min(EXEC_WAIT_S, scenario.timeout)):
+    if obs.sandboxed or lifecycle.wait_exec(container.pid, stages.created_exe, min(EXEC_WAIT_S, scenario.timeout)):
         stages.read("running")
         if scenario.inside_checks:  # commands inside, through the runtime's exec
             obs.inside = inside.read(scenario, driver.exec_argv(container.cid), container.cid,
