@@ -208,17 +208,7 @@ def _user(entry: pwd.struct_passwd, home: Path, made: bool) -> RootlessUser:
 
 def _ranges_of(name: str, uid: int, path: str) -> list[IdRange]:
     """The user's ranges in ``/etc/subuid`` or ``/etc/subgid`` (an entry names it or its uid)."""
-    try:
-        lines = Path(path).read_text().splitlines()
-    except OSError:
-        return []
-    found = []
-    for line in lines:
-        owner, _, rest = line.strip().partition(":")
-        start, _, count = rest.partition(":")
-        if owner in (name, str(uid)) and start.isdigit() and count.isdigit():
-            found.append(IdRange(int(start), int(count)))
-    return found
+    return [r for owner, r in _entries(path) if owner in (name, str(uid))]
 
 
 def _add_ranges(name: str) -> None:
@@ -232,6 +222,11 @@ def _add_ranges(name: str) -> None:
 
 
 def _all_ranges(path: str) -> list[IdRange]:
+    return [r for _, r in _entries(path)]
+
+
+def _entries(path: str) -> list[tuple[str, IdRange]]:
+    """(owner, range) of each well-formed ``owner:start:count`` line of a subordinate id file."""
     try:
         lines = Path(path).read_text().splitlines()
     except OSError:
@@ -240,7 +235,7 @@ def _all_ranges(path: str) -> list[IdRange]:
     for line in lines:
         parts = line.strip().split(":")
         if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
-            out.append(IdRange(int(parts[1]), int(parts[2])))
+            out.append((parts[0], IdRange(int(parts[1]), int(parts[2]))))
     return out
 
 
