@@ -47,8 +47,6 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import psutil
-
 REPO = Path(__file__).resolve().parent.parent
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"
 if VENV_PYTHON.exists() and Path(sys.prefix).resolve() != VENV_PYTHON.parent.parent.resolve():
@@ -56,6 +54,8 @@ if VENV_PYTHON.exists() and Path(sys.prefix).resolve() != VENV_PYTHON.parent.par
     # pytest plugins the system Python happens to carry (they cost seconds of start-up).
     os.execv(str(VENV_PYTHON), [str(VENV_PYTHON), *sys.argv])
 sys.path.insert(0, str(REPO))
+
+import psutil  # noqa: E402  (only in the project's environment, hence after the re-exec)
 
 from conformance.catalog.loader import load_scenarios  # noqa: E402
 from conformance.host import hostinfo  # noqa: E402
