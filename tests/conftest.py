@@ -8,7 +8,6 @@ import re
 import secrets
 import subprocess
 import sys
-import tempfile
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,7 +109,9 @@ def host_leftovers(tag: str = RUN_TAG) -> set[str]:
     for mountpoint in set(cgroupfs.mounts().values()):
         found |= {f"cgroup {p}" for p in glob.glob(f"{mountpoint}/cf-{tag}-*")}
     found |= {f"state {p}" for p in glob.glob(f"/run/oci-conformance-{tag}-*")}
-    found |= {f"workdir {p}" for p in glob.glob(os.path.join(tempfile.gettempdir(), f"oci-conformance-{tag}-*"))}
+    from conformance.host.session import work_bases
+
+    found |= {f"workdir {p}" for base in work_bases() for p in glob.glob(f"{base}/oci-conformance-{tag}-*")}
     with open("/proc/self/mountinfo") as f:
         found |= {f"mount {line.split()[4]}" for line in f if f"oci-conformance-{tag}" in line}
     found |= {f"netns {p}" for p in glob.glob(f"/run/netns/cf-{tag}-*")}  # host_setup bridge_net

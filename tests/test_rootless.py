@@ -16,7 +16,6 @@ import re
 import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ from conformance.host.bundle import build
 from conformance.host.drivers import rootless
 from conformance.host.drivers.procs import reap_adopted
 from conformance.host.executor import execute
-from conformance.host.session import RunSession
+from conformance.host.session import RunSession, work_bases
 from conformance.model.scenario import Expectations, Scenario
 from tests.conftest import PID1, REPO, RUN_TAG, SUITE_ENV, rootless_leftovers, run_suite, suite_command, write_scenarios
 
@@ -280,8 +279,8 @@ def test_a_later_run_sweeps_what_a_killed_run_left(tmp_path: Path):
         assert rootless_leftovers() - before == set()
         assert not _user_procs(set(users.values())) and not any(h.exists() for h in homes)
     finally:  # the killed run's own state root and work dir (the agent's sweep, not the lane's, takes those)
-        for path in glob.glob(f"/run/oci-conformance-{RUN_TAG}-*") + glob.glob(
-                os.path.join(tempfile.gettempdir(), f"oci-conformance-{RUN_TAG}-*")):
+        for path in glob.glob(f"/run/oci-conformance-{RUN_TAG}-*") + [
+                p for base in work_bases() for p in glob.glob(f"{base}/oci-conformance-{RUN_TAG}-*")]:
             shutil.rmtree(path, ignore_errors=True)
 
 

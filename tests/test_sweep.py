@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conformance.host import cgroupfs
-from conformance.host.session import STATE_BASE, sweep_dead
+from conformance.host.session import SHM, STATE_BASE, RunSession, sweep_dead, work_base
 
 
 def _dead_pid() -> int:
@@ -113,3 +113,39 @@ def test_tags_this_project_did_not_make_are_not_swept_unless_named(runs: list[Ru
         assert str(foreign) in sweep_dead("someone-else")
     finally:
         shutil.rmtree(foreign, ignore_errors=True)
+
+
+def test_a_sessions_work_dir_is_on_a_memory_file_system_when_the_host_has_one(monkeypatch: pytest.MonkeyPatch):
+    """Bundles go under /dev/shm when it is a tmpfs (this VM's /tmp is ext4), or where
+    OCI_CONFORMANCE_WORKDIR says; the session removes its work dir either way."""
+    monkeypatch.delenv("OCI_CONFORMANCE_WORKDIR", raising=False)
+    on_tmpfs = any(line.split()[1:3] == [str(SHM), "tmpfs"] for line in Path("/proc/self/mounts").open())
+    assert work_base() == (SHM if on_tmpfs else Path(tempfile.gettempdir()))
+    chosen = Path(tempfile.mkdtemp(prefix="sweep-workbase-"))
+    try:
+        monkeypatch.setenv("OCI_CONFORMANCE_WORKDIR", str(chosen))
+        session = RunSession()
+        work = session.workdir
+        assert work.parent == chosen and work.name.startswith("oci-conformance-")
+        session.close()
+        assert not work.exists()
+    finally:
+        shutil.rmtree(chosen, ignore_errors=True)
+
+
+@pytest.mark.parametrize("base", ["shm", "tmp"])
+def test_a_killed_sessions_work_dir_is_swept_wherever_it_was_made(base: str):
+    """A killed run's work dir, in /dev/shm or $TMPDIR, goes with the next sweep; a live one's stays."""
+    where = SHM if base == "shm" else Path(tempfile.gettempdir())
+    if not where.is_dir():
+        pytest.skip(f"{where} does not exist here")
+    tag = _private_tag()
+    dead = Path(tempfile.mkdtemp(prefix=f"oci-conformance-{tag}-{_dead_pid()}-", dir=where))
+    alive = Path(tempfile.mkdtemp(prefix=f"oci-conformance-{tag}-{os.getpid()}-", dir=where))
+    try:
+        (dead / "config.json").write_text("{}")
+        assert str(dead) in sweep_dead(tag)
+        assert not dead.exists() and alive.exists()
+    finally:
+        shutil.rmtree(dead, ignore_errors=True)
+        shutil.rmtree(alive, ignore_errors=True)

@@ -28,6 +28,39 @@ from .image import unmount_tree
 from .runtimes import RuntimeProfile, resolve
 
 STATE_BASE = Path("/run")
+#: where a session's work dir goes when ``OCI_CONFORMANCE_WORKDIR`` does not say (see work_base)
+SHM = Path("/dev/shm")
+
+
+def work_base() -> Path:
+    """The directory under which a session makes its work dir (bundles, rootfs copies, logs).
+
+    ``$OCI_CONFORMANCE_WORKDIR`` when set; else ``/dev/shm`` when it is a memory
+    file system this process may write (every scenario makes and removes a
+    bundle there: on this project's VM ``/tmp`` is ext4 with online discard,
+    where those creations and removals cost the harness ~1 ms per cell and the
+    runtimes as much again); else ``$TMPDIR`` (tempfile.gettempdir()).
+    """
+    chosen = os.environ.get("OCI_CONFORMANCE_WORKDIR")
+    if chosen:
+        return Path(chosen)
+    if _is_tmpfs(SHM) and os.access(SHM, os.W_OK | os.X_OK):
+        return SHM
+    return Path(tempfile.gettempdir())
+
+
+def _is_tmpfs(path: Path) -> bool:
+    try:
+        with open("/proc/self/mounts") as mounts:
+            return any(f[1] == str(path) and f[2] == "tmpfs" for f in (line.split() for line in mounts))
+    except OSError:
+        return False
+
+
+def work_bases() -> list[Path]:
+    """Every place a session of this host may have made its work dir (for the sweep)."""
+    bases = [work_base(), Path(tempfile.gettempdir()), SHM]
+    return [b for i, b in enumerate(bases) if b.is_dir() and b not in bases[:i]]
 #: beside each driver's state root: the runtime's argv up to the verb, for sweep_dead
 SWEEP_SUFFIX = ".argv"
 
@@ -50,7 +83,8 @@ class RunSession:
         """Where bundles are written (one sub-directory per container, removed after it)."""
         if self._workdir is None:
             # the pid in the name lets a later run sweep what a killed one left (sweep_dead)
-            self._workdir = Path(tempfile.mkdtemp(prefix=f"oci-conformance-{self._tag}-{os.getpid()}-"))
+            self._workdir = Path(tempfile.mkdtemp(prefix=f"oci-conformance-{self._tag}-{os.getpid()}-",
+                                                  dir=work_base()))
             # mkdtemp makes it 0700; a user-namespaced container's root (a mapped,
             # unprivileged host uid) must be able to traverse it to reach its rootfs.
             self._workdir.chmod(0o711)
@@ -161,7 +195,7 @@ def sweep_dead(tag: str | None = None) -> list[str]:
     """Remove what sessions left when their process was killed (SIGKILL: no cleanup ran).
 
     A session's state root (``/run/oci-conformance-TAG-PID``) and work dir
-    (``$TMPDIR/oci-conformance-TAG-PID-…``) carry the pid of the process that
+    (``WORK_BASE/oci-conformance-TAG-PID-…``, see work_base) carry the pid of the process that
     made them; for each such pid that no longer runs (of run ``tag``, or of
     any run whose tag is one of the forms this project makes: ``OWN_TAG``),
     each lane removes what it keeps beyond its runtime's containers
@@ -191,7 +225,7 @@ def sweep_dead(tag: str | None = None) -> list[str]:
         unmount_tree(state)
         shutil.rmtree(state, ignore_errors=True)
         removed.append(str(state))
-    for work in _dead(Path(tempfile.gettempdir()), tag, r"-(?P<pid>\d+)-[^-/]+"):
+    for work in (w for base in work_bases() for w in _dead(base, tag, r"-(?P<pid>\d+)-[^-/]+")):
         dead_tags.add(_tag_of(work))
         unmount_tree(work)
         shutil.rmtree(work, ignore_errors=True)
@@ -249,7 +283,7 @@ def _tag_of(path: Path, prefix: str = "oci-conformance-") -> str:
 def _live_tags() -> set[str]:
     """The tags of sessions whose process runs (their state roots and work dirs name them)."""
     live = set()
-    for base, tail in ((STATE_BASE, r"-(?P<pid>\d+)"), (Path(tempfile.gettempdir()), r"-(?P<pid>\d+)-[^-/]+")):
+    for base, tail in ((STATE_BASE, r"-(?P<pid>\d+)"), *((b, r"-(?P<pid>\d+)-[^-/]+") for b in work_bases())):
         named = re.compile(f"oci-conformance-(?P<tag>.+?){tail}")
         live |= {m.group("tag") for p in base.glob("oci-conformance-*")
                  if (m := named.fullmatch(p.name)) and _alive(int(m.group("pid")))}
