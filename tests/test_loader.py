@@ -1,6 +1,7 @@
 """Scenario files: validation against the schema, with errors naming file and line."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,66 @@ def test_duplicate_ids_across_documents(tmp_path):
 def test_error_message_is_one_line(tmp_path):
     err = _error(tmp_path, GOOD.replace("exit: 0", "exit: zero").replace("tags: [pid]", "tags: [x]"))
     assert "\n" not in str(err) and "(and 1 more)" in str(err)
+
+
+# -- the cache of loaded scenarios (catalog/loaded_cache.py) ------------------------------
+@pytest.fixture
+def own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A private cache root, and the cache's directory computed afresh for it."""
+    from conformance.catalog import loaded_cache
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    loaded_cache._cache_dir.cache_clear()
+    yield tmp_path / "cache" / "oci-conformance" / "loaded-scenarios"
+    loaded_cache._cache_dir.cache_clear()
+
+
+def test_a_file_loaded_once_comes_back_from_the_cache_equal(tmp_path: Path, own_cache: Path,
+                                                            monkeypatch: pytest.MonkeyPatch):
+    from conformance.catalog import loaded_cache
+
+    write_scenarios(tmp_path, {"s.yaml": GOOD})
+    first = loaded_cache.loaded(tmp_path / "s.yaml")
+    assert first == load_scenarios(tmp_path / "s.yaml")
+    assert len(list(own_cache.rglob("*"))) == 2  # the code's directory and one entry
+
+    def no_parsing(path: Path) -> list:
+        raise AssertionError("parsed again although the file and the code are unchanged")
+
+    monkeypatch.setattr(loaded_cache, "load_scenarios", no_parsing)
+    assert loaded_cache.loaded(tmp_path / "s.yaml") == first
+
+
+def test_an_edited_file_is_loaded_again(tmp_path: Path, own_cache: Path):
+    from conformance.catalog import loaded_cache
+
+    write_scenarios(tmp_path, {"s.yaml": GOOD})
+    assert loaded_cache.loaded(tmp_path / "s.yaml")[0].title == "A good scenario"
+    write_scenarios(tmp_path, {"s.yaml": GOOD.replace("A good scenario", "Edited, same size!")})
+    assert loaded_cache.loaded(tmp_path / "s.yaml")[0].title == "Edited, same size!"
+
+
+def test_a_file_that_does_not_load_raises_every_time_and_is_not_kept(tmp_path: Path, own_cache: Path):
+    from conformance.catalog import loaded_cache
+
+    write_scenarios(tmp_path, {"s.yaml": GOOD.replace("tags: [pid]", "tags: [pid]\nbogus: 1")})
+    for _ in range(2):
+        with pytest.raises(ScenarioError) as info:
+            loaded_cache.loaded(tmp_path / "s.yaml")
+        assert "bogus" in str(info.value) and "s.yaml" in str(info.value)
+    assert not any(p.is_file() for p in own_cache.rglob("*"))
+
+
+def test_another_version_of_the_code_uses_its_own_entries(tmp_path: Path, own_cache: Path,
+                                                          monkeypatch: pytest.MonkeyPatch):
+    """The directory is named by the code that loads: a change to it (here: the schema) is a miss."""
+    from conformance.catalog import loaded_cache
+
+    write_scenarios(tmp_path, {"s.yaml": GOOD})
+    loaded_cache.loaded(tmp_path / "s.yaml")
+    schema = tmp_path / "schema.json"
+    schema.write_bytes(loaded_cache.SCHEMA_PATH.read_bytes() + b"\n")
+    monkeypatch.setattr(loaded_cache, "SCHEMA_PATH", schema)
+    loaded_cache._cache_dir.cache_clear()
+    loaded_cache.loaded(tmp_path / "s.yaml")
+    assert len([d for d in own_cache.iterdir() if d.is_dir()]) == 2

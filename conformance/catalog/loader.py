@@ -10,12 +10,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any, Iterator
 
 import yaml
 
+from conformance.model.cache_dir import cache_root
 from conformance.model.errors import ScenarioError
 from conformance.model.expectations import expectation_refs, unknown_marks
 from conformance.model.scenario import LinePath, Scenario, from_document
@@ -134,8 +134,7 @@ def _validator() -> Any:
 
 
 def _known_valid_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-    return Path(base) / "oci-conformance" / "valid-scenarios"
+    return cache_root() / "valid-scenarios"
 
 
 @functools.lru_cache(maxsize=1)

@@ -41,8 +41,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from conformance.model.cache_dir import cache_root
+
 from ..model.image_spec import OPAQUE_MARKER, WHITEOUT_PREFIX, ImageError, ImageSpec
-from .rootfs import busybox_rootfs, cache_root, cached_build, chown_tree
+from .rootfs import busybox_rootfs, cached_build, chown_tree
 
 OPAQUE_XATTR = "trusted.overlay.opaque"
 #: who the bare lane's snapshotter is (the matrix says so beside each image scenario's cell)

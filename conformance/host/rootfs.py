@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
 
+from conformance.model.cache_dir import cache_root
 from conformance.model.errors import ConformanceError
 
 BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
@@ -25,11 +26,6 @@ DIRS = ("bin", "dev", "etc", "proc", "root", "sys", "tmp", "var/tmp", "run", "mn
 LAYOUT_VERSION = 2  # bump when _build changes, so stale caches are not reused
 PASSWD = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
 GROUP = "root:x:0:\nnogroup:x:65534:\n"
-
-
-def cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-    return Path(base) / "oci-conformance"
 
 
 def find_static_busybox() -> Path:

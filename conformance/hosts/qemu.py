@@ -35,7 +35,8 @@ from pathlib import Path
 
 import testinfra
 
-from conformance.host.rootfs import cache_root, find_static_busybox
+from conformance.host.rootfs import find_static_busybox
+from conformance.model.cache_dir import cache_root
 from conformance.model.errors import ConformanceError
 from conformance.model.records import Execution, HostDescription
 from conformance.model.scenario import Scenario

@@ -12,7 +12,8 @@ from typing import Any, Iterable, Iterator
 
 import pytest
 
-from conformance.catalog.loader import load_scenarios, readable_tags
+from conformance.catalog.loaded_cache import loaded
+from conformance.catalog.loader import readable_tags
 from conformance.host.drivers import label as runtime_label
 from conformance.judge.verdict import Verdict, judge
 from conformance.model.errors import ScenarioError
@@ -48,7 +49,7 @@ class ScenarioFile(pytest.File):
 
     def collect(self) -> Iterator[pytest.Item]:
         try:
-            scenarios = load_scenarios(self.path)
+            scenarios = loaded(self.path)
         except ScenarioError as exc:
             yield from self.error_items(exc, readable_tags(self.path))
             return

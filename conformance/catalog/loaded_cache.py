@@ -1,0 +1,86 @@
+"""Scenarios loaded before, kept by the content that made them: collection without re-parsing.
+
+Every pytest process (the controller and each xdist worker) collects the whole
+catalog; parsing and checking 239 YAML files took ~0.1 s of each, more than
+anything else pytest does before the first scenario.  A file that loaded once
+is kept as its pickled scenarios, named by the hash of the file's bytes, its
+path and the source of the code that turns YAML into scenarios (this package,
+``conformance/model`` and the schema): any change to one of them is a miss and
+a fresh load.  A file that does not load is never kept, so its error (file and
+line) is raised from the YAML every time.  The cache is the user's own
+(``cache_root()``, beside the built rootfs trees): deleting it costs one load.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import pickle
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from conformance.model.cache_dir import cache_root
+from conformance.model.scenario import Scenario
+
+from .loader import SCHEMA_PATH, load_scenarios
+
+PACKAGE = Path(__file__).resolve().parent.parent
+#: the code whose output is kept: a change to any of these files is a new cache
+SOURCES = ("catalog", "model")
+#: a directory of entries of another version of the code, untouched this long, is removed
+STALE_S = 7 * 24 * 3600
+
+
+def loaded(path: Path) -> list[Scenario]:
+    """``load_scenarios(path)``, from the cache when this very file loaded before with this code."""
+    try:
+        content = path.read_bytes()
+    except OSError:
+        return load_scenarios(path)  # it says what cannot be read, with the file's name
+    entry = _cache_dir() / hashlib.sha256(str(path).encode() + b"\0" + content).hexdigest()
+    try:
+        with open(entry, "rb") as kept:
+            scenarios: list[Scenario] = pickle.load(kept)
+        return scenarios
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError):
+        pass
+    scenarios = load_scenarios(path)
+    _keep(entry, scenarios)
+    return scenarios
+
+
+def _keep(entry: Path, scenarios: list[Scenario]) -> None:
+    """Write the entry whole or not at all (xdist workers collect at once)."""
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        fd, staged = tempfile.mkstemp(dir=entry.parent, prefix=".new-")
+    except OSError:  # a read-only or full cache: loaded every time, as before
+        return
+    try:
+        with os.fdopen(fd, "wb") as out:
+            pickle.dump(scenarios, out, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(staged, entry)
+    except OSError:
+        Path(staged).unlink(missing_ok=True)
+
+
+@functools.lru_cache(maxsize=1)
+def _cache_dir() -> Path:
+    """This code's directory of entries.  Other versions' directories that nothing wrote to for
+    STALE_S are removed when a new one is made (two checkouts at work side by side keep theirs)."""
+    digest = hashlib.sha256(SCHEMA_PATH.read_bytes())
+    for part in SOURCES:
+        for source in sorted((PACKAGE / part).glob("*.py")):
+            digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    base = cache_root() / "loaded-scenarios"
+    here = base / digest.hexdigest()[:24]
+    if not here.is_dir() and base.is_dir():
+        for other in base.iterdir():
+            try:
+                if time.time() - other.stat().st_mtime > STALE_S:
+                    shutil.rmtree(other, ignore_errors=True)
+            except OSError:
+                continue
+    return here
