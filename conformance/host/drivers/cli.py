@@ -34,6 +34,7 @@ from .procs import (
     empty_stdin,
     exit_status,
     reap_adopted,
+    run_verb,
     wait_exit,
     wait_for_file,
     with_fds_at_3,
@@ -72,8 +73,7 @@ class CliDriver(RuntimeDriver):
               ) -> subprocess.CompletedProcess[str]:
         """Run a verb to its end; VerbFailed on a non-zero exit when ``check``."""
         try:
-            done = subprocess.run(self._argv(*verb), capture_output=True, text=True, timeout=timeout,
-                                  input="", start_new_session=True)  # an empty pipe, not /dev/null: empty_stdin
+            done = run_verb(self._argv(*verb), timeout)  # stdin an empty pipe, not /dev/null: empty_stdin
         except subprocess.TimeoutExpired:
             raise DriverError(f"{self.label} {' '.join(verb)}: no answer in {timeout:.0f}s") from None
         if check and done.returncode != 0:
@@ -113,31 +113,14 @@ class CliDriver(RuntimeDriver):
         verb that starts a container (``create``, ``run -d`` as a ``cli`` step)
         hands it our stdio, and a pipe would stay open as long as it lives.
         """
-        argv = self._argv(*verb)
-        stdin = empty_stdin()
-        outs: dict[str, Any] = ({"stdout": subprocess.PIPE, "stderr": subprocess.PIPE} if output is None
-                                else {"stdout": output, "stderr": subprocess.STDOUT})
         try:
-            proc = subprocess.Popen(argv, stdin=stdin, text=True, start_new_session=True, **outs)
-        finally:
-            os.close(stdin)
-        deadline = time.monotonic() + timeout
-        between = 0.005  # communicate returns the moment the verb ends; this only paces the reaping
-        while True:
-            reap_adopted(exclude=proc.pid)
-            try:
-                out, err = proc.communicate(timeout=between)
-                break
-            except subprocess.TimeoutExpired:
-                between = min(between * 2, 0.05)
-                if time.monotonic() > deadline:
-                    self._wait_runtime(proc, 0)
-                    proc.communicate()
-                    raise DriverError(f"{self.label} {' '.join(verb)}: no answer in {timeout:.0f}s") from None
+            done = run_verb(self._argv(*verb), timeout, output, meanwhile=lambda verb_pid: reap_adopted(exclude=verb_pid))
+        except subprocess.TimeoutExpired:
+            raise DriverError(f"{self.label} {' '.join(verb)}: no answer in {timeout:.0f}s") from None
         reap_adopted()
-        if check and proc.returncode != 0:
-            raise VerbFailed(self.label, " ".join(verb), proc.returncode, (err or out).strip())
-        return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+        if check and done.returncode != 0:
+            raise VerbFailed(self.label, " ".join(verb), done.returncode, (done.stderr or done.stdout).strip())
+        return done
 
     def kill_strays(self, cid: str | None = None) -> list[int]:
         """SIGKILL processes that still name our private state root (and ``cid``, if given), then reap them.

@@ -12,10 +12,13 @@ import ctypes
 import fcntl
 import os
 import select
+import selectors
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import IO, Callable, Mapping, Sequence
 
 from ..proctable import process_state
 
@@ -51,6 +54,87 @@ def empty_stdin() -> int:
     read_end, write_end = os.pipe()
     os.close(write_end)
     return read_end
+
+
+def run_verb(argv: Sequence[str], timeout: float, output: IO[bytes] | None = None,
+             meanwhile: Callable[[int], object] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a runtime verb to its end, in a session of its own, with an empty pipe as stdin:
+    its stdout and stderr captured (text), or both written to ``output``.
+
+    What ``subprocess.run(..., timeout=)`` does, but the end is awaited on the
+    process's pidfd (block_until_exit): subprocess's own wait with a timeout
+    polls at 1, 2, 4 … 50 ms, and a verb that closes its output a moment before
+    it exits cost ~1.2 ms on average there — over a thousand verbs in a matrix.
+    ``meanwhile`` is called with the verb's pid every few milliseconds while it
+    runs (the bare lane reaps the zombies of helpers it adopted, all but that
+    one, which is left to Popen: see CliDriver._call_reaping).
+    On timeout the verb's process group is killed and subprocess.TimeoutExpired raised.
+    """
+    stdin = empty_stdin()
+    try:
+        proc = subprocess.Popen(argv, stdin=stdin, start_new_session=True,
+                                stdout=subprocess.PIPE if output is None else output,
+                                stderr=subprocess.PIPE if output is None else subprocess.STDOUT)
+    finally:
+        os.close(stdin)
+    deadline = time.monotonic() + timeout
+    with proc:
+        try:
+            out, err = _read_to_end(proc, deadline, meanwhile)
+            while (exited := block_until_exit(proc.pid, _pace(deadline, meanwhile))) is False:
+                if time.monotonic() >= deadline:
+                    raise subprocess.TimeoutExpired(list(argv), timeout)
+                if meanwhile is not None:
+                    meanwhile(proc.pid)
+            proc.wait(None if exited else max(deadline - time.monotonic(), 0))  # None: no pidfd here
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            raise subprocess.TimeoutExpired(list(argv), timeout) from None
+    return subprocess.CompletedProcess(list(argv), proc.returncode, _text(out), _text(err))
+
+
+def _pace(deadline: float, meanwhile: Callable[[int], object] | None) -> float:
+    """How long one wait may block: until the deadline, or a few ms when something is to be done meanwhile."""
+    left = max(deadline - time.monotonic(), 0.0)
+    return min(left, 0.005) if meanwhile is not None else left
+
+
+def _read_to_end(proc: subprocess.Popen[bytes], deadline: float,
+                 meanwhile: Callable[[int], object] | None) -> tuple[bytes, bytes]:
+    """Everything the verb writes to its stdout and stderr pipes (none: b"", b""), until both end."""
+    chunks: dict[int, list[bytes]] = {}
+    with selectors.DefaultSelector() as sel:
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                sel.register(stream.fileno(), selectors.EVENT_READ)
+                chunks[stream.fileno()] = []
+        while sel.get_map():
+            if time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(proc.args, 0)
+            for key, _ in sel.select(_pace(deadline, meanwhile)):
+                data = os.read(key.fd, 65536)
+                if data:
+                    chunks[key.fd].append(data)
+                else:
+                    sel.unregister(key.fd)
+            if meanwhile is not None:
+                meanwhile(proc.pid)
+    out = b"".join(chunks.get(proc.stdout.fileno(), [])) if proc.stdout is not None else b""
+    err = b"".join(chunks.get(proc.stderr.fileno(), [])) if proc.stderr is not None else b""
+    return out, err
+
+
+def _text(data: bytes) -> str:
+    """As subprocess's text mode reads it (universal newlines)."""
+    return data.decode(errors="replace").replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 #: where handed-over descriptors wait before they are moved to 3, 4, …: above any of ours
@@ -150,7 +234,7 @@ def block_until_exit(pid: int, timeout: float, spin: bool = True) -> bool | None
         return None
     started = time.monotonic()
     try:
-        while spin and time.monotonic() - started < SPIN_S:  # see wait_for_file: a short poll first
+        while spin and time.monotonic() - started < min(SPIN_S, timeout):  # see wait_for_file: a short poll first
             if select.select([fd], [], [], 0)[0]:
                 return True
             time.sleep(0.0005)
