@@ -95,6 +95,8 @@ SWITCHES = {
     "extensions": "a property the runtime-spec does not define is refused (the spec says: ignore it)",
     "hook-order": "the hooks of each kind run in the reverse of their listed order",
     "hook-state": "hooks get only id and status on stdin",
+    "hook-sigpipe": "SIGPIPE kills the runtime while it writes the state to a hook (crun 1.8's start and "
+                    "delete): a hook that closes its stdin unread ends the verb half done",
     "hook-namespace": "createContainer and startContainer hooks are run by the runtime in its own "
                       "namespaces, not in the container's",
     "hook-args": "a hook runs with its path as argv[0] and the runtime's environment under its own env",

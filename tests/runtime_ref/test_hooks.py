@@ -164,3 +164,42 @@ def _patched(ref, patch):
     cfg = json.loads(json.dumps(ref.config))
     patch(cfg)
     return cfg
+
+
+#: annotations that make the state on a hook's stdin larger than a pipe holds (64 KiB): the runtime's
+#: write of it waits for the hook to read, so a hook that closes its stdin meets it mid-write
+BIG_ANNOTATIONS = {f"org.conformance.pad.{i:02d}": "x" * 4096 for i in range(32)}
+
+
+def _closes_stdin_then_succeeds(ref, log):
+    """A poststart hook that closes its stdin unread and succeeds, then one that appends to ``log``."""
+    cfg = json.loads(json.dumps(ref.config))
+    cfg["annotations"] = dict(BIG_ANNOTATIONS)
+    cfg["hooks"] = {"poststart": [{"path": "/bin/sh", "args": ["sh", "-c", "exec 0<&-; sleep 0.05"]},
+                                  {"path": "/bin/sh", "args": ["sh", "-c", f"cat >/dev/null; echo after >> {log}"]}]}
+    return cfg
+
+
+def test_a_hook_that_closes_its_stdin_unread_does_not_stop_the_runtime(ref, tmp_path):
+    """The write of the state fails with EPIPE; the hook succeeded, so start and the later hooks go on."""
+    log = tmp_path / "after"
+    cid = ref.create(["sleep", "91"], config=_closes_stdin_then_succeeds(ref, log))
+    pid = ref.state(cid)["pid"]
+    started = ref.cmd("start", cid)
+    assert started.returncode == 0, started.stderr
+    assert log.read_text() == "after\n"
+    assert ref.state(cid)["status"] == "running"
+    ref.cmd("delete", "--force", cid)
+    assert reap(pid) == 137
+
+
+def test_hook_sigpipe_switch_lets_sigpipe_kill_the_runtime(ref, tmp_path):
+    """As crun 1.8.1 in start: SIGPIPE kills the runtime mid-verb, and the next hook never runs."""
+    log = tmp_path / "after"
+    cid = ref.create(["sleep", "91"], config=_closes_stdin_then_succeeds(ref, log), disable="hook-sigpipe")
+    pid = ref.state(cid)["pid"]
+    started = ref.cmd("start", cid)
+    assert started.returncode == -13, (started.returncode, started.stderr)
+    assert not log.exists()
+    ref.cmd("delete", "--force", cid)
+    assert reap(pid) == 137

@@ -271,7 +271,7 @@ ELSEWHERE = {
     "run-cleanup": "test_lifecycle_checks.py", "id-check": "test_lifecycle_checks.py",
     "features": "test_lifecycle_checks.py", "log-format": "test_lifecycle_checks.py",
     "validate": "test_config.py", "extensions": "test_config.py",
-    "hook-order": "test_hooks.py", "hook-state": "test_hooks.py", "hook-namespace": "test_hooks.py",
+    "hook-order": "test_hooks.py", "hook-state": "test_hooks.py", "hook-sigpipe": "test_hooks.py", "hook-namespace": "test_hooks.py",
     "hook-args": "test_hooks.py", "hook-timeout": "test_hooks.py", "poststop-warning": "test_hooks.py",
     "cgroups-path": "test_cgroup_switches.py", "cgroup-cleanup": "test_cgroup_switches.py",
     "cgroup-ownership": "test_cgroup_switches.py",
