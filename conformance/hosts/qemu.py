@@ -50,6 +50,9 @@ INITRAMFS_MODULES = ("virtio_pci", "9pnet_virtio", "9p", "virtio_net", "overlay"
 V1_CONTROLLERS = ("cpu,cpuacct", "memory", "pids", "blkio", "devices", "freezer", "cpuset", "net_cls,net_prio",
                   "perf_event", "hugetlb", "rdma", "misc")
 BOOT_TIMEOUT_KVM_S, BOOT_TIMEOUT_TCG_S = 60.0, 240.0
+#: how often the boot's progress is looked at (the console file, then sshd's banner): each look is a
+#: small file read here, and every poll period is up to that much added to the boot
+BOOT_POLL_S = 0.02
 #: kernel parameters that save seconds under emulation and change nothing a scenario looks at:
 #: no CPU vulnerability mitigations (a throw-away guest running this machine's own binaries);
 #: the TSC trusted (every vCPU's comes from qemu's one clock): no sync check that fails spuriously
@@ -71,6 +74,8 @@ QBOOT = Path("/usr/share/qemu/qboot.rom")
 BOOT_MILESTONES = (("kernel", "Linux version"), ("init", "CONFORMANCE-GUEST-INIT"),
                    ("root", "CONFORMANCE-GUEST-ROOT"), ("ready", "CONFORMANCE-GUEST-READY"))
 PR_SET_PDEATHSIG = 1
+#: where the guest mounts its share (the init script's ``$R/run/conformance``), and the agent zip in it
+GUEST_SHARE, GUEST_AGENT_ZIP = "/run/conformance", "agent.pyz"
 
 
 class _KvmFailed(Exception):
@@ -480,8 +485,12 @@ class Guest:
 
     @property
     def key(self) -> Path:
-        assert self.dir is not None
-        return self.dir / "id_ed25519"
+        return self._files() / "id_ed25519"
+
+    @property
+    def share(self) -> Path:
+        """What the guest sees read-only at GUEST_SHARE (keys, sshd's configuration, the agent zip)."""
+        return self._files() / "share"
 
     def _prepare(self) -> list[str]:
         if not shutil.which("qemu-system-x86_64"):
@@ -612,7 +621,7 @@ class Guest:
                 if time.monotonic() > deadline:
                     raise GuestError(f"qemu://{self.layout}: no sshd after {deadline - started:.0f}s; "
                                      f"console: {self.console_tail()}")
-                time.sleep(0.1)
+                time.sleep(BOOT_POLL_S)
         except BaseException:
             self.stop()
             raise
@@ -622,7 +631,7 @@ class Guest:
         return self
 
     def _note_milestones(self, started: float) -> None:
-        """When each milestone first showed on the console (polled with the banner: ~0.1 s resolution)."""
+        """When each milestone first showed on the console (polled with the banner, every BOOT_POLL_S)."""
         try:
             text = (self._files() / "console.log").read_text(errors="replace")
         except OSError:
@@ -661,9 +670,12 @@ def QemuTarget(spec: str, runtime_flags: dict[str, list[str]], tag: str,
     guest = Guest(spec[len("qemu://"):], kernel_choice or os.environ.get("OCI_CONFORMANCE_QEMU_KERNEL")).boot()
     builder.join()
     try:
+        (guest.share / GUEST_AGENT_ZIP).write_bytes(agent_zip())
         host = testinfra.get_host(f"paramiko://root@127.0.0.1:{guest.port}", ssh_identity_file=str(guest.key))
         target = _GuestTarget(spec, host.backend, runtime_flags, tag, python="/usr/bin/python3")
         target.guest = guest
+        if isinstance(target.agent, AgentLink):  # read from the guest's share, not sent through ssh
+            target.agent.zip_on_host = f"{GUEST_SHARE}/{GUEST_AGENT_ZIP}"
         started = time.monotonic()
         if isinstance(target.agent, AgentLink):
             target.agent.start()
