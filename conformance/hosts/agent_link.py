@@ -48,10 +48,14 @@ OPEN_TIMEOUT_S = 30.0
 QUIET_TIMEOUT_S = 20.0
 CHUNK = 96 * 1024  # below the kernel's 128 KiB limit for one command-line argument
 
+#: Run with ``python3 -S``: the host's site directories go on the path (where an optional
+#: pytest-testinfra may be) without running their ``.pth`` hooks, whatever they import (in a TCG
+#: guest here ~0.1 s of the agent's first start: a .pth importing certifi and importlib.resources).
 #: Reads ``LENGTH\n`` and the zip from stdin (or ``@PATH\n``: the zip is already readable on the host,
 #: as in a guest sharing the harness's files), writes it to argv[1] (which must not exist yet), runs it.
 BOOTSTRAP = (
-    "import os,sys,runpy\n"
+    "import os,sys,runpy,site\n"
+    "sys.path+=[d for d in (*site.getsitepackages(),site.getusersitepackages()) if os.path.isdir(d)]\n"
     "i=sys.stdin.buffer\n"
     "n=i.readline()\n"
     "if n[:1]==b'@':\n"
@@ -135,7 +139,7 @@ class AgentLink:
     def start(self) -> None:
         """Place and start the agent; AgentStartFailed (with its error output) when it does not say hello."""
         self.path = agent_path(self.tag)
-        command = f"{shlex.quote(self.python)} -c {shlex.quote(BOOTSTRAP)} {shlex.quote(self.path)}"
+        command = f"{shlex.quote(self.python)} -S -c {shlex.quote(BOOTSTRAP)} {shlex.quote(self.path)}"
         try:
             channel = _within(OPEN_TIMEOUT_S, lambda: self.open_channel(command))
             self.channel = channel
