@@ -2,7 +2,7 @@
 
 ``start`` sends the agent zip through the channel's own stdin (or, for a
 guest that shares the harness's files, only where the zip is) to a
-bootstrap (``python3 -c``: write it to /tmp, exclusively, then run it as
+bootstrap (``python3 -S -c``: write it to /tmp, exclusively, then run it as
 ``agent.pyz serve --cleanup`` in the same interpreter): one command, one
 Python start, whatever the host.  Each request is one JSON line, each answer
 one JSON line (conformance/host/agent.py).  An answer that does not come in
