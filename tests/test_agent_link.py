@@ -78,6 +78,32 @@ def test_one_agent_answers_every_scenario_of_the_session(sshd, scheme, no_leftov
     assert _gone(pid) and _agent_processes() == [] and _agent_files() == []
 
 
+def test_an_agent_zip_the_host_can_read_is_not_sent_through_the_channel(sshd, tmp_path, no_leftovers):
+    """As a qemu guest gets it (from its 9p share): only the path goes to the bootstrap, which copies it."""
+    from conformance.hosts.targets import agent_zip
+
+    placed = tmp_path / "agent.pyz"
+    placed.write_bytes(agent_zip())
+    target = _target(sshd)
+    sent: list[bytes] = []
+    opened = target.agent.open_channel
+
+    def recording(command: str):
+        channel = opened(command)
+        send = channel.send
+        channel.send = lambda data: (sent.append(data), send(data))[1]
+        return channel
+
+    target.agent.open_channel = recording
+    target.agent.zip_on_host = str(placed)
+    try:
+        assert _passed(target.execute(_scenarios(QUICK[0])[0], "runc", ()))
+        assert sent[0] == f"@{placed}\n".encode() and len(sent[0]) < 1000
+    finally:
+        target.close()
+    assert placed.exists() and _agent_processes() == [] and _agent_files() == []
+
+
 def test_a_dead_agent_is_restarted_once_and_the_cell_says_so(sshd, no_leftovers):
     target = _target(sshd)
     (pid1, uts, _) = _scenarios(*QUICK)

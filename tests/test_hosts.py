@@ -112,6 +112,22 @@ def test_the_kernel_comes_from_a_debian_package():
     assert (kernel.modules / "modules.dep").exists()
 
 
+def test_the_newest_kernel_package_is_asked_of_apt_again_only_when_its_lists_change(tmp_path, monkeypatch):
+    from conformance.hosts import qemu
+
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "deb_Packages").write_text("one")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(qemu, "APT_LISTS", lists)
+    asked: list[int] = []
+    monkeypatch.setattr(qemu, "_search_newest_kernel_package",
+                        lambda: (asked.append(1), f"linux-image-6.1.0-{len(asked)}-amd64-unsigned")[1])
+    assert qemu._newest_kernel_package() == qemu._newest_kernel_package() == "linux-image-6.1.0-1-amd64-unsigned"
+    (lists / "deb_Packages").write_text("one, then two")  # apt-get update
+    assert qemu._newest_kernel_package() == "linux-image-6.1.0-2-amd64-unsigned" and len(asked) == 2
+
+
 #: a cell that runs long enough to be caught mid-way, and ends well within its timeout
 SLEEPER = "id: {id}\ntitle: t\ntags: [pid]\ncontrol: [pid]\nrun: sleep 3; echo $$\ntimeout: 10\nexpect: {{exit: 0, stdout: \"1\"}}\n"
 
