@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conformance.host import cgroupfs
+from conformance.host import cgroupfs, session
 from conformance.host.session import SHM, STATE_BASE, RunSession, sweep_dead, work_base
 
 
@@ -116,18 +116,21 @@ def test_tags_this_project_did_not_make_are_not_swept_unless_named(runs: list[Ru
 
 
 def test_a_sessions_work_dir_is_on_a_memory_file_system_when_the_host_has_one(monkeypatch: pytest.MonkeyPatch):
-    """Bundles go under /dev/shm when it is a tmpfs (this VM's /tmp is ext4), or where
-    OCI_CONFORMANCE_WORKDIR says; the session removes its work dir either way."""
+    """Bundles go under /dev/shm when it is a tmpfs with room (this VM's /tmp is ext4), else under
+    $TMPDIR, or where OCI_CONFORMANCE_WORKDIR says; the session removes its work dir either way."""
     monkeypatch.delenv("OCI_CONFORMANCE_WORKDIR", raising=False)
     on_tmpfs = any(line.split()[1:3] == [str(SHM), "tmpfs"] for line in Path("/proc/self/mounts").open())
-    assert work_base() == (SHM if on_tmpfs else Path(tempfile.gettempdir()))
+    roomy = on_tmpfs and os.statvfs(SHM).f_bavail * os.statvfs(SHM).f_frsize >= session.SHM_MIN_FREE
+    assert work_base() == (SHM if roomy else Path(tempfile.gettempdir()))
+    monkeypatch.setattr(session, "SHM_MIN_FREE", 2**62)  # a /dev/shm too small (an engine's 64 MiB default)
+    assert work_base() == Path(tempfile.gettempdir())
     chosen = Path(tempfile.mkdtemp(prefix="sweep-workbase-"))
     try:
         monkeypatch.setenv("OCI_CONFORMANCE_WORKDIR", str(chosen))
-        session = RunSession()
-        work = session.workdir
+        run = RunSession()
+        work = run.workdir
         assert work.parent == chosen and work.name.startswith("oci-conformance-")
-        session.close()
+        run.close()
         assert not work.exists()
     finally:
         shutil.rmtree(chosen, ignore_errors=True)

@@ -30,23 +30,34 @@ from .runtimes import RuntimeProfile, resolve
 STATE_BASE = Path("/run")
 #: where a session's work dir goes when ``OCI_CONFORMANCE_WORKDIR`` does not say (see work_base)
 SHM = Path("/dev/shm")
+#: the room /dev/shm must have free to be chosen (a container engine's default /dev/shm is 64 MiB:
+#: bundles of two workers, their rootfs copies and spares, and what containers write would not fit)
+SHM_MIN_FREE = 512 * 2**20
 
 
 def work_base() -> Path:
     """The directory under which a session makes its work dir (bundles, rootfs copies, logs).
 
     ``$OCI_CONFORMANCE_WORKDIR`` when set; else ``/dev/shm`` when it is a memory
-    file system this process may write (every scenario makes and removes a
-    bundle there: on this project's VM ``/tmp`` is ext4 with online discard,
-    where those creations and removals cost the harness ~1 ms per cell and the
-    runtimes as much again); else ``$TMPDIR`` (tempfile.gettempdir()).
+    file system this process may write with SHM_MIN_FREE free (every scenario
+    makes and removes a bundle there: on this project's VM ``/tmp`` is ext4 with
+    online discard, where those creations and removals cost the harness ~1 ms
+    per cell and the runtimes as much again); else ``$TMPDIR`` (tempfile.gettempdir()).
     """
     chosen = os.environ.get("OCI_CONFORMANCE_WORKDIR")
     if chosen:
         return Path(chosen)
-    if _is_tmpfs(SHM) and os.access(SHM, os.W_OK | os.X_OK):
+    if _is_tmpfs(SHM) and os.access(SHM, os.W_OK | os.X_OK) and _free(SHM) >= SHM_MIN_FREE:
         return SHM
     return Path(tempfile.gettempdir())
+
+
+def _free(path: Path) -> int:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return 0
+    return st.f_bavail * st.f_frsize
 
 
 def _is_tmpfs(path: Path) -> bool:
@@ -61,6 +72,8 @@ def work_bases() -> list[Path]:
     """Every place a session of this host may have made its work dir (for the sweep)."""
     bases = [work_base(), Path(tempfile.gettempdir()), SHM]
     return [b for i, b in enumerate(bases) if b.is_dir() and b not in bases[:i]]
+
+
 #: beside each driver's state root: the runtime's argv up to the verb, for sweep_dead
 SWEEP_SUFFIX = ".argv"
 
