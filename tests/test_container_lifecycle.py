@@ -172,11 +172,14 @@ def test_steps_that_end_mid_life_still_leave_nothing(session, runtime):
         bundle.remove()
 
 
-@pytest.mark.parametrize("name, one_run", [("hooks-container-side-state-pid", False), ("hooks-env-and-argv", True)])
+@pytest.mark.parametrize("name, one_run", [("hooks-container-side-state-pid", False), ("hooks-env-and-argv", True),
+                                           ("hooks-order-and-state", True), ("pids-fork-capped", True)])
 def test_one_run_serves_only_a_scenario_whose_placeholders_it_can_fill(session, monkeypatch, name, one_run):
     """``{{init_pid}}`` is create's pid file: a scenario naming it goes through create and start (run's
     pid file may never be read when the entrypoint ends first), and reads the pid create gave; one
-    whose after-exit facts need nothing of that goes through one ``run --keep`` (ref has it, as runc)."""
+    whose after-exit facts need nothing of that goes through one ``run --keep`` (ref has it, as runc):
+    a file a poststop hook wrote is read after run's own delete, a cgroup's counters after the exit in
+    the cgroup seen while the init ran."""
     driver = session.driver("ref")
     assert driver.keeps_after_run
     attached: list[str] = []
@@ -195,6 +198,41 @@ def test_one_run_serves_only_a_scenario_whose_placeholders_it_can_fill(session, 
     assert readings and all(r.error is None for r in readings), readings
     if not one_run:
         assert f'"pid":{done.variables["init_pid"]}' in readings[0].value.replace(" ", "")
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_an_init_gone_before_it_was_seen_is_run_again_through_create(session, monkeypatch, runtime):
+    """A scenario reading cgroups after the exit whose one ``run`` ended before the harness saw the
+    init (made certain here: its cgroups read as gone) runs again from a new bundle through create and
+    start, and is judged on that run: every fact read, the runtime's exit learned by a second run,
+    and nothing of either container left."""
+    driver = session.driver(runtime)
+    if not driver.keeps_after_run:
+        pytest.skip(f"{runtime} run has no --keep: such a scenario goes through create and start at once")
+    from conformance.host import observe as observe_module
+    real_probe = observe_module._HostProbe
+    seen: list[int] = []
+
+    class FirstUnseen(real_probe):  # type: ignore[misc,valid-type]
+        def __init__(self, pid, variables, config):
+            super().__init__(pid, variables, config)
+            if not seen:  # the first init the harness looks at: as if it had ended already
+                seen.append(pid)
+                self.cgroups = None
+
+    session.sandbox(runtime, 20)  # the once-per-session probe's own container, before counting
+    made: list[str] = []
+    create = driver.create
+    monkeypatch.setattr(observe_module, "_HostProbe", FirstUnseen)
+    monkeypatch.setattr(driver, "create", lambda bundle, cid, *a, **k: made.append(cid) or create(bundle, cid, *a, **k))
+    scenario = load_scenarios(Path(__file__).parent.parent / "scenarios" / "memory-oom-kill.yaml")[0]
+    done = execute(scenario, runtime, (), session)
+    assert done.error is None and done.observation is not None, done.error
+    obs = done.observation
+    assert seen and made == [done.variables["id"]]  # one run, then one create: the cell's
+    assert [(r.fact.target, r.error) for r in obs.facts] == [("memory.oom_kill", None)]
+    assert int(obs.facts[0].value) >= 1 and obs.exit == 137 and obs.runtime_exit == 137
+    assert obs.leaks == []
 
 
 def test_closing_a_session_lists_no_empty_root_and_kills_what_names_a_root(monkeypatch, no_leftovers):

@@ -15,9 +15,9 @@ from conformance.model.records import Execution, Observation
 from conformance.model.scenario import Scenario
 
 from . import drivers, host_setup, hostinfo, hoststate, inside
-from .bundle import build
+from .bundle import Bundle, build
 from .drivers import RuntimeDriver
-from .observe import observe
+from .observe import InitUnseen, observe
 from .runexit import run_exit
 from .session import RunSession
 
@@ -61,10 +61,8 @@ def execute(scenario: Scenario, runtime: str, disabled: tuple[str, ...], session
                                driver.images)
             except NotApplicable as exc:  # the lane cannot express the scenario (rootless_config.py)
                 return Execution(skip=f"{driver.label}: {exc}")
-            try:
-                obs = observe(scenario, driver, bundle, cid, found.evidence if found.sandboxed else None)
-            finally:
-                bundle.remove()
+            obs, bundle = _observed(scenario, driver, session, bundle, cid, variables,
+                                    found.evidence if found.sandboxed else None)
             excused = driver.bundle_needs.excused(bundle.config, obs.runtime_error)
             if excused:  # rootless without a cgroup: the runtime refused limits, as the spec allows
                 return Execution(skip=f"{driver.label}: {excused}")
@@ -74,6 +72,31 @@ def execute(scenario: Scenario, runtime: str, disabled: tuple[str, ...], session
                          sandbox=found)
     except (ConformanceError, OSError) as exc:
         return Execution(error=f"{scenario.location}: the harness could not run this scenario: {exc}")
+
+
+def _observed(scenario: Scenario, driver: RuntimeDriver, session: RunSession, bundle: Bundle, cid: str,
+              variables: dict[str, str], sandboxed: str | None) -> tuple[Observation, Bundle]:
+    """The observation of one container, and the bundle it ran from (removed by then).
+
+    When one ``run`` ended before its init could be looked at, and the scenario reads the init's
+    cgroups after the exit (observe.InitUnseen), the scenario runs again from a new bundle
+    through create and start, which hold the init until it has been seen: the cell is judged on
+    that run, with what the first one left behind added to its leaks.
+    """
+    try:
+        return observe(scenario, driver, bundle, cid, sandboxed), bundle
+    except InitUnseen as unseen:
+        leaks = unseen.leaks
+    finally:
+        bundle.remove()
+    cid = session.new_container_id()
+    bundle = build(scenario, cid, session.workdir, driver.spec_version, variables, driver.bundle_needs, driver.images)
+    try:
+        obs = observe(scenario, driver, bundle, cid, sandboxed, one_run=False)
+    finally:
+        bundle.remove()
+    obs.leaks = leaks + obs.leaks
+    return obs, bundle
 
 
 def _second_run(scenario: Scenario, driver: RuntimeDriver, session: RunSession, variables: dict[str, str],

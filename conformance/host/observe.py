@@ -7,10 +7,13 @@ while the entrypoint runs, or after it exited but before delete — because a
 cgroup counter only exists until delete, and a namespace link only while the
 process lives.
 
-A scenario with host facts goes through ``lifecycle.running`` (create,
-start, wait, delete, with a probe at each stage); a lifecycle scenario drives
-the same verbs one by one (steps.py); the others use one ``run``, which is
-the runtime's fastest path.  The container's stdin is a pipe the harness
+A scenario goes through one ``run``, the runtime's fastest path, whenever
+that shows everything it reads (``_one_run_serves``: facts while the
+entrypoint runs, after its exit with ``run --keep``, after run's own delete);
+one that reads before start or while paused, or must tell a refused create
+apart, goes through ``lifecycle.running`` (create, start, wait, delete, with a
+probe at each stage); a lifecycle scenario drives the same verbs one by one
+(steps.py).  The container's stdin is a pipe the harness
 holds: a scenario that must stay alive for a "running" probe ends with
 ``read _``, and the harness closes the pipe when done.
 """
@@ -125,15 +128,17 @@ def _log_file(path: Path) -> IO[bytes]:
 
 
 def observe(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str,
-            sandboxed: str | None = None) -> Observation:
+            sandboxed: str | None = None, one_run: bool = True) -> Observation:
     """Run the container once and collect everything the scenario's expectations need.
 
     ``sandboxed``: the sandbox probe's evidence when the runtime's state pid is not the
-    entrypoint (host/sandbox.py); the observation carries it to the judge.
+    entrypoint (host/sandbox.py); the observation carries it to the judge.  ``one_run``: False
+    after InitUnseen, so that create and start show the init this time.
     """
     obs = Observation(sandboxed=sandboxed)
     started = time.monotonic()
     stages = _StageReader(scenario, bundle, obs)
+    unseen = False
     with _log_file(bundle.path / "stdout") as out, _log_file(bundle.path / "stderr") as err, \
             handover.handed(scenario.launch, bundle.path,
                             _terminal(bundle.config) and not driver.relays_terminal) as (launch, handed_vars):
@@ -141,8 +146,8 @@ def observe(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str,
         try:
             if scenario.steps:
                 _steps(scenario, driver, bundle, cid, out, err, obs, stages, launch)
-            elif launch.console is None and _one_run_serves(scenario, driver, bundle.config):  # a terminal needs create/start
-                _attached(scenario, driver, bundle, cid, out, err, obs, stages, launch)
+            elif one_run and launch.console is None and _one_run_serves(scenario, driver, bundle.config):
+                unseen = not _attached(scenario, driver, bundle, cid, out, err, obs, stages, launch)
             elif scenario.needs_lifecycle or launch.console is not None:  # a terminal needs create/start
                 _lifecycle(scenario, driver, bundle, cid, out, err, obs, stages, launch)
             else:
@@ -153,6 +158,8 @@ def observe(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str,
             obs.runtime_error = str(exc)
         finally:
             obs.leaks = _leftovers(bundle, cid, stages)
+    if unseen:
+        raise InitUnseen(obs.leaks)
     _read_outputs(bundle, obs)
     obs.duration_s = time.monotonic() - started
     return obs
@@ -230,15 +237,19 @@ NOT_SEEN_RUNNING = "the entrypoint was not seen running (it exited first, or exe
 
 
 def _one_run_serves(scenario: Scenario, driver: RuntimeDriver, config: dict[str, Any]) -> bool:
-    """Everything the scenario reads, it reads while the entrypoint runs, or after it ended when the
-    runtime's ``run`` can keep the stopped container and the fact needs no process: one ``run``
-    serves it (nothing is read before start, while paused or after delete, and no refused create is
-    told apart from the entrypoint's own exit).  A scenario that names ``{{init_pid}}`` goes through
-    create: its pid file is the one that is there before anything runs (``run``'s may never be read
-    when the entrypoint ends first, and then the placeholder would have no value).  Nor limits the
-    lane gives no cgroup for (rootless, nothing delegated): their refusal is the cell's finding."""
+    """Everything the scenario reads, one ``run`` lets it read: while the entrypoint runs; after it
+    ended, when the runtime's ``run`` can keep the stopped container (``--keep``) and the fact needs no
+    process, or is a cgroup's (its path taken while the init ran: ``_attached``); after the delete,
+    when the fact needs no process (``run`` deletes what it ran, poststop hooks included).  Nothing is
+    read before start or while paused, and no refused create is told apart from the entrypoint's own
+    exit.  A scenario that names ``{{init_pid}}`` goes through create: its pid file is the one that is
+    there before anything runs (``run``'s may never be read when the entrypoint ends first, and then
+    the placeholder would have no value).  Nor limits the lane gives no cgroup for (rootless, nothing
+    delegated): their refusal is the cell's finding."""
     def served(fact: HostFact) -> bool:
-        return fact.when == "running" or (fact.when == "exited" and fact.kind in PID_FREE and driver.keeps_after_run)
+        if fact.when == "exited":
+            return driver.keeps_after_run and (fact.kind in PID_FREE or fact.kind == "cgroup")
+        return fact.when == "running" or (fact.when == "deleted" and fact.kind in PID_FREE)
 
     return (scenario.needs_lifecycle and not scenario.steps and not scenario.expect.or_refused
             and all(served(f) for f in scenario.host_facts) and bool(_init_exe(driver))
@@ -248,6 +259,16 @@ def _one_run_serves(scenario: Scenario, driver: RuntimeDriver, config: dict[str,
 #: facts that need no process to be read (an entrypoint that ended before its pid was seen does not
 #: keep them from being read after the exit); a cgroup fact needs the init's cgroups, read while it lives
 PID_FREE = ("host_file", "layer_file", "host_stat", "host_unchanged", "runtime_binary_unchanged")
+
+
+class InitUnseen(Exception):
+    """One ``run`` ended before the harness saw its init, and the scenario reads the init's cgroups
+    after the exit: they are unknown.  The executor runs the scenario again, through create and
+    start (which show the init before it runs); ``leaks``: what the first container left behind."""
+
+    def __init__(self, leaks: list[str]) -> None:
+        super().__init__("the container's init ended before the harness saw it")
+        self.leaks = leaks
 
 
 def _init_exe(driver: RuntimeDriver) -> str:
@@ -265,9 +286,11 @@ class _Started:
 
 
 def _attached(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: str, out: IO[bytes],
-              err: IO[bytes], obs: Observation, stages: _StageReader, launch: Launch) -> None:
+              err: IO[bytes], obs: Observation, stages: _StageReader, launch: Launch) -> bool:
     """One foreground run: facts and checks read once the init was started and exec'd the entrypoint,
-    then its stdin let go; with ``--keep``, the after-exit facts read before the delete."""
+    then its stdin let go; with ``--keep``, the after-exit facts read before the delete; the
+    after-delete ones last.  False when an after-exit cgroup fact could not be read because the init
+    ended before it was seen (its cgroups are unknown): the caller goes through create and start."""
     stdin_r, stdin_w = os.pipe()
     gone: list[int] = []
 
@@ -289,17 +312,21 @@ def _attached(scenario: Scenario, driver: RuntimeDriver, bundle: Bundle, cid: st
                 obs.facts += [FactReading(f, error=NOT_SEEN_RUNNING) for f in stages.wanted["running"]]
                 if scenario.inside_checks:
                     obs.inside = inside.not_running(scenario, NOT_SEEN_RUNNING)
-            if keep:  # facts that need no process (PID_FREE), read before the delete
-                stages.probe = stages.probe or _HostProbe(0, stages.variables, stages.config)
+            stages.probe = stages.probe or _HostProbe(0, stages.variables, stages.config)
+            if keep and stages.probe.cgroups is None and any(f.kind == "cgroup" for f in stages.wanted["exited"]):
+                return False
+            if keep:  # PID_FREE facts, and cgroups whose paths were taken while the init ran
                 stages.read("exited")
         finally:
             if keep:
                 driver.delete(cid, force=True)
+        stages.read("deleted")  # run deleted what it ran (or the delete above did): poststop hooks ran
     finally:
         os.close(stdin_r)
         _let_go(stdin_w)
     obs.exit, obs.timed_out = outcome.exit, outcome.timed_out
     obs.runtime_exit = outcome.exit  # what `RUNTIME run` returned: no second run needed for it
+    return True
 
 
 def _let_go(fd: int) -> None:
