@@ -83,7 +83,11 @@ def test_the_mount_namespace_is_a_slave_of_the_hosts(tmp_path):
         subprocess.run(["umount", "--recursive", "--lazy", str(shared)], check=True)
 
 
-def test_a_holder_that_ignores_its_stdin_is_killed(tmp_path, monkeypatch):
+@pytest.mark.parametrize("pidfd", [True, False], ids=["pidfd", "no-pidfd"])
+def test_a_holder_that_ignores_its_stdin_is_killed(tmp_path, monkeypatch, pidfd):
+    """Also where the kernel has no pidfd (block_until_exit says None): the wait is then polled."""
+    if not pidfd:
+        monkeypatch.setattr(ns_holder, "block_until_exit", lambda pid, timeout: None)
     monkeypatch.setattr(ns_holder, "STOP_TIMEOUT_S", 0.3)
     monkeypatch.setattr(ns_holder, "HOLDER", ns_holder.HOLDER.replace("read -r _ || exit 0", "exec sleep 60"))
     started = time.monotonic()

@@ -79,9 +79,9 @@ def _stop(proc: subprocess.Popen[str]) -> None:
     """
     if proc.stdin is not None:
         proc.stdin.close()
-    if block_until_exit(proc.pid, STOP_TIMEOUT_S) is False:
+    if not _ended_within(proc, STOP_TIMEOUT_S):
         proc.kill()  # the PID 1 gets SIGKILL too (--kill-child)
-    proc.wait(STOP_TIMEOUT_S)
+    proc.wait()
     for stream in (proc.stdout, proc.stderr):
         if stream is not None:
             stream.close()
@@ -103,9 +103,21 @@ def _ready(proc: subprocess.Popen[str]) -> tuple[int, str]:
 
 def _last_words(proc: subprocess.Popen[str]) -> str:
     """What a holder that ended without reporting ready wrote to its stderr (``set -e``: the failed step)."""
-    if proc.stderr is None or block_until_exit(proc.pid, STOP_TIMEOUT_S) is False:
+    if proc.stderr is None or not _ended_within(proc, STOP_TIMEOUT_S):
         return ""
     return proc.stderr.read().strip()[-300:]
+
+
+def _ended_within(proc: subprocess.Popen[str], timeout: float) -> bool:
+    """Whether the holder ended within ``timeout`` s: on a pidfd, or (a kernel without) by a polled wait."""
+    exited = block_until_exit(proc.pid, timeout)
+    if exited is not None:
+        return exited
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
 
 
 @functools.lru_cache(maxsize=1)
