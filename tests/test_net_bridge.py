@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -141,6 +142,21 @@ def test_a_killed_makers_namespaces_are_swept_and_a_live_ones_kept(tmp_path, mon
         assert _namespaces(tag) == []
     finally:
         bridge_net.sweep_dead(tag)  # what a failed assertion left
+
+
+def test_an_ip_without_netns_attach_makes_the_requirement_unmet(tmp_path, monkeypatch):
+    """An iproute2 older than 4.20 cannot name the bridge's namespace: the scenarios skip, saying so."""
+    fake = tmp_path / "ip"
+    fake.write_text('#!/bin/sh\n[ "$*" = "netns help" ] && { echo "Usage: ip netns add NAME" >&2; exit 255; }\n'
+                    'exec "$REAL_IP" "$@"\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("REAL_IP", shutil.which("ip") or "ip")
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    bridge_net.unsupported.cache_clear()
+    try:
+        assert bridge_net.unsupported() == "iproute2's `ip` has no `ip netns attach` (iproute2 4.20 added it)"
+    finally:
+        bridge_net.unsupported.cache_clear()
 
 
 def test_the_scenarios_pass_on_each_runtime_and_fail_without_the_namespace(tmp_path, no_leftovers):

@@ -136,15 +136,22 @@ def _delete(names: list[str]) -> None:
 def unsupported() -> str | None:
     """Why this host cannot make a bridge and a veth pair (requirement ``veth-bridge``), or None.
 
-    Tried for real in a network namespace that ``unshare --net`` makes for
-    the one command and that vanishes, with its links, when it ends.
+    Tried for real, as the setup does it (one ``ip -batch``, a port put on the
+    bridge as it is made), in a network namespace that ``unshare --net`` makes
+    for the one command and that vanishes, with its links, when it ends.  An
+    ``ip`` older than ``netns attach`` (iproute2 4.20) cannot name the
+    bridge's namespace: a host fact too, not the runtime's fault.
     """
     for tool, package in (("ip", "iproute2"), ("unshare", "util-linux")):
         if shutil.which(tool) is None:
             return f"{package}'s `{tool}` is not installed"
-    done = subprocess.run(["unshare", "--net", "sh", "-c", "ip link add cfprobe0 type bridge && "
-                           "ip link add cfprobe1 type veth peer name cfprobe2"],
-                          capture_output=True, text=True, timeout=IP_TIMEOUT_S, stdin=subprocess.DEVNULL)
+    usage = subprocess.run(["ip", "netns", "help"], capture_output=True, text=True, timeout=IP_TIMEOUT_S,
+                           stdin=subprocess.DEVNULL)
+    if "netns attach" not in usage.stdout + usage.stderr:
+        return "iproute2's `ip` has no `ip netns attach` (iproute2 4.20 added it)"
+    done = subprocess.run(["unshare", "--net", "ip", "-batch", "-"], capture_output=True, text=True,
+                          timeout=IP_TIMEOUT_S, input="link add cfprobe0 type bridge\n"
+                          "link add cfprobe1 master cfprobe0 type veth peer name cfprobe2\n")
     if done.returncode != 0:
         return f"the kernel cannot make a bridge and a veth pair: {done.stderr.strip()[-200:]}"
     return None
