@@ -15,7 +15,7 @@ host's, so the host's interfaces, addresses and routes stay as they were;
 
 Three ``ip -batch`` processes make it, one per namespace (a process costs
 more than the kernel's work of all its commands; one ``ip`` per command made
-this setup cost ~40 ms a scenario, this ~9 ms): ``unshare --net ip`` makes
+this setup cost ~40 ms a scenario, this ~10 ms): ``unshare --net ip`` makes
 and names the bridge's namespace, the two others, the bridge and both veth
 pairs; ``ip -n`` then addresses each end (nothing but a process in a
 namespace can).  The namespaces are named ``cf-<run tag>-<pid>-<hex>-…``

@@ -18,7 +18,7 @@ then see what the holder put there, which nothing else on the machine has:
 
 The holder is util-linux's ``unshare --fork`` running ``sh`` as PID 1 (HOLDER),
 not a Python program: a Python holder spent ~20 ms of each scenario starting
-an interpreter and importing ctypes, this one ~3 ms.  It needs nothing but
+an interpreter and importing ctypes, this one ~3.5 ms.  It needs nothing but
 what a host has anyway (``sh``, util-linux's ``unshare`` and ``ipcmk``; this
 runs on the runtime's host, through the agent).  The shell writes the
 hostname and the TTL through /proc/sys (both belong to the writer's
