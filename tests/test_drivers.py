@@ -9,14 +9,17 @@ runtime.  A lane added to ``DRIVERS`` is checked here without a new test.
 from __future__ import annotations
 
 import inspect
+import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from conformance.host import drivers
-from conformance.host.drivers import DRIVERS, Lane, RuntimeDriver
+from conformance.host.drivers import DRIVERS, Deferred, Lane, Lanes, RuntimeDriver
 from conformance.host.drivers.cli import CliDriver
 from conformance.host.session import RunSession
 
@@ -107,6 +110,36 @@ def test_the_checker_can_fail():
     unfinished = interface_violations("unfinished", Unfinished)
     assert len(unfinished) == 1 and "leaves abstract: call, cleanup, create, delete, exec_argv" in unfinished[0]
     assert interface_violations("str", str) == ["str: <class 'str'> is not a RuntimeDriver"]
+
+
+def _modules_after(code: str) -> list[str]:
+    """The conformance driver modules and PyYAML a fresh interpreter has loaded after ``code``."""
+    probe = f"import sys, json\n{code}\nprint(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr
+    return [m for m in json.loads(done.stdout.splitlines()[-1])
+            if m.startswith("conformance.host.drivers.") or m == "yaml"]
+
+
+def test_a_lane_module_is_imported_only_when_its_class_is_asked_for():
+    """The plugin and a bare runtime's parse and label load neither the engine's nor the rootless lane's
+    code (nor PyYAML); asking for a lane's class does, that lane's only."""
+    bare = _modules_after("import conformance.plugin.hooks\nfrom conformance.host import drivers\n"
+                          "drivers.parse('runc'), drivers.label('runc'), drivers.parse('containerd/runc')")
+    assert bare == ["conformance.host.drivers.base", "conformance.host.drivers.cli",
+                    "conformance.host.drivers.procs"]
+    engine = _modules_after("from conformance.host import drivers\ndrivers.label('containerd/runc')")
+    assert "conformance.host.drivers.containerd" in engine and "conformance.host.drivers.rootless" not in engine
+
+
+def test_a_deferred_lane_must_be_spelt_as_its_class_spells_it():
+    lanes = Lanes({"bare": CliDriver, "engine": Deferred("engine/{}", lambda: _EngineLane),
+                   "wrong": Deferred("wrong/{}", lambda: _EngineLane)})
+    assert lanes.spelling("engine") == "engine/{}" and lanes.loaded() == [CliDriver]
+    assert lanes["engine"] is _EngineLane and lanes.loaded() == [CliDriver, _EngineLane]
+    with pytest.raises(TypeError, match=r"drivers/__init__.py: lane 'wrong' is registered as spelt 'wrong/\{\}'"):
+        lanes["wrong"]
 
 
 def test_a_runtime_name_or_path_is_the_bare_lane():

@@ -24,7 +24,7 @@ from pathlib import Path
 from conformance.model.cache_dir import cache_root
 from conformance.model.scenario import Scenario
 
-from .loader import SCHEMA_PATH, load_scenarios
+from .schema import SCHEMA_PATH
 
 PACKAGE = Path(__file__).resolve().parent.parent
 #: the code whose output is kept: a change to any of these files is a new cache
@@ -49,6 +49,14 @@ def loaded(path: Path) -> list[Scenario]:
     scenarios = load_scenarios(path)
     _keep(entry, scenarios)
     return scenarios
+
+
+def load_scenarios(path: Path) -> list[Scenario]:
+    """``loader.load_scenarios``, imported on the first miss: a collection served from the cache
+    never imports the loader and PyYAML (a twentieth of the plugin's start-up)."""
+    from .loader import load_scenarios as load
+
+    return load(path)
 
 
 def _keep(entry: Path, scenarios: list[Scenario]) -> None:

@@ -42,8 +42,8 @@ from conformance.model.scenario import Scenario
 
 from . import drivers, hostinfo, rootless_cgroup
 from .bare import bare_runs
-from .drivers.rootless import USER_ENV as ROOTLESS_USER_ENV
 from .executor import execute
+from .rootless_user import USER_ENV as ROOTLESS_USER_ENV
 from .runtimes import REF_ENV
 from .session import RunSession, sweep_dead
 
@@ -58,7 +58,7 @@ def describe(request: dict[str, Any], session: RunSession | None = None) -> Host
         except RuntimeNotFound as exc:
             runtimes[name] = {"path": None, "version": None, "error": str(exc)}
     profile = dict(hostinfo.profile())
-    if any(drivers.parse(name).lane == drivers.RootlessDriver.lane for name in request["runtimes"]):
+    if any(drivers.parse(name).lane == drivers.ROOTLESS_LANE for name in request["runtimes"]):
         profile["rootless_cgroups"] = rootless_cgroup.plan()  # whether this host delegated cgroups
     return {"profile": profile, "runtimes": runtimes}
 

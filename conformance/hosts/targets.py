@@ -24,8 +24,8 @@ from typing import Any, Protocol, cast
 
 from conformance.host import agent
 from conformance.host.bare import bare_runs
-from conformance.host.drivers.rootless import USER_ENV as ROOTLESS_USER_ENV
 from conformance.host.executor import execute
+from conformance.host.rootless_user import USER_ENV as ROOTLESS_USER_ENV
 from conformance.host.runtimes import ref_launcher
 from conformance.host.session import RunSession
 from conformance.model.errors import ConformanceError

@@ -19,15 +19,14 @@ from typing import Any
 
 import pytest
 
-from conformance.catalog.loader import scenario_schema
+from conformance.catalog.schema import scenario_schema
 from conformance.host.drivers.procs import set_spin
-from conformance.host.drivers.rootless import USER_ENV as ROOTLESS_USER_ENV
+from conformance.host.rootless_user import USER_ENV as ROOTLESS_USER_ENV
 from conformance.host.session import sweep_dead
 from conformance.hosts.connect import Targets, expand
 from conformance.hosts.targets import HostError
 from conformance.model.scenario import id_clashes
 
-from .baseline_gate import BaselineGate
 from .items import Catalog, ScenarioFile, ScenarioItem, tags_of
 from .matrix_report import MatrixReporter, WorkerHostReport
 from .order import longest_first
@@ -116,6 +115,8 @@ def pytest_configure(config: pytest.Config) -> None:
         _sweep_killed_runs()
         config.pluginmanager.register(MatrixReporter(config), "conformance-matrix")
         if config.getoption("baseline"):
+            from .baseline_gate import BaselineGate  # the comparison's code only when --baseline asks for it
+
             config.pluginmanager.register(BaselineGate(config, config.getoption("baseline")), "conformance-baseline")
     else:
         config.pluginmanager.register(WorkerHostReport(config), "conformance-worker-hosts")

@@ -13,7 +13,6 @@ from typing import Any, Iterable, Iterator
 import pytest
 
 from conformance.catalog.loaded_cache import loaded
-from conformance.catalog.loader import readable_tags
 from conformance.host.drivers import label as runtime_label
 from conformance.judge.verdict import Verdict, judge
 from conformance.model.errors import ScenarioError
@@ -51,6 +50,8 @@ class ScenarioFile(pytest.File):
         try:
             scenarios = loaded(self.path)
         except ScenarioError as exc:
+            from conformance.catalog.loader import readable_tags  # an invalid file only (the cache keeps none)
+
             yield from self.error_items(exc, readable_tags(self.path))
             return
         clash = id_clashes(scenarios).get(self.path)
