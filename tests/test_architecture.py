@@ -67,6 +67,12 @@ FUNCTION_LEVEL = {
         "the lenient YAML read of an invalid file's tags, only when a file does not load",
     ("conformance.plugin.hooks", "conformance.plugin.baseline_gate"):
         "the baseline comparison only when --baseline is given",
+    ("conformance.plugin.matrix_report", "conformance.reporting.document"):
+        "the matrix's writers only where it is written (not in xdist workers, not with --co)",
+    ("conformance.plugin.matrix_report", "conformance.reporting.files"):
+        "the matrix's writers (tabulate, the HTML page) only where it is written",
+    ("conformance.plugin.matrix_report", "conformance.reporting.text"):
+        "the terminal table only where the matrix was written",
 }
 
 
