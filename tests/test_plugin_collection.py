@@ -12,6 +12,11 @@ from pathlib import Path
 
 import pytest
 
+# The plugin imports the YAML loader (and PyYAML) only when a file is not in its cache.  pytester's in-process
+# runs drop from sys.modules what was first imported inside them, and PyYAML's C parser, an extension module,
+# cannot be imported afresh (it keeps the node classes of its first import): imported here, they stay.
+import conformance.catalog.loader  # noqa: F401
+
 pytest_plugins = ["pytester"]
 
 MISSING_A = "/nonexistent/oci-conformance-test/runc-build"
