@@ -170,3 +170,19 @@ def test_a_baseline_never_accepts_an_invalid_file(pytester, suite):
     again.assert_outcomes(failed=2)
     assert again.ret == pytest.ExitCode.TESTS_FAILED
     again.stdout.fnmatch_lines(["*failure(s) outside the matrix*fail the session whatever the baseline says"])
+
+
+# -- what collection made is out of the garbage collector's sight until the session ends ----------
+def test_collected_objects_are_frozen_for_the_session_and_thawed_after_it(pytester, suite):
+    """plugin/hooks.py freezes what collection made (the full collections of a run skip it) and
+    unfreezes it when the session is cleaned up, after pytest's last collection: nothing stays frozen."""
+    import gc
+
+    write(pytester, pid1=scenario("pid1"))
+    pytester.makeconftest("import gc\n"
+                          "def pytest_sessionfinish(session):\n"
+                          "    print('frozen during the session:', gc.get_freeze_count() > 0)\n")
+    assert gc.get_freeze_count() == 0
+    result = suite("--collect-only", "-q", "-s")
+    result.stdout.fnmatch_lines(["frozen during the session: True"])
+    assert gc.get_freeze_count() == 0

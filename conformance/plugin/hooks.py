@@ -10,6 +10,7 @@ reporter in matrix_report.py, the shared stash keys in stash.py.
 """
 from __future__ import annotations
 
+import gc
 import os
 import secrets
 import signal
@@ -121,6 +122,7 @@ def pytest_configure(config: pytest.Config) -> None:
     else:
         config.pluginmanager.register(WorkerHostReport(config), "conformance-worker-hosts")
     _spin_only_with_a_spare_cpu(config)
+    config.add_cleanup(gc.unfreeze)  # see pytest_collection_finish (a cleanup added here runs after pytest's)
     if hasattr(signal, "SIGTERM") and signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
         signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # so cleanup runs on `kill`/CI timeouts
 
@@ -163,6 +165,20 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
     if file_path.suffix in (".yaml", ".yml") and scenarios_dir(parent.config) in file_path.resolve().parents:
         return ScenarioFile.from_parent(parent, path=file_path)
     return None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What exists once collection is done (modules, plugins, the scenarios and items) lives until the
+    session ends: it is moved out of the garbage collector's sight (``gc.freeze``).
+
+    Every full collection otherwise walks all of it again: one during a serial run of the catalog and
+    the two pytest makes at its end (its unraisable-exception check) took ~54 ms of a run here, ~5 ms
+    frozen.  Garbage is still freed by reference counting; only a reference cycle among these objects
+    would wait for ``gc.unfreeze``, which the session's clean-up calls after pytest's last collection
+    (pytest_configure adds it before pytest's own clean-up, and clean-ups run last-added first).
+    """
+    gc.freeze()
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m/-k deselect: every file takes part, error items keep their marks
