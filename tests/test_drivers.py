@@ -183,3 +183,23 @@ def test_a_new_lane_is_one_registration(monkeypatch):
     finally:
         session.close()
     assert not Path(driver.root).exists()
+
+
+@pytest.mark.skipif(shutil.which("runc") is None, reason="runc is not installed")
+def test_a_host_describes_the_runtimes_its_session_resolved_without_asking_them_again(monkeypatch):
+    """The matrix's runtimes entry of this machine comes from the session's profiles: a runtime it ran
+    is not started again (``--version``, ``run --help``) to be described; the entry is the same."""
+    from conformance.host import runtimes
+    from conformance.hosts.targets import LocalTarget
+
+    fresh = drivers.describe("runc", {})
+    target = LocalTarget({})
+    try:
+        target.session.profile("runc")
+        asked: list[str] = []
+        real = runtimes.resolve
+        monkeypatch.setattr(runtimes, "resolve", lambda name, flags=None: asked.append(name) or real(name, flags))
+        described = target.describe(["runc"])
+        assert asked == [] and described["runtimes"] == {fresh[0]: fresh[1]}
+    finally:
+        target.close()

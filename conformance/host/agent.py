@@ -49,11 +49,12 @@ from .session import RunSession, sweep_dead
 
 
 def describe(request: dict[str, Any], session: RunSession | None = None) -> HostDescription:
-    """This host's profile and each requested runtime as it would be driven here."""
+    """This host's profile and each requested runtime as it would be driven here (as ``session``
+    resolved it, when one is given: a session's flags are the requests' own)."""
     runtimes: dict[str, RuntimeEntry] = {}
     for name in request["runtimes"]:
         try:
-            column, entry = drivers.describe(name, request.get("flags", {}))
+            column, entry = drivers.describe(name, request.get("flags", {}), session.profile if session else None)
             runtimes[column] = entry
         except RuntimeNotFound as exc:
             runtimes[name] = {"path": None, "version": None, "error": str(exc)}

@@ -67,7 +67,7 @@ class LocalTarget:
         return execute(scenario, runtime, disabled, self.session)
 
     def describe(self, runtimes: list[str]) -> HostDescription:
-        return agent.describe({"runtimes": runtimes, "flags": self.runtime_flags})
+        return agent.describe({"runtimes": runtimes, "flags": self.runtime_flags}, self.session)
 
     def bare_runs(self, scenarios: list[Scenario], runtime: str) -> list[float | None]:
         """One bare ``RUNTIME run`` per scenario's bundle (host/bare.py): for bench/."""

@@ -135,11 +135,14 @@ def label(value: str) -> str:
     return lane.driver_class.qualify(runtimes.label(lane.runtime))
 
 
-def describe(value: str, flags: dict[str, list[str]]) -> tuple[str, RuntimeEntry]:
+def describe(value: str, flags: dict[str, list[str]],
+             resolved: Callable[[str], runtimes.RuntimeProfile] | None = None) -> tuple[str, RuntimeEntry]:
     """(column name, matrix ``runtimes`` entry) for a ``--runtime`` value; raises RuntimeNotFound.
 
-    ``flags`` are ``--runtime-flags``, keyed by the runtime's own name.
+    ``flags`` are ``--runtime-flags``, keyed by the runtime's own name.  ``resolved``: where the
+    runtimes a session resolved are kept (``RunSession.profile``, with the same flags), so that one
+    it ran is not asked again (``--version``, ``run --help``: two processes, ~8 ms for runc here).
     """
     lane = parse(value)
-    profile = runtimes.resolve(lane.runtime, flags.get(lane.runtime))
+    profile = resolved(lane.runtime) if resolved else runtimes.resolve(lane.runtime, flags.get(lane.runtime))
     return lane.driver_class.qualify(profile.name), lane.driver_class.describe(profile)
