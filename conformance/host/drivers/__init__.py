@@ -11,7 +11,7 @@ the containerd or the rootless lane is one class and one entry here.
 The bare lane's class is imported with this package (every run drives a CLI);
 the other lanes' modules are imported the first time their class is asked
 for (``DRIVERS[lane]``): a ``--runtime=runc`` run never loads containerd's
-client nor the rootless user's machinery (a tenth of the plugin's start-up).
+client nor the rootless user's machinery (~15 ms of the plugin's imports here).
 Such an entry is registered with its spelling, so ``parse`` reads a value
 without importing anything, and the class must spell its lane the same way
 (checked when it is imported).  Iterating over ``DRIVERS.values()`` imports
