@@ -186,3 +186,8 @@ def test_collected_objects_are_frozen_for_the_session_and_thawed_after_it(pytest
     result = suite("--collect-only", "-q", "-s")
     result.stdout.fnmatch_lines(["frozen during the session: True"])
     assert gc.get_freeze_count() == 0
+    pytester.makepyfile(test_plain="def test_plain():\n    pass\n")  # a suite without scenarios: left alone
+    plain = pytester.runpytest("-p", "conformance.plugin.hooks", "-p", "no:cacheprovider", "-s",
+                               "-W", "ignore::pytest.PytestAssertRewriteWarning", "test_plain.py")
+    plain.stdout.fnmatch_lines(["*frozen during the session: False"])
+    assert plain.ret == pytest.ExitCode.OK and gc.get_freeze_count() == 0

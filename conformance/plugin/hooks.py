@@ -28,7 +28,7 @@ from conformance.hosts.connect import Targets, expand
 from conformance.hosts.targets import HostError
 from conformance.model.scenario import id_clashes
 
-from .items import Catalog, ScenarioFile, ScenarioItem, tags_of
+from .items import Catalog, InvalidScenarioItem, ScenarioFile, ScenarioItem, tags_of
 from .matrix_report import MatrixReporter, WorkerHostReport
 from .order import longest_first
 from .stash import PACKAGE_DIR, hosts_key, runtimes_key, scenarios_dir, targets_key
@@ -170,7 +170,8 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 @pytest.hookimpl(trylast=True)
 def pytest_collection_finish(session: pytest.Session) -> None:
     """What exists once collection is done (modules, plugins, the scenarios and items) lives until the
-    session ends: it is moved out of the garbage collector's sight (``gc.freeze``).
+    session ends: in a session that runs scenarios, it is moved out of the garbage collector's sight
+    (``gc.freeze``); other test suites of the same environment are left as they are.
 
     Every full collection otherwise walks all of it again: one during a serial run of the catalog and
     the two pytest makes at its end (its unraisable-exception check) took ~54 ms of a run here, ~5 ms
@@ -178,7 +179,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     would wait for ``gc.unfreeze``, which the session's clean-up calls after pytest's last collection
     (pytest_configure adds it before pytest's own clean-up, and clean-ups run last-added first).
     """
-    gc.freeze()
+    if any(isinstance(item, (ScenarioItem, InvalidScenarioItem)) for item in session.items):
+        gc.freeze()
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m/-k deselect: every file takes part, error items keep their marks
