@@ -57,6 +57,22 @@ FUNCTION_LEVEL = {
         "the agent zip's runtime-ref verb: other verbs never load the reference runtime",
     ("conformance.hosts.connect", "conformance.hosts.qemu"):
         "guests (and testinfra, which they load) only when --hosts names one: a local run starts faster",
+    ("conformance.host.drivers", "conformance.host.drivers.containerd"):
+        "the engine lane's client only when a containerd/NAME runtime is asked for (or a killed run is swept)",
+    ("conformance.host.drivers", "conformance.host.drivers.rootless"):
+        "the rootless lane's user machinery only when a NAME:rootless runtime is asked for (or a sweep)",
+    ("conformance.catalog.loaded_cache", "conformance.catalog.loader"):
+        "the YAML loader (and PyYAML) only when a file is not in the cache: a cached collection parses nothing",
+    ("conformance.plugin.items", "conformance.catalog.loader"):
+        "the lenient YAML read of an invalid file's tags, only when a file does not load",
+    ("conformance.plugin.hooks", "conformance.plugin.baseline_gate"):
+        "the baseline comparison only when --baseline is given",
+    ("conformance.plugin.matrix_report", "conformance.reporting.document"):
+        "the matrix's writers only where it is written (not in xdist workers, not with --co)",
+    ("conformance.plugin.matrix_report", "conformance.reporting.files"):
+        "the matrix's writers (tabulate, the HTML page) only where it is written",
+    ("conformance.plugin.matrix_report", "conformance.reporting.text"):
+        "the terminal table only where the matrix was written",
 }
 
 

@@ -9,14 +9,17 @@ runtime.  A lane added to ``DRIVERS`` is checked here without a new test.
 from __future__ import annotations
 
 import inspect
+import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from conformance.host import drivers
-from conformance.host.drivers import DRIVERS, Lane, RuntimeDriver
+from conformance.host.drivers import DRIVERS, Deferred, Lane, Lanes, RuntimeDriver
 from conformance.host.drivers.cli import CliDriver
 from conformance.host.session import RunSession
 
@@ -109,6 +112,36 @@ def test_the_checker_can_fail():
     assert interface_violations("str", str) == ["str: <class 'str'> is not a RuntimeDriver"]
 
 
+def _modules_after(code: str) -> list[str]:
+    """The conformance driver modules and PyYAML a fresh interpreter has loaded after ``code``."""
+    probe = f"import sys, json\n{code}\nprint(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr
+    return [m for m in json.loads(done.stdout.splitlines()[-1])
+            if m.startswith("conformance.host.drivers.") or m == "yaml"]
+
+
+def test_a_lane_module_is_imported_only_when_its_class_is_asked_for():
+    """The plugin and a bare runtime's parse and label load neither the engine's nor the rootless lane's
+    code (nor PyYAML); asking for a lane's class does, that lane's only."""
+    bare = _modules_after("import conformance.plugin.hooks\nfrom conformance.host import drivers\n"
+                          "drivers.parse('runc'), drivers.label('runc'), drivers.parse('containerd/runc')")
+    assert bare == ["conformance.host.drivers.base", "conformance.host.drivers.cli",
+                    "conformance.host.drivers.procs"]
+    engine = _modules_after("from conformance.host import drivers\ndrivers.label('containerd/runc')")
+    assert "conformance.host.drivers.containerd" in engine and "conformance.host.drivers.rootless" not in engine
+
+
+def test_a_deferred_lane_must_be_spelt_as_its_class_spells_it():
+    lanes = Lanes({"bare": CliDriver, "engine": Deferred("engine/{}", lambda: _EngineLane),
+                   "wrong": Deferred("wrong/{}", lambda: _EngineLane)})
+    assert lanes.spelling("engine") == "engine/{}" and lanes.loaded() == [CliDriver]
+    assert lanes["engine"] is _EngineLane and lanes.loaded() == [CliDriver, _EngineLane]
+    with pytest.raises(TypeError, match=r"drivers/__init__.py: lane 'wrong' is registered as spelt 'wrong/\{\}'"):
+        lanes["wrong"]
+
+
 def test_a_runtime_name_or_path_is_the_bare_lane():
     assert drivers.parse("runc") == Lane("bare", "runc")
     assert drivers.parse("/opt/build/my-runc") == Lane("bare", "/opt/build/my-runc")
@@ -150,3 +183,23 @@ def test_a_new_lane_is_one_registration(monkeypatch):
     finally:
         session.close()
     assert not Path(driver.root).exists()
+
+
+@pytest.mark.skipif(shutil.which("runc") is None, reason="runc is not installed")
+def test_a_host_describes_the_runtimes_its_session_resolved_without_asking_them_again(monkeypatch):
+    """The matrix's runtimes entry of this machine comes from the session's profiles: a runtime it ran
+    is not started again (``--version``, ``run --help``) to be described; the entry is the same."""
+    from conformance.host import runtimes
+    from conformance.hosts.targets import LocalTarget
+
+    fresh = drivers.describe("runc", {})
+    target = LocalTarget({})
+    try:
+        target.session.profile("runc")
+        asked: list[str] = []
+        real = runtimes.resolve
+        monkeypatch.setattr(runtimes, "resolve", lambda name, flags=None: asked.append(name) or real(name, flags))
+        described = target.describe(["runc"])
+        assert asked == [] and described["runtimes"] == {fresh[0]: fresh[1]}
+    finally:
+        target.close()

@@ -156,3 +156,36 @@ def test_another_version_of_the_code_uses_its_own_entries(tmp_path: Path, own_ca
     loaded_cache._cache_dir.cache_clear()
     loaded_cache.loaded(tmp_path / "s.yaml")
     assert len([d for d in own_cache.iterdir() if d.is_dir()]) == 2
+
+
+def test_a_catalog_whose_files_did_not_change_comes_back_from_one_entry(tmp_path: Path, own_cache: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch):
+    """loaded_all: the second collection of an unchanged catalog reads one entry, not one per file, and
+    gets the same scenarios; a file that does not load is left out both times (its collection raises)."""
+    from conformance.catalog import loaded_cache
+
+    write_scenarios(tmp_path, {"a.yaml": GOOD, "b.yaml": GOOD.replace("id: good", "id: other"),
+                               "bad.yaml": GOOD.replace("tags: [pid]", "tags: [pid]\nbogus: 1")})
+    paths = sorted(tmp_path.glob("*.yaml"))
+    first = loaded_cache.loaded_all(tmp_path, paths)
+    assert sorted(p.name for p in first) == ["a.yaml", "b.yaml"]
+    assert first[tmp_path / "a.yaml"] == load_scenarios(tmp_path / "a.yaml")
+
+    def no_loading(path: Path) -> list:
+        raise AssertionError(f"{path} loaded one by one although no file changed")
+
+    with monkeypatch.context() as m:
+        m.setattr(loaded_cache, "loaded", no_loading)
+        assert loaded_cache.loaded_all(tmp_path, paths) == first
+
+
+def test_a_catalog_entry_is_replaced_when_a_file_changes(tmp_path: Path, own_cache: Path):
+    from conformance.catalog import loaded_cache
+
+    write_scenarios(tmp_path, {"a.yaml": GOOD, "b.yaml": GOOD.replace("id: good", "id: other")})
+    paths = sorted(tmp_path.glob("*.yaml"))
+    loaded_cache.loaded_all(tmp_path, paths)
+    write_scenarios(tmp_path, {"b.yaml": GOOD.replace("id: good", "id: other").replace("A good", "An edited")})
+    again = loaded_cache.loaded_all(tmp_path, paths)
+    assert again[tmp_path / "b.yaml"][0].title.startswith("An edited")
+    assert len(list(own_cache.rglob("catalog-*"))) == 1  # one per catalog directory

@@ -60,6 +60,23 @@ def test_terminal_table_lists_every_runtime():
     assert "runc" in text and "crun" in text and "FAIL" in text and "total" in text
 
 
+def test_the_grid_reads_as_tabulate_with_its_number_parsing(monkeypatch):
+    """The table is rendered without tabulate's parsing of numbers (its cost); every column holds words,
+    so nothing moves: not even a numeric scenario id, which a column of numbers would right-align."""
+    results = [_result("pid-a", "runc", "pass"), _result("123", "runc", "fail"), _result("7", "crun", "pass")]
+    doc = matrix.build_document(results, HOST, RUNTIMES)
+    fast = views.render_terminal(doc), views.render_markdown(doc)
+    parsing = views.tabulate
+
+    def with_number_parsing(*args, **kw):
+        kw.pop("disable_numparse", None)
+        return parsing(*args, **kw)
+
+    monkeypatch.setattr(views, "tabulate", with_number_parsing)
+    assert fast == (views.render_terminal(doc), views.render_markdown(doc))
+    assert "\n123 " in fast[0]
+
+
 def test_write_all_writes_three_files(tmp_path):
     paths = write_all(_doc(), tmp_path / "out")
     assert [p.name for p in paths] == ["matrix.json", "matrix.md", "matrix.html"]

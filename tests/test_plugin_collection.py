@@ -12,6 +12,11 @@ from pathlib import Path
 
 import pytest
 
+# The plugin imports the YAML loader (and PyYAML) only when a file is not in its cache.  pytester's in-process
+# runs drop from sys.modules what was first imported inside them, and PyYAML's C parser, an extension module,
+# cannot be imported afresh (it keeps the node classes of its first import): imported here, they stay.
+import conformance.catalog.loader  # noqa: F401
+
 pytest_plugins = ["pytester"]
 
 MISSING_A = "/nonexistent/oci-conformance-test/runc-build"
@@ -165,3 +170,24 @@ def test_a_baseline_never_accepts_an_invalid_file(pytester, suite):
     again.assert_outcomes(failed=2)
     assert again.ret == pytest.ExitCode.TESTS_FAILED
     again.stdout.fnmatch_lines(["*failure(s) outside the matrix*fail the session whatever the baseline says"])
+
+
+# -- what collection made is out of the garbage collector's sight until the session ends ----------
+def test_collected_objects_are_frozen_for_the_session_and_thawed_after_it(pytester, suite):
+    """plugin/hooks.py freezes what collection made (the full collections of a run skip it) and
+    unfreezes it when the session is cleaned up, after pytest's last collection: nothing stays frozen."""
+    import gc
+
+    write(pytester, pid1=scenario("pid1"))
+    pytester.makeconftest("import gc\n"
+                          "def pytest_sessionfinish(session):\n"
+                          "    print('frozen during the session:', gc.get_freeze_count() > 0)\n")
+    assert gc.get_freeze_count() == 0
+    result = suite("--collect-only", "-q", "-s")
+    result.stdout.fnmatch_lines(["frozen during the session: True"])
+    assert gc.get_freeze_count() == 0
+    pytester.makepyfile(test_plain="def test_plain():\n    pass\n")  # a suite without scenarios: left alone
+    plain = pytester.runpytest("-p", "conformance.plugin.hooks", "-p", "no:cacheprovider", "-s",
+                               "-W", "ignore::pytest.PytestAssertRewriteWarning", "test_plain.py")
+    plain.stdout.fnmatch_lines(["*frozen during the session: False"])
+    assert plain.ret == pytest.ExitCode.OK and gc.get_freeze_count() == 0

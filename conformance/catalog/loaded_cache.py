@@ -7,7 +7,9 @@ is kept as its pickled scenarios, named by the hash of the file's bytes, its
 path and the source of the code that turns YAML into scenarios (this package,
 ``conformance/model`` and the schema): any change to one of them is a miss and
 a fresh load.  A file that does not load is never kept, so its error (file and
-line) is raised from the YAML every time.  The cache is the user's own
+line) is raised from the YAML every time.  A catalog collected whole is
+also kept as one entry of all its files (``loaded_all``), valid while none of
+them changed: one read where there were 240.  The cache is the user's own
 (``cache_root()``, beside the built rootfs trees): deleting it costs one load.
 """
 from __future__ import annotations
@@ -22,9 +24,10 @@ import time
 from pathlib import Path
 
 from conformance.model.cache_dir import cache_root
+from conformance.model.errors import ScenarioError
 from conformance.model.scenario import Scenario
 
-from .loader import SCHEMA_PATH, load_scenarios
+from .schema import SCHEMA_PATH
 
 PACKAGE = Path(__file__).resolve().parent.parent
 #: the code whose output is kept: a change to any of these files is a new cache
@@ -39,7 +42,7 @@ def loaded(path: Path) -> list[Scenario]:
         content = path.read_bytes()
     except OSError:
         return load_scenarios(path)  # it says what cannot be read, with the file's name
-    entry = _cache_dir() / hashlib.sha256(str(path).encode() + b"\0" + content).hexdigest()
+    entry = _cache_dir() / _entry_name(path, content)
     try:
         with open(entry, "rb") as kept:
             scenarios: list[Scenario] = pickle.load(kept)
@@ -51,7 +54,53 @@ def loaded(path: Path) -> list[Scenario]:
     return scenarios
 
 
-def _keep(entry: Path, scenarios: list[Scenario]) -> None:
+def _entry_name(path: Path, content: bytes) -> str:
+    return hashlib.sha256(str(path).encode() + b"\0" + content).hexdigest()
+
+
+def loaded_all(root: Path, paths: list[Path]) -> dict[Path, list[Scenario]]:
+    """The scenarios of each of ``paths`` (the files of the catalog ``root``) that loads, by path.
+
+    One entry holds them all, with the names of the per-file entries it was made of: when no file
+    changed, collection reads that one entry instead of one per file (~10 ms of 240 files here).
+    Otherwise each file is ``loaded`` (from its own entry, or parsed) and the catalog's entry is
+    written anew (one per catalog directory: replaced, not added to).  A file that does not load
+    is left out, so that its collection raises its error from the YAML, as ``loaded`` does.
+    """
+    names: dict[str, str] = {}  # file -> the name of its own entry (its path and bytes): what the entry was made of
+    for path in paths:
+        try:
+            names[str(path)] = _entry_name(path, path.read_bytes())
+        except OSError:
+            continue  # its collection says what cannot be read
+    entry = _cache_dir() / f"catalog-{hashlib.sha256(str(root).encode()).hexdigest()}"
+    try:
+        with open(entry, "rb") as kept:
+            made_of, scenarios = pickle.load(kept)
+        if made_of == names:
+            return {path: scenarios[str(path)] for path in paths if str(path) in scenarios}
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError, ValueError):
+        pass
+    found: dict[Path, list[Scenario]] = {}
+    for path in paths:
+        if str(path) in names:
+            try:
+                found[path] = loaded(path)
+            except ScenarioError:
+                continue
+    _keep(entry, (names, {str(path): scs for path, scs in found.items()}))
+    return found
+
+
+def load_scenarios(path: Path) -> list[Scenario]:
+    """``loader.load_scenarios``, imported on the first miss: a collection served from the cache
+    never imports the loader and PyYAML (~17 ms of the plugin's imports here)."""
+    from .loader import load_scenarios as load
+
+    return load(path)
+
+
+def _keep(entry: Path, scenarios: object) -> None:
     """Write the entry whole or not at all (xdist workers collect at once)."""
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)

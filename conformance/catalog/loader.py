@@ -20,15 +20,10 @@ from conformance.model.errors import ScenarioError
 from conformance.model.expectations import expectation_refs, unknown_marks
 from conformance.model.scenario import LinePath, Scenario, from_document
 
-SCHEMA_PATH = Path(__file__).parent.parent / "schema" / "scenario.schema.json"
+from .schema import SCHEMA_PATH, scenario_schema
 
-
-
-@functools.lru_cache(maxsize=1)
-def scenario_schema() -> dict[str, Any]:
-    """The JSON Schema shipped with the package (also used by editors)."""
-    schema: dict[str, Any] = json.loads(SCHEMA_PATH.read_text())
-    return schema
+__all__ = ["SCHEMA_PATH", "load_file", "load_scenarios", "parse_documents", "readable_tags", "scenario_schema",
+           "validate"]
 
 
 def _construct(node: yaml.Node, path: LinePath, lines: dict[LinePath, int], file: str) -> Any:

@@ -42,23 +42,24 @@ from conformance.model.scenario import Scenario
 
 from . import drivers, hostinfo, rootless_cgroup
 from .bare import bare_runs
-from .drivers.rootless import USER_ENV as ROOTLESS_USER_ENV
 from .executor import execute
+from .rootless_user import USER_ENV as ROOTLESS_USER_ENV
 from .runtimes import REF_ENV
 from .session import RunSession, sweep_dead
 
 
 def describe(request: dict[str, Any], session: RunSession | None = None) -> HostDescription:
-    """This host's profile and each requested runtime as it would be driven here."""
+    """This host's profile and each requested runtime as it would be driven here (as ``session``
+    resolved it, when one is given: a session's flags are the requests' own)."""
     runtimes: dict[str, RuntimeEntry] = {}
     for name in request["runtimes"]:
         try:
-            column, entry = drivers.describe(name, request.get("flags", {}))
+            column, entry = drivers.describe(name, request.get("flags", {}), session.profile if session else None)
             runtimes[column] = entry
         except RuntimeNotFound as exc:
             runtimes[name] = {"path": None, "version": None, "error": str(exc)}
     profile = dict(hostinfo.profile())
-    if any(drivers.parse(name).lane == drivers.RootlessDriver.lane for name in request["runtimes"]):
+    if any(drivers.parse(name).lane == drivers.ROOTLESS_LANE for name in request["runtimes"]):
         profile["rootless_cgroups"] = rootless_cgroup.plan()  # whether this host delegated cgroups
     return {"profile": profile, "runtimes": runtimes}
 

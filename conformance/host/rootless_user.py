@@ -37,6 +37,8 @@ from conformance.model.errors import ConformanceError
 
 from . import cgroupfs
 
+#: ``--rootless-user NAME``: the rootless lane runs as this existing user instead of one made for the session
+USER_ENV = "OCI_CONFORMANCE_ROOTLESS_USER"
 NAME_PREFIX = "oci-conformance-"
 #: the comment of every user made here: which process made it, so a later run can tell a dead one
 COMMENT = "oci-conformance rootless user pid={pid} start={start} run={tag}"

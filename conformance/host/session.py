@@ -187,7 +187,7 @@ class RunSession:
             except Exception as exc:  # noqa: BLE001 - reported as a leftover; the rest is still cleaned
                 cleaned = [f"cleanup failed: {exc}"]
             leftovers += [f"{name}:{cid}" for cid in cleaned]
-        for cls in drivers.DRIVERS.values():
+        for cls in drivers.DRIVERS.loaded():  # a lane whose module was never imported made nothing here
             leftovers += cls.close_session(self._state_root)
         roots = [driver.root for driver in self._drivers.values() if isinstance(driver, CliDriver)]
         if roots:  # one pass over /proc for every CLI driver's root (see CliDriver.cleanup)
@@ -228,7 +228,7 @@ def sweep_dead(tag: str | None = None) -> list[str]:
     dead_tags = set()
     for state in _dead_state_roots(tag):
         dead_tags.add(_tag_of(state))
-        for cls in drivers.DRIVERS.values():
+        for cls in drivers.DRIVERS.values():  # imports every lane: only now that a killed session was found
             removed += cls.sweep_dead(state)
         for saved in state.glob(f"*{SWEEP_SUFFIX}"):
             try:

@@ -24,8 +24,8 @@ from typing import Any, Protocol, cast
 
 from conformance.host import agent
 from conformance.host.bare import bare_runs
-from conformance.host.drivers.rootless import USER_ENV as ROOTLESS_USER_ENV
 from conformance.host.executor import execute
+from conformance.host.rootless_user import USER_ENV as ROOTLESS_USER_ENV
 from conformance.host.runtimes import ref_launcher
 from conformance.host.session import RunSession
 from conformance.model.errors import ConformanceError
@@ -67,7 +67,7 @@ class LocalTarget:
         return execute(scenario, runtime, disabled, self.session)
 
     def describe(self, runtimes: list[str]) -> HostDescription:
-        return agent.describe({"runtimes": runtimes, "flags": self.runtime_flags})
+        return agent.describe({"runtimes": runtimes, "flags": self.runtime_flags}, self.session)
 
     def bare_runs(self, scenarios: list[Scenario], runtime: str) -> list[float | None]:
         """One bare ``RUNTIME run`` per scenario's bundle (host/bare.py): for bench/."""

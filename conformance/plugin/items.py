@@ -12,8 +12,7 @@ from typing import Any, Iterable, Iterator
 
 import pytest
 
-from conformance.catalog.loaded_cache import loaded
-from conformance.catalog.loader import readable_tags
+from conformance.catalog.loaded_cache import loaded, loaded_all
 from conformance.host.drivers import label as runtime_label
 from conformance.judge.verdict import Verdict, judge
 from conformance.model.errors import ScenarioError
@@ -32,8 +31,12 @@ class Catalog(pytest.Directory):
         root = scenarios_dir(self.config)
         if not root.is_dir():
             raise pytest.UsageError(f"scenario directory {root} does not exist (see --scenarios)")
-        for path in sorted(root.rglob("*.y*ml")):
-            yield ScenarioFile.from_parent(self, path=path)
+        paths = sorted(root.rglob("*.y*ml"))
+        kept = loaded_all(root, paths)  # the whole catalog from one cache entry when no file changed
+        for path in paths:
+            file = ScenarioFile.from_parent(self, path=path)
+            file.kept = kept.get(path)
+            yield file
 
 
 class ScenarioFile(pytest.File):
@@ -46,11 +49,15 @@ class ScenarioFile(pytest.File):
 
     #: what the file holds once collected; empty while it has not been, or when it is invalid
     scenarios: tuple[Scenario, ...] = ()
+    #: what the catalog's cache entry holds for this file (None: not known there, load it)
+    kept: list[Scenario] | None = None
 
     def collect(self) -> Iterator[pytest.Item]:
         try:
-            scenarios = loaded(self.path)
+            scenarios = self.kept if self.kept is not None else loaded(self.path)
         except ScenarioError as exc:
+            from conformance.catalog.loader import readable_tags  # an invalid file only (the cache keeps none)
+
             yield from self.error_items(exc, readable_tags(self.path))
             return
         clash = id_clashes(scenarios).get(self.path)

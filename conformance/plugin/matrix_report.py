@@ -8,10 +8,7 @@ import pytest
 
 from conformance.hosts.targets import HostError, Target
 from conformance.model.records import HostDescription
-from conformance.reporting.document import build_document
-from conformance.reporting.files import write_all
 from conformance.reporting.rows import Matrix, ResultRow
-from conformance.reporting.text import render_terminal
 
 from .stash import hosts_key, recorded_result, runtimes_key, targets_key
 
@@ -79,6 +76,11 @@ class MatrixReporter:
         described = {spec: self.described.get(spec) or _describe(targets.get(spec), names)
                      for spec in self.config.stash[hosts_key]}
         local = described.get("local") or _describe(targets.get("local"), names)
+        # the writers (tabulate, the HTML page) are loaded here, where the matrix is written: an xdist
+        # worker or a --co run never loads them
+        from conformance.reporting.document import build_document
+        from conformance.reporting.files import write_all
+
         self.doc = build_document(self.results, local["profile"], local["runtimes"],
                                          hosts={spec: d["profile"] for spec, d in described.items()},
                                          host_runtimes={spec: d["runtimes"] for spec, d in described.items()})
@@ -87,6 +89,8 @@ class MatrixReporter:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.doc is None:
             return
+        from conformance.reporting.text import render_terminal  # loaded by write_all already
+
         terminalreporter.section("conformance matrix")
         terminalreporter.write_line(render_terminal(self.doc))
         terminalreporter.write_line("written: " + ", ".join(str(p) for p in self.written))

@@ -49,7 +49,9 @@ def _table(doc: Matrix, symbols: dict[str, str], fmt: str) -> str:
                                                    if c in cells else "—" for c in cols])
     tot = totals(doc)
     body.append([strong("total"), ""] + [strong(holds_ratio(tot[c])) for c in cols])
-    return tabulate(body, headers=["scenario", "tags", *cols], tablefmt=fmt)
+    # every column holds words (an area's heading row, the total row), so tabulate types each column as
+    # text whatever a cell looks like: telling it so skips its number parsing of every cell (most of its time)
+    return tabulate(body, headers=["scenario", "tags", *cols], tablefmt=fmt, disable_numparse=True)
 
 
 def render_terminal(doc: Matrix) -> str:

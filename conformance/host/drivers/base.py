@@ -82,6 +82,15 @@ class RunOutcome:
     duration_s: float
 
 
+def unspell(spelling: str, text: str) -> str | None:
+    """The runtime ``text`` names when it is written as ``spelling`` (``{}`` standing for the runtime),
+    or None.  A function of the spelling alone: the registry (``drivers.DRIVERS``) parses a value
+    without importing the module of a lane the value does not name."""
+    prefix, _, suffix = spelling.partition("{}")
+    inner = text[len(prefix):len(text) - len(suffix)]
+    return inner if inner and text.startswith(prefix) and text.endswith(suffix) else None
+
+
 class RuntimeDriver(abc.ABC):
     """One runtime in one lane, with a state root private to this process.
 
@@ -118,9 +127,7 @@ class RuntimeDriver(abc.ABC):
     @classmethod
     def unqualify(cls, text: str) -> str | None:
         """The runtime a lane-qualified ``--runtime`` value names in this lane, or None if not this lane's."""
-        prefix, _, suffix = cls.spelling.partition("{}")
-        inner = text[len(prefix):len(text) - len(suffix)]
-        return inner if inner and text.startswith(prefix) and text.endswith(suffix) else None
+        return unspell(cls.spelling, text)
 
     @classmethod
     def describe(cls, profile: RuntimeProfile) -> RuntimeEntry:

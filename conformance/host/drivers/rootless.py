@@ -33,7 +33,7 @@ from ..runtimes import RuntimeProfile
 from .cli import CliDriver
 
 #: ``--rootless-user NAME``: run as this existing user instead of one made for the session
-USER_ENV = "OCI_CONFORMANCE_ROOTLESS_USER"
+USER_ENV = rootless_user.USER_ENV
 
 #: runtime (basename) -> (global flags, why), for what a runtime needs to run rootless at all
 _LANE_FLAGS: dict[str, tuple[list[str], str]] = {
