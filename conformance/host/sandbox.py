@@ -30,7 +30,7 @@ from conformance.model.scenario import Expectations, Scenario
 
 from . import cgroupfs, lifecycle
 from .bundle import build
-from .drivers import RuntimeDriver
+from .drivers import RuntimeDriver, procs
 
 #: the probe's entrypoint: a regular file of the rootfs, so the comparison needs no symlink resolution
 ENTRYPOINT = "/bin/busybox"
@@ -51,7 +51,8 @@ def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
 
 def _runs(pid: int, entrypoint: os.stat_result, wait_s: float) -> tuple[bool, str]:
     """(the process runs the entrypoint, what its /proc/<pid>/exe is), waiting up to ``wait_s`` for the exec."""
-    deadline = time.monotonic() + wait_s
+    started = time.monotonic()
+    deadline = started + wait_s
     while True:
         try:
             if _same_file(os.stat(f"/proc/{pid}/exe"), entrypoint):
@@ -65,7 +66,7 @@ def _runs(pid: int, entrypoint: os.stat_result, wait_s: float) -> tuple[bool, st
                 return False, os.readlink(f"/proc/{pid}/exe")
             except OSError as exc:
                 return False, f"an unreadable /proc/{pid}/exe ({exc.strerror})"
-        time.sleep(0.005)
+        time.sleep(0.0005 if time.monotonic() - started < procs.SPIN_S else 0.005)  # tight at first, as poll_until
 
 
 def probe(driver: RuntimeDriver, workdir: Path, cid: str, timeout: float = PROBE_TIMEOUT_S) -> SandboxProbe:
