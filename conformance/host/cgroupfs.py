@@ -87,6 +87,8 @@ def mounts(mountinfo: str | None = None) -> dict[str, Path]:
     text = mountinfo if mountinfo is not None else Path("/proc/self/mountinfo").read_text()
     found: dict[str, Path] = {}
     for line in text.splitlines():
+        if " - cgroup" not in line:  # most lines: skipped before they are split
+            continue
         left, _, right = line.partition(" - ")
         fstype, _source, options = (right.split() + ["", "", ""])[:3]
         if fstype == "cgroup2":
@@ -222,7 +224,7 @@ def remove_leftovers(cgroups_path: str, mount_map: dict[str, Path] | None = None
     rel = cgroups_path.strip("/")
     if not rel:
         return []
-    tops = [mountpoint / rel for mountpoint in sorted(set(m.values())) if (mountpoint / rel).is_dir()]
+    tops = [Path(top) for top in sorted({f"{mountpoint}/{rel}" for mountpoint in m.values()}) if os.path.isdir(top)]
     for top in tops:  # first: a frozen task does not die of SIGKILL (v1) until thawed
         _thaw(top)
     leaks = []
