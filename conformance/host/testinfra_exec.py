@@ -37,6 +37,8 @@ from testinfra.backend import base
 from conformance.model.records import InsideReading
 from conformance.model.scenario import InsideCheck
 
+from .drivers.procs import block_until_exit
+
 EXEC_TIMEOUT_S = 30.0
 
 #: Debian's busybox has no ``getent``; testinfra's group module and the
@@ -125,6 +127,7 @@ class _KeptShell:
         try:
             if self.proc.stdin is not None:
                 self.proc.stdin.close()
+            block_until_exit(self.proc.pid, 5)  # the exec's end, on a pidfd: Popen.wait(timeout) polls
             self.proc.wait(timeout=5)
         except (OSError, subprocess.TimeoutExpired):
             self.proc.kill()
