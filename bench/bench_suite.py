@@ -7,9 +7,11 @@ For each runtime, prints
   - the bare time: the sum, over the same scenarios, of one
     ``R run --bundle B`` each, B being the very bundle the harness builds
     (same config.json, same rootfs, same global flags and adaptations), timed
-    around the runtime process alone; stdin is an empty pipe so ``read _`` ends;
-  - their ratio (goal ≤ 1.3 on runc): ``--repeat`` pairs (default 3), each a suite run then its
-    bare runs, the pair of the median ratio printed with every pair's ratio beside it.
+    around the runtime process alone; stdin is an empty pipe so ``read _`` ends (a process with a
+    terminal gets a pty of its own: conformance/host/bare.py);
+  - their ratio (goal ≤ 1.3 on runc): ``--repeat`` pairs (default 3), each a suite run and its
+    bare runs, in turn one or the other first, the pair of the median ratio printed with every
+    pair's ratio beside it.
 Then the wall time of the full matrix of ref, runc and crun with ``-n 2``, every
 scenario of the catalog (goal < 20 s on this 2-core machine), runsc on its own line, the cost of
 ``--controls`` (the negative controls: one ref run of the scenario per
@@ -290,9 +292,13 @@ def main() -> None:
     peaks = []
     for name in names + ([] if args.no_runsc or not shutil.which("runsc") else ["runsc"]):
         pairs = []
-        for _ in range(max(args.repeat, 1)):  # suite and bare alternate: noise on the machine hits both alike
-            wall, peak, summary = run_suite(name)
-            bare, count = bare_runs(name)
+        for turn in range(max(args.repeat, 1)):  # suite and bare alternate: noise on the machine hits both alike,
+            if turn % 2:                            # and each goes first in every other pair (ABBA), so that
+                bare, count = bare_runs(name)       # neither always inherits what the other left (a warm CPU)
+                wall, peak, summary = run_suite(name)
+            else:
+                wall, peak, summary = run_suite(name)
+                bare, count = bare_runs(name)
             pairs.append((wall / bare if bare else float("inf"), wall, bare, count, peak, summary))
             peaks.append(peak)
         _, wall, bare, count, peak, summary = sorted(pairs)[len(pairs) // 2]  # the pair of the median ratio
