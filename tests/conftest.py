@@ -6,12 +6,13 @@ import json
 import os
 import re
 import secrets
+import shutil
 import subprocess
 import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
@@ -72,9 +73,18 @@ def suite_command(scenarios: Path | None, out: Path, *args: str) -> list[str]:
     return cmd + list(args)
 
 
+def _run_tag() -> str:
+    """One tag per test process, however this module is imported: pytest loads it as ``conftest``
+    and the tests import it as ``tests.conftest``, two module objects, and the leftover check here
+    must look for the very tag the tests' sessions carry (with a tag each, it looked for one no
+    session had, and could not fail).  Kept in the environment under this process's pid, so that an
+    xdist worker, which inherits its controller's environment, still draws its own."""
+    return os.environ.setdefault(f"OCI_CONFORMANCE_TEST_TAG_{os.getpid()}", "t" + secrets.token_hex(3))
+
+
 #: Names everything the suites started by these tests make on the host, so the
 #: leftover check sees only our own objects even if other runs share the machine.
-RUN_TAG = "t" + secrets.token_hex(3)
+RUN_TAG = _run_tag()
 SUITE_ENV = {**os.environ, "OCI_CONFORMANCE_TAG": RUN_TAG}
 
 
@@ -188,3 +198,20 @@ def no_leftovers():
     yield
     after = host_leftovers()
     assert after - before == set(), f"left behind: {sorted(after - before)}"
+
+
+#: ref always, runc where it is installed: the two runtimes the lifecycle-level tests run on
+REF_AND_RUNC = [pytest.param(r, marks=pytest.mark.skipif(r != "ref" and not shutil.which(r), reason=f"no {r}"))
+                for r in ("ref", "runc")]
+
+
+@pytest.fixture
+def session(monkeypatch: pytest.MonkeyPatch, no_leftovers: None) -> Iterator[Any]:
+    """A RunSession under this test run's tag (what no_leftovers looks for), which must close with
+    none of its containers left: each test's containers were gone before the session closed."""
+    from conformance.host.session import RunSession  # the harness, only for the tests that run containers
+
+    monkeypatch.setenv("OCI_CONFORMANCE_TAG", RUN_TAG)
+    made = RunSession()
+    yield made
+    assert made.close() == []

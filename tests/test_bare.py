@@ -7,31 +7,17 @@ and refuses at once without it), and its size is the config's.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from conformance.host.bare import timed_run
 from conformance.host.bundle import build
-from conformance.host.session import RunSession
 from conformance.model.scenario import Expectations, Scenario
-from tests.conftest import RUN_TAG
-
-RUNTIMES = [pytest.param(r, marks=pytest.mark.skipif(r != "ref" and not shutil.which(r), reason=f"no {r}"))
-            for r in ("ref", "runc")]
+from tests.conftest import REF_AND_RUNC
 
 
-@pytest.fixture
-def session(monkeypatch: pytest.MonkeyPatch, no_leftovers: None) -> Iterator[RunSession]:
-    monkeypatch.setenv("OCI_CONFORMANCE_TAG", RUN_TAG)  # what no_leftovers looks for
-    made = RunSession()
-    yield made
-    assert made.close() == []
-
-
-@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("runtime", REF_AND_RUNC)
 @pytest.mark.parametrize("terminal", [None, (37, 91)])
 def test_a_bare_run_runs_the_container_with_a_terminal_when_it_has_one(session, runtime, terminal):
     """The entrypoint runs to its end (its output is there), on a terminal of the config's size when

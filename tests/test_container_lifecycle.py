@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -26,18 +24,9 @@ from conformance.host.executor import execute
 from conformance.host.session import RunSession
 from conformance.host.steps import run_steps
 from conformance.model.scenario import Expectations, Scenario
-from tests.conftest import RUN_TAG
+from tests.conftest import REF_AND_RUNC, RUN_TAG
 
-RUNTIMES = [pytest.param(r, marks=pytest.mark.skipif(r != "ref" and not shutil.which(r), reason=f"no {r}"))
-            for r in ("ref", "runc")]
-
-
-@pytest.fixture
-def session(monkeypatch: pytest.MonkeyPatch, no_leftovers: None) -> Iterator[RunSession]:
-    monkeypatch.setenv("OCI_CONFORMANCE_TAG", RUN_TAG)  # what no_leftovers looks for
-    made = RunSession()
-    yield made
-    assert made.close() == []  # each test's containers were gone before the session closed
+RUNTIMES = REF_AND_RUNC
 
 
 def _bundle(session: RunSession, driver: RuntimeDriver, cid: str, *args: str) -> Bundle:

@@ -82,14 +82,6 @@ def one_at_a_time() -> Iterator[None]:
         os.close(fd)
 
 
-@pytest.fixture
-def session(monkeypatch: pytest.MonkeyPatch, no_leftovers: None) -> Iterator[RunSession]:
-    monkeypatch.setenv("OCI_CONFORMANCE_TAG", RUN_TAG)  # what no_leftovers looks for
-    made = RunSession()
-    yield made
-    assert made.close() == []
-
-
 def _uids(pid: int) -> list[int]:
     """real, effective, saved and filesystem uid of a process, as the host's /proc says."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
