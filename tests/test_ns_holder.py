@@ -36,7 +36,7 @@ def _ended(pid: int, within_s: float = 5.0) -> bool:
         try:
             if "State:\tZ" in Path(f"/proc/{pid}/status").read_text():
                 return True  # ended; its parent (not this process) reaps it
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):  # gone (ESRCH: between the open and the read)
             return True
         time.sleep(0.01)
     return False
