@@ -142,9 +142,9 @@ def unsupported() -> str | None:
     ``ip`` older than ``netns attach`` (iproute2 4.20) cannot name the
     bridge's namespace: a host fact too, not the runtime's fault.
     """
-    for tool, package in (("ip", "iproute2"), ("unshare", "util-linux")):
-        if shutil.which(tool) is None:
-            return f"{package}'s `{tool}` is not installed"
+    missing = _missing_tool()
+    if missing is not None:
+        return f"{missing} is not installed"
     usage = subprocess.run(["ip", "netns", "help"], capture_output=True, text=True, timeout=IP_TIMEOUT_S,
                            stdin=subprocess.DEVNULL)
     if "netns attach" not in usage.stdout + usage.stderr:
@@ -168,7 +168,7 @@ def _missing_tool() -> str | None:
     """The first tool this setup needs that the host lacks, with its package (asked once a process)."""
     for tool, package in (("ip", "iproute2"), ("unshare", "util-linux")):
         if shutil.which(tool) is None:
-            return f"bridge_net needs {package}'s `{tool}` on the runtime's host"
+            return f"{package}'s `{tool}`"
     return None
 
 
@@ -176,7 +176,7 @@ def _missing_tool() -> str | None:
 def bridge_net(workdir: Path) -> Iterator[dict[str, str]]:
     missing = _missing_tool()
     if missing is not None:
-        raise OSError(missing)
+        raise OSError(f"bridge_net needs {missing} on the runtime's host")
     x = secrets.token_hex(3)
     names = _names(x)
     n = secrets.randbelow(256)
