@@ -19,6 +19,7 @@ import time
 import pytest
 
 from conformance.host import bridge_net, session
+from conformance.host.drivers import procs
 from tests.conftest import REPO, SUITE_ENV, host_leftovers, run_suite, suite_command, write_scenarios
 
 pytestmark = pytest.mark.skipif(bridge_net.unsupported() is not None, reason=f"{bridge_net.unsupported()}")
@@ -93,7 +94,7 @@ def test_an_interrupt_while_ip_runs_stops_it_before_the_names_are_removed(tmp_pa
         raise KeyboardInterrupt
 
     monkeypatch.setattr(bridge_net, "BRIDGE_IP", ["unshare", "--net", "sh", "-c", 'sleep 0.5; exec ip "$@"', "ip"])
-    monkeypatch.setattr(bridge_net, "block_until_exit", interrupted)
+    monkeypatch.setattr(procs, "block_until_exit", interrupted)
     with pytest.raises(KeyboardInterrupt):
         with bridge_net.bridge_net(tmp_path):
             pass

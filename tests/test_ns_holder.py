@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from conformance.host import ns_holder
+from conformance.host.drivers import procs
 from tests.conftest import REPO
 
 #: nsenter's option for each /proc/PID/ns link
@@ -87,7 +88,7 @@ def test_the_mount_namespace_is_a_slave_of_the_hosts(tmp_path):
 def test_a_holder_that_ignores_its_stdin_is_killed(tmp_path, monkeypatch, pidfd):
     """Also where the kernel has no pidfd (block_until_exit says None): the wait is then polled."""
     if not pidfd:
-        monkeypatch.setattr(ns_holder, "block_until_exit", lambda pid, timeout: None)
+        monkeypatch.setattr(procs, "block_until_exit", lambda pid, timeout: None)
     monkeypatch.setattr(ns_holder, "STOP_TIMEOUT_S", 0.3)
     monkeypatch.setattr(ns_holder, "HOLDER", ns_holder.HOLDER.replace("read -r _ || exit 0", "exec sleep 60"))
     started = time.monotonic()

@@ -39,7 +39,7 @@ import subprocess
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .drivers.procs import block_until_exit
+from .drivers.procs import ended_within
 
 NETNS_DIR = Path("/run/netns")
 IP_TIMEOUT_S = 10.0
@@ -76,16 +76,14 @@ def _ip_batch(argv: list[str], commands: Callable[[int], list[str]]) -> None:
 
 
 def _feed_and_wait(proc: subprocess.Popen[str], batch: str) -> None:
-    """Give ip its batch and await its end on a pidfd (procs.block_until_exit: subprocess's own
+    """Give ip its batch and await its end on a pidfd (procs.ended_within: subprocess's own
     wait with a timeout polls with growing sleeps).  The batch, and the one complaint ip makes
     before it stops, each fit in a pipe's buffer: neither side waits for the other to read."""
     assert proc.stdin is not None
     proc.stdin.write(batch)
     proc.stdin.close()
-    exited = block_until_exit(proc.pid, IP_TIMEOUT_S)
-    if exited is False:
+    if not ended_within(proc, IP_TIMEOUT_S):
         raise subprocess.TimeoutExpired(proc.args, IP_TIMEOUT_S)
-    proc.wait(None if exited else IP_TIMEOUT_S)  # None: no pidfd here, so a polled wait
 
 
 def _kill(proc: subprocess.Popen[str]) -> None:

@@ -46,7 +46,7 @@ import subprocess
 from pathlib import Path
 from typing import Iterator
 
-from .drivers.procs import block_until_exit
+from .drivers.procs import ended_within
 
 READY_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
@@ -73,13 +73,13 @@ read -r _ || exit 0
 def _stop(proc: subprocess.Popen[str]) -> None:
     """Close its stdin (the PID 1 ends, ``unshare`` with it); kill what does not end in time.
 
-    Awaited on a pidfd (block_until_exit): subprocess's own wait with a timeout
+    Awaited on a pidfd (procs.ended_within): subprocess's own wait with a timeout
     polls with growing sleeps, and cost a few ms here where the holder ends in
     well under one.
     """
     if proc.stdin is not None:
         proc.stdin.close()
-    if not _ended_within(proc, STOP_TIMEOUT_S):
+    if not ended_within(proc, STOP_TIMEOUT_S):
         proc.kill()  # the PID 1 gets SIGKILL too (--kill-child)
     proc.wait()
     for stream in (proc.stdout, proc.stderr):
@@ -103,21 +103,9 @@ def _ready(proc: subprocess.Popen[str]) -> tuple[int, str]:
 
 def _last_words(proc: subprocess.Popen[str]) -> str:
     """What a holder that ended without reporting ready wrote to its stderr (``set -e``: the failed step)."""
-    if proc.stderr is None or not _ended_within(proc, STOP_TIMEOUT_S):
+    if proc.stderr is None or not ended_within(proc, STOP_TIMEOUT_S):
         return ""
     return proc.stderr.read().strip()[-300:]
-
-
-def _ended_within(proc: subprocess.Popen[str], timeout: float) -> bool:
-    """Whether the holder ended within ``timeout`` s: on a pidfd, or (a kernel without) by a polled wait."""
-    exited = block_until_exit(proc.pid, timeout)
-    if exited is not None:
-        return exited
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        return False
-    return True
 
 
 @functools.lru_cache(maxsize=1)

@@ -37,7 +37,7 @@ from testinfra.backend import base
 from conformance.model.records import InsideReading
 from conformance.model.scenario import InsideCheck
 
-from .drivers.procs import block_until_exit
+from .drivers.procs import ended_within
 
 EXEC_TIMEOUT_S = 30.0
 
@@ -127,8 +127,8 @@ class _KeptShell:
         try:
             if self.proc.stdin is not None:
                 self.proc.stdin.close()
-            block_until_exit(self.proc.pid, 5)  # the exec's end, on a pidfd: Popen.wait(timeout) polls
-            self.proc.wait(timeout=5)
+            if not ended_within(self.proc, 5):  # the exec's end, on a pidfd: Popen.wait(timeout) polls
+                raise subprocess.TimeoutExpired(self.proc.args, 5)
         except (OSError, subprocess.TimeoutExpired):
             self.proc.kill()
             self.proc.wait()

@@ -30,8 +30,8 @@ from ..runtimes import RuntimeProfile
 from .base import NO_LAUNCH, UPDATE_FLAGS, Launch, RunOutcome, RuntimeDriver, VerbFailed
 from .procs import (
     become_subreaper,
-    block_until_exit,
     empty_stdin,
+    ended_within,
     exit_status,
     reap_adopted,
     run_verb,
@@ -83,12 +83,8 @@ class CliDriver(RuntimeDriver):
     @staticmethod
     def _wait_runtime(proc: subprocess.Popen[Any], timeout: float) -> bool:
         """Wait for a runtime process; on timeout kill its whole process group. True if it timed out."""
-        if block_until_exit(proc.pid, timeout) is not False:  # exited (or no pidfd: wait polls)
-            try:
-                proc.wait(timeout=timeout)
-                return False
-            except subprocess.TimeoutExpired:
-                pass
+        if ended_within(proc, timeout):
+            return False
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import IO, Callable, Mapping, Sequence
+from typing import IO, Any, Callable, Mapping, Sequence
 
 from ..proctable import process_state
 
@@ -241,6 +241,19 @@ def block_until_exit(pid: int, timeout: float, spin: bool = True) -> bool | None
         return bool(select.select([fd], [], [], max(timeout - (time.monotonic() - started), 0))[0])
     finally:
         os.close(fd)
+
+
+def ended_within(proc: subprocess.Popen[Any], timeout: float) -> bool:
+    """Whether ``proc`` ended within ``timeout`` s (then it is reaped): awaited on a pidfd
+    (block_until_exit), or, where the kernel has none, by Popen's own wait, which polls."""
+    exited = block_until_exit(proc.pid, timeout)
+    if exited is False:
+        return False
+    try:
+        proc.wait(None if exited else timeout)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
 
 
 def wait_for_file(path: Path, alive: Callable[[], bool], deadline: float) -> bool:
