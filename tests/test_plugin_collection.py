@@ -191,3 +191,23 @@ def test_collected_objects_are_frozen_for_the_session_and_thawed_after_it(pytest
                                "-W", "ignore::pytest.PytestAssertRewriteWarning", "test_plain.py")
     plain.stdout.fnmatch_lines(["*frozen during the session: False"])
     assert plain.ret == pytest.ExitCode.OK and gc.get_freeze_count() == 0
+
+
+def test_everything_is_frozen_again_when_the_process_exits(pytester, monkeypatch):
+    """At the interpreter's exit the plugin freezes the process's objects (hooks._freeze_at_exit): the
+    collections of the shut-down would walk them all for nothing.  Seen from an exit handler that
+    runs after the plugin's (registered before it, by the conftest), in a process of its own."""
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    monkeypatch.setenv("OCI_CONFORMANCE_TAG", "collect-test")
+    write(pytester, pid1=scenario("pid1"))
+    pytester.makeconftest("import atexit, gc, os\n"
+                          "@atexit.register\n"
+                          "def _after_the_plugins_handler():\n"
+                          "    os.write(1, b'frozen at exit: %d\\n' % (gc.get_freeze_count() > 0))\n")
+    args = ("-p", "conformance.plugin.hooks", "-p", "no:cacheprovider", "--scenarios", "scen",
+            f"--runtime={MISSING_A}", "--collect-only", "-q")
+    with_scenarios = pytester.runpytest_subprocess(*args, "scen")
+    with_scenarios.stdout.fnmatch_lines(["frozen at exit: 1"])
+    pytester.makepyfile(test_plain="def test_plain():\n    pass\n")  # a suite without scenarios: left alone
+    plain = pytester.runpytest_subprocess(*args, "test_plain.py")
+    plain.stdout.fnmatch_lines(["frozen at exit: 0"])

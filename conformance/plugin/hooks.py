@@ -10,6 +10,8 @@ reporter in matrix_report.py, the shared stash keys in stash.py.
 """
 from __future__ import annotations
 
+import atexit
+import functools
 import gc
 import os
 import secrets
@@ -178,9 +180,22 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     frozen.  Garbage is still freed by reference counting; only a reference cycle among these objects
     would wait for ``gc.unfreeze``, which the session's clean-up calls after pytest's last collection
     (pytest_configure adds it before pytest's own clean-up, and clean-ups run last-added first).
+
+    At the interpreter's exit everything is frozen again (``_freeze_at_exit``).
     """
     if any(isinstance(item, (ScenarioItem, InvalidScenarioItem)) for item in session.items):
         gc.freeze()
+        _freeze_at_exit()
+
+
+@functools.cache  # one handler per process, however many sessions it runs
+def _freeze_at_exit() -> None:
+    """Once the process ends, its objects go with it: the collections the interpreter makes while it
+    shuts down would walk them all (~50 ms of a serial run's ~110 ms after its last scenario, measured
+    here) to free what the exit frees anyway.  Frozen at exit (an atexit handler: after pytest.main
+    returned, also when it ran inside another process), they are skipped; the modules are still torn
+    down, and every clean-up of the run happened before (the session's close, in pytest_unconfigure)."""
+    atexit.register(gc.freeze)
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m/-k deselect: every file takes part, error items keep their marks
