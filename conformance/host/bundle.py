@@ -18,7 +18,7 @@ from conformance.model.placeholders import fill
 from ..model.scenario import Scenario
 from .base_spec import base_spec
 from .image import ImageMount, Snapshotter, mount_image
-from .patch import apply_patch
+from .patch import patch_into
 from .rootfs import busybox_rootfs, release_rootfs, take_rootfs
 
 
@@ -111,7 +111,7 @@ def make_config(scenario: Scenario, cid: str, oci_version: str, variables: dict[
     base["linux"]["cgroupsPath"] = f"/{cid}"
     base["ociVersion"] = oci_version
     base["process"]["args"] = list(fill(scenario.args, variables))
-    config: dict[str, Any] = apply_patch(base, fill(scenario.patch, variables))
+    config: dict[str, Any] = patch_into(base, fill(scenario.patch, variables))  # base is this bundle's own copy
     config.setdefault("linux", {})
     return config
 

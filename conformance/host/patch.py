@@ -48,7 +48,13 @@ def apply_patch(base: Any, patch: Any, where: str = "config") -> Any:
     each level (as a recursion of "return a modified copy" does) copied the
     base config — Docker's seccomp profile and all — several times per bundle.
     """
-    return _merge(_copy(base), patch, where)
+    return patch_into(_copy(base), patch, where)
+
+
+def patch_into(owned: Any, patch: Any, where: str = "config") -> Any:
+    """``owned`` — a document no one else holds, such as base_spec()'s fresh copy — with ``patch``
+    merged into it in place (apply_patch without its copy: a bundle's config was copied twice)."""
+    return _merge(owned, patch, where)
 
 
 def _copy(value: Any) -> Any:

@@ -266,8 +266,9 @@ def wait_for_file(path: Path, alive: Callable[[], bool], deadline: float) -> boo
     SPIN_S (a runtime on hardware or KVM) and backs off after it (a runtime
     under emulation, where a second is common, should not pay for it).
     """
-    done = poll_until(lambda: _has_content(path) or not alive(), deadline)
-    return done and _has_content(path)
+    name = os.fspath(path)  # polled every 0.5 ms: no Path object per look
+    done = poll_until(lambda: _has_content(name) or not alive(), deadline)
+    return done and _has_content(name)
 
 
 def poll_until(ready: Callable[[], bool], deadline: float) -> bool:
@@ -283,9 +284,9 @@ def poll_until(ready: Callable[[], bool], deadline: float) -> bool:
         time.sleep(0.0005 if now - started < SPIN_S else 0.002 if now - started < 1.0 else 0.01)
 
 
-def _has_content(path: Path) -> bool:
+def _has_content(path: str) -> bool:
     try:
-        return path.stat().st_size > 0
+        return os.stat(path).st_size > 0
     except FileNotFoundError:
         return False
 
