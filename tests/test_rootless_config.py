@@ -198,6 +198,9 @@ def test_a_runtime_that_runs_no_container_rootless_gives_errors_not_passes(monke
         def new_container_id(self):
             return "cf-x"
 
+        def take_ahead(self):
+            return None  # no bundle written ahead (host/ahead.py)
+
         def sandbox(self, runtime, timeout):
             return SandboxProbe(False, "not determined (the probe container did not run: x create failed (exit 128): "
                                        "Rootless mode not supported); host facts are judged as the container's", ran=False)

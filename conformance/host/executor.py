@@ -8,13 +8,14 @@ Execution back as JSON.  Judging stays with the harness.
 """
 from __future__ import annotations
 
+import functools
 import socket
 
 from conformance.model.errors import ConformanceError, NotApplicable
 from conformance.model.records import Execution, Observation
 from conformance.model.scenario import Scenario
 
-from . import drivers, host_setup, hostinfo, hoststate, inside
+from . import ahead, drivers, host_setup, hostinfo, hoststate, idle, inside
 from .bundle import Bundle, build
 from .drivers import RuntimeDriver
 from .observe import InitUnseen, observe
@@ -22,12 +23,25 @@ from .runexit import run_exit
 from .session import RunSession
 
 
-def execute(scenario: Scenario, runtime: str, disabled: tuple[str, ...], session: RunSession) -> Execution:
+def execute(scenario: Scenario, runtime: str, disabled: tuple[str, ...], session: RunSession,
+            upcoming: ahead.Next | None = None) -> Execution:
     """Run one scenario on this host with one runtime (``disabled``: ref switches for a control).
 
     The runtime is first asked, once per session, whether it runs containers in a
     sandbox (host/sandbox.py): the observation carries the answer to the judge.
+    ``upcoming``: the scenario this host runs next, whose bundle may be written while
+    this one's container runs (host/ahead.py).
     """
+    written = session.take_ahead()  # this scenario's bundle, if the one before wrote it
+    try:
+        return _execute(scenario, runtime, disabled, session, upcoming, written)
+    finally:
+        if written is not None and not written.used:  # written for another scenario, or this one skipped
+            _remove(written.bundle)
+
+
+def _execute(scenario: Scenario, runtime: str, disabled: tuple[str, ...], session: RunSession,
+             upcoming: ahead.Next | None, written: ahead.Written | None) -> Execution:
     reason = hostinfo.unmet(scenario.requires) or inside.unavailable(scenario)
     if reason:
         return Execution(skip=reason)
@@ -56,11 +70,17 @@ def execute(scenario: Scenario, runtime: str, disabled: tuple[str, ...], session
             variables.update(hoststate.namespace_links())
             variables.update(hoststate.before(((f.kind, f.target) for f in scenario.host_facts), variables,
                                               driver.profile.path))
-            try:
-                bundle = build(scenario, cid, session.workdir, driver.spec_version, variables, driver.bundle_needs,
-                               driver.images)
-            except NotApplicable as exc:  # the lane cannot express the scenario (rootless_config.py)
-                return Execution(skip=f"{driver.label}: {exc}")
+            if written is not None and written.serves(scenario, runtime, disabled, variables):
+                written.used = True
+                bundle, cid = written.bundle, written.cid
+            else:
+                try:
+                    bundle = build(scenario, cid, session.workdir, driver.spec_version, variables,
+                                   driver.bundle_needs, driver.images)
+                except NotApplicable as exc:  # the lane cannot express the scenario (rootless_config.py)
+                    return Execution(skip=f"{driver.label}: {exc}")
+            if upcoming is not None:  # written while this container runs (host/idle.py)
+                idle.later(functools.partial(_write_ahead, session, upcoming))
             obs, bundle = _observed(scenario, driver, session, bundle, cid, variables,
                                     found.evidence if found.sandboxed else None)
             excused = driver.bundle_needs.excused(bundle.config, obs.runtime_error)
@@ -88,15 +108,47 @@ def _observed(scenario: Scenario, driver: RuntimeDriver, session: RunSession, bu
     except InitUnseen as unseen:
         leaks = unseen.leaks
     finally:
-        bundle.remove()
+        _remove(bundle)
     cid = session.new_container_id()
     bundle = build(scenario, cid, session.workdir, driver.spec_version, variables, driver.bundle_needs, driver.images)
     try:
         obs = observe(scenario, driver, bundle, cid, sandboxed, one_run=False)
     finally:
-        bundle.remove()
+        _remove(bundle)
     obs.leaks = leaks + obs.leaks
     return obs, bundle
+
+
+def _write_ahead(session: RunSession, upcoming: ahead.Next) -> None:
+    """Write ``upcoming``'s bundle, if that changes nothing (host/ahead.py), for the session to keep.
+
+    Only with what the session has already made — the runtime's driver, its sandbox probe — so
+    that nothing here starts a daemon or a probe container; and not for a scenario that would be
+    skipped.  A bundle that cannot be written is left to its scenario, which reports why."""
+    scenario = upcoming.scenario
+    driver = session.made_driver(upcoming.runtime, upcoming.disabled)
+    if driver is None or driver.sandbox is None or not ahead.can_write_ahead(scenario):
+        return
+    if (hostinfo.unmet(scenario.requires) or inside.unavailable(scenario) or driver.unsupported(scenario)
+            or driver.bundle_needs.unmet(scenario.requires)):
+        return
+    variables, cid = ahead.plain_variables(), session.new_container_id()
+    try:
+        bundle = build(scenario, cid, session.workdir, driver.spec_version, variables, driver.bundle_needs,
+                       driver.images)
+    except (ConformanceError, OSError):
+        return
+    session.keep_ahead(ahead.Written(upcoming, cid, variables, bundle))
+
+
+def _remove(bundle: Bundle) -> None:
+    """A bundle whose container is gone (and was checked for leftovers): its files go in the next wait
+    for a runtime (host/idle.py); one with an image mounted goes now, so that no overlay of it is
+    still mounted while another container is made."""
+    if bundle.image is None:
+        idle.later(bundle.remove)
+    else:
+        bundle.remove()
 
 
 def _second_run(scenario: Scenario, driver: RuntimeDriver, session: RunSession, variables: dict[str, str],

@@ -289,6 +289,10 @@ def _sha256(path: str) -> str:
 
 
 # -- what is read before the container, to compare after --------------------------------------
+#: the host facts whose values ``before`` reads (a bundle of a scenario with one is never written ahead)
+READ_BEFORE = ("host_unchanged", "runtime_binary_unchanged")
+
+
 def before(kinds: Iterable[tuple[str, str]], variables: dict[str, str], runtime_path: str) -> dict[str, str]:
     """The values that self-judged facts compare against, read before the container exists.
 

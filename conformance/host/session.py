@@ -20,7 +20,7 @@ from pathlib import Path
 from conformance.model.errors import ConformanceError, NotApplicable, RuntimeNotFound
 from conformance.model.records import SandboxProbe
 
-from . import bridge_net, cgroupfs, drivers, proctable, sandbox
+from . import ahead, bridge_net, cgroupfs, drivers, idle, proctable, sandbox
 from .drivers import RuntimeDriver
 from .drivers.cli import CliDriver, kill_naming
 from .drivers.procs import reap_adopted
@@ -90,6 +90,8 @@ class RunSession:
         self._drivers: dict[tuple[str, tuple[str, ...]], RuntimeDriver] = {}
         #: drivers whose lane cannot run on this host (asked once: every scenario gets the same answer)
         self._unavailable: dict[tuple[str, tuple[str, ...]], NotApplicable] = {}
+        #: the next scenario's bundle, written while the current one ran (host/ahead.py)
+        self._ahead: ahead.Written | None = None
 
     @property
     def workdir(self) -> Path:
@@ -145,6 +147,21 @@ class RunSession:
             root.with_name(root.name + SWEEP_SUFFIX).write_text(json.dumps(made.sweep_argv()))
         return self._drivers[key]
 
+    def made_driver(self, name: str, disabled: tuple[str, ...] = ()) -> RuntimeDriver | None:
+        """The driver ``driver()`` made already, if it did (asking makes nothing)."""
+        return self._drivers.get((name, disabled))
+
+    def keep_ahead(self, written: ahead.Written) -> None:
+        """Keep a bundle written ahead (one at most: an earlier one nobody took is removed)."""
+        if self._ahead is not None:
+            self._ahead.bundle.remove()
+        self._ahead = written
+
+    def take_ahead(self) -> ahead.Written | None:
+        """The bundle written ahead, now the caller's to use or remove."""
+        written, self._ahead = self._ahead, None
+        return written
+
     def sandbox(self, name: str, timeout: float = sandbox.PROBE_TIMEOUT_S) -> SandboxProbe:
         """Whether the runtime a ``--runtime`` value names runs its containers in a sandbox.
 
@@ -180,7 +197,9 @@ class RunSession:
 
     def close(self) -> list[str]:
         """Remove every container, state root and bundle this process made. Returns leftovers found."""
-        leftovers = []
+        # the bundles whose removal waited for a wait (host/idle.py); one written ahead for a scenario
+        # that never came (-x, Ctrl-C: host/ahead.py) is a plain copy in the work dir, removed with it below
+        leftovers = idle.finish()
         for (name, _), driver in self._drivers.items():
             try:  # one driver's failure must not keep the others' containers (or a daemon) alive
                 cleaned = driver.remove_containers() if isinstance(driver, CliDriver) else driver.cleanup()

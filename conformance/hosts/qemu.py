@@ -35,6 +35,7 @@ from pathlib import Path
 
 import testinfra
 
+from conformance.host.ahead import Next
 from conformance.host.rootfs import find_static_busybox
 from conformance.model.cache_dir import cache_root
 from conformance.model.errors import ConformanceError
@@ -690,7 +691,8 @@ def QemuTarget(spec: str, runtime_flags: dict[str, list[str]], tag: str,
 class _GuestTarget(RemoteTarget):
     guest: Guest
 
-    def execute(self, scenario: Scenario, runtime: str, disabled: tuple[str, ...]) -> Execution:
+    def execute(self, scenario: Scenario, runtime: str, disabled: tuple[str, ...],
+                upcoming: Next | None = None) -> Execution:  # the guest's agent writes no bundle ahead
         """As any remote host; a guest whose qemu ended is broken at once (nothing there can answer)."""
         if self.broken is None and (self.guest.proc is None or self.guest.proc.poll() is not None):
             status = "stopped" if self.guest.proc is None else f"exit {self.guest.proc.returncode}"

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol, cast
 
 from conformance.host import agent
+from conformance.host.ahead import Next
 from conformance.host.bare import bare_runs
 from conformance.host.executor import execute
 from conformance.host.rootless_user import USER_ENV as ROOTLESS_USER_ENV
@@ -49,7 +50,8 @@ class HostError(ConformanceError):
 class Target(Protocol):
     spec: str
 
-    def execute(self, scenario: Scenario, runtime: str, disabled: tuple[str, ...]) -> Execution: ...
+    def execute(self, scenario: Scenario, runtime: str, disabled: tuple[str, ...],
+                upcoming: Next | None = None) -> Execution: ...
     def describe(self, runtimes: list[str]) -> HostDescription: ...
     def close(self) -> None: ...
 
@@ -63,8 +65,10 @@ class LocalTarget:
         self.runtime_flags = runtime_flags
         self.session = RunSession(runtime_flags)
 
-    def execute(self, scenario: Scenario, runtime: str, disabled: tuple[str, ...]) -> Execution:
-        return execute(scenario, runtime, disabled, self.session)
+    def execute(self, scenario: Scenario, runtime: str, disabled: tuple[str, ...],
+                upcoming: Next | None = None) -> Execution:
+        """``upcoming``: what this host runs next, whose bundle is written while this one runs (host/ahead.py)."""
+        return execute(scenario, runtime, disabled, self.session, upcoming)
 
     def describe(self, runtimes: list[str]) -> HostDescription:
         return agent.describe({"runtimes": runtimes, "flags": self.runtime_flags}, self.session)
@@ -158,7 +162,8 @@ class RemoteTarget:
                                    "ref": ref_launcher(), "rootless_user": os.environ.get(ROOTLESS_USER_ENV)},
                                   timeout)
 
-    def execute(self, scenario: Scenario, runtime: str, disabled: tuple[str, ...]) -> Execution:
+    def execute(self, scenario: Scenario, runtime: str, disabled: tuple[str, ...],
+                upcoming: Next | None = None) -> Execution:  # another host's agent writes no bundle ahead
         if self.broken is not None:
             return Execution(error=self.broken)
         known = self.sandbox.get(runtime)
@@ -225,7 +230,8 @@ class BrokenTarget:
     def __init__(self, spec: str, reason: str) -> None:
         self.spec, self.reason = spec, reason
 
-    def execute(self, scenario: Scenario, runtime: str, disabled: tuple[str, ...]) -> Execution:
+    def execute(self, scenario: Scenario, runtime: str, disabled: tuple[str, ...],
+                upcoming: Next | None = None) -> Execution:  # another host's agent writes no bundle ahead
         return Execution(error=self.reason)
 
     def describe(self, runtimes: list[str]) -> HostDescription:

@@ -198,6 +198,13 @@ def _freeze_at_exit() -> None:
     atexit.register(gc.freeze)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """A scenario item learns which item runs after it (ScenarioItem.precedes); pytest then runs it."""
+    if isinstance(item, ScenarioItem):
+        item.precedes(nextitem)
+
+
 @pytest.hookimpl(tryfirst=True)  # before -m/-k deselect: every file takes part, error items keep their marks
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
                                   items: list[pytest.Item]) -> None:

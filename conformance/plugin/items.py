@@ -13,6 +13,7 @@ from typing import Any, Iterable, Iterator
 import pytest
 
 from conformance.catalog.loaded_cache import loaded, loaded_all
+from conformance.host.ahead import Next
 from conformance.host.drivers import label as runtime_label
 from conformance.judge.verdict import Verdict, judge
 from conformance.model.errors import ScenarioError
@@ -156,10 +157,19 @@ class ScenarioItem(pytest.Item):
     """One scenario on one runtime and host: passes when the property holds."""
 
     disabled: tuple[str, ...] = ()
+    #: the scenario its host runs next, if pytest already knows it (hooks.pytest_runtest_protocol)
+    upcoming: Next | None = None
 
     def __init__(self, *, scenario: Scenario, runtime: str, host: str, **kw: Any) -> None:
         super().__init__(**kw)
         self.scenario, self.runtime, self.host = scenario, runtime, host
+
+    def precedes(self, nextitem: pytest.Item | None) -> None:
+        """Learn what runs after this item on the same host: its bundle is written while this one runs."""
+        if isinstance(nextitem, ScenarioItem) and nextitem.host == self.host:
+            self.upcoming = Next(nextitem.scenario, nextitem.runtime, nextitem.disabled)
+        else:
+            self.upcoming = None
 
     def _result(self, verdict: str, evidence: str, duration: float = 0.0, oci_version: str | None = None,
                 checks: Verdict | None = None) -> ResultRow:
@@ -177,7 +187,7 @@ class ScenarioItem(pytest.Item):
 
     def runtest(self) -> None:
         target = self.config.stash[targets_key].get(self.host)
-        done = target.execute(self.scenario, self.runtime, self.disabled)
+        done = target.execute(self.scenario, self.runtime, self.disabled, self.upcoming)
         if done.skip:
             reason = done.skip + (f" [{done.host_note}]" if done.host_note else "")
             _record(self, self._result(SKIP, reason))

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import IO, Any, Callable, Mapping, Sequence
 
+from .. import idle
 from ..proctable import process_state
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -237,7 +238,8 @@ def block_until_exit(pid: int, timeout: float, spin: bool = True) -> bool | None
         while spin and time.monotonic() - started < min(SPIN_S, timeout):  # see wait_for_file: a short poll first
             if select.select([fd], [], [], 0)[0]:
                 return True
-            time.sleep(0.0005)
+            if not idle.step():  # queued clean-up (host/idle.py) instead of a sleep
+                time.sleep(0.0005)
         return bool(select.select([fd], [], [], max(timeout - (time.monotonic() - started), 0))[0])
     finally:
         os.close(fd)
@@ -281,7 +283,8 @@ def poll_until(ready: Callable[[], bool], deadline: float) -> bool:
         now = time.monotonic()
         if now >= deadline:
             return False
-        time.sleep(0.0005 if now - started < SPIN_S else 0.002 if now - started < 1.0 else 0.01)
+        if not idle.step():  # queued clean-up (host/idle.py) instead of a sleep
+            time.sleep(0.0005 if now - started < SPIN_S else 0.002 if now - started < 1.0 else 0.01)
 
 
 def _has_content(path: str) -> bool:
