@@ -53,6 +53,18 @@ def test_at_most_a_few_pieces_wait_the_oldest_is_done_at_once():
     assert idle.finish() == [] and done == list(range(idle.QUEUE_MAX + 2))
 
 
+def test_the_benchmarks_yardstick_does_no_queued_work_while_it_times_a_runtime(tmp_path):
+    """bare.timed_run times the runtime alone: harness work queued meanwhile waits for a real wait."""
+    from conformance.host.bare import timed_run
+
+    done: list[int] = []
+    idle.later(lambda: done.append(1))
+    with open(tmp_path / "out", "wb") as out:
+        assert timed_run(["sleep", "0.02"], out.fileno(), out.fileno(), 10) >= 0.02
+    assert done == []
+    assert idle.finish() == [] and done == [1]
+
+
 # -- bundles written ahead ------------------------------------------------------------------
 @pytest.mark.parametrize("runtime", REF_AND_RUNC)
 def test_the_next_scenario_runs_from_the_bundle_written_while_the_one_before_ran(session, runtime):

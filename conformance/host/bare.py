@@ -52,7 +52,8 @@ def timed_run(argv: list[str], stdout: int, stderr: int, timeout: float,
                                 preexec_fn=_take_terminal if terminal is not None else None)
         for fd in {stdin, out, err}:
             os.close(fd)
-        exited = poll_until(lambda: _copied(master, stdout) or proc.poll() is not None, time.monotonic() + timeout)
+        exited = poll_until(lambda: _copied(master, stdout) or proc.poll() is not None, time.monotonic() + timeout,
+                            idle_work=False)
         elapsed = time.perf_counter() - started
         _copied(master, stdout)  # what is left in the pty
     if not exited:
