@@ -18,7 +18,6 @@ the session's work dir.
 """
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass
 
 from conformance.model.scenario import Scenario
@@ -49,11 +48,6 @@ class Written:
     def serves(self, scenario: Scenario, runtime: str, disabled: tuple[str, ...], variables: dict[str, str]) -> bool:
         return (self.next.scenario is scenario and self.next.runtime == runtime and self.next.disabled == disabled
                 and self.variables == variables)
-
-
-def plain_variables() -> dict[str, str]:
-    """The variables of a scenario with no host set-up and nothing read before: the host's own."""
-    return {"host_hostname": socket.gethostname(), **hoststate.namespace_links()}
 
 
 def can_write_ahead(scenario: Scenario) -> bool:

@@ -21,7 +21,6 @@ import fcntl
 import os
 import pty
 import signal
-import socket
 import struct
 import subprocess
 import termios
@@ -114,8 +113,7 @@ def bare_runs(scenarios: list[Scenario], runtime: str, session: RunSession) -> l
             continue
         cid = session.new_container_id()
         with host_setup.prepared(scenario.host_setup, session.workdir) as variables:
-            variables["host_hostname"] = socket.gethostname()  # what the executor gives a bundle, too
-            variables.update(hoststate.namespace_links())
+            variables.update(hoststate.own_variables())  # what the executor gives a bundle, too
             variables.update(hoststate.before(((f.kind, f.target) for f in scenario.host_facts), variables,
                                               profile.path))
             bundle = build(scenario, cid, session.workdir, profile.spec_version, variables)

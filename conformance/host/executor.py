@@ -9,7 +9,6 @@ Execution back as JSON.  Judging stays with the harness.
 from __future__ import annotations
 
 import functools
-import socket
 
 from conformance.model.errors import ConformanceError, NotApplicable
 from conformance.model.records import Execution, Observation
@@ -66,8 +65,7 @@ def _execute(scenario: Scenario, runtime: str, disabled: tuple[str, ...], sessio
         if driver.sandbox is None:  # a control's variant: the same runtime, so the same init (observe.py)
             driver.sandbox = found
         with host_setup.prepared(scenario.host_setup, session.workdir, driver.bundle_needs.owner) as variables:
-            variables["host_hostname"] = socket.gethostname()
-            variables.update(hoststate.namespace_links())
+            variables.update(hoststate.own_variables())
             variables.update(hoststate.before(((f.kind, f.target) for f in scenario.host_facts), variables,
                                               driver.profile.path))
             if written is not None and written.serves(scenario, runtime, disabled, variables):
@@ -132,7 +130,7 @@ def _write_ahead(session: RunSession, upcoming: ahead.Next) -> None:
     if (hostinfo.unmet(scenario.requires) or inside.unavailable(scenario) or driver.unsupported(scenario)
             or driver.bundle_needs.unmet(scenario.requires)):
         return
-    variables, cid = ahead.plain_variables(), session.new_container_id()
+    variables, cid = hoststate.own_variables(), session.new_container_id()  # all a scenario able to be written ahead has
     try:
         bundle = build(scenario, cid, session.workdir, driver.spec_version, variables, driver.bundle_needs,
                        driver.images)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import socket
 import stat
 import time
 from pathlib import Path
@@ -64,6 +65,13 @@ def namespace_links() -> dict[str, str]:
         except OSError:  # a kernel without that namespace type
             continue
     return out
+
+
+def own_variables() -> dict[str, str]:
+    """What every bundle's variables hold about the host itself: its hostname and its namespaces.
+    One definition for the executor, the bundle written ahead (ahead.py: it is used only if these
+    are equal) and the benchmarks' yardstick (bare.py)."""
+    return {"host_hostname": socket.gethostname(), **namespace_links()}
 
 
 # -- routes and links ---------------------------------------------------------------------------
