@@ -114,7 +114,7 @@ def write_scenarios(directory: Path, files: dict[str, str]) -> Path:
 def host_leftovers(tag: str = RUN_TAG) -> set[str]:
     """Everything a run (of ``tag``) could leave behind on this host, as strings to diff."""
     found: set[str] = set()
-    from conformance.host import cgroupfs
+    from conformance.host import cgroupfs, hoststate
 
     for mountpoint in set(cgroupfs.mounts().values()):
         found |= {f"cgroup {p}" for p in glob.glob(f"{mountpoint}/cf-{tag}-*")}
@@ -130,7 +130,10 @@ def host_leftovers(tag: str = RUN_TAG) -> set[str]:
     # process below; what may not outlive its shim is a socket nobody answers on)
     found |= {f"shim socket {p}" for p in glob.glob("/run/containerd/s/*") if not _answers(p)}
     found |= rootless_leftovers(tag)
-    found |= {f"link {name}" for name in os.listdir("/sys/class/net")}  # the host's own: none may come or go
+    # the host's own links: none may come or go; but a canary link (host_setup net_canary) that a run
+    # beside this one (the other xdist worker's suite) let through for a moment is that run's to remove
+    found |= {f"link {name}" for name in os.listdir("/sys/class/net")
+              if not _another_live_process(hoststate.canary_link_maker(name))}
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             try:  # a process in one of this run's container cgroups (cf-<tag>-…) is ours
@@ -178,9 +181,14 @@ def _another_live_runs(name: str) -> bool:
     that made it) made by a run that still goes on and is not this process's own (the other xdist
     worker's, say): not this test's to count.  A dead maker's is counted: whoever left it, it leaked."""
     match = re.match(r"oci-conformance-(\d+)-", name)
-    if match is None:
+    return match is not None and _another_live_process(int(match.group(1)))
+
+
+def _another_live_process(pid: int | None) -> bool:
+    """``pid`` runs, and is neither this process nor one of its descendants (what this test started)."""
+    if pid is None:
         return False
-    pid, me = int(match.group(1)), os.getpid()
+    me = os.getpid()
     while pid > 1:
         if pid == me:
             return False

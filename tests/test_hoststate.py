@@ -82,11 +82,11 @@ def test_a_cwd_is_under_the_root_only_when_the_walk_up_meets_it(tmp_path, inside
 
 
 def test_other_runs_canaries_are_left_out_of_the_host_s_links(monkeypatch):
-    names = ["lo", "eth0", "cfk0123abcd", "cfkdeadbeef"]
+    names = ["lo", "eth0", "cfk0012340abc", "cfk00beefdead"]
     monkeypatch.setattr(hoststate.os, "listdir", lambda path: names)
     monkeypatch.setattr(hoststate, "_read", lambda path: str(names.index(path.split("/")[4]) + 1))
-    assert hoststate.net_state("links", {"net_canary_link": "cfkdeadbeef"}).splitlines() == \
-        ["1: lo", "2: eth0", "4: cfkdeadbeef"]
+    assert hoststate.net_state("links", {"net_canary_link": "cfk00beefdead"}).splitlines() == \
+        ["1: lo", "2: eth0", "4: cfk00beefdead"]
 
 
 def test_the_environment_shows_values_only_for_what_the_config_sets(tmp_path):

@@ -7,10 +7,12 @@ must remove those, and only when no session of that run lives on.
 """
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -152,3 +154,54 @@ def test_a_killed_sessions_work_dir_is_swept_wherever_it_was_made(base: str):
     finally:
         shutil.rmtree(dead, ignore_errors=True)
         shutil.rmtree(alive, ignore_errors=True)
+
+
+#: run in a network namespace of the test's own (with sysfs mounted anew in a private mount namespace, so
+#: that /sys/class/net shows it): make canaries of a killed maker, of a live one, and a link that is no
+#: canary; sweep; print what was removed and what is left
+_CANARY_SWEEP = """
+import json, os, subprocess, sys
+from conformance.host import host_setup, hoststate
+subprocess.run(["mount", "-t", "sysfs", "sysfs", "/sys"], check=True)
+ip = lambda *a: subprocess.run(["ip", *a], check=True)
+ip("link", "set", "lo", "up")
+dead, live = int(sys.argv[1]), os.getpid()
+for name in (f"cfk{dead:06x}beef", f"cfk{live:06x}beef", "cfkeeper"):
+    ip("link", "add", name, "type", "bridge")
+for pid in (dead, live):
+    metric = str(pid * hoststate.CANARY_METRIC_PER_PID + 7)
+    ip("route", "add", hoststate.CANARY_ROUTE_DEST + "/24", "dev", "lo", "metric", metric)
+removed = host_setup.sweep_dead_canaries()
+routes = [r.split()[6] for r in open("/proc/net/route").read().splitlines()[1:]
+          if r.split()[1] == hoststate.CANARY_ROUTE_HEX]
+print(json.dumps({"removed": removed, "links": sorted(os.listdir("/sys/class/net")), "routes": routes,
+                  "live": live}))
+"""
+
+
+@pytest.mark.skipif(shutil.which("ip") is None or shutil.which("unshare") is None, reason="no ip or unshare")
+def test_a_killed_makers_network_canaries_are_swept_and_a_live_ones_kept():
+    """A net_canary link or route a broken runtime let reach the host's namespace is named after its
+    maker (hoststate.CANARY_LINK): when the maker was killed, the next sweep deletes it; a live maker's
+    and a link that is no canary stay (here in a network namespace of the test's own)."""
+    dead = _dead_pid()
+    done = subprocess.run(["unshare", "--net", "--mount", sys.executable, "-c", _CANARY_SWEEP, str(dead)],
+                          capture_output=True, text=True, timeout=60, cwd=Path(__file__).parents[1])
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    live = seen["live"]
+    assert seen["removed"] == [f"link cfk{dead:06x}beef",
+                               f"route 198.51.100.0/24 dev lo metric {dead * 1000 + 7}"]
+    assert seen["links"] == sorted(["lo", "cfkeeper", f"cfk{live:06x}beef"])
+    assert seen["routes"] == [str(live * 1000 + 7)]
+
+
+def test_a_net_canary_is_named_after_its_maker(tmp_path: Path):
+    """What the sweep reads (the maker's pid) is what net_canary writes, in the link's name and the
+    route's metric, and the name fits a link's 15 characters."""
+    from conformance.host import host_setup, hoststate
+
+    with host_setup.net_canary(tmp_path) as variables:
+        assert len(variables["net_canary_link"]) <= 15
+        assert hoststate.canary_link_maker(variables["net_canary_link"]) == os.getpid()
+        assert hoststate.canary_route_maker(variables["net_canary_metric"]) == os.getpid()

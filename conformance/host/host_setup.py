@@ -51,7 +51,7 @@ from typing import Iterator
 
 from . import cgroupfs
 from .bridge_net import bridge_net
-from .hoststate import CANARY_ROUTE_DEST, CANARY_ROUTE_HEX
+from .hoststate import CANARY_METRIC_PER_PID, CANARY_ROUTE_DEST, CANARY_ROUTE_HEX, canary_link_maker, canary_route_maker
 from .ns_holder import ns_holder
 
 IPC_CREAT, IPC_RMID = 0o1000, 0
@@ -271,8 +271,8 @@ def syscall_probe(workdir: Path) -> Iterator[dict[str, str]]:
 def net_canary(workdir: Path) -> Iterator[dict[str, str]]:
     if shutil.which("ip") is None:
         raise OSError("net_canary needs iproute2's `ip` on the runtime's host (to remove a canary that leaked)")
-    link = "cfk" + secrets.token_hex(4)
-    metric = str(100000 + secrets.randbelow(1 << 30))
+    link = f"cfk{os.getpid():06x}{secrets.token_hex(2)}"
+    metric = str(os.getpid() * CANARY_METRIC_PER_PID + secrets.randbelow(CANARY_METRIC_PER_PID))
     try:
         yield {"net_canary_link": link, "net_canary_metric": metric,
                "net_canary_route": f"{CANARY_ROUTE_DEST}/24 dev lo metric {metric}"}
@@ -282,6 +282,28 @@ def net_canary(workdir: Path) -> Iterator[dict[str, str]]:
         routes = Path("/proc/net/route").read_text().splitlines()[1:]
         if any(r.split()[1] == CANARY_ROUTE_HEX and r.split()[6] == metric for r in routes):
             _ip("route", "del", f"{CANARY_ROUTE_DEST}/24", "dev", "lo", "metric", metric)
+
+
+def sweep_dead_canaries() -> list[str]:
+    """Remove the canary links and routes (``net_canary``) that reached the host's network namespace
+    and whose maker no longer runs (killed: its ``finally`` never ran); returns what it removed.
+    A live maker's canary is its own, to remove when its scenario ends."""
+    removed = []
+    for name in os.listdir("/sys/class/net"):
+        maker = canary_link_maker(name)
+        if maker is not None and not os.path.exists(f"/proc/{maker}"):
+            _ip("link", "del", name)
+            removed.append(f"link {name}")
+    try:
+        routes = Path("/proc/net/route").read_text().splitlines()[1:]
+    except FileNotFoundError:  # no IPv4
+        routes = []
+    for route in routes:
+        iface, dest, metric = route.split()[0], route.split()[1], route.split()[6]
+        if iface == "lo" and dest == CANARY_ROUTE_HEX and not os.path.exists(f"/proc/{canary_route_maker(metric)}"):
+            _ip("route", "del", f"{CANARY_ROUTE_DEST}/24", "dev", "lo", "metric", metric)
+            removed.append(f"route {CANARY_ROUTE_DEST}/24 dev lo metric {metric}")
+    return removed
 
 
 @contextlib.contextmanager

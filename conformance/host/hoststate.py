@@ -38,10 +38,24 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-#: the names ``host_setup: net_canary`` gives its canary links, and the route it lets a container add
-CANARY_LINK = re.compile(r"^cfk[0-9a-f]{8}$")
+#: the names ``host_setup: net_canary`` gives its canary links (``cfk`` + the maker's pid in six hex
+#: digits + four random ones: a leak whose maker was killed is swept, one whose maker runs is its own),
+#: and the route it lets a container add (its metric is the maker's pid × 1000 + a random 0–999)
+CANARY_LINK = re.compile(r"^cfk(?P<pid>[0-9a-f]{6})[0-9a-f]{4}$")
 CANARY_ROUTE_DEST = "198.51.100.0"        # TEST-NET-2 (RFC 5737): routed nowhere
 CANARY_ROUTE_HEX = "006433C6"              # how /proc/net/route writes it (little-endian)
+CANARY_METRIC_PER_PID = 1000               # pid_max (2**22) × 1000 fits a route's 32-bit metric
+
+
+def canary_link_maker(name: str) -> int | None:
+    """The pid of the process that named canary link ``name``, or None if it is no canary's name."""
+    match = CANARY_LINK.match(name)
+    return int(match.group("pid"), 16) if match else None
+
+
+def canary_route_maker(metric: str) -> int:
+    """The pid of the process that chose a canary route's ``metric``."""
+    return int(metric) // CANARY_METRIC_PER_PID
 LINK_FACTS = ("cwd", "root", "exe")
 
 #: file systems that are not a host path even when their superblock is shared with the host's

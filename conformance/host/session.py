@@ -20,7 +20,7 @@ from pathlib import Path
 from conformance.model.errors import ConformanceError, NotApplicable, RuntimeNotFound
 from conformance.model.records import SandboxProbe
 
-from . import ahead, bridge_net, cgroupfs, drivers, idle, proctable, sandbox
+from . import ahead, bridge_net, cgroupfs, drivers, host_setup, idle, proctable, sandbox
 from .drivers import RuntimeDriver
 from .drivers.cli import CliDriver, kill_naming
 from .drivers.procs import reap_adopted
@@ -238,7 +238,8 @@ def sweep_dead(tag: str | None = None) -> list[str]:
     and the roots and work dirs go (unmounted first).  Then the cgroups
     named after containers (``cf-TAG-…``) of the runs those dead sessions
     belonged to, unless a session of that run lives on, the network
-    namespaces of host setup ``bridge_net`` whose maker no longer runs, and
+    namespaces of host setup ``bridge_net`` and the canary links and routes
+    of ``net_canary`` that reached the host, whose maker no longer runs, and
     the work dirs of qemu guests of dead harnesses.
     A live session's things are never touched; nothing that is not named so
     is looked at.  Returns what was removed, for the log.
@@ -265,6 +266,7 @@ def sweep_dead(tag: str | None = None) -> list[str]:
         removed.append(str(work))
     removed += _sweep_cgroups(dead_tags - {""})
     removed += bridge_net.sweep_dead(_tag_pattern(tag))
+    removed += host_setup.sweep_dead_canaries()
     removed += _sweep_guest_dirs(tag)
     reap_adopted()  # what was killed and re-parented to us (a subreaper) is not left a zombie
     return removed
