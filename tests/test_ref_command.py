@@ -19,7 +19,9 @@ VERSION = f"python{sys.version_info[0]}.{sys.version_info[1]}"
 def _fake_venv(root: Path, pth_line: str | None = None, finder: str | None = None) -> Path:
     """A virtual environment of this Python: pyvenv.cfg, bin/python3, site-packages; the script in bin.
 
-    A sitecustomize in its site-packages leaves a mark when `site` runs: the fast path never runs it.
+    A .pth file's ``import`` line in its site-packages leaves a mark when `site` runs: the fast path
+    never runs it.  (Not a sitecustomize: Debian's Python has its own in the standard library's
+    directory, which comes first on the path, so a venv's is never imported there.)
     """
     (root / "bin").mkdir(parents=True)
     os.symlink(sys.executable, root / "bin" / "python3")
@@ -27,7 +29,7 @@ def _fake_venv(root: Path, pth_line: str | None = None, finder: str | None = Non
     (root / "pyvenv.cfg").write_text(f"home = {base / 'bin'}\ninclude-system-site-packages = false\n")
     site = root / "lib" / VERSION / "site-packages"
     site.mkdir(parents=True)
-    (site / "sitecustomize.py").write_text(f"open({str(root / 'site-ran')!r}, 'w').close()\n")
+    (site / "site-marker.pth").write_text(f"import os; open({str(root / 'site-ran')!r}, 'w').close()\n")
     if pth_line is not None:
         (site / "oci_conformance.pth").write_text(pth_line + "\n")
     if finder is not None:
@@ -59,7 +61,7 @@ def test_the_installed_command_finds_the_package_without_site(tmp_path, how):
 
 def test_an_installation_it_cannot_read_falls_back_to_the_interpreter_s_own_start(tmp_path):
     venv = _fake_venv(tmp_path / "venv")  # nothing the script reads names the package: only `site` finds it
-    (venv / "lib" / VERSION / "site-packages" / "sitecustomize.py").write_text(
+    (venv / "lib" / VERSION / "site-packages" / "site-marker.pth").write_text(
         f"import sys; sys.path.append({str(REPO)!r}); open({str(venv / 'site-ran')!r}, 'w').close()\n")
     done = _run(venv)
     assert done.returncode == 0 and done.stdout.startswith("runtime-ref version"), done.stderr
