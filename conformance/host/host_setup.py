@@ -299,7 +299,8 @@ def sweep_dead_canaries() -> list[str]:
     except FileNotFoundError:  # no IPv4
         routes = []
     for route in routes:
-        iface, dest, metric = route.split()[0], route.split()[1], route.split()[6]
+        fields = route.split()
+        iface, dest, metric = fields[0], fields[1], fields[6]
         if iface == "lo" and dest == CANARY_ROUTE_HEX and not os.path.exists(f"/proc/{canary_route_maker(metric)}"):
             _ip("route", "del", f"{CANARY_ROUTE_DEST}/24", "dev", "lo", "metric", metric)
             removed.append(f"route {CANARY_ROUTE_DEST}/24 dev lo metric {metric}")

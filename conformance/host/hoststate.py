@@ -45,17 +45,6 @@ CANARY_LINK = re.compile(r"^cfk(?P<pid>[0-9a-f]{6})[0-9a-f]{4}$")
 CANARY_ROUTE_DEST = "198.51.100.0"        # TEST-NET-2 (RFC 5737): routed nowhere
 CANARY_ROUTE_HEX = "006433C6"              # how /proc/net/route writes it (little-endian)
 CANARY_METRIC_PER_PID = 1000               # pid_max (2**22) × 1000 fits a route's 32-bit metric
-
-
-def canary_link_maker(name: str) -> int | None:
-    """The pid of the process that named canary link ``name``, or None if it is no canary's name."""
-    match = CANARY_LINK.match(name)
-    return int(match.group("pid"), 16) if match else None
-
-
-def canary_route_maker(metric: str) -> int:
-    """The pid of the process that chose a canary route's ``metric``."""
-    return int(metric) // CANARY_METRIC_PER_PID
 LINK_FACTS = ("cwd", "root", "exe")
 
 #: file systems that are not a host path even when their superblock is shared with the host's
@@ -89,6 +78,17 @@ def own_variables() -> dict[str, str]:
 
 
 # -- routes and links ---------------------------------------------------------------------------
+def canary_link_maker(name: str) -> int | None:
+    """The pid of the process that named canary link ``name``, or None if it is no canary's name."""
+    match = CANARY_LINK.match(name)
+    return int(match.group("pid"), 16) if match else None
+
+
+def canary_route_maker(metric: str) -> int:
+    """The pid of the process that chose a canary route's ``metric``."""
+    return int(metric) // CANARY_METRIC_PER_PID
+
+
 def net_state(target: str, own: dict[str, str]) -> str:
     """The host's IPv4 and IPv6 routes, or its links, one sorted line each (``own``: this run's canary)."""
     if target == "routes":
