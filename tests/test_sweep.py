@@ -166,9 +166,9 @@ subprocess.run(["mount", "-t", "sysfs", "sysfs", "/sys"], check=True)
 ip = lambda *a: subprocess.run(["ip", *a], check=True)
 ip("link", "set", "lo", "up")
 dead, live = int(sys.argv[1]), os.getpid()
-for name in (f"cfk{dead:06x}beef", f"cfk{live:06x}beef", "cfkeeper"):
+for name in (f"cfk{dead:06x}beef", f"cfk{live:06x}beef", "cfkeeper", "cfk000000beef"):
     ip("link", "add", name, "type", "bridge")
-for pid in (dead, live):
+for pid in (dead, live, 0):  # pid 0 makes no canary: a route with that metric is someone else's
     metric = str(pid * hoststate.CANARY_METRIC_PER_PID + 7)
     ip("route", "add", hoststate.CANARY_ROUTE_DEST + "/24", "dev", "lo", "metric", metric)
 removed = host_setup.sweep_dead_canaries()
@@ -182,8 +182,9 @@ print(json.dumps({"removed": removed, "links": sorted(os.listdir("/sys/class/net
 @pytest.mark.skipif(shutil.which("ip") is None or shutil.which("unshare") is None, reason="no ip or unshare")
 def test_a_killed_makers_network_canaries_are_swept_and_a_live_ones_kept():
     """A net_canary link or route a broken runtime let reach the host's namespace is named after its
-    maker (hoststate.CANARY_LINK): when the maker was killed, the next sweep deletes it; a live maker's
-    and a link that is no canary stay (here in a network namespace of the test's own)."""
+    maker (hoststate.CANARY_LINK): when the maker was killed, the next sweep deletes it; a live maker's,
+    and a link or route that is no canary's (not named so, or naming pid 0), stay (here in a network
+    namespace of the test's own)."""
     dead = _dead_pid()
     done = subprocess.run(["unshare", "--net", "--mount", sys.executable, "-c", _CANARY_SWEEP, str(dead)],
                           capture_output=True, text=True, timeout=60, cwd=Path(__file__).parents[1])
@@ -192,8 +193,8 @@ def test_a_killed_makers_network_canaries_are_swept_and_a_live_ones_kept():
     live = seen["live"]
     assert seen["removed"] == [f"link cfk{dead:06x}beef",
                                f"route 198.51.100.0/24 dev lo metric {dead * 1000 + 7}"]
-    assert seen["links"] == sorted(["lo", "cfkeeper", f"cfk{live:06x}beef"])
-    assert seen["routes"] == [str(live * 1000 + 7)]
+    assert seen["links"] == sorted(["lo", "cfkeeper", "cfk000000beef", f"cfk{live:06x}beef"])
+    assert sorted(seen["routes"]) == sorted([str(live * 1000 + 7), "7"])
 
 
 def test_a_net_canary_is_named_after_its_maker(tmp_path: Path):

@@ -301,7 +301,8 @@ def sweep_dead_canaries() -> list[str]:
     for route in routes:
         fields = route.split()
         iface, dest, metric = fields[0], fields[1], fields[6]
-        if iface == "lo" and dest == CANARY_ROUTE_HEX and not os.path.exists(f"/proc/{canary_route_maker(metric)}"):
+        maker = canary_route_maker(metric)
+        if iface == "lo" and dest == CANARY_ROUTE_HEX and maker is not None and not os.path.exists(f"/proc/{maker}"):
             _ip("route", "del", f"{CANARY_ROUTE_DEST}/24", "dev", "lo", "metric", metric)
             removed.append(f"route {CANARY_ROUTE_DEST}/24 dev lo metric {metric}")
     return removed

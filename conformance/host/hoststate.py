@@ -79,14 +79,16 @@ def own_variables() -> dict[str, str]:
 
 # -- routes and links ---------------------------------------------------------------------------
 def canary_link_maker(name: str) -> int | None:
-    """The pid of the process that named canary link ``name``, or None if it is no canary's name."""
+    """The pid of the process that named canary link ``name``, or None if it is no canary's name
+    (pid 0 never makes one: such a name is someone else's)."""
     match = CANARY_LINK.match(name)
-    return int(match.group("pid"), 16) if match else None
+    return (int(match.group("pid"), 16) or None) if match else None
 
 
-def canary_route_maker(metric: str) -> int:
-    """The pid of the process that chose a canary route's ``metric``."""
-    return int(metric) // CANARY_METRIC_PER_PID
+def canary_route_maker(metric: str) -> int | None:
+    """The pid of the process that chose a canary route's ``metric``, or None if no canary has it
+    (below CANARY_METRIC_PER_PID: pid 0)."""
+    return int(metric) // CANARY_METRIC_PER_PID or None
 
 
 def net_state(target: str, own: dict[str, str]) -> str:
